@@ -1,0 +1,45 @@
+//! The aarch64 processor: halting, interrupt masking and the generic timer's
+//! counter.
+
+use aarch64_cpu::asm;
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, DAIF, Readable, Writeable};
+
+/// Stops this CPU for good.
+pub fn halt_forever() -> ! {
+    disable_interrupts();
+    loop {
+        asm::wfe();
+    }
+}
+
+/// Sleeps until the next interrupt, with interrupts unmasked while waiting.
+pub fn wait_for_interrupt() {
+    enable_interrupts();
+    asm::wfi();
+}
+
+/// Whether IRQs are unmasked.
+pub fn interrupts_enabled() -> bool {
+    !DAIF.is_set(DAIF::I)
+}
+
+/// Masks IRQs.
+pub fn disable_interrupts() {
+    DAIF.write(DAIF::D::Masked + DAIF::A::Masked + DAIF::I::Masked + DAIF::F::Masked);
+}
+
+/// Unmasks IRQs.
+pub fn enable_interrupts() {
+    DAIF.write(DAIF::D::Masked + DAIF::A::Unmasked + DAIF::I::Unmasked + DAIF::F::Masked);
+}
+
+/// The virtual counter of the generic timer.
+pub fn cycle_counter() -> u64 {
+    asm::barrier::isb(asm::barrier::SY);
+    CNTVCT_EL0.get()
+}
+
+/// Ticks per second of [`cycle_counter`].
+pub fn cycle_counter_frequency_hz() -> u64 {
+    CNTFRQ_EL0.get()
+}

@@ -1,0 +1,70 @@
+//! The x86_64 processor: halting, interrupts and the time-stamp counter.
+
+use x86_64::instructions::interrupts;
+
+/// Stops this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Sleeps until the next interrupt (interrupts are enabled while waiting).
+pub fn wait_for_interrupt() {
+    interrupts::enable_and_hlt();
+}
+
+/// Whether maskable interrupts are enabled.
+pub fn interrupts_enabled() -> bool {
+    interrupts::are_enabled()
+}
+
+/// Masks interrupts.
+pub fn disable_interrupts() {
+    interrupts::disable();
+}
+
+/// Unmasks interrupts.
+pub fn enable_interrupts() {
+    interrupts::enable();
+}
+
+/// The time-stamp counter.
+pub fn cycle_counter() -> u64 {
+    // SAFETY: RDTSC only reads the counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Ticks per second of [`cycle_counter`], measured once against the PIT.
+pub fn cycle_counter_frequency_hz() -> u64 {
+    static FREQUENCY: spin::Once<u64> = spin::Once::new();
+    *FREQUENCY.call_once(measure_tsc_frequency)
+}
+
+/// Counts TSC ticks over 10 ms of PIT channel 2.
+fn measure_tsc_frequency() -> u64 {
+    use x86_64::instructions::port::Port;
+    const PIT_HZ: u64 = 1_193_182;
+    const WINDOW_TICKS: u64 = PIT_HZ / 100;
+    let mut gate = Port::<u8>::new(0x61);
+    let mut command = Port::<u8>::new(0x43);
+    let mut channel2 = Port::<u8>::new(0x42);
+    // SAFETY: ports 0x42, 0x43 and 0x61 are the PIT's channel 2 and the
+    // speaker gate; Baton uses them for nothing else, and the speaker output
+    // stays disabled.
+    unsafe {
+        let value = gate.read();
+        gate.write((value & !0x02) | 0x01);
+        command.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0
+        channel2.write((WINDOW_TICKS & 0xff) as u8);
+        channel2.write((WINDOW_TICKS >> 8) as u8);
+        let start = cycle_counter();
+        let mut spins = 0u64;
+        while gate.read() & 0x20 == 0 && spins < 100_000_000 {
+            spins += 1;
+        }
+        let elapsed = cycle_counter() - start;
+        elapsed * 100
+    }
+}

@@ -1,0 +1,9 @@
+//! x86_64: 16550 serial, GDT/IDT/TSS, traps, and QEMU's isa-debug-exit.
+
+pub mod cpu;
+pub mod debug_exit;
+pub mod serial;
+pub mod trap;
+
+/// The architecture's name, as printed in the banner.
+pub const NAME: &str = "x86_64";

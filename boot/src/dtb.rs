@@ -1,0 +1,269 @@
+//! Reading a flattened device tree handed over by firmware or QEMU.
+//!
+//! The arm64 `Image` entry receives a DTB in `x0`; Limine on aarch64 reports
+//! the firmware's DTB too. This module extracts what Baton needs from it (RAM,
+//! reserved ranges, the command line, the initrd and the PL011 console) into a
+//! [`BootInfo`], using the `fdt` crate. `fdt` panics on some missing standard
+//! nodes (`/chosen`, `/memory`), so only its panic-free lookups are used here.
+
+use crate::info::{BootInfo, BootWarning, MemoryKind, PhysRange, SerialPort};
+use fdt::Fdt;
+use fdt::node::FdtNode;
+
+/// Size in bytes of a flattened device tree header.
+pub const HEADER_BYTES: usize = 40;
+/// The FDT magic number (big-endian in the blob).
+pub const MAGIC: u32 = 0xd00d_feed;
+
+/// Reads the total size from an FDT header, or `None` if the magic is wrong.
+pub fn total_size(header: &[u8]) -> Option<usize> {
+    let magic = u32::from_be_bytes(header.get(0..4)?.try_into().ok()?);
+    let size = u32::from_be_bytes(header.get(4..8)?.try_into().ok()?);
+    (magic == MAGIC && size as usize >= HEADER_BYTES).then_some(size as usize)
+}
+
+/// Reads a big-endian cell value of one or two cells.
+fn cells_value(bytes: &[u8]) -> Option<u64> {
+    match bytes.len() {
+        4 => Some(u64::from(u32::from_be_bytes(bytes.try_into().ok()?))),
+        8 => Some(u64::from_be_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+fn reg_ranges<'b, 'a: 'b>(node: FdtNode<'b, 'a>) -> impl Iterator<Item = PhysRange> + 'a {
+    node.reg().into_iter().flatten().filter_map(|region| {
+        PhysRange::from_start_size(
+            region.starting_address as u64,
+            region.size.unwrap_or(0) as u64,
+        )
+    })
+}
+
+fn is_compatible(node: &FdtNode<'_, '_>, name: &str) -> bool {
+    node.compatible()
+        .is_some_and(|compatible| compatible.all().any(|entry| entry == name))
+}
+
+/// Whether the device tree's memory nodes describe RAM for this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryNodes {
+    /// Take RAM and reserved ranges from the tree (direct boot).
+    Read,
+    /// The loader already gave a memory map (Limine): ignore them.
+    Ignore,
+}
+
+/// Adds what the device tree `blob` (located at `blob_phys`) describes to
+/// `info`: memory and reserved memory (unless `memory_nodes` says to ignore
+/// them), `/chosen` (command line, initrd, console) and the location of the
+/// blob itself.
+pub fn parse_into(info: &mut BootInfo, blob: &[u8], blob_phys: u64, memory_nodes: MemoryNodes) {
+    let fdt = match Fdt::new(blob) {
+        Ok(fdt) => fdt,
+        Err(_) => {
+            info.warn(BootWarning::Malformed("device tree header"));
+            return;
+        }
+    };
+    info.firmware.device_tree = PhysRange::from_start_size(blob_phys, fdt.total_size() as u64);
+
+    if memory_nodes == MemoryNodes::Read {
+        read_memory(info, &fdt);
+    }
+    read_chosen(info, &fdt);
+}
+
+fn read_memory(info: &mut BootInfo, fdt: &Fdt<'_>) {
+    for node in fdt.all_nodes() {
+        let is_memory = node.name.split('@').next() == Some("memory")
+            || node
+                .property("device_type")
+                .and_then(|property| property.as_str())
+                == Some("memory");
+        if is_memory {
+            for range in reg_ranges(node) {
+                info.add_memory_region(range, MemoryKind::Usable);
+            }
+        }
+    }
+    for reservation in fdt.memory_reservations() {
+        if let Some(range) =
+            PhysRange::from_start_size(reservation.address() as u64, reservation.size() as u64)
+        {
+            info.add_memory_region(range, MemoryKind::Reserved);
+        }
+    }
+    if let Some(reserved) = fdt.find_node("/reserved-memory") {
+        for child in reserved.children() {
+            for range in reg_ranges(child) {
+                info.add_memory_region(range, MemoryKind::Reserved);
+            }
+        }
+    }
+}
+
+fn read_chosen(info: &mut BootInfo, fdt: &Fdt<'_>) {
+    let chosen = fdt.find_node("/chosen");
+    if let Some(chosen) = chosen {
+        if let Some(arguments) = chosen.property("bootargs") {
+            info.set_command_line(arguments.value);
+        }
+        let start = chosen
+            .property("linux,initrd-start")
+            .and_then(|property| cells_value(property.value));
+        let end = chosen
+            .property("linux,initrd-end")
+            .and_then(|property| cells_value(property.value));
+        if let (Some(start), Some(end)) = (start, end) {
+            if start < end {
+                info.add_module(PhysRange { start, end }, b"initrd");
+            } else {
+                info.warn(BootWarning::Malformed("initrd range in /chosen"));
+            }
+        }
+    }
+
+    // The console: the node `/chosen/stdout-path` names if it is a PL011,
+    // otherwise the first PL011 in the tree.
+    let stdout = chosen
+        .and_then(|chosen| chosen.property("stdout-path"))
+        .and_then(|property| property.as_str())
+        .and_then(|path| fdt.find_node(path.split(':').next().unwrap_or(path)))
+        .filter(|node| is_compatible(node, "arm,pl011"));
+    let console = stdout.or_else(|| fdt.find_compatible(&["arm,pl011"]));
+    if let Some(range) = console.and_then(|node| reg_ranges(node).next()) {
+        info.serial = Some(SerialPort::Pl011 { phys: range.start });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::info::BootPath;
+    use vm_fdt::FdtWriter;
+
+    fn qemu_like_tree(stdout: Option<&str>) -> Vec<u8> {
+        let mut writer =
+            FdtWriter::new_with_mem_reserv(&[
+                vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()
+            ])
+            .unwrap();
+        let root = writer.begin_node("").unwrap();
+        writer.property_u32("#address-cells", 2).unwrap();
+        writer.property_u32("#size-cells", 2).unwrap();
+        let memory = writer.begin_node("memory@40000000").unwrap();
+        writer.property_string("device_type", "memory").unwrap();
+        writer
+            .property_array_u64("reg", &[0x4000_0000, 0x1000_0000])
+            .unwrap();
+        writer.end_node(memory).unwrap();
+        for address in [0x900_0000u64, 0x904_0000] {
+            let uart = writer.begin_node(&format!("pl011@{address:x}")).unwrap();
+            writer
+                .property_string_list(
+                    "compatible",
+                    vec!["arm,pl011".into(), "arm,primecell".into()],
+                )
+                .unwrap();
+            writer
+                .property_array_u64("reg", &[address, 0x1000])
+                .unwrap();
+            writer.end_node(uart).unwrap();
+        }
+        let reserved = writer.begin_node("reserved-memory").unwrap();
+        writer.property_u32("#address-cells", 2).unwrap();
+        writer.property_u32("#size-cells", 2).unwrap();
+        writer.property_null("ranges").unwrap();
+        let firmware = writer.begin_node("firmware@4f000000").unwrap();
+        writer
+            .property_array_u64("reg", &[0x4f00_0000, 0x10_0000])
+            .unwrap();
+        writer.end_node(firmware).unwrap();
+        writer.end_node(reserved).unwrap();
+        let chosen = writer.begin_node("chosen").unwrap();
+        writer
+            .property_string("bootargs", "ktest=boot kho=on")
+            .unwrap();
+        writer
+            .property_u64("linux,initrd-start", 0x4400_0000)
+            .unwrap();
+        writer
+            .property_u64("linux,initrd-end", 0x4410_0000)
+            .unwrap();
+        if let Some(path) = stdout {
+            writer.property_string("stdout-path", path).unwrap();
+        }
+        writer.end_node(chosen).unwrap();
+        writer.end_node(root).unwrap();
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_memory_chosen_initrd_and_console() {
+        let blob = qemu_like_tree(Some("/pl011@9040000"));
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &blob, 0x4820_0000, MemoryNodes::Read);
+        assert_eq!(info.command_line.as_str(), "ktest=boot kho=on");
+        assert_eq!(
+            info.modules[0].range,
+            PhysRange {
+                start: 0x4400_0000,
+                end: 0x4410_0000
+            }
+        );
+        assert_eq!(info.serial, Some(SerialPort::Pl011 { phys: 0x904_0000 }));
+        let regions: Vec<(u64, u64, MemoryKind)> = info
+            .memory_map
+            .iter()
+            .map(|region| (region.range.start, region.range.end, region.kind))
+            .collect();
+        assert_eq!(
+            regions,
+            [
+                (0x4000_0000, 0x5000_0000, MemoryKind::Usable),
+                (0x4800_0000, 0x4800_1000, MemoryKind::Reserved),
+                (0x4f00_0000, 0x4f10_0000, MemoryKind::Reserved),
+            ]
+        );
+        assert_eq!(
+            info.firmware.device_tree,
+            Some(PhysRange {
+                start: 0x4820_0000,
+                end: 0x4820_0000 + blob.len() as u64
+            })
+        );
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    }
+
+    #[test]
+    fn console_falls_back_to_the_first_pl011() {
+        let blob = qemu_like_tree(None);
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &blob, 0x4820_0000, MemoryNodes::Read);
+        assert_eq!(info.serial, Some(SerialPort::Pl011 { phys: 0x900_0000 }));
+    }
+
+    #[test]
+    fn memory_nodes_can_be_ignored_when_the_loader_gave_a_map() {
+        let blob = qemu_like_tree(None);
+        let mut info = BootInfo::new(BootPath::Limine);
+        parse_into(&mut info, &blob, 0x4820_0000, MemoryNodes::Ignore);
+        assert!(info.memory_map.is_empty());
+        assert_eq!(info.command_line.as_str(), "ktest=boot kho=on");
+    }
+
+    #[test]
+    fn garbage_is_a_warning_not_a_crash() {
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &[0u8; 64], 0x4000_0000, MemoryNodes::Read);
+        assert!(info.memory_map.is_empty());
+        assert_eq!(
+            info.warnings.as_slice(),
+            [BootWarning::Malformed("device tree header")]
+        );
+        assert_eq!(total_size(&[0u8; 8]), None);
+        let blob = qemu_like_tree(None);
+        assert_eq!(total_size(&blob), Some(blob.len()));
+    }
+}

@@ -1,0 +1,74 @@
+//! The kernel console: where log lines go (the serial port for now) and the
+//! `log` facade implementation.
+
+use baton_arch::serial::Uart;
+use core::fmt::{self, Write};
+use log::{LevelFilter, Log, Metadata, Record};
+use spin::{Mutex, Once};
+
+static UART: Once<Uart> = Once::new();
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Starts the console on the boot description's serial port, if any.
+pub fn init(info: &baton_boot::BootInfo) {
+    if let Some(port) = info.serial
+        && let Some(uart) = Uart::new(port)
+    {
+        UART.call_once(|| uart);
+    }
+    log::set_logger(&LOGGER).ok();
+    log::set_max_level(LevelFilter::Info);
+}
+
+struct ConsoleWriter;
+
+impl Write for ConsoleWriter {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if let Some(uart) = UART.get() {
+            uart.write_bytes(text.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Prints formatted text to the console as one unit.
+pub fn print(arguments: fmt::Arguments<'_>) {
+    let _guard = LOCK.lock();
+    let _ = ConsoleWriter.write_fmt(arguments);
+}
+
+/// Prints to the console even if another CPU context holds the console lock
+/// (used by the panic and fault paths, which must not deadlock).
+pub fn print_emergency(arguments: fmt::Arguments<'_>) {
+    let _ = ConsoleWriter.write_fmt(arguments);
+}
+
+/// Prints a line to the kernel console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::print(format_args!("\n")) };
+    ($($argument:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($argument)*))) };
+}
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if self.enabled(record.metadata()) {
+            print(format_args!(
+                "[{:<5} {}] {}\n",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+    }
+
+    fn flush(&self) {}
+}

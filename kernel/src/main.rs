@@ -1,0 +1,86 @@
+//! Baton: a small microkernel whose native boot protocol is Kexec HandOver.
+//!
+//! The entry adapters in `baton-boot` call [`baton_main`] with a boot
+//! description; everything here is common to every architecture and entry
+//! path.
+
+#![no_std]
+#![no_main]
+
+mod console;
+mod ktest;
+mod tests;
+mod trap;
+
+use baton_boot::BootInfo;
+use core::panic::PanicInfo;
+
+/// The version this kernel reports (the xtask sets `BATON_VERSION` for the
+/// second image of the update demo).
+pub const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// Finds `key=value` on the kernel command line.
+fn command_line_value<'line>(command_line: &'line str, key: &str) -> Option<&'line str> {
+    command_line.split_ascii_whitespace().find_map(|word| {
+        let (word_key, value) = word.split_once('=')?;
+        (word_key == key).then_some(value)
+    })
+}
+
+static BOOT_INFO: spin::Once<&'static BootInfo> = spin::Once::new();
+
+/// The boot description this kernel was started with.
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO.get().expect("set first thing in baton_main")
+}
+
+/// The common kernel entry, called by every boot adapter.
+#[unsafe(no_mangle)]
+pub fn baton_main(info: &'static BootInfo) -> ! {
+    BOOT_INFO.call_once(|| info);
+    baton_arch::early_init(info.entry_direct_map_offset);
+    console::init(info);
+    baton_arch::trap::init();
+    let test_filter = command_line_value(&info.command_line, "ktest");
+    if test_filter.is_some() {
+        ktest::enter_test_mode();
+    }
+
+    println!(
+        "Baton {VERSION} ({}) booting via {}",
+        baton_arch::NAME,
+        info.path.name()
+    );
+    log::info!(target: "boot", "command line: '{}'", info.command_line.as_str());
+    for warning in &info.warnings {
+        log::warn!(target: "boot", "{warning}");
+    }
+    log::info!(target: "boot", "memory map ({} entries, {} MiB of RAM):", info.memory_map.len(), info.total_ram_bytes() >> 20);
+    for region in &info.memory_map {
+        log::info!(target: "boot", "  {} {:>8} KiB {}", region.range, region.range.size_bytes() >> 10, region.kind.name());
+    }
+    log::info!(target: "boot", "kernel image at {} (linked at {:#x})", info.kernel.phys, info.kernel.virt_start);
+    for module in &info.modules {
+        log::info!(target: "boot", "module '{}' at {}", module.name.as_str(), module.range);
+    }
+
+    if let Some(filter) = test_filter {
+        ktest::run(filter);
+    }
+    log::info!(target: "boot", "nothing more to do yet; halting");
+    baton_arch::cpu::halt_forever()
+}
+
+#[panic_handler]
+fn panic(panic: &PanicInfo<'_>) -> ! {
+    baton_arch::cpu::disable_interrupts();
+    console::print_emergency(format_args!("\nkernel panic: {panic}\n"));
+    if ktest::is_test_mode() {
+        console::print_emergency(format_args!("ktest: 0 passed, 1 failed (panic)\n"));
+        baton_arch::debug_exit::exit(ktest::EXIT_FAILURE);
+    }
+    baton_arch::cpu::halt_forever()
+}
