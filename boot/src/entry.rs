@@ -161,7 +161,7 @@ pub fn read_device_tree(
     memory_nodes: crate::dtb::MemoryNodes,
 ) {
     /// Device trees Baton accepts at boot are at most this large.
-    const MAX_DEVICE_TREE_BYTES: usize = 1 << 20;
+    const MAX_DEVICE_TREE_BYTES: usize = 16 << 20;
     let mut header = [0; crate::dtb::HEADER_BYTES];
     let blob = memory
         .read_phys(phys, &mut header)

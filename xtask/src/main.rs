@@ -1,1 +1,295 @@
-fn main() {}
+//! `cargo xtask`: the one front door for building, running, packaging and
+//! testing Baton.
+
+mod arch;
+mod build;
+mod doctor;
+mod limine;
+mod qemu;
+mod test;
+mod util;
+
+use anyhow::{Context, Result, bail};
+use arch::Arch;
+use build::{BuildOptions, build_kernel};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use doctor::{Need, ensure};
+use qemu::{Firmware, Medium, QemuConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run, package and test Baton")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel image.
+    Build(BuildArgs),
+    /// Build and boot Baton in QEMU.
+    Run(RunArgs),
+    /// Build a Limine-booted ISO (for QEMU, a CD or a USB stick).
+    Iso(IsoArgs),
+    /// Run every test: host unit tests, then QEMU boots on both architectures.
+    Test(TestArgs),
+    /// Check (and install where possible) what building and running needs.
+    Doctor(LimineArgs),
+}
+
+#[derive(Args, Clone)]
+struct BuildArgs {
+    /// Target architecture.
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
+    /// Optimised build.
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(Args, Clone)]
+struct LimineArgs {
+    /// Directory holding Limine's binary release files (also LIMINE_DIR).
+    #[arg(long)]
+    limine_dir: Option<PathBuf>,
+}
+
+/// How QEMU boots the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BootMode {
+    /// QEMU -kernel (PVH on x86_64, arm64 Image on aarch64).
+    Direct,
+    /// A Limine ISO.
+    Limine,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    #[command(flatten)]
+    limine: LimineArgs,
+    /// Entry path.
+    #[arg(long, value_enum, default_value = "direct")]
+    boot: BootMode,
+    /// Firmware for Limine boots on x86_64 (aarch64 is always UEFI).
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: Firmware,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Extra QEMU arguments (split on whitespace).
+    #[arg(long, default_value = "")]
+    qemu_args: String,
+    /// No window: the serial console on stdout.
+    #[arg(long)]
+    headless: bool,
+    /// Stop QEMU and fail after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Use KVM (x86_64; opt-in because /dev/kvm is often only paravirtual).
+    #[arg(long)]
+    kvm: bool,
+}
+
+#[derive(Args, Clone)]
+struct IsoArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    #[command(flatten)]
+    limine: LimineArgs,
+    /// Kernel command line for the boot entry.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Download Limine's binary release when no local copy is found.
+    #[arg(long)]
+    download_limine: bool,
+    /// Where to write the ISO (default: target/xtask/<arch>/baton.iso).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct TestArgs {
+    /// Only the host unit tests.
+    #[arg(long, conflicts_with = "qemu")]
+    host: bool,
+    /// Only the QEMU tests.
+    #[arg(long)]
+    qemu: bool,
+    /// Only this architecture's QEMU tests.
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
+    /// Build the kernel optimised.
+    #[arg(long)]
+    release: bool,
+    /// Echo every QEMU run's serial console.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    limine: LimineArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => build_command(&args),
+        Command::Run(args) => run_command(&args),
+        Command::Iso(args) => {
+            iso_command(&args).map(|iso| println!("ISO written to {}", iso.display()))
+        }
+        Command::Test(args) => test_command(&args),
+        Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn build_command(args: &BuildArgs) -> Result<()> {
+    ensure(&[Need::Toolchain(args.arch)])?;
+    let kernel = build_kernel(&BuildOptions {
+        arch: args.arch,
+        release: args.release,
+        version: None,
+    })?;
+    println!("kernel: {}", kernel.elf.display());
+    if let Some(image) = &kernel.image {
+        println!("arm64 Image: {}", image.display());
+    }
+    Ok(())
+}
+
+fn iso_command(args: &IsoArgs) -> Result<PathBuf> {
+    let arch = args.build.arch;
+    let limine = match limine::find_for(args.limine.limine_dir.as_deref(), Some(arch)) {
+        Ok(directory) => directory,
+        Err(error) if args.download_limine => {
+            eprintln!("note: {error:#}");
+            limine::download()?
+        }
+        Err(error) => return Err(error),
+    };
+    ensure(&[Need::Toolchain(arch), Need::Xorriso])?;
+    let kernel = build_kernel(&BuildOptions {
+        arch,
+        release: args.build.release,
+        version: None,
+    })?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| util::output_dir().join(arch.to_string()).join("baton.iso"));
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    limine::build_iso(
+        arch,
+        &limine,
+        &limine::IsoContents {
+            kernel: kernel.elf,
+            command_line: args.append.clone(),
+        },
+        &output,
+    )
+}
+
+fn run_command(args: &RunArgs) -> Result<()> {
+    let arch = args.build.arch;
+    if args.kvm && arch != Arch::X86_64 {
+        bail!("--kvm is only supported for x86_64 guests");
+    }
+    if args.kvm && !std::path::Path::new("/dev/kvm").exists() {
+        bail!("--kvm: /dev/kvm does not exist on this machine");
+    }
+    ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
+    let medium = match args.boot {
+        BootMode::Direct => {
+            let kernel = build_kernel(&BuildOptions {
+                arch,
+                release: args.build.release,
+                version: None,
+            })?;
+            Medium::Direct {
+                kernel: kernel.direct_boot_file().clone(),
+                module: None,
+                command_line: args.append.clone(),
+            }
+        }
+        BootMode::Limine => {
+            let firmware = if arch == Arch::Aarch64 {
+                Firmware::Uefi
+            } else {
+                args.firmware
+            };
+            if firmware == Firmware::Uefi {
+                ensure(&[Need::Uefi(arch)])?;
+            }
+            let iso = iso_command(&IsoArgs {
+                build: args.build.clone(),
+                limine: args.limine.clone(),
+                append: args.append.clone(),
+                download_limine: false,
+                output: None,
+            })?;
+            Medium::Iso { iso, firmware }
+        }
+    };
+    let config = QemuConfig {
+        arch,
+        medium,
+        memory_mib: args.memory,
+        headless: args.headless,
+        kvm: args.kvm,
+        extra_args: args
+            .qemu_args
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    };
+    let scratch = util::output_dir().join("run");
+    let command = config.command(&scratch)?;
+    println!("run: {}", util::describe(&command));
+    let timeout = args.timeout.map(Duration::from_secs);
+    let outcome = qemu::run(command, timeout, args.headless, true).context("running QEMU")?;
+    qemu::check_not_timed_out(&outcome, timeout)?;
+    match outcome.status {
+        Some(0) => Ok(()),
+        Some(status) if status == Arch::TEST_SUCCESS_STATUS => Ok(()),
+        Some(status) => bail!("QEMU exited with status {status}"),
+        None => bail!("QEMU was killed"),
+    }
+}
+
+fn test_command(args: &TestArgs) -> Result<()> {
+    let mut tally = test::Tally::default();
+    let run_host = !args.qemu;
+    let run_qemu = !args.host;
+    if run_host {
+        let host = test::host_tests()?;
+        tally.passed += host.passed;
+        tally.failed += host.failed;
+    }
+    if run_qemu {
+        let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |arch| vec![arch]);
+        let qemu = test::qemu_tests(
+            &arches,
+            args.release,
+            args.limine.limine_dir.as_deref(),
+            args.verbose,
+        )?;
+        tally.passed += qemu.passed;
+        tally.failed += qemu.failed;
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed > 0 {
+        bail!("{} test(s) failed", tally.failed);
+    }
+    Ok(())
+}

@@ -193,6 +193,9 @@ boot_halt:
 .section .text, "ax"
 .global _start_limine
 _start_limine:
+    /* Limine enters at EL1 using SP_EL0 (EL1t); exceptions use SP_EL1, so
+     * select it before installing the boot stack. */
+    msr spsel, #1
     ldr x0, =boot_stack_top
     mov sp, x0
     mov x29, xzr

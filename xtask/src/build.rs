@@ -1,0 +1,110 @@
+//! Building the kernel image for an architecture.
+
+use crate::arch::Arch;
+use crate::util::{self, workspace_root};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The architecture.
+    pub arch: Arch,
+    /// Optimised build.
+    pub release: bool,
+    /// The version the kernel reports (None: the crate version).
+    pub version: Option<String>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct KernelBuild {
+    /// The kernel ELF (what Limine and KHO load, and PVH boots).
+    pub elf: PathBuf,
+    /// The arm64 `Image` made from the ELF (aarch64 direct boot).
+    pub image: Option<PathBuf>,
+}
+
+impl KernelBuild {
+    /// The file QEMU's `-kernel` takes for a direct boot.
+    pub fn direct_boot_file(&self) -> &PathBuf {
+        self.image.as_ref().unwrap_or(&self.elf)
+    }
+}
+
+fn profile_name(release: bool) -> &'static str {
+    if release { "release" } else { "debug" }
+}
+
+/// Builds the kernel and returns where its artefacts are.
+pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
+    let mut command = util::cargo();
+    command.args([
+        "build",
+        "--package",
+        "baton-kernel",
+        "--target",
+        options.arch.target(),
+    ]);
+    if options.release {
+        command.arg("--release");
+    }
+    match &options.version {
+        Some(version) => command.env("BATON_VERSION", version),
+        None => command.env_remove("BATON_VERSION"),
+    };
+    util::run(&mut command).context("building the kernel")?;
+
+    let built = workspace_root()
+        .join("target")
+        .join(options.arch.target())
+        .join(profile_name(options.release))
+        .join("baton");
+    let directory = util::output_dir()
+        .join(options.arch.to_string())
+        .join(profile_name(options.release));
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    let name = match &options.version {
+        Some(version) => format!("baton-{version}"),
+        None => "baton".to_string(),
+    };
+    let elf = directory.join(format!("{name}.elf"));
+    std::fs::copy(&built, &elf).with_context(|| format!("copying {}", built.display()))?;
+    let image = match options.arch {
+        Arch::X86_64 => None,
+        Arch::Aarch64 => {
+            let image = directory.join(format!("{name}.Image"));
+            let objcopy = llvm_objcopy()?;
+            util::run(
+                std::process::Command::new(objcopy)
+                    .args(["-O", "binary"])
+                    .arg(&elf)
+                    .arg(&image),
+            )
+            .context("turning the aarch64 ELF into an Image")?;
+            Some(image)
+        }
+    };
+    Ok(KernelBuild { elf, image })
+}
+
+/// llvm-objcopy from the toolchain's llvm-tools component.
+pub fn llvm_objcopy() -> Result<PathBuf> {
+    let sysroot = util::output(std::process::Command::new("rustc").args(["--print", "sysroot"]))?;
+    let version = util::output(std::process::Command::new("rustc").arg("-vV"))?;
+    let host = version
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .context("rustc -vV did not name the host")?;
+    let path = PathBuf::from(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
+    if !path.is_file() {
+        anyhow::bail!(
+            "llvm-objcopy is missing: run `rustup component add llvm-tools` (or `cargo xtask doctor`)"
+        );
+    }
+    Ok(path)
+}
