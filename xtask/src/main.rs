@@ -37,6 +37,8 @@ enum Command {
     Test(TestArgs),
     /// Check (and install where possible) what building and running needs.
     Doctor(LimineArgs),
+    /// Clippy with warnings denied, for the host crates and both kernel targets.
+    Lint,
 }
 
 #[derive(Args, Clone)]
@@ -145,6 +147,7 @@ fn main() {
         }
         Command::Test(args) => test_command(&args),
         Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
+        Command::Lint => lint_command(),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -291,5 +294,30 @@ fn test_command(args: &TestArgs) -> Result<()> {
     if tally.failed > 0 {
         bail!("{} test(s) failed", tally.failed);
     }
+    Ok(())
+}
+
+/// Crates built for the kernel targets.
+const KERNEL_CRATES: [&str; 3] = ["baton-kernel", "baton-arch", "baton-boot"];
+
+fn lint_command() -> Result<()> {
+    let mut host = util::cargo();
+    host.args(["clippy", "--all-targets", "--package", "xtask"]);
+    for name in test::HOST_CRATES {
+        host.args(["--package", name]);
+    }
+    host.args(["--", "-D", "warnings"]);
+    util::run(&mut host).context("clippy on the host crates")?;
+    for arch in Arch::ALL {
+        ensure(&[Need::Toolchain(arch)])?;
+        let mut kernel = util::cargo();
+        kernel.args(["clippy", "--target", arch.target()]);
+        for name in KERNEL_CRATES.iter().chain(test::HOST_CRATES.iter()) {
+            kernel.args(["--package", name]);
+        }
+        kernel.args(["--", "-D", "warnings"]);
+        util::run(&mut kernel).with_context(|| format!("clippy for {arch}"))?;
+    }
+    println!("lint: clippy is clean for the host and both kernel targets");
     Ok(())
 }
