@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod early;
+pub mod paging;
 pub mod region;
 pub mod scratch;
 
