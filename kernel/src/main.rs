@@ -7,8 +7,11 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod console;
 mod ktest;
+mod mm;
 mod tests;
 mod trap;
 
@@ -67,11 +70,39 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         log::info!(target: "boot", "module '{}' at {}", module.name.as_str(), module.range);
     }
 
+    init_memory(info);
+
     if let Some(filter) = test_filter {
         ktest::run(filter);
     }
     log::info!(target: "boot", "nothing more to do yet; halting");
     baton_arch::cpu::halt_forever()
+}
+
+/// Sets up memory: scratch, the kernel's page tables, heap and page
+/// allocator. A malformed `kho_scratch=` is reported and the default used.
+fn init_memory(info: &BootInfo) {
+    let sizing = match baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch") {
+        None => baton_kho::scratch::ScratchSizing::default(),
+        Some(value) => match baton_kho::scratch::ScratchSizing::parse(value) {
+            Ok(sizing) => {
+                log::info!(target: "mm", "kho_scratch={value}: {sizing:?}");
+                sizing
+            }
+            Err(error) => {
+                log::warn!(target: "mm", "kho_scratch={value} is malformed ({error}); using the default scale");
+                baton_kho::scratch::ScratchSizing::default()
+            }
+        },
+    };
+    if let Err(error) = mm::init_early(info, mm::ScratchSource::Place(sizing)) {
+        panic!("memory setup failed: {error}");
+    }
+    mm::log_scratch();
+    if let Err(error) = mm::init_page_allocator(&[], &mut core::iter::empty()) {
+        panic!("page allocator setup failed: {error}");
+    }
+    log::info!(target: "mm", "{}", mm::accounting());
 }
 
 #[panic_handler]

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod debug_exit;
+pub mod paging;
 pub mod device_window;
 pub mod serial;
 pub mod trap;

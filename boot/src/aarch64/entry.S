@@ -217,6 +217,7 @@ boot_l1_image:    .skip 4096
 boot_l2_image:    .skip 4096
 boot_tables_end:
 .balign 16
+.global boot_stack_guard
 boot_stack_guard: .skip 4096
 boot_stack:       .skip 256 * 1024
 .global boot_stack_top

@@ -234,6 +234,7 @@ boot_pd_low:    .skip 4 * 4096
 boot_pdpt_high: .skip 4096
 boot_pd_image:  .skip 4096
 .balign 16
+.global boot_stack_guard
 boot_stack_guard: .skip 4096
 boot_stack:     .skip 256 * 1024
 .global boot_stack_top

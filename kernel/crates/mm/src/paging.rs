@@ -288,6 +288,38 @@ impl PageTable {
         Ok(removed)
     }
 
+    /// Points the level-`level` entry covering `virt` at an existing table
+    /// (creating the levels above it), for tables shared with code outside
+    /// this tree, such as aarch64's device window.
+    pub fn install_table<F: EntryFormat>(
+        &self,
+        memory: &mut impl TableMemory,
+        virt: u64,
+        level: Level,
+        table_phys: u64,
+    ) -> Result<(), MapError> {
+        let mut table = self.root;
+        for current in 0..level {
+            let slot = index(virt, current);
+            let entry = memory.read_entry(table, slot);
+            table = if !F::is_present(entry) {
+                let next = memory.allocate_table().ok_or(MapError::OutOfTables)?;
+                memory.write_entry(table, slot, F::table(next));
+                next
+            } else if F::is_table(entry, current) {
+                F::address(entry)
+            } else {
+                return Err(MapError::AlreadyMapped { virt });
+            };
+        }
+        let slot = index(virt, level);
+        if F::is_present(memory.read_entry(table, slot)) {
+            return Err(MapError::AlreadyMapped { virt });
+        }
+        memory.write_entry(table, slot, F::table(table_phys));
+        Ok(())
+    }
+
     /// Copies the top-level entries `first..512` from `other` (the kernel half
     /// shared by every x86_64 address space).
     pub fn share_top_level(&self, memory: &mut impl TableMemory, other: &PageTable, first: usize) {

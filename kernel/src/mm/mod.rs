@@ -1,0 +1,569 @@
+//! Physical memory the KHO way: scratch regions, early allocation from
+//! scratch, the kernel's own page tables, the heap, and a buddy page
+//! allocator built around preserved folios.
+//!
+//! Boot runs in two phases:
+//!
+//! 1. [`init_early`]: find (cold boot) or take over (KHO boot) the scratch
+//!    regions, start the early allocator on them, build the kernel's page
+//!    tables from scratch and switch to them, and bootstrap the heap from
+//!    scratch. Nothing outside scratch is written.
+//! 2. [`init_page_allocator`]: seed buddy_system_allocator's frame allocator
+//!    with RAM minus the kernel image, boot modules, firmware tables, scratch,
+//!    the incoming handover metadata and every preserved folio.
+//!
+//! Scratch stays a separate pool afterwards, for memory that is never
+//! preserved (page tables); memory that may be preserved always comes from
+//! the page allocator.
+
+pub mod direct_map;
+pub mod heap;
+
+use crate::mm::direct_map::DirectMapTables;
+use baton_arch::paging as arch_paging;
+use baton_boot::BootInfo;
+use baton_boot::info::MemoryKind;
+use baton_kho::scratch::{BATON_SCRATCH_ALIGNMENT_BYTES, ScratchSizing};
+use baton_mm::early::{EarlyAllocator, Purpose, ScratchExhausted};
+use baton_mm::paging::{Attributes, LeafSizes, MapError, PageTable};
+use baton_mm::scratch::{PlacementRequest, ScratchKind, ScratchPlan, ScratchRegion};
+use baton_mm::{PAGE_SIZE, Range, RegionSet, align_down, align_up};
+use buddy_system_allocator::FrameAllocator;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+/// Bytes of scratch handed to the heap before the page allocator exists.
+pub const BOOTSTRAP_HEAP_BYTES: u64 = 4 << 20;
+/// The low scratch region must hold the next kernel image and its early
+/// allocations, so it is never smaller than this.
+pub const MINIMUM_LOW_SCRATCH_BYTES: u64 = 16 << 20;
+/// Placement reduces a region rather than refusing it down to this size.
+pub const MINIMUM_SCRATCH_BYTES: u64 = 4 << 20;
+/// On x86_64 the first MiB holds firmware data and is never allocated.
+#[cfg(target_arch = "x86_64")]
+const LOW_RESERVED_BYTES: u64 = 1 << 20;
+#[cfg(target_arch = "aarch64")]
+const LOW_RESERVED_BYTES: u64 = 0;
+
+/// Frame numbers of the page allocator are 4 KiB pages.
+const FRAME_SHIFT: u64 = 12;
+/// buddy_system_allocator order bound (blocks up to 2^32 frames).
+const FRAME_ORDER: usize = 33;
+
+/// Why memory setup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The early allocator ran out of scratch.
+    ScratchExhausted(ScratchExhausted),
+    /// Building the kernel page tables failed.
+    Map(MapError),
+    /// The memory map has more ranges than Baton tracks.
+    TooManyRanges,
+    /// No scratch region could be placed at all.
+    NoScratch,
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryError::ScratchExhausted(error) => write!(f, "{error}"),
+            MemoryError::Map(error) => write!(f, "building page tables: {error}"),
+            MemoryError::TooManyRanges => f.write_str("memory map too fragmented"),
+            MemoryError::NoScratch => f.write_str("no scratch region could be placed"),
+        }
+    }
+}
+
+impl From<ScratchExhausted> for MemoryError {
+    fn from(error: ScratchExhausted) -> Self {
+        MemoryError::ScratchExhausted(error)
+    }
+}
+
+impl From<MapError> for MemoryError {
+    fn from(error: MapError) -> Self {
+        MemoryError::Map(error)
+    }
+}
+
+impl From<baton_mm::region::CapacityExceeded> for MemoryError {
+    fn from(_: baton_mm::region::CapacityExceeded) -> Self {
+        MemoryError::TooManyRanges
+    }
+}
+
+/// Where scratch comes from on this boot.
+#[derive(Debug, Clone)]
+pub enum ScratchSource {
+    /// Cold boot: place new regions, sized by this rule.
+    Place(ScratchSizing),
+    /// KHO boot: reuse exactly these regions from the handover.
+    Handover(arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }>),
+}
+
+/// The memory figures printed at boot and checked by tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accounting {
+    /// RAM in the memory map.
+    pub total_ram_bytes: u64,
+    /// Scratch regions.
+    pub scratch_bytes: u64,
+    /// The kernel image.
+    pub kernel_bytes: u64,
+    /// Preserved folios claimed by their owners.
+    pub preserved_restored_bytes: u64,
+    /// Preserved folios nobody claimed, released at the end of boot.
+    pub preserved_released_bytes: u64,
+    /// Preserved folios still waiting for their owner.
+    pub preserved_waiting_bytes: u64,
+    /// Pages free in the page allocator.
+    pub free_bytes: u64,
+    /// Early allocations made (all from scratch).
+    pub early_allocations: u64,
+    /// Early allocations found outside scratch (must be zero).
+    pub early_allocations_outside_scratch: u64,
+}
+
+/// The memory state after boot.
+struct Memory {
+    /// Scratch after boot: the pool for memory that is never preserved.
+    scratch_pool: EarlyAllocator,
+    /// The placed or inherited scratch regions.
+    scratch: ScratchPlan,
+    /// The kernel's page tables.
+    kernel_table: PageTable,
+    /// The page allocator (None until phase 2).
+    frames: Option<PageAllocator>,
+    /// RAM in the memory map (for accounting).
+    total_ram_bytes: u64,
+    /// Kernel image size.
+    kernel_bytes: u64,
+    /// Memory the page allocator must never hand out (image, modules,
+    /// firmware tables, handover metadata).
+    reserved: RegionSet<256>,
+    /// RAM to seed the page allocator with, before exclusions.
+    ram: RegionSet<256>,
+}
+
+static MEMORY: Mutex<Option<Memory>> = Mutex::new(None);
+
+/// buddy_system_allocator's frame allocator with the counts it does not
+/// keep publicly.
+struct PageAllocator {
+    buddy: FrameAllocator<FRAME_ORDER>,
+    free_frames: u64,
+}
+
+impl PageAllocator {
+    fn allocate(&mut self, frames: u64) -> Option<u64> {
+        let frame = self.buddy.alloc(frames as usize)? as u64;
+        self.free_frames -= frames.next_power_of_two();
+        Some(frame)
+    }
+
+    fn take(&mut self, frame: u64, frames: u64) -> bool {
+        let taken = self.buddy.alloc_at(frame as usize, frames as usize).is_some();
+        if taken {
+            self.free_frames -= frames.next_power_of_two();
+        }
+        taken
+    }
+
+    fn free(&mut self, frame: u64, frames: u64) {
+        self.buddy.dealloc(frame as usize, frames as usize);
+        self.free_frames += frames.next_power_of_two();
+    }
+}
+
+/// Bytes of preserved folios restored by their owners, released unclaimed,
+/// and still waiting (kept by the KHO code, reported here).
+static PRESERVED_RESTORED_BYTES: AtomicU64 = AtomicU64::new(0);
+static PRESERVED_RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+static PRESERVED_WAITING_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The virtual address range and attributes of each part of the kernel image.
+fn image_sections() -> [(u64, u64, Attributes); 3] {
+    unsafe extern "C" {
+        static __kernel_start: u8;
+        static __rodata_start: u8;
+        static __data_start: u8;
+        static __kernel_end: u8;
+    }
+    let start = &raw const __kernel_start as u64;
+    let rodata = &raw const __rodata_start as u64;
+    let data = &raw const __data_start as u64;
+    let end = &raw const __kernel_end as u64;
+    [
+        (start, rodata, Attributes::KERNEL_CODE),
+        (rodata, data, Attributes::KERNEL_READ_ONLY),
+        (data, end, Attributes::KERNEL_DATA),
+    ]
+}
+
+/// Virtual address of the page below the boot stack, left unmapped so a
+/// stack overflow faults instead of corrupting the page tables below it.
+fn boot_stack_guard() -> u64 {
+    unsafe extern "C" {
+        static boot_stack_guard: u8;
+    }
+    &raw const boot_stack_guard as u64
+}
+
+fn range(region: &baton_boot::info::PhysRange) -> Range {
+    Range::new(region.start, region.end)
+}
+
+/// RAM the direct map must cover and the page allocator may (partly) use.
+fn ram_sets(info: &BootInfo) -> Result<(RegionSet<256>, RegionSet<256>), MemoryError> {
+    let mut mapped = RegionSet::new();
+    let mut usable = RegionSet::new();
+    for region in &info.memory_map {
+        let whole_pages = Range::new(
+            align_up(region.range.start, PAGE_SIZE).unwrap_or(region.range.end),
+            align_down(region.range.end, PAGE_SIZE),
+        );
+        if region.kind.is_ram() || region.kind == MemoryKind::AcpiNvs {
+            mapped.add(Range::new(align_down(region.range.start, PAGE_SIZE), align_up(region.range.end, PAGE_SIZE).unwrap_or(u64::MAX)))?;
+        }
+        if region.kind == MemoryKind::Usable {
+            usable.add(whole_pages)?;
+        }
+    }
+    // Regions that are not free even when the map says usable.
+    for region in &info.memory_map {
+        if region.kind != MemoryKind::Usable {
+            usable.remove(range(&region.range))?;
+        }
+    }
+    Ok((mapped, usable))
+}
+
+/// Ranges inside RAM the page allocator must never hand out.
+fn boot_reserved(info: &BootInfo) -> Result<RegionSet<256>, MemoryError> {
+    let mut reserved = RegionSet::new();
+    let page_range = |range: &baton_boot::info::PhysRange| {
+        Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX))
+    };
+    reserved.add(page_range(&info.kernel.phys))?;
+    if let Some(file) = &info.kernel.file {
+        reserved.add(page_range(file))?;
+    }
+    for module in &info.modules {
+        reserved.add(page_range(&module.range))?;
+    }
+    if let Some(tree) = &info.firmware.device_tree {
+        reserved.add(page_range(tree))?;
+    }
+    if LOW_RESERVED_BYTES > 0 {
+        reserved.add(Range::new(0, LOW_RESERVED_BYTES))?;
+    }
+    Ok(reserved)
+}
+
+/// The window the low scratch region must lie in.
+fn low_window(usable: &RegionSet<256>) -> Range {
+    if cfg!(target_arch = "x86_64") {
+        Range::new(LOW_RESERVED_BYTES, 4 << 30)
+    } else {
+        let ram_start = usable.ranges().first().map_or(0, |range| range.start);
+        Range::new(ram_start, ram_start.saturating_add(4 << 30))
+    }
+}
+
+/// Places scratch on a cold boot.
+fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes: u64) -> ScratchPlan {
+    // What boot allocates before the page allocator is up: the kernel image,
+    // the bootstrap heap and its page tables (one table page per 2 MiB of
+    // 4 KiB mappings plus the direct map's few).
+    let allocated = kernel_bytes + BOOTSTRAP_HEAP_BYTES + 64 * PAGE_SIZE;
+    let alignment = BATON_SCRATCH_ALIGNMENT_BYTES;
+    let sizes = sizing.sizes(allocated, allocated, alignment).unwrap_or(baton_kho::scratch::ScratchSizes {
+        lowmem_bytes: MINIMUM_LOW_SCRATCH_BYTES,
+        global_bytes: 0,
+    });
+    let lowmem_bytes = match sizing {
+        ScratchSizing::Scale { .. } => sizes.lowmem_bytes.max(MINIMUM_LOW_SCRATCH_BYTES),
+        ScratchSizing::Explicit { .. } => sizes.lowmem_bytes,
+    };
+    let node_bytes = sizing.per_node_size(allocated, alignment).unwrap_or(0);
+    // One node until firmware NUMA tables are read: it spans all RAM.
+    let all_ram = Range::new(0, u64::MAX);
+    let nodes = [(0u32, all_ram, node_bytes)];
+    let window = low_window(free);
+    baton_mm::scratch::place(
+        free,
+        &PlacementRequest {
+            lowmem_bytes,
+            global_bytes: sizes.global_bytes,
+            nodes: &nodes,
+            low_window: window,
+            alignment,
+            minimum_bytes: MINIMUM_SCRATCH_BYTES,
+        },
+    )
+}
+
+/// Phase 1: scratch, early allocator, kernel page tables, bootstrap heap.
+pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryError> {
+    let (mapped, mut usable) = ram_sets(info)?;
+    let reserved = boot_reserved(info)?;
+    let total_ram_bytes = info.total_ram_bytes();
+    let kernel_bytes = info.kernel.phys.size_bytes();
+
+    let mut free = usable.clone();
+    free.remove_all(&reserved)?;
+    let scratch = match source {
+        ScratchSource::Place(sizing) => place_scratch(&sizing, &mut free, kernel_bytes),
+        ScratchSource::Handover(regions) => {
+            let mut plan = ScratchPlan::default();
+            for region in regions {
+                free.remove(region.range)?;
+                let _ = plan.regions.try_push(region);
+            }
+            plan
+        }
+    };
+    for note in &scratch.notes {
+        log::warn!(target: "mm", "{note}");
+    }
+    if scratch.regions.is_empty() {
+        return Err(MemoryError::NoScratch);
+    }
+
+    // Inside scratch, the early allocator skips what already lives there
+    // (on a KHO boot, this kernel's own image and any module).
+    let scratch_set = scratch.as_set();
+    let in_use: arrayvec::ArrayVec<Range, 64> = reserved.ranges().iter().copied().filter(|r| scratch_set.overlaps(r)).take(64).collect();
+    let mut early = EarlyAllocator::new(&scratch_set, &in_use);
+
+    // The kernel's page tables, from scratch.
+    let mut allocate_page = || early.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable).ok();
+    let mut tables = DirectMapTables { allocate_page: &mut allocate_page };
+    let kernel_table = PageTable::new(&mut tables)?;
+    let large = LeafSizes { gigabyte: arch_paging::has_gigabyte_pages(), two_megabyte: true };
+    for ram in mapped.ranges() {
+        kernel_table.map::<arch_paging::EntryFormat>(
+            &mut tables,
+            direct_map::to_virtual(ram.start),
+            ram.start,
+            ram.size_bytes(),
+            Attributes::KERNEL_DATA,
+            large,
+        )?;
+    }
+    let image_phys = info.kernel.phys.start;
+    let guard = boot_stack_guard();
+    for (start, end, attributes) in image_sections() {
+        let mut virt = start;
+        while virt < end {
+            if virt != guard {
+                let phys = image_phys + (virt - info.kernel.virt_start);
+                kernel_table.map::<arch_paging::EntryFormat>(&mut tables, virt, phys, PAGE_SIZE, attributes, LeafSizes::PAGES_ONLY)?;
+            }
+            virt += PAGE_SIZE;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    kernel_table.install_table::<arch_paging::EntryFormat>(
+        &mut tables,
+        baton_arch::device_window::WINDOW_START,
+        1,
+        baton_arch::device_window::table_phys(),
+    )?;
+    let empty_user_root = PageTable::new(&mut tables)?.root();
+    drop(tables);
+
+    // SAFETY: the new tree maps the image (at its link addresses, including
+    // the boot stack and every static), the direct map of all RAM (at the
+    // offset in use now) and, on aarch64, the device window; nothing the
+    // kernel touches from here on lies outside them.
+    unsafe { arch_paging::activate_kernel(kernel_table.root(), empty_user_root) };
+
+    let heap_phys = early.allocate(BOOTSTRAP_HEAP_BYTES, PAGE_SIZE, Purpose::BootstrapHeap)?;
+    heap::init(heap_phys, BOOTSTRAP_HEAP_BYTES);
+
+    // Limine's own structures are no longer needed once its tables are gone.
+    for region in &info.memory_map {
+        if region.kind == MemoryKind::BootloaderReclaimable {
+            usable.add(range(&region.range))?;
+        }
+    }
+    *MEMORY.lock() = Some(Memory {
+        scratch_pool: early,
+        scratch,
+        kernel_table,
+        frames: None,
+        total_ram_bytes,
+        kernel_bytes,
+        reserved,
+        ram: usable,
+    });
+    Ok(())
+}
+
+/// Phase 2: the page allocator, seeded with RAM minus everything reserved,
+/// minus scratch, minus `extra_reserved` (incoming handover metadata) and
+/// minus the folios `preserved` yields (physical address, order).
+pub fn init_page_allocator(
+    extra_reserved: &[Range],
+    preserved: &mut dyn Iterator<Item = (u64, u32)>,
+) -> Result<(), MemoryError> {
+    let mut guard = MEMORY.lock();
+    let memory = guard.as_mut().expect("init_early ran");
+    let mut free = memory.ram.clone();
+    free.remove_all(&memory.reserved)?;
+    for region in &memory.scratch.regions {
+        free.remove(region.range)?;
+    }
+    for range in extra_reserved {
+        free.remove(Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX)))?;
+    }
+    let mut frames = PageAllocator { buddy: FrameAllocator::new(), free_frames: 0 };
+    for range in free.ranges() {
+        let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
+        let last = align_down(range.end, PAGE_SIZE) >> FRAME_SHIFT;
+        if last > first {
+            frames.buddy.add_frame(first as usize, last as usize);
+            frames.free_frames += last - first;
+        }
+    }
+    // Preserved folios keep their place: take each one out of the allocator
+    // (their owners restore them; unclaimed ones are released later).
+    let mut waiting = 0;
+    for (phys, order) in preserved {
+        if frames.take(phys >> FRAME_SHIFT, 1 << order) {
+            waiting += PAGE_SIZE << order;
+        } else {
+            log::warn!(target: "mm", "preserved folio {phys:#x} (order {order}) is not in free RAM");
+        }
+    }
+    PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
+    memory.frames = Some(frames);
+    Ok(())
+}
+
+/// Allocates a naturally aligned block of `1 << order` pages from the page
+/// allocator (never scratch); the memory is not zeroed.
+pub fn allocate_pages(order: u32) -> Option<u64> {
+    let mut guard = MEMORY.lock();
+    let frames = guard.as_mut()?.frames.as_mut()?;
+    frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
+}
+
+/// Returns a block from [`allocate_pages`].
+pub fn free_pages(phys: u64, order: u32) {
+    let mut guard = MEMORY.lock();
+    if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
+        frames.free(phys >> FRAME_SHIFT, 1 << order);
+    }
+}
+
+/// Gives a preserved folio nobody claimed back to the page allocator.
+pub fn release_preserved(phys: u64, order: u32) {
+    free_pages(phys, order);
+    PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
+    PRESERVED_RELEASED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+}
+
+/// Records that the owner of a preserved folio took it back (it stays out
+/// of the page allocator, now as the owner's memory).
+pub fn note_preserved_restored(order: u32) {
+    PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
+    PRESERVED_RESTORED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+}
+
+/// A zeroed page from the scratch pool, falling back to the page allocator
+/// (for page tables and other memory that is never preserved).
+pub fn allocate_kernel_page() -> Option<u64> {
+    let mut guard = MEMORY.lock();
+    let memory = guard.as_mut()?;
+    let page = match memory.scratch_pool.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable) {
+        Ok(page) => page,
+        Err(_) => memory.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
+    };
+    drop(guard);
+    // SAFETY: the page was just allocated and nothing else uses it.
+    unsafe { direct_map::zero_page(page) };
+    Some(page)
+}
+
+/// Memory for the heap to grow by: the page allocator if it exists and is
+/// not busy (it may be the one allocating), otherwise the scratch pool.
+fn allocate_for_heap(size_bytes: u64) -> Option<u64> {
+    let mut guard = MEMORY.try_lock()?;
+    let memory = guard.as_mut()?;
+    let pages = size_bytes / PAGE_SIZE;
+    if let Some(frames) = memory.frames.as_mut()
+        && let Some(frame) = frames.allocate(pages)
+    {
+        return Some(frame << FRAME_SHIFT);
+    }
+    memory.scratch_pool.allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap).ok()
+}
+
+/// The scratch regions in use.
+pub fn scratch_regions() -> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
+    MEMORY.lock().as_ref().map(|memory| memory.scratch.regions.clone()).unwrap_or_default()
+}
+
+/// The kernel's page-table tree.
+pub fn kernel_table() -> PageTable {
+    MEMORY.lock().as_ref().expect("init_early ran").kernel_table
+}
+
+/// The early allocations made so far, for tests: (range, purpose).
+pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {
+    if let Some(memory) = MEMORY.lock().as_ref() {
+        for &(range, purpose) in memory.scratch_pool.recorded() {
+            visit(range, purpose);
+        }
+    }
+}
+
+/// The memory figures.
+pub fn accounting() -> Accounting {
+    let guard = MEMORY.lock();
+    let Some(memory) = guard.as_ref() else { return Accounting::default() };
+    Accounting {
+        total_ram_bytes: memory.total_ram_bytes,
+        scratch_bytes: memory.scratch.total_bytes(),
+        kernel_bytes: memory.kernel_bytes,
+        preserved_restored_bytes: PRESERVED_RESTORED_BYTES.load(Ordering::Relaxed),
+        preserved_released_bytes: PRESERVED_RELEASED_BYTES.load(Ordering::Relaxed),
+        preserved_waiting_bytes: PRESERVED_WAITING_BYTES.load(Ordering::Relaxed),
+        free_bytes: memory.frames.as_ref().map_or(0, |frames| frames.free_frames * PAGE_SIZE),
+        early_allocations: memory.scratch_pool.count(),
+        early_allocations_outside_scratch: memory.scratch_pool.allocations_outside_scratch() as u64,
+    }
+}
+
+impl fmt::Display for Accounting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const KIB: u64 = 1024;
+        write!(
+            f,
+            "memory: total {} KiB, scratch {} KiB, kernel {} KiB, preserved+restored {} KiB, \
+             preserved+released {} KiB, preserved waiting {} KiB, free {} KiB",
+            self.total_ram_bytes / KIB,
+            self.scratch_bytes / KIB,
+            self.kernel_bytes / KIB,
+            self.preserved_restored_bytes / KIB,
+            self.preserved_released_bytes / KIB,
+            self.preserved_waiting_bytes / KIB,
+            self.free_bytes / KIB
+        )
+    }
+}
+
+/// Logs where scratch is.
+pub fn log_scratch() {
+    for region in scratch_regions() {
+        let kind = match region.kind {
+            ScratchKind::Low => "lowmem",
+            ScratchKind::Global => "global",
+            ScratchKind::Node(_) => "node",
+        };
+        log::info!(target: "mm", "scratch {kind:<6} {} ({} MiB)", region.range, region.range.size_bytes() >> 20);
+    }
+}
