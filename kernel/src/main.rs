@@ -26,7 +26,7 @@ pub const VERSION: &str = match option_env!("BATON_VERSION") {
 };
 
 /// Finds `key=value` on the kernel command line.
-fn command_line_value<'line>(command_line: &'line str, key: &str) -> Option<&'line str> {
+pub fn command_line_value<'line>(command_line: &'line str, key: &str) -> Option<&'line str> {
     command_line.split_ascii_whitespace().find_map(|word| {
         let (word_key, value) = word.split_once('=')?;
         (word_key == key).then_some(value)

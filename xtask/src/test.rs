@@ -163,6 +163,46 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             timeout: Duration::from_secs(60),
         },
     ];
+    // Memory sizes and kho_scratch= forms: boot, place scratch, run the
+    // memory tests.
+    let memory_case =
+        |name: &str, memory_mib: u32, extra: &str, must_contain: Vec<String>| QemuCase {
+            name: format!("{arch} direct {memory_mib} MiB{name}: memory tests"),
+            arch,
+            boot: Boot::Direct,
+            command_line: format!("ktest=mm:: {extra}").trim().to_string(),
+            memory_mib,
+            must_contain,
+            expect: Expect::KernelTestsPass,
+            timeout: Duration::from_secs(120),
+        };
+    cases.push(memory_case("", 128, "", vec!["scratch lowmem".into()]));
+    cases.push(memory_case("", 1024, "", vec![]));
+    cases.push(memory_case("", 4096, "", vec![]));
+    cases.push(memory_case(
+        ", kho_scratch=16M,64M,32M",
+        512,
+        "kho_scratch=16M,64M,32M",
+        vec!["scratch global".into()],
+    ));
+    cases.push(memory_case(
+        ", kho_scratch=50%",
+        512,
+        "kho_scratch=50%",
+        vec![],
+    ));
+    cases.push(memory_case(
+        ", kho_scratch=lots (malformed)",
+        256,
+        "kho_scratch=lots",
+        vec!["kho_scratch=lots is malformed".into()],
+    ));
+    cases.push(memory_case(
+        ", kho_scratch=64M,1G,1G (too large)",
+        256,
+        "kho_scratch=64M,1G,1G",
+        vec!["scratch reduced".into()],
+    ));
     if with_limine {
         let firmwares: &[Firmware] = match arch {
             Arch::X86_64 => &[Firmware::Bios, Firmware::Uefi],

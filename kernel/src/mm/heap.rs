@@ -38,8 +38,12 @@ pub fn used_bytes() -> u64 {
 /// of pages from the page allocator (or, while the page allocator is busy
 /// because it is itself allocating, from the scratch pool).
 fn grow(heap: &mut Heap<HEAP_ORDER>, layout: &Layout) {
-    let wanted = (layout.size() as u64 + layout.align() as u64).max(GROWTH_BYTES).next_power_of_two();
-    let Some(phys) = super::allocate_for_heap(wanted) else { return };
+    let wanted = (layout.size() as u64 + layout.align() as u64)
+        .max(GROWTH_BYTES)
+        .next_power_of_two();
+    let Some(phys) = super::allocate_for_heap(wanted) else {
+        return;
+    };
     let start = super::direct_map::to_virtual(phys) as usize;
     // SAFETY: the pages were just allocated for the heap, are RAM mapped by
     // the direct map, and nothing else uses them.

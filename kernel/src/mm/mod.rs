@@ -18,6 +18,7 @@
 
 pub mod direct_map;
 pub mod heap;
+mod tests;
 
 use crate::mm::direct_map::DirectMapTables;
 use baton_arch::paging as arch_paging;
@@ -163,7 +164,10 @@ impl PageAllocator {
     }
 
     fn take(&mut self, frame: u64, frames: u64) -> bool {
-        let taken = self.buddy.alloc_at(frame as usize, frames as usize).is_some();
+        let taken = self
+            .buddy
+            .alloc_at(frame as usize, frames as usize)
+            .is_some();
         if taken {
             self.free_frames -= frames.next_power_of_two();
         }
@@ -224,7 +228,10 @@ fn ram_sets(info: &BootInfo) -> Result<(RegionSet<256>, RegionSet<256>), MemoryE
             align_down(region.range.end, PAGE_SIZE),
         );
         if region.kind.is_ram() || region.kind == MemoryKind::AcpiNvs {
-            mapped.add(Range::new(align_down(region.range.start, PAGE_SIZE), align_up(region.range.end, PAGE_SIZE).unwrap_or(u64::MAX)))?;
+            mapped.add(Range::new(
+                align_down(region.range.start, PAGE_SIZE),
+                align_up(region.range.end, PAGE_SIZE).unwrap_or(u64::MAX),
+            ))?;
         }
         if region.kind == MemoryKind::Usable {
             usable.add(whole_pages)?;
@@ -243,7 +250,10 @@ fn ram_sets(info: &BootInfo) -> Result<(RegionSet<256>, RegionSet<256>), MemoryE
 fn boot_reserved(info: &BootInfo) -> Result<RegionSet<256>, MemoryError> {
     let mut reserved = RegionSet::new();
     let page_range = |range: &baton_boot::info::PhysRange| {
-        Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX))
+        Range::new(
+            align_down(range.start, PAGE_SIZE),
+            align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX),
+        )
     };
     reserved.add(page_range(&info.kernel.phys))?;
     if let Some(file) = &info.kernel.file {
@@ -271,17 +281,26 @@ fn low_window(usable: &RegionSet<256>) -> Range {
     }
 }
 
-/// Places scratch on a cold boot.
-fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes: u64) -> ScratchPlan {
+/// Places scratch on a cold boot. Scratch may take at most half of free RAM:
+/// larger requests are reduced (and logged) so the page allocator keeps the
+/// rest.
+fn place_scratch(
+    sizing: &ScratchSizing,
+    free: &mut RegionSet<256>,
+    kernel_bytes: u64,
+) -> ScratchPlan {
     // What boot allocates before the page allocator is up: the kernel image,
     // the bootstrap heap and its page tables (one table page per 2 MiB of
     // 4 KiB mappings plus the direct map's few).
     let allocated = kernel_bytes + BOOTSTRAP_HEAP_BYTES + 64 * PAGE_SIZE;
     let alignment = BATON_SCRATCH_ALIGNMENT_BYTES;
-    let sizes = sizing.sizes(allocated, allocated, alignment).unwrap_or(baton_kho::scratch::ScratchSizes {
-        lowmem_bytes: MINIMUM_LOW_SCRATCH_BYTES,
-        global_bytes: 0,
-    });
+    let sizes =
+        sizing
+            .sizes(allocated, allocated, alignment)
+            .unwrap_or(baton_kho::scratch::ScratchSizes {
+                lowmem_bytes: MINIMUM_LOW_SCRATCH_BYTES,
+                global_bytes: 0,
+            });
     let lowmem_bytes = match sizing {
         ScratchSizing::Scale { .. } => sizes.lowmem_bytes.max(MINIMUM_LOW_SCRATCH_BYTES),
         ScratchSizing::Explicit { .. } => sizes.lowmem_bytes,
@@ -300,6 +319,7 @@ fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes
             low_window: window,
             alignment,
             minimum_bytes: MINIMUM_SCRATCH_BYTES,
+            maximum_total_bytes: free.total_bytes() / 2,
         },
     )
 }
@@ -334,14 +354,29 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
     // Inside scratch, the early allocator skips what already lives there
     // (on a KHO boot, this kernel's own image and any module).
     let scratch_set = scratch.as_set();
-    let in_use: arrayvec::ArrayVec<Range, 64> = reserved.ranges().iter().copied().filter(|r| scratch_set.overlaps(r)).take(64).collect();
+    let in_use: arrayvec::ArrayVec<Range, 64> = reserved
+        .ranges()
+        .iter()
+        .copied()
+        .filter(|r| scratch_set.overlaps(r))
+        .take(64)
+        .collect();
     let mut early = EarlyAllocator::new(&scratch_set, &in_use);
 
     // The kernel's page tables, from scratch.
-    let mut allocate_page = || early.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable).ok();
-    let mut tables = DirectMapTables { allocate_page: &mut allocate_page };
+    let mut allocate_page = || {
+        early
+            .allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable)
+            .ok()
+    };
+    let mut tables = DirectMapTables {
+        allocate_page: &mut allocate_page,
+    };
     let kernel_table = PageTable::new(&mut tables)?;
-    let large = LeafSizes { gigabyte: arch_paging::has_gigabyte_pages(), two_megabyte: true };
+    let large = LeafSizes {
+        gigabyte: arch_paging::has_gigabyte_pages(),
+        two_megabyte: true,
+    };
     for ram in mapped.ranges() {
         kernel_table.map::<arch_paging::EntryFormat>(
             &mut tables,
@@ -359,7 +394,14 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
         while virt < end {
             if virt != guard {
                 let phys = image_phys + (virt - info.kernel.virt_start);
-                kernel_table.map::<arch_paging::EntryFormat>(&mut tables, virt, phys, PAGE_SIZE, attributes, LeafSizes::PAGES_ONLY)?;
+                kernel_table.map::<arch_paging::EntryFormat>(
+                    &mut tables,
+                    virt,
+                    phys,
+                    PAGE_SIZE,
+                    attributes,
+                    LeafSizes::PAGES_ONLY,
+                )?;
             }
             virt += PAGE_SIZE;
         }
@@ -417,9 +459,15 @@ pub fn init_page_allocator(
         free.remove(region.range)?;
     }
     for range in extra_reserved {
-        free.remove(Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX)))?;
+        free.remove(Range::new(
+            align_down(range.start, PAGE_SIZE),
+            align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX),
+        ))?;
     }
-    let mut frames = PageAllocator { buddy: FrameAllocator::new(), free_frames: 0 };
+    let mut frames = PageAllocator {
+        buddy: FrameAllocator::new(),
+        free_frames: 0,
+    };
     for range in free.ranges() {
         let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
         let last = align_down(range.end, PAGE_SIZE) >> FRAME_SHIFT;
@@ -448,7 +496,9 @@ pub fn init_page_allocator(
 pub fn allocate_pages(order: u32) -> Option<u64> {
     let mut guard = MEMORY.lock();
     let frames = guard.as_mut()?.frames.as_mut()?;
-    frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
+    frames
+        .allocate(1 << order)
+        .map(|frame| frame << FRAME_SHIFT)
 }
 
 /// Returns a block from [`allocate_pages`].
@@ -478,7 +528,10 @@ pub fn note_preserved_restored(order: u32) {
 pub fn allocate_kernel_page() -> Option<u64> {
     let mut guard = MEMORY.lock();
     let memory = guard.as_mut()?;
-    let page = match memory.scratch_pool.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable) {
+    let page = match memory
+        .scratch_pool
+        .allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable)
+    {
         Ok(page) => page,
         Err(_) => memory.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
     };
@@ -499,12 +552,31 @@ fn allocate_for_heap(size_bytes: u64) -> Option<u64> {
     {
         return Some(frame << FRAME_SHIFT);
     }
-    memory.scratch_pool.allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap).ok()
+    memory
+        .scratch_pool
+        .allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap)
+        .ok()
 }
 
 /// The scratch regions in use.
-pub fn scratch_regions() -> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
-    MEMORY.lock().as_ref().map(|memory| memory.scratch.regions.clone()).unwrap_or_default()
+pub fn scratch_regions()
+-> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
+    MEMORY
+        .lock()
+        .as_ref()
+        .map(|memory| memory.scratch.regions.clone())
+        .unwrap_or_default()
+}
+
+/// What scratch placement had to reduce or refuse on this boot.
+pub fn scratch_notes()
+-> arrayvec::ArrayVec<baton_mm::scratch::PlacementNote, { baton_mm::scratch::MAX_SCRATCH_REGIONS }>
+{
+    MEMORY
+        .lock()
+        .as_ref()
+        .map(|memory| memory.scratch.notes.clone())
+        .unwrap_or_default()
 }
 
 /// The kernel's page-table tree.
@@ -512,7 +584,8 @@ pub fn kernel_table() -> PageTable {
     MEMORY.lock().as_ref().expect("init_early ran").kernel_table
 }
 
-/// The early allocations made so far, for tests: (range, purpose).
+/// The early allocations made so far, for tests: (range, purpose). The
+/// memory lock is held while `visit` runs: it must not call back into `mm`.
 pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {
     if let Some(memory) = MEMORY.lock().as_ref() {
         for &(range, purpose) in memory.scratch_pool.recorded() {
@@ -524,7 +597,9 @@ pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {
 /// The memory figures.
 pub fn accounting() -> Accounting {
     let guard = MEMORY.lock();
-    let Some(memory) = guard.as_ref() else { return Accounting::default() };
+    let Some(memory) = guard.as_ref() else {
+        return Accounting::default();
+    };
     Accounting {
         total_ram_bytes: memory.total_ram_bytes,
         scratch_bytes: memory.scratch.total_bytes(),
@@ -532,7 +607,10 @@ pub fn accounting() -> Accounting {
         preserved_restored_bytes: PRESERVED_RESTORED_BYTES.load(Ordering::Relaxed),
         preserved_released_bytes: PRESERVED_RELEASED_BYTES.load(Ordering::Relaxed),
         preserved_waiting_bytes: PRESERVED_WAITING_BYTES.load(Ordering::Relaxed),
-        free_bytes: memory.frames.as_ref().map_or(0, |frames| frames.free_frames * PAGE_SIZE),
+        free_bytes: memory
+            .frames
+            .as_ref()
+            .map_or(0, |frames| frames.free_frames * PAGE_SIZE),
         early_allocations: memory.scratch_pool.count(),
         early_allocations_outside_scratch: memory.scratch_pool.allocations_outside_scratch() as u64,
     }
