@@ -1,1 +1,36 @@
+//! What Baton's kernel and its user-space services agree on: system call
+//! numbers and registers, error numbers, IPC messages, update lifecycle
+//! events and the decoding of raw system-call arguments.
+//!
+//! One definition, used by the kernel and by `userspace/`. The encoding is
+//! documented in docs/abi.md; this crate is the source of truth.
+
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod message;
+pub mod syscall;
+
+pub use error::Error;
+pub use message::{MESSAGE_WORDS, Message};
+pub use syscall::{Request, Syscall, UpdateEvent, UserBuffer};
+
+/// The end of the user half of every address space: user pointers must lie
+/// below it.
+pub const USER_ADDRESS_LIMIT: u64 = 0x0000_8000_0000_0000;
+
+/// The page size of user mappings.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The largest folio order a service may allocate (4 MiB).
+pub const MAX_USER_FOLIO_ORDER: u32 = 10;
+
+/// The longest service name, in bytes.
+pub const MAX_NAME_BYTES: usize = 32;
+
+/// The longest log line a service can write in one call, in bytes.
+pub const MAX_LOG_BYTES: usize = 512;
+
+/// The largest sub-FDT a service may publish, in bytes.
+pub const MAX_SUB_FDT_BYTES: usize = 64 * 1024;

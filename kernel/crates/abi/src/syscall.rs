@@ -1,0 +1,482 @@
+//! System call numbers, registers and the decoding of raw arguments into a
+//! typed [`Request`].
+//!
+//! Registers: x86_64 `int 0x80` with the number in `rax` and arguments in
+//! `rdi, rsi, rdx, r10, r8, r9`; aarch64 `svc #0` with the number in `x8` and
+//! arguments in `x0`..`x5`. Results come back in two registers: a status
+//! (`rax` / `x0`; 0 for success, otherwise an [`Error`] number) and a value
+//! (`rdx` / `x1`).
+//!
+//! Decoding checks everything that can be checked without the caller's page
+//! tables: numbers, ranges, alignment, overflow, lengths, and that buffers lie
+//! in the user half. The kernel then checks that buffers are mapped.
+
+use crate::error::Error;
+use crate::{
+    MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, PAGE_SIZE,
+    USER_ADDRESS_LIMIT,
+};
+
+/// System call numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Syscall {
+    /// `log(text, length)`: write a line to the kernel log.
+    Log = 1,
+    /// `exit(code)`: end the calling service.
+    Exit = 2,
+    /// `yield()`: give up the rest of the time slice.
+    Yield = 3,
+    /// `sleep(nanoseconds)`.
+    Sleep = 4,
+    /// `clock() -> nanoseconds` since boot (monotonic).
+    Clock = 5,
+    /// `allocate_preservable(order) -> address`: a folio of `2^order` pages
+    /// mapped into the caller, zeroed.
+    AllocatePreservable = 6,
+    /// `free_preservable(address)`.
+    FreePreservable = 7,
+    /// `physical_address(address) -> physical`: of the caller's preservable
+    /// memory (what a sub-FDT records).
+    PhysicalAddress = 8,
+    /// `send(service, message)`: queue a message (non-blocking).
+    Send = 9,
+    /// `receive(message) -> sender`: wait for a message.
+    Receive = 10,
+    /// `call(service, message)`: send and wait for the reply, which
+    /// overwrites `message`.
+    Call = 11,
+    /// `reply(service, message)`: answer a service blocked in `call`.
+    Reply = 12,
+    /// `lookup(name, length) -> service`.
+    Lookup = 13,
+    /// `kho_preserve(address, length)`: preserve the caller's preservable
+    /// memory across the next update.
+    KhoPreserve = 14,
+    /// `kho_unpreserve(address, length)`.
+    KhoUnpreserve = 15,
+    /// `kho_publish(fdt, length)`: publish the caller's sub-FDT.
+    KhoPublish = 16,
+    /// `kho_fetch() -> address`: map the sub-FDT the caller's previous
+    /// instance published (read-only).
+    KhoFetch = 17,
+    /// `kho_restore(physical, order) -> address`: take back a preserved folio.
+    KhoRestore = 18,
+    /// `kho_subscribe()`: receive update lifecycle events as messages.
+    KhoSubscribe = 19,
+    /// `kho_ready(event, status)`: acknowledge a lifecycle event.
+    KhoReady = 20,
+    /// `spawn(name, length) -> service`: start an embedded service (init only).
+    Spawn = 21,
+    /// `update(image)`: update the kernel (init only); returns on failure.
+    Update = 22,
+    /// `service_id() -> id` of the caller.
+    ServiceId = 23,
+}
+
+impl Syscall {
+    /// The call with this number.
+    pub fn from_number(number: u64) -> Option<Syscall> {
+        use Syscall::*;
+        const ALL: [Syscall; 23] = [
+            Log,
+            Exit,
+            Yield,
+            Sleep,
+            Clock,
+            AllocatePreservable,
+            FreePreservable,
+            PhysicalAddress,
+            Send,
+            Receive,
+            Call,
+            Reply,
+            Lookup,
+            KhoPreserve,
+            KhoUnpreserve,
+            KhoPublish,
+            KhoFetch,
+            KhoRestore,
+            KhoSubscribe,
+            KhoReady,
+            Spawn,
+            Update,
+            ServiceId,
+        ];
+        ALL.iter().copied().find(|call| *call as u64 == number)
+    }
+}
+
+/// Update lifecycle events, delivered to subscribers as messages from
+/// [`crate::message::KERNEL_SENDER`] with label [`UpdateEvent::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum UpdateEvent {
+    /// An update is starting: publish and preserve now, then `kho_ready`.
+    Prepare = 1,
+    /// The handover is finalised; preservation state is frozen.
+    Frozen = 2,
+    /// The update was abandoned; state is unfrozen.
+    Aborted = 3,
+    /// Running again after an abort: changes are allowed.
+    Resumed = 4,
+}
+
+impl UpdateEvent {
+    /// Message labels of lifecycle events start here.
+    pub const LABEL_BASE: u64 = 0x4b48_4f00;
+
+    /// The message label carrying this event.
+    pub const fn label(self) -> u64 {
+        Self::LABEL_BASE + self as u64
+    }
+
+    /// The event a message label carries, if it is a lifecycle label.
+    pub fn from_label(label: u64) -> Option<UpdateEvent> {
+        match label.checked_sub(Self::LABEL_BASE)? {
+            1 => Some(UpdateEvent::Prepare),
+            2 => Some(UpdateEvent::Frozen),
+            3 => Some(UpdateEvent::Aborted),
+            4 => Some(UpdateEvent::Resumed),
+            _ => None,
+        }
+    }
+}
+
+/// A buffer in the caller's user half: decoding guarantees it does not wrap
+/// and ends at or below [`USER_ADDRESS_LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserBuffer {
+    /// First byte.
+    pub address: u64,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+impl UserBuffer {
+    /// Checks a user buffer: no overflow, inside the user half, at most
+    /// `max_length` bytes, aligned to `alignment`.
+    pub fn new(address: u64, length: u64, max_length: u64, alignment: u64) -> Result<Self, Error> {
+        if length > max_length {
+            return Err(Error::TooLarge);
+        }
+        let end = address.checked_add(length).ok_or(Error::Overflow)?;
+        if end > USER_ADDRESS_LIMIT || address >= USER_ADDRESS_LIMIT {
+            return Err(Error::BadAddress);
+        }
+        if address % alignment != 0 {
+            return Err(Error::Misaligned);
+        }
+        Ok(Self { address, length })
+    }
+
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.address + self.length
+    }
+}
+
+/// A decoded system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// See [`Syscall::Log`].
+    Log(UserBuffer),
+    /// See [`Syscall::Exit`].
+    Exit(u64),
+    /// See [`Syscall::Yield`].
+    Yield,
+    /// See [`Syscall::Sleep`].
+    Sleep {
+        /// How long.
+        nanoseconds: u64,
+    },
+    /// See [`Syscall::Clock`].
+    Clock,
+    /// See [`Syscall::AllocatePreservable`].
+    AllocatePreservable {
+        /// Folio order.
+        order: u32,
+    },
+    /// See [`Syscall::FreePreservable`].
+    FreePreservable {
+        /// The folio's address.
+        address: u64,
+    },
+    /// See [`Syscall::PhysicalAddress`].
+    PhysicalAddress {
+        /// A user address inside preservable memory.
+        address: u64,
+    },
+    /// See [`Syscall::Send`].
+    Send {
+        /// Destination service.
+        target: u64,
+        /// The message.
+        message: UserBuffer,
+    },
+    /// See [`Syscall::Receive`].
+    Receive {
+        /// Where the message goes.
+        message: UserBuffer,
+    },
+    /// See [`Syscall::Call`].
+    Call {
+        /// Destination service.
+        target: u64,
+        /// The request, overwritten by the reply.
+        message: UserBuffer,
+    },
+    /// See [`Syscall::Reply`].
+    Reply {
+        /// The caller to answer.
+        target: u64,
+        /// The reply.
+        message: UserBuffer,
+    },
+    /// See [`Syscall::Lookup`].
+    Lookup(UserBuffer),
+    /// See [`Syscall::KhoPreserve`].
+    KhoPreserve(UserBuffer),
+    /// See [`Syscall::KhoUnpreserve`].
+    KhoUnpreserve(UserBuffer),
+    /// See [`Syscall::KhoPublish`].
+    KhoPublish(UserBuffer),
+    /// See [`Syscall::KhoFetch`].
+    KhoFetch,
+    /// See [`Syscall::KhoRestore`].
+    KhoRestore {
+        /// Physical address of the folio.
+        physical: u64,
+        /// Its order.
+        order: u32,
+    },
+    /// See [`Syscall::KhoSubscribe`].
+    KhoSubscribe,
+    /// See [`Syscall::KhoReady`].
+    KhoReady {
+        /// The event acknowledged.
+        event: UpdateEvent,
+        /// 0 when the service is ready, otherwise why not.
+        status: u64,
+    },
+    /// See [`Syscall::Spawn`].
+    Spawn(UserBuffer),
+    /// See [`Syscall::Update`].
+    Update {
+        /// Which image: 0 = the boot module, 1 = the running kernel's own.
+        image: u64,
+    },
+    /// See [`Syscall::ServiceId`].
+    ServiceId,
+}
+
+fn order(value: u64) -> Result<u32, Error> {
+    if value > u64::from(MAX_USER_FOLIO_ORDER) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(value as u32)
+}
+
+fn page_range(address: u64, length: u64) -> Result<UserBuffer, Error> {
+    if length == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    if length % PAGE_SIZE != 0 {
+        return Err(Error::Misaligned);
+    }
+    UserBuffer::new(address, length, USER_ADDRESS_LIMIT, PAGE_SIZE)
+}
+
+fn message(address: u64) -> Result<UserBuffer, Error> {
+    UserBuffer::new(address, crate::message::MESSAGE_BYTES as u64, u64::MAX, 8)
+}
+
+impl Request {
+    /// Decodes a system call from its number and six argument registers.
+    pub fn decode(number: u64, arguments: [u64; 6]) -> Result<Request, Error> {
+        let [a0, a1, ..] = arguments;
+        let call = Syscall::from_number(number).ok_or(Error::UnknownSyscall)?;
+        Ok(match call {
+            Syscall::Log => Request::Log(UserBuffer::new(a0, a1, MAX_LOG_BYTES as u64, 1)?),
+            Syscall::Exit => Request::Exit(a0),
+            Syscall::Yield => Request::Yield,
+            Syscall::Sleep => Request::Sleep { nanoseconds: a0 },
+            Syscall::Clock => Request::Clock,
+            Syscall::AllocatePreservable => Request::AllocatePreservable { order: order(a0)? },
+            Syscall::FreePreservable => Request::FreePreservable {
+                address: UserBuffer::new(a0, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)?.address,
+            },
+            Syscall::PhysicalAddress => Request::PhysicalAddress {
+                address: UserBuffer::new(a0, 1, 1, 1)?.address,
+            },
+            Syscall::Send => Request::Send {
+                target: a0,
+                message: message(a1)?,
+            },
+            Syscall::Receive => Request::Receive {
+                message: message(a0)?,
+            },
+            Syscall::Call => Request::Call {
+                target: a0,
+                message: message(a1)?,
+            },
+            Syscall::Reply => Request::Reply {
+                target: a0,
+                message: message(a1)?,
+            },
+            Syscall::Lookup => Request::Lookup(UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?),
+            Syscall::KhoPreserve => Request::KhoPreserve(page_range(a0, a1)?),
+            Syscall::KhoUnpreserve => Request::KhoUnpreserve(page_range(a0, a1)?),
+            Syscall::KhoPublish => {
+                if a1 < 40 {
+                    return Err(Error::InvalidArgument);
+                }
+                Request::KhoPublish(UserBuffer::new(a0, a1, MAX_SUB_FDT_BYTES as u64, 8)?)
+            }
+            Syscall::KhoFetch => Request::KhoFetch,
+            Syscall::KhoRestore => {
+                let order = order(a1)?;
+                if a0 % (PAGE_SIZE << order) != 0 {
+                    return Err(Error::Misaligned);
+                }
+                Request::KhoRestore {
+                    physical: a0,
+                    order,
+                }
+            }
+            Syscall::KhoSubscribe => Request::KhoSubscribe,
+            Syscall::KhoReady => Request::KhoReady {
+                event: UpdateEvent::from_label(UpdateEvent::LABEL_BASE.wrapping_add(a0))
+                    .ok_or(Error::InvalidArgument)?,
+                status: a1,
+            },
+            Syscall::Spawn => Request::Spawn(UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?),
+            Syscall::Update => {
+                if a0 > 1 {
+                    return Err(Error::InvalidArgument);
+                }
+                Request::Update { image: a0 }
+            }
+            Syscall::ServiceId => Request::ServiceId,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_number_decodes_to_its_call() {
+        for number in 1..=23 {
+            let call = Syscall::from_number(number).unwrap();
+            assert_eq!(call as u64, number);
+        }
+        assert_eq!(Syscall::from_number(0), None);
+        assert_eq!(Request::decode(24, [0; 6]), Err(Error::UnknownSyscall));
+    }
+
+    #[test]
+    fn buffers_in_the_kernel_half_or_wrapping_are_refused() {
+        let log =
+            |address, length| Request::decode(Syscall::Log as u64, [address, length, 0, 0, 0, 0]);
+        assert_eq!(
+            log(0x1000, 5),
+            Ok(Request::Log(UserBuffer {
+                address: 0x1000,
+                length: 5
+            }))
+        );
+        assert_eq!(log(0xffff_8000_0000_0000, 5), Err(Error::BadAddress));
+        assert_eq!(log(USER_ADDRESS_LIMIT - 2, 5), Err(Error::BadAddress));
+        assert_eq!(log(u64::MAX - 1, 5), Err(Error::Overflow));
+        assert_eq!(log(0x1000, MAX_LOG_BYTES as u64 + 1), Err(Error::TooLarge));
+    }
+
+    #[test]
+    fn messages_must_be_aligned() {
+        assert_eq!(
+            Request::decode(Syscall::Receive as u64, [0x1004, 0, 0, 0, 0, 0]),
+            Err(Error::Misaligned)
+        );
+        assert!(Request::decode(Syscall::Receive as u64, [0x1008, 0, 0, 0, 0, 0]).is_ok());
+    }
+
+    #[test]
+    fn preservation_ranges_are_whole_pages() {
+        let preserve = |address, length| {
+            Request::decode(Syscall::KhoPreserve as u64, [address, length, 0, 0, 0, 0])
+        };
+        assert!(preserve(0x10_0000, 0x2000).is_ok());
+        assert_eq!(preserve(0x10_0800, 0x1000), Err(Error::Misaligned));
+        assert_eq!(preserve(0x10_0000, 0x800), Err(Error::Misaligned));
+        assert_eq!(preserve(0x10_0000, 0), Err(Error::InvalidArgument));
+        assert_eq!(preserve(USER_ADDRESS_LIMIT, 0x1000), Err(Error::BadAddress));
+    }
+
+    #[test]
+    fn orders_and_restores_are_checked() {
+        assert_eq!(
+            Request::decode(Syscall::AllocatePreservable as u64, [11, 0, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            Request::decode(Syscall::KhoRestore as u64, [0x1000, 1, 0, 0, 0, 0]),
+            Err(Error::Misaligned),
+            "an order-1 folio is 8 KiB aligned"
+        );
+        assert_eq!(
+            Request::decode(Syscall::KhoRestore as u64, [0x2000, 1, 0, 0, 0, 0]),
+            Ok(Request::KhoRestore {
+                physical: 0x2000,
+                order: 1
+            })
+        );
+    }
+
+    #[test]
+    fn lifecycle_labels_round_trip() {
+        for event in [
+            UpdateEvent::Prepare,
+            UpdateEvent::Frozen,
+            UpdateEvent::Aborted,
+            UpdateEvent::Resumed,
+        ] {
+            assert_eq!(UpdateEvent::from_label(event.label()), Some(event));
+        }
+        assert_eq!(UpdateEvent::from_label(7), None);
+        assert_eq!(
+            Request::decode(Syscall::KhoReady as u64, [1, 0, 0, 0, 0, 0]),
+            Ok(Request::KhoReady {
+                event: UpdateEvent::Prepare,
+                status: 0
+            })
+        );
+        assert_eq!(
+            Request::decode(Syscall::KhoReady as u64, [9, 0, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+    }
+
+    proptest! {
+        /// Decoding never panics, and every accepted buffer lies in the user
+        /// half without wrapping.
+        #[test]
+        fn decoding_is_total_and_buffers_are_safe(number in 0u64..30, arguments: [u64; 6]) {
+            if let Ok(request) = Request::decode(number, arguments) {
+                let buffer = match request {
+                    Request::Log(buffer) | Request::Lookup(buffer) | Request::KhoPreserve(buffer)
+                    | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn(buffer) => Some(buffer),
+                    Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
+                    | Request::Reply { message, .. } => Some(message),
+                    _ => None,
+                };
+                if let Some(buffer) = buffer {
+                    prop_assert!(buffer.address.checked_add(buffer.length).is_some());
+                    prop_assert!(buffer.end() <= USER_ADDRESS_LIMIT);
+                }
+            }
+        }
+    }
+}
