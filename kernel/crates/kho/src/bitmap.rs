@@ -553,7 +553,10 @@ impl BitmapIndex {
             let end = range.end.div_ceil(folio_size_bytes(order));
             let mut found = None;
             self.runs_in(memory, order, first, end, |run| {
-                found = Some(Folio { phys: run.phys, order });
+                found = Some(Folio {
+                    phys: run.phys,
+                    order,
+                });
                 false
             })?;
             if found.is_some() {

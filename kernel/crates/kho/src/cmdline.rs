@@ -79,6 +79,8 @@ impl fmt::Display for CmdlineError {
     }
 }
 
+impl core::error::Error for CmdlineError {}
+
 /// Parse a boolean value (see the module documentation for the spellings).
 pub fn parse_boolean(value: &str) -> Result<bool, CmdlineError> {
     const TRUE_SPELLINGS: [&str; 5] = ["1", "y", "yes", "on", "true"];

@@ -71,6 +71,8 @@ impl fmt::Display for ReadFdtError {
     }
 }
 
+impl core::error::Error for ReadFdtError {}
+
 impl From<AccessError> for ReadFdtError {
     fn from(error: AccessError) -> Self {
         Self::Access(error)

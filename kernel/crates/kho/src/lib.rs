@@ -11,7 +11,7 @@
 //!
 //! Physical memory is reached only through the [`memory::PhysMemory`] and
 //! [`memory::MetadataAllocator`] traits, so this crate has no `unsafe` and
-//! runs unchanged on the host, where [`memory::SimulatedMemory`] (feature
+//! runs unchanged on the host, where `memory::SimulatedMemory` (feature
 //! `simulated`) stands in for RAM.
 //!
 //! The wire format is described byte by byte in `docs/handover.md`.

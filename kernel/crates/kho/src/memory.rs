@@ -2,7 +2,7 @@
 //!
 //! The kernel implements [`PhysMemory`] through its direct map and
 //! [`MetadataAllocator`] through its page allocator; host tests, benches and
-//! fuzzers use [`SimulatedMemory`] (feature `simulated`). Nothing in this
+//! fuzzers use `SimulatedMemory` (feature `simulated`). Nothing in this
 //! crate dereferences a physical address itself, so it needs no `unsafe`.
 
 #[cfg(any(test, feature = "simulated"))]
@@ -46,6 +46,8 @@ impl fmt::Display for AccessError {
         }
     }
 }
+
+impl core::error::Error for AccessError {}
 
 /// Byte access to physical memory.
 ///

@@ -96,6 +96,8 @@ impl fmt::Display for OutgoingError {
     }
 }
 
+impl core::error::Error for OutgoingError {}
+
 impl From<TrackerError> for OutgoingError {
     fn from(error: TrackerError) -> Self {
         Self::Tracker(error)

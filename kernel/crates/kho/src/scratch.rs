@@ -89,6 +89,8 @@ impl fmt::Display for ScratchParseError {
     }
 }
 
+impl core::error::Error for ScratchParseError {}
+
 /// Why scratch sizes could not be computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScratchSizeError {
@@ -114,6 +116,8 @@ impl fmt::Display for ScratchSizeError {
         }
     }
 }
+
+impl core::error::Error for ScratchSizeError {}
 
 /// Sizes of the low and global regions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,7 +57,8 @@ pub const ENTRIES_PER_CHUNK: u32 = 255;
 /// almost 17 million bitmaps, 256 TiB of order-0 pages.
 pub const DEFAULT_MAX_CHUNK_COUNT: u64 = 65536;
 
-const CHUNK_SIZE: usize = CHUNK_SIZE_BYTES as usize;
+/// `CHUNK_SIZE_BYTES` as a buffer length.
+const CHUNK_BYTES: usize = CHUNK_SIZE_BYTES as usize;
 
 /// Why the chunk list could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ impl fmt::Display for SerializeError {
         }
     }
 }
+
+impl core::error::Error for SerializeError {}
 
 /// The written chunk list: its head and the pages it occupies.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -149,7 +152,7 @@ pub fn serialize<M: HandoverMemory + ?Sized>(
             }
         }
     }
-    let mut buffer = vec![0_u8; CHUNK_SIZE];
+    let mut buffer = vec![0_u8; CHUNK_BYTES];
     for (position, (order, entries)) in chunks.iter().enumerate() {
         let page = serialized.chunk_pages.get(position).copied().unwrap_or(0);
         let next = position
@@ -362,6 +365,8 @@ impl fmt::Display for ChunkListError {
     }
 }
 
+impl core::error::Error for ChunkListError {}
+
 impl From<AccessError> for ChunkListError {
     fn from(error: AccessError) -> Self {
         Self::Access(error)
@@ -430,6 +435,8 @@ impl fmt::Display for RestoreError {
     }
 }
 
+impl core::error::Error for RestoreError {}
+
 impl From<AccessError> for RestoreError {
     fn from(error: AccessError) -> Self {
         Self::Access(error)
@@ -494,7 +501,7 @@ impl IncomingPreservations {
         let mut incoming = Self::empty();
         let mut visited = BTreeSet::new();
         let mut bitmap_addresses = BTreeSet::new();
-        let mut chunk = vec![0_u8; CHUNK_SIZE];
+        let mut chunk = vec![0_u8; CHUNK_BYTES];
         let mut chunk_phys = head_phys;
         while chunk_phys != 0 {
             if visited.len() as u64 >= max_chunk_count {

@@ -193,6 +193,8 @@ impl fmt::Display for TrackerError {
     }
 }
 
+impl core::error::Error for TrackerError {}
+
 impl From<AccessError> for TrackerError {
     fn from(error: AccessError) -> Self {
         Self::Access(error)
@@ -277,23 +279,40 @@ impl PreservationTracker {
         memory: &mut M,
         run: FolioRun,
     ) -> Result<(), TrackerError> {
-        let FolioRun { phys, order, folio_count } = run;
+        let FolioRun {
+            phys,
+            order,
+            folio_count,
+        } = run;
         check_folio(phys, order).map_err(|error| folio_rule_error(phys, order, error))?;
         if folio_count == 0 {
             return Err(TrackerError::ZeroSizedRange { phys });
         }
-        let size_bytes = folio_count
-            .checked_mul(folio_size_bytes(order))
-            .ok_or(TrackerError::RangeOverflow { phys, size_bytes: u64::MAX })?;
+        let size_bytes = folio_count.checked_mul(folio_size_bytes(order)).ok_or(
+            TrackerError::RangeOverflow {
+                phys,
+                size_bytes: u64::MAX,
+            },
+        )?;
         let range = check_range(phys, size_bytes)?;
         if let Some(existing) = self.index.find_overlap_in_range(memory, range)? {
             // Report the folio of the run that meets `existing`.
             let mask = folio_size_bytes(order) - 1;
-            let folio = Folio { phys: existing.phys.max(phys) & !mask, order };
+            let folio = Folio {
+                phys: existing.phys.max(phys) & !mask,
+                order,
+            };
             return Err(if existing == folio {
-                TrackerError::AlreadyPreserved { phys: folio.phys, order }
+                TrackerError::AlreadyPreserved {
+                    phys: folio.phys,
+                    order,
+                }
             } else {
-                TrackerError::OverlapsPreserved { phys: folio.phys, order, existing }
+                TrackerError::OverlapsPreserved {
+                    phys: folio.phys,
+                    order,
+                    existing,
+                }
             });
         }
         let first_key = locate(phys, order).0;
@@ -315,7 +334,13 @@ impl PreservationTracker {
             }
         }
         for (key, bitmap_phys) in &allocated {
-            self.index.insert(*key, BitmapSlot { phys: *bitmap_phys, set_bit_count: 0 });
+            self.index.insert(
+                *key,
+                BitmapSlot {
+                    phys: *bitmap_phys,
+                    set_bit_count: 0,
+                },
+            );
         }
         if let Err(error) = self.index.update_run(memory, run, true) {
             // Best effort: clear what was set, then drop the new bitmaps.

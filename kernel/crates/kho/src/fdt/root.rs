@@ -71,6 +71,8 @@ impl fmt::Display for KhoFdtBuildError {
     }
 }
 
+impl core::error::Error for KhoFdtBuildError {}
+
 impl From<FdtWriteError> for KhoFdtBuildError {
     fn from(error: FdtWriteError) -> Self {
         Self::Write(error)
@@ -194,6 +196,8 @@ impl fmt::Display for KhoFdtError {
     }
 }
 
+impl core::error::Error for KhoFdtError {}
+
 impl fmt::Display for KhoFdtCorruption {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -231,6 +235,8 @@ impl fmt::Display for KhoFdtCorruption {
         }
     }
 }
+
+impl core::error::Error for KhoFdtCorruption {}
 
 impl From<FdtStructureError> for KhoFdtError {
     fn from(error: FdtStructureError) -> Self {

@@ -204,6 +204,8 @@ impl fmt::Display for FdtStructureError {
     }
 }
 
+impl core::error::Error for FdtStructureError {}
+
 /// Big-endian `u32` at `offset` of `bytes`.
 fn be_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     let slice = bytes.get(offset..offset.checked_add(4)?)?;

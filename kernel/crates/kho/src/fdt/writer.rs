@@ -44,6 +44,8 @@ impl fmt::Display for FdtWriteError {
     }
 }
 
+impl core::error::Error for FdtWriteError {}
+
 fn map_error(error: vm_fdt::Error) -> FdtWriteError {
     match error {
         vm_fdt::Error::InvalidNodeName => FdtWriteError::InvalidNodeName,

@@ -10,18 +10,20 @@
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::fmt;
 
 use super::{
     AccessError, MetadataAllocator, PAGE_SHIFT, PAGE_SIZE_BYTES, PhysMemory, PhysRange, align_up,
     normalize_ranges, range_inside_ram,
 };
 
-const PAGE_SIZE: usize = 4096;
+/// `PAGE_SIZE_BYTES` as a buffer length.
+const PAGE_BYTES: usize = 4096;
 
-type Page = Box<[u8; PAGE_SIZE]>;
+type Page = Box<[u8; PAGE_BYTES]>;
 
 /// Sparse simulated physical memory with a metadata allocator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimulatedMemory {
     ram: Vec<PhysRange>,
     /// Written pages, keyed by page frame number.
@@ -141,6 +143,20 @@ impl SimulatedMemory {
     }
 }
 
+impl fmt::Debug for SimulatedMemory {
+    /// A summary: the pages themselves would be megabytes of output.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SimulatedMemory")
+            .field("ram", &self.ram)
+            .field("touched_page_count", &self.pages.len())
+            .field("metadata_region", &self.metadata_region)
+            .field("live_allocation_count", &self.live_allocations.len())
+            .field("allocation_budget", &self.allocation_budget)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PhysMemory for SimulatedMemory {
     fn read(&self, phys: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         self.check_inside_ram(phys, buf.len() as u64)?;
@@ -148,7 +164,7 @@ impl PhysMemory for SimulatedMemory {
         let mut remaining = buf;
         while !remaining.is_empty() {
             let offset = (address % PAGE_SIZE_BYTES) as usize;
-            let chunk = (PAGE_SIZE - offset).min(remaining.len());
+            let chunk = (PAGE_BYTES - offset).min(remaining.len());
             let (head, tail) = remaining.split_at_mut(chunk);
             match self.page_slice(address, chunk) {
                 Some(bytes) => head.copy_from_slice(bytes),
@@ -166,7 +182,7 @@ impl PhysMemory for SimulatedMemory {
         let mut remaining = data;
         while !remaining.is_empty() {
             let offset = (address % PAGE_SIZE_BYTES) as usize;
-            let chunk = (PAGE_SIZE - offset).min(remaining.len());
+            let chunk = (PAGE_BYTES - offset).min(remaining.len());
             let (head, tail) = remaining.split_at(chunk);
             let frame = address >> PAGE_SHIFT;
             // Writing zeros to a page that was never written changes nothing:
@@ -175,7 +191,7 @@ impl PhysMemory for SimulatedMemory {
                 let page = self
                     .pages
                     .entry(frame)
-                    .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+                    .or_insert_with(|| Box::new([0; PAGE_BYTES]));
                 if let Some(bytes) = page.get_mut(offset..offset + chunk) {
                     bytes.copy_from_slice(head);
                 }
@@ -187,9 +203,10 @@ impl PhysMemory for SimulatedMemory {
     }
 
     fn read_u64(&self, phys: u64) -> Result<u64, AccessError> {
-        if phys % PAGE_SIZE_BYTES <= PAGE_SIZE_BYTES - 8
-            && range_inside_ram(&self.ram, &PhysRange::new(phys, phys + 8))
-        {
+        let is_fast_path = phys % PAGE_SIZE_BYTES <= PAGE_SIZE_BYTES - 8
+            && PhysRange::from_start_size(phys, 8)
+                .is_some_and(|word| range_inside_ram(&self.ram, &word));
+        if is_fast_path {
             return Ok(match self.page_slice(phys, 8) {
                 Some(bytes) => {
                     let mut word = [0_u8; 8];

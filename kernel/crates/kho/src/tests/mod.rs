@@ -66,3 +66,44 @@ pub(crate) fn write_bitmap(memory: &mut SimulatedMemory, phys: u64, bits: &[u64]
     let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
     memory.write(phys, &bytes).unwrap();
 }
+
+/// Simulated memory in which one write fails after a number of successful
+/// ones (a transient fault): for the paths that must undo a half-done commit.
+pub(crate) struct FaultyMemory {
+    pub inner: SimulatedMemory,
+    /// Successful writes before the failing one (`None`: no failure).
+    pub writes_before_failure: Option<usize>,
+}
+
+impl PhysMemory for FaultyMemory {
+    fn read(&self, phys: u64, buf: &mut [u8]) -> Result<(), crate::memory::AccessError> {
+        self.inner.read(phys, buf)
+    }
+
+    fn write(&mut self, phys: u64, data: &[u8]) -> Result<(), crate::memory::AccessError> {
+        match self.writes_before_failure {
+            Some(0) => {
+                self.writes_before_failure = None;
+                Err(crate::memory::AccessError::OutsideRam {
+                    phys,
+                    size_bytes: data.len() as u64,
+                })
+            }
+            Some(left) => {
+                self.writes_before_failure = Some(left - 1);
+                self.inner.write(phys, data)
+            }
+            None => self.inner.write(phys, data),
+        }
+    }
+}
+
+impl crate::memory::MetadataAllocator for FaultyMemory {
+    fn allocate_zeroed(&mut self, size_bytes: u64, align_bytes: u64) -> Option<u64> {
+        self.inner.allocate_zeroed(size_bytes, align_bytes)
+    }
+
+    fn free(&mut self, phys: u64, size_bytes: u64, align_bytes: u64) {
+        self.inner.free(phys, size_bytes, align_bytes);
+    }
+}

@@ -173,6 +173,12 @@ proptest! {
         prop_assert_eq!(incoming.remaining_folio_count(), 0);
     }
 
+}
+
+proptest! {
+    // Cheap cases: many of them.
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
     /// The root FDT parser never panics on arbitrary bytes.
     #[test]
     fn fdt_parser_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
@@ -248,47 +254,112 @@ pub(crate) struct HostileImage {
 /// `(next, order, element_count, entries)` of one hand-made chunk.
 type HostileChunk = (u64, u32, u32, Vec<(u64, u64)>);
 
-/// RAM of the hostile images: 64 MiB at 1 GiB. Chunks use its first 16
-/// pages, bitmaps the next 16 pages.
-pub(crate) const HOSTILE_RAM: PhysRange = PhysRange::new(GIB, GIB + 64 * MIB);
+/// RAM of the hostile images: 4 GiB (sparse). Chunks use the 16 pages at
+/// 1 GiB, bitmaps the 16 pages after them.
+pub(crate) const HOSTILE_RAM: PhysRange = PhysRange::new(0, 4 * GIB);
+const HOSTILE_CHUNKS: u64 = GIB;
+const HOSTILE_BITMAPS: u64 = GIB + 16 * 4096;
 
-fn hostile_address(slot_size: u64, base: u64) -> impl Strategy<Value = u64> {
+/// How a chunk's `next` is chosen: mostly the following chunk.
+#[derive(Debug, Clone, Copy)]
+enum NextLink {
+    Following,
+    End,
+    Slot(u64),
+    Raw(u64),
+}
+
+fn next_link() -> impl Strategy<Value = NextLink> {
     prop_oneof![
-        4 => (0_u64..16).prop_map(move |slot| base + slot * slot_size),
-        1 => any::<u64>(),
-        1 => Just(0_u64),
-        1 => (0_u64..64).prop_map(move |offset| base + offset * 8),
+        8 => Just(NextLink::Following),
+        2 => Just(NextLink::End),
+        2 => (0_u64..16).prop_map(NextLink::Slot),
+        1 => any::<u64>().prop_map(NextLink::Raw),
     ]
 }
 
+/// A bitmap address: mostly a distinct slot, sometimes shared, misaligned,
+/// inside a chunk page or anywhere.
+fn bitmap_address() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        40 => (0_u64..8).prop_map(|slot| HOSTILE_BITMAPS + slot * 512),
+        1 => (0_u64..(16 * 512)).prop_map(|offset| HOSTILE_CHUNKS + offset * 8),
+        1 => (0_u64..4096).prop_map(|offset| HOSTILE_BITMAPS + offset * 8),
+        1 => any::<u64>(),
+    ]
+}
+
+/// A chunk whose entries are mostly aligned to its order's bitmap span
+/// near the hostile RAM, so that the deeper checks are reached.
+fn hostile_chunk() -> impl Strategy<Value = (NextLink, u32, u32, Vec<(u64, u64)>)> {
+    let order = prop_oneof![24 => 0_u32..=12, 6 => 13_u32..=MAX_ORDER, 1 => any::<u32>()];
+    (next_link(), order).prop_flat_map(|(next, order)| {
+        let span = crate::bitmap::bitmap_span_bytes(order.min(MAX_ORDER));
+        let near = HOSTILE_CHUNKS & !(span - 1);
+        let phys_start = prop_oneof![
+            30 => (0_u64..4).prop_map(move |index| near.saturating_add(index.saturating_mul(span))),
+            1 => Just(near.saturating_add(4096)),
+            1 => any::<u64>(),
+        ];
+        let entries = prop::collection::vec((phys_start, bitmap_address()), 0..4);
+        let count = prop_oneof![
+            30 => Just(None),
+            1 => (250_u32..260).prop_map(Some),
+            1 => any::<u32>().prop_map(Some),
+        ];
+        (Just(next), Just(order), count, entries).prop_map(|(next, order, count, entries)| {
+            let element_count = count.unwrap_or(entries.len() as u32);
+            (next, order, element_count, entries)
+        })
+    })
+}
+
 fn hostile_image() -> impl Strategy<Value = HostileImage> {
-    let chunk_base = HOSTILE_RAM.start;
-    let bitmap_base = HOSTILE_RAM.start + 16 * 4096;
-    let entry = (
-        prop_oneof![4 => Just(GIB), 2 => (0_u64..8).prop_map(|n| n << 24), 1 => any::<u64>()],
-        hostile_address(512, bitmap_base),
-    );
-    let chunk = (
-        hostile_address(4096, chunk_base),
-        prop_oneof![8 => 0_u32..=MAX_ORDER, 1 => any::<u32>()],
-        prop_oneof![8 => 0_u32..6, 1 => 250_u32..260, 1 => any::<u32>()],
-        prop::collection::vec(entry, 0..6),
-    );
     let bitmap_word = prop_oneof![
-        3 => Just(0_u64),
         2 => (0_u32..64).prop_map(|bit| 1_u64 << bit),
         1 => any::<u64>(),
         1 => Just(u64::MAX),
     ];
+    // Words 0 and 8 of a bitmap hold bits 0..64 and 512..576: at order 0
+    // from 1 GiB the chunk and bitmap pages, at order 9 from 0 the 2 MiB
+    // folio at 1 GiB. Weighting them makes overlaps and metadata clashes common.
+    let word_position = prop_oneof![
+        2 => (0_u16..8).prop_map(|slot| slot * 64),
+        2 => (0_u16..8).prop_map(|slot| slot * 64 + 8),
+        3 => 0_u16..(8 * 64),
+    ];
+    let head = prop_oneof![
+        8 => Just(HOSTILE_CHUNKS),
+        1 => (0_u64..16).prop_map(|slot| HOSTILE_CHUNKS + slot * 4096),
+        1 => any::<u64>(),
+    ];
     (
-        hostile_address(4096, chunk_base),
-        prop::collection::vec(chunk, 0..8),
-        prop::collection::vec((0_u16..(16 * 64), bitmap_word), 0..24),
+        head,
+        prop::collection::vec(hostile_chunk(), 1..8),
+        prop::collection::vec((word_position, bitmap_word), 0..24),
     )
-        .prop_map(|(head, chunks, bitmaps)| HostileImage {
-            head,
-            chunks,
-            bitmaps,
+        .prop_map(|(head, chunks, bitmaps)| {
+            let count = chunks.len() as u64;
+            let chunks = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(index, (next, order, element_count, entries))| {
+                    let next = match next {
+                        NextLink::Following if (index as u64) + 1 < count => {
+                            HOSTILE_CHUNKS + (index as u64 + 1) * 4096
+                        }
+                        NextLink::Following | NextLink::End => 0,
+                        NextLink::Slot(slot) => HOSTILE_CHUNKS + slot * 4096,
+                        NextLink::Raw(raw) => raw,
+                    };
+                    (next, order, element_count, entries)
+                })
+                .collect();
+            HostileImage {
+                head,
+                chunks,
+                bitmaps,
+            }
         })
 }
 
@@ -296,7 +367,7 @@ fn hostile_image() -> impl Strategy<Value = HostileImage> {
 pub(crate) fn check_hostile_image(image: &HostileImage) {
     let mut memory = SimulatedMemory::new(&[HOSTILE_RAM], PhysRange::new(0, 0));
     for (index, (next, order, count, entries)) in image.chunks.iter().enumerate() {
-        let phys = HOSTILE_RAM.start + index as u64 * 4096;
+        let phys = HOSTILE_CHUNKS + index as u64 * 4096;
         let mut page = alloc::vec![0_u8; 4096];
         page[0..8].copy_from_slice(&next.to_ne_bytes());
         page[8..12].copy_from_slice(&order.to_ne_bytes());
@@ -313,7 +384,7 @@ pub(crate) fn check_hostile_image(image: &HostileImage) {
         memory.write(phys, &page).unwrap();
     }
     for (word, value) in &image.bitmaps {
-        let phys = HOSTILE_RAM.start + 16 * 4096 + u64::from(*word) * 8;
+        let phys = HOSTILE_BITMAPS + u64::from(*word) * 8;
         memory.write_u64(phys, *value).unwrap();
     }
     walk_and_check(&mut memory, image.head, &[HOSTILE_RAM]);

@@ -183,9 +183,7 @@ fn chunk_outside_ram() {
     write_chunk(&mut memory, CHUNKS, !0xfff_u64, 0, 0, &[]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::ChunkOutsideRam {
-            phys: !0xfff_u64
-        }
+        ChunkListError::ChunkOutsideRam { phys: !0xfff_u64 }
     );
 }
 
@@ -648,5 +646,40 @@ fn runs_coalesce_whole_words_across_bitmaps() {
                 folio_count: 1
             },
         ]
+    );
+}
+
+#[test]
+fn unreadable_memory_is_an_access_error() {
+    // The caller claims more RAM than the memory can read.
+    let memory = memory();
+    let claimed = [PhysRange::new(0, 128 * GIB)];
+    assert_eq!(
+        IncomingPreservations::walk(&memory, 100 * GIB, &claimed).unwrap_err(),
+        ChunkListError::Access(crate::memory::AccessError::OutsideRam {
+            phys: 100 * GIB,
+            size_bytes: 4096
+        })
+    );
+}
+
+#[test]
+fn serialise_write_failure_frees_the_chunks() {
+    let mut memory = super::FaultyMemory {
+        inner: memory(),
+        writes_before_failure: None,
+    };
+    let mut tracker = PreservationTracker::new();
+    tracker.preserve_folio(&mut memory, 4096, 0).unwrap();
+    tracker.preserve_folio(&mut memory, 2 * MIB, 9).unwrap();
+    memory.writes_before_failure = Some(1);
+    assert!(matches!(
+        serialize(&tracker, &mut memory),
+        Err(SerializeError::Access(_))
+    ));
+    assert_eq!(
+        memory.inner.live_allocation_count(),
+        2,
+        "only the bitmaps remain"
     );
 }

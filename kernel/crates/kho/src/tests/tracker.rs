@@ -563,7 +563,11 @@ fn folio_runs_preserve_many_folios_at_once_all_or_nothing() {
     let mut memory = memory();
     let mut tracker = PreservationTracker::new();
     // 40 MiB of order-0 pages from 8 MiB: three bitmaps, set word by word.
-    let run = FolioRun { phys: 8 * MIB, order: 0, folio_count: 40 * MIB / 4096 };
+    let run = FolioRun {
+        phys: 8 * MIB,
+        order: 0,
+        folio_count: 40 * MIB / 4096,
+    };
     tracker.preserve_folio_run(&mut memory, run).unwrap();
     assert_eq!(tracker.folio_count(0), 10240);
     assert_eq!(tracker.bitmap_count(), 3);
@@ -573,37 +577,134 @@ fn folio_runs_preserve_many_folios_at_once_all_or_nothing() {
     let runs: Vec<FolioRun> = tracker.runs(&memory).collect::<Result<_, _>>().unwrap();
     assert_eq!(runs, [run]);
     assert_eq!(
-        tracker.preserve_folio_run(&mut memory, FolioRun { phys: 4 * MIB, order: 9, folio_count: 4 }),
+        tracker.preserve_folio_run(
+            &mut memory,
+            FolioRun {
+                phys: 4 * MIB,
+                order: 9,
+                folio_count: 4
+            }
+        ),
         Err(TrackerError::OverlapsPreserved {
             phys: 8 * MIB,
             order: 9,
-            existing: Folio { phys: 8 * MIB, order: 0 }
+            existing: Folio {
+                phys: 8 * MIB,
+                order: 0
+            }
         })
     );
     assert_eq!(
-        tracker.preserve_folio_run(&mut memory, FolioRun { phys: 40 * MIB, order: 0, folio_count: 2 }),
-        Err(TrackerError::AlreadyPreserved { phys: 40 * MIB, order: 0 })
+        tracker.preserve_folio_run(
+            &mut memory,
+            FolioRun {
+                phys: 40 * MIB,
+                order: 0,
+                folio_count: 2
+            }
+        ),
+        Err(TrackerError::AlreadyPreserved {
+            phys: 40 * MIB,
+            order: 0
+        })
     );
     assert_eq!(
-        tracker.preserve_folio_run(&mut memory, FolioRun { phys: 0, order: 0, folio_count: 0 }),
+        tracker.preserve_folio_run(
+            &mut memory,
+            FolioRun {
+                phys: 0,
+                order: 0,
+                folio_count: 0
+            }
+        ),
         Err(TrackerError::ZeroSizedRange { phys: 0 })
     );
     assert_eq!(
-        tracker.preserve_folio_run(&mut memory, FolioRun { phys: 4096, order: 1, folio_count: 1 }),
-        Err(TrackerError::MisalignedFolio { phys: 4096, order: 1 })
+        tracker.preserve_folio_run(
+            &mut memory,
+            FolioRun {
+                phys: 4096,
+                order: 1,
+                folio_count: 1
+            }
+        ),
+        Err(TrackerError::MisalignedFolio {
+            phys: 4096,
+            order: 1
+        })
     );
     // Out of metadata half-way through the bitmaps: nothing changes.
     let before = tracker.total_folio_count();
     memory.set_allocation_budget(Some(2));
     assert_eq!(
-        tracker.preserve_folio_run(&mut memory, FolioRun { phys: GIB, order: 0, folio_count: 3 * 4096 }),
+        tracker.preserve_folio_run(
+            &mut memory,
+            FolioRun {
+                phys: GIB,
+                order: 0,
+                folio_count: 3 * 4096
+            }
+        ),
         Err(TrackerError::OutOfMetadataMemory)
     );
     memory.set_allocation_budget(None);
     assert_eq!(tracker.total_folio_count(), before);
     assert_eq!(memory.live_allocation_count(), 3);
     // Unpreserved as a range, tiled by the individual pages.
-    tracker.unpreserve_range(&mut memory, 8 * MIB, 40 * MIB).unwrap();
+    tracker
+        .unpreserve_range(&mut memory, 8 * MIB, 40 * MIB)
+        .unwrap();
     assert!(tracker.is_empty());
     assert_eq!(memory.live_allocation_count(), 0);
+}
+
+#[test]
+fn a_write_failure_half_way_through_a_range_is_undone() {
+    let mut memory = super::FaultyMemory {
+        inner: memory(),
+        writes_before_failure: None,
+    };
+    let mut tracker = PreservationTracker::new();
+    tracker.preserve_folio(&mut memory, 100 * MIB, 0).unwrap();
+    // [4 KiB, 2 MiB) is nine folios of orders 0..=8: let five bit writes succeed.
+    memory.writes_before_failure = Some(5);
+    assert!(matches!(
+        tracker.preserve_range(&mut memory, 0x1000, 2 * MIB - 0x1000),
+        Err(TrackerError::Access(_))
+    ));
+    assert_eq!(
+        tracked_folios(&tracker, &memory.inner),
+        [Folio {
+            phys: 100 * MIB,
+            order: 0
+        }]
+    );
+    assert_eq!(tracker.total_folio_count(), 1);
+    assert_eq!(
+        memory.inner.live_allocation_count(),
+        1,
+        "the new bitmaps were freed"
+    );
+    // A failing write of a new folio's bit frees its new bitmap too.
+    memory.writes_before_failure = Some(0);
+    assert!(matches!(
+        tracker.preserve_folio(&mut memory, GIB, 18),
+        Err(TrackerError::Access(_))
+    ));
+    assert_eq!(memory.inner.live_allocation_count(), 1);
+    // And a failing unpreserve_range leaves the range preserved.
+    tracker
+        .preserve_range(&mut memory, 0x1000, 2 * MIB - 0x1000)
+        .unwrap();
+    memory.writes_before_failure = Some(4);
+    assert!(matches!(
+        tracker.unpreserve_range(&mut memory, 0x1000, 2 * MIB - 0x1000),
+        Err(TrackerError::Access(_))
+    ));
+    assert!(
+        tracker
+            .is_range_preserved(&memory.inner, PhysRange::new(0x1000, 2 * MIB))
+            .unwrap()
+    );
+    assert_eq!(tracker.total_folio_count(), 10);
 }
