@@ -10,7 +10,9 @@
 //! | `serial::Uart` | the boot console UART (16550 / PL011) |
 //! | `cpu::{halt_forever, wait_for_interrupt, interrupts_enabled, disable_interrupts, enable_interrupts, cycle_counter, cycle_counter_frequency_hz}` | the processor |
 //! | `debug_exit::exit(code)` | leave QEMU with a status (isa-debug-exit / semihosting) |
-//! | `trap::{init, TrapFrame}` | exception vectors; every trap reaches the kernel's `baton_trap` |
+//! | `trap::{init, TrapFrame, set_kernel_stack, enter}` | exception vectors; every trap reaches the kernel's `baton_trap`; `enter` resumes a saved frame |
+//! | `interrupts::{init, start_timer, stop_timer, claim, complete}` | the interrupt controller and the periodic timer |
+//! | `paging::{EntryFormat, activate_kernel, activate_user, flush_page, flush_all}` | page tables |
 //!
 //! Traps: the vectors save the interrupted state as a [`TrapFrame`] on the
 //! current kernel stack and call `baton_trap(&mut TrapFrame) -> *mut TrapFrame`,
@@ -37,6 +39,46 @@ pub use aarch64::*;
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use self::x86_64::*;
+
+/// An interrupt the kernel handles, as the architecture identified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Irq {
+    /// The periodic timer tick.
+    Timer,
+    /// A spurious interrupt (nothing to do, nothing to acknowledge).
+    Spurious,
+    /// Anything else, by its number.
+    Other(u32),
+}
+
+/// Why interrupt setup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptError {
+    /// The CPU lacks what Baton needs (x2APIC on x86_64).
+    Unsupported(&'static str),
+    /// The firmware did not describe an interrupt controller.
+    NoController,
+    /// The controller's registers could not be mapped.
+    CannotMap,
+}
+
+impl core::fmt::Display for InterruptError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InterruptError::Unsupported(what) => write!(f, "unsupported CPU: {what}"),
+            InterruptError::NoController => {
+                f.write_str("no interrupt controller described by firmware")
+            }
+            InterruptError::CannotMap => f.write_str("cannot map the interrupt controller"),
+        }
+    }
+}
+
+/// Nanoseconds since the cycle counter started (monotonic).
+pub fn nanoseconds() -> u64 {
+    let frequency = cpu::cycle_counter_frequency_hz().max(1);
+    (u128::from(cpu::cycle_counter()) * 1_000_000_000 / u128::from(frequency)) as u64
+}
 
 /// What caused a trap, in the kernel's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! [`BootInfo`], using the `fdt` crate. `fdt` panics on some missing standard
 //! nodes (`/chosen`, `/memory`), so only its panic-free lookups are used here.
 
-use crate::info::{BootInfo, BootWarning, MemoryKind, PhysRange, SerialPort};
+use crate::info::{BootInfo, BootWarning, InterruptController, MemoryKind, PhysRange, SerialPort};
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
@@ -135,6 +135,45 @@ fn read_chosen(info: &mut BootInfo, fdt: &Fdt<'_>) {
     if let Some(range) = console.and_then(|node| reg_ranges(node).next()) {
         info.serial = Some(SerialPort::Pl011 { phys: range.start });
     }
+    read_interrupts(info, fdt);
+}
+
+/// The GIC and the virtual timer's interrupt.
+fn read_interrupts(info: &mut BootInfo, fdt: &Fdt<'_>) {
+    if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
+        let mut ranges = reg_ranges(gic);
+        if let (Some(distributor), Some(redistributor)) = (ranges.next(), ranges.next()) {
+            info.interrupt_controller = Some(InterruptController::GicV3 {
+                distributor: distributor.start,
+                redistributor: redistributor.start,
+            });
+        }
+    } else if let Some(gic) =
+        fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
+    {
+        let mut ranges = reg_ranges(gic);
+        if let (Some(distributor), Some(cpu_interface)) = (ranges.next(), ranges.next()) {
+            info.interrupt_controller = Some(InterruptController::GicV2 {
+                distributor: distributor.start,
+                cpu_interface: cpu_interface.start,
+            });
+        }
+    }
+    // The architected timer lists four PPIs: secure, non-secure physical,
+    // virtual, hypervisor (each as <type number flags>). PPI n is INTID n+16.
+    if let Some(timer) = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+        && let Some(interrupts) = timer.property("interrupts")
+    {
+        let cells: arrayvec::ArrayVec<u32, 12> = interrupts
+            .value
+            .chunks_exact(4)
+            .take(12)
+            .map(|cell| u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
+            .collect();
+        if let Some(&virtual_ppi) = cells.get(7) {
+            info.timer_interrupt = Some(virtual_ppi + 16);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +210,25 @@ mod tests {
                 .unwrap();
             writer.end_node(uart).unwrap();
         }
+        let gic = writer.begin_node("intc@8000000").unwrap();
+        writer
+            .property_string("compatible", "arm,cortex-a15-gic")
+            .unwrap();
+        writer
+            .property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000])
+            .unwrap();
+        writer.end_node(gic).unwrap();
+        let timer = writer.begin_node("timer").unwrap();
+        writer
+            .property_string("compatible", "arm,armv8-timer")
+            .unwrap();
+        writer
+            .property_array_u32(
+                "interrupts",
+                &[1, 13, 0x104, 1, 14, 0x104, 1, 11, 0x104, 1, 10, 0x104],
+            )
+            .unwrap();
+        writer.end_node(timer).unwrap();
         let reserved = writer.begin_node("reserved-memory").unwrap();
         writer.property_u32("#address-cells", 2).unwrap();
         writer.property_u32("#size-cells", 2).unwrap();
@@ -213,6 +271,14 @@ mod tests {
             }
         );
         assert_eq!(info.serial, Some(SerialPort::Pl011 { phys: 0x904_0000 }));
+        assert_eq!(
+            info.interrupt_controller,
+            Some(InterruptController::GicV2 {
+                distributor: 0x800_0000,
+                cpu_interface: 0x801_0000
+            })
+        );
+        assert_eq!(info.timer_interrupt, Some(27));
         let regions: Vec<(u64, u64, MemoryKind)> = info
             .memory_map
             .iter()

@@ -223,6 +223,26 @@ pub enum SerialPort {
     },
 }
 
+/// The interrupt controller, when the firmware describes one the kernel
+/// must find (aarch64; x86_64 uses the local APIC, found through CPUID/MSRs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptController {
+    /// An Arm GICv2: distributor and CPU interface register blocks.
+    GicV2 {
+        /// Distributor physical address.
+        distributor: u64,
+        /// CPU interface physical address.
+        cpu_interface: u64,
+    },
+    /// An Arm GICv3: distributor and the first redistributor.
+    GicV3 {
+        /// Distributor physical address.
+        distributor: u64,
+        /// Redistributor region physical address.
+        redistributor: u64,
+    },
+}
+
 /// Something an adapter noticed that the kernel should log once it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootWarning {
@@ -281,6 +301,11 @@ pub struct BootInfo {
     pub framebuffer: Option<Framebuffer>,
     /// The serial port to log to, when there is one.
     pub serial: Option<SerialPort>,
+    /// The interrupt controller, when the firmware tables name one.
+    pub interrupt_controller: Option<InterruptController>,
+    /// The interrupt number (INTID) of the timer the kernel uses, when the
+    /// firmware tables name it.
+    pub timer_interrupt: Option<u32>,
     /// Physical address of the incoming KHO root FDT (KHO boots only).
     pub handover: Option<u64>,
     /// Offset of the direct map of physical memory in effect at entry.
@@ -301,6 +326,8 @@ impl BootInfo {
             firmware: Firmware::default(),
             framebuffer: None,
             serial: None,
+            interrupt_controller: None,
+            timer_interrupt: None,
             handover: None,
             entry_direct_map_offset: 0,
             warnings: ArrayVec::new(),

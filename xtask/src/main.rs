@@ -2,8 +2,10 @@
 //! testing Baton.
 
 mod arch;
+mod bench;
 mod build;
 mod doctor;
+mod fuzz;
 mod limine;
 mod qemu;
 mod test;
@@ -39,6 +41,10 @@ enum Command {
     Doctor(LimineArgs),
     /// Clippy with warnings denied, for the host crates and both kernel targets.
     Lint,
+    /// Benchmarks (figures for docs/): `--host` runs the KHO crate's.
+    Bench(BenchArgs),
+    /// Run every cargo-fuzz target for a bounded time (needs nightly).
+    Fuzz(FuzzArgs),
 }
 
 #[derive(Args, Clone)]
@@ -117,6 +123,20 @@ struct IsoArgs {
 }
 
 #[derive(Args, Clone)]
+struct BenchArgs {
+    /// Only the host benchmarks.
+    #[arg(long)]
+    host: bool,
+}
+
+#[derive(Args, Clone)]
+struct FuzzArgs {
+    /// Seconds per fuzz target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+#[derive(Args, Clone)]
 struct TestArgs {
     /// Only the host unit tests.
     #[arg(long, conflicts_with = "qemu")]
@@ -148,6 +168,8 @@ fn main() {
         Command::Test(args) => test_command(&args),
         Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
         Command::Lint => lint_command(),
+        Command::Bench(args) => bench_command(&args),
+        Command::Fuzz(args) => fuzz::run(args.seconds),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -319,5 +341,15 @@ fn lint_command() -> Result<()> {
         util::run(&mut kernel).with_context(|| format!("clippy for {arch}"))?;
     }
     println!("lint: clippy is clean for the host and both kernel targets");
+    Ok(())
+}
+
+fn bench_command(args: &BenchArgs) -> Result<()> {
+    bench::host()?;
+    if !args.host {
+        println!(
+            "bench: the QEMU update benchmarks are not part of this build yet; only host figures were measured"
+        );
+    }
     Ok(())
 }

@@ -3,8 +3,9 @@
 
 pub mod cpu;
 pub mod debug_exit;
-pub mod paging;
 pub mod device_window;
+pub mod interrupts;
+pub mod paging;
 pub mod serial;
 pub mod trap;
 

@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod debug_exit;
+pub mod interrupts;
 pub mod paging;
 pub mod serial;
 pub mod trap;

@@ -1,8 +1,8 @@
 //! Turning the kernel's page tables on (x86_64).
 
+use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags, Efer, EferFlags};
 use x86_64::structures::paging::PhysFrame;
-use x86_64::PhysAddr;
 
 /// This architecture's page-table entry format.
 pub type EntryFormat = baton_mm::paging::X86_64;
