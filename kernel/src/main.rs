@@ -10,10 +10,15 @@
 extern crate alloc;
 
 mod console;
+mod kexec;
+mod kho_in;
+mod kho_out;
 mod ktest;
 mod mm;
+mod task;
 mod tests;
 mod trap;
+mod update;
 
 use baton_boot::BootInfo;
 use core::panic::PanicInfo;
@@ -71,12 +76,24 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     }
 
     init_memory(info);
+    kho_out::init();
+    if let Err(error) = task::start_scheduler(info) {
+        log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
+    }
 
     if let Some(filter) = test_filter {
         ktest::run(filter);
     }
-    log::info!(target: "boot", "nothing more to do yet; halting");
-    baton_arch::cpu::halt_forever()
+    match task::spawn("init", 0) {
+        Ok(_) => {}
+        Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
+    }
+    // The main thread idles while services run, and carries out update
+    // requests.
+    loop {
+        task::run_until(u64::MAX, update::is_pending);
+        update::run_pending();
+    }
 }
 
 /// Sets up memory: scratch, the kernel's page tables, heap and page

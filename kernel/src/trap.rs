@@ -1,7 +1,7 @@
 //! The kernel's trap handler: every exception and interrupt arrives here.
 
-use baton_arch::TrapCause;
 use baton_arch::trap::TrapFrame;
+use baton_arch::{Irq, TrapCause};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static BREAKPOINTS_SEEN: AtomicU64 = AtomicU64::new(0);
@@ -17,6 +17,33 @@ pub fn breakpoints_seen() -> u64 {
 pub fn baton_trap(frame: &mut TrapFrame) -> *mut TrapFrame {
     let cause = frame.cause();
     match cause {
+        TrapCause::Interrupt(_) => {
+            let irq = baton_arch::interrupts::claim(frame);
+            let next = match irq {
+                Irq::Timer => crate::task::tick(frame),
+                Irq::Spurious => frame,
+                Irq::Other(number) => {
+                    log::warn!(target: "trap", "unexpected interrupt {number}");
+                    frame
+                }
+            };
+            baton_arch::interrupts::complete(irq);
+            next
+        }
+        TrapCause::Syscall => crate::task::syscall::handle(frame),
+        _ if frame.is_from_user() => {
+            let ip = frame.instruction_pointer();
+            match cause {
+                TrapCause::PageFault { address, is_write } => crate::task::kill_current(
+                    frame,
+                    format_args!(
+                        "page fault ({}) at {ip:#x}, faulting address {address:#x}",
+                        if is_write { "write" } else { "read" }
+                    ),
+                ),
+                other => crate::task::kill_current(frame, format_args!("{other:?} at {ip:#x}")),
+            }
+        }
         TrapCause::Breakpoint if !frame.is_from_user() => {
             log::info!(target: "trap", "breakpoint at {:#x}", frame.instruction_pointer());
             BREAKPOINTS_SEEN.fetch_add(1, Ordering::Relaxed);

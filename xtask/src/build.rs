@@ -36,9 +36,83 @@ fn profile_name(release: bool) -> &'static str {
     if release { "release" } else { "debug" }
 }
 
-/// Builds the kernel and returns where its artefacts are.
-pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
+/// The services under services/ (each directory with a Cargo.toml).
+pub fn service_names() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(workspace_root().join("services")).context("reading services/")?
+    {
+        let path = entry?.path();
+        if path.join("Cargo.toml").is_file()
+            && let Some(name) = path.file_name().and_then(|name| name.to_str())
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds every service for the architecture and returns a directory of
+/// stripped service ELFs for the kernel to embed.
+pub fn build_services(options: &BuildOptions) -> Result<PathBuf> {
+    let names = service_names()?;
+    let target_dir = workspace_root().join("target").join("services");
     let mut command = util::cargo();
+    command.args(["build", "--target", options.arch.target()]);
+    command.arg("--target-dir").arg(&target_dir);
+    for name in &names {
+        command.args(["--package", name]);
+    }
+    if options.release {
+        command.arg("--release");
+    }
+    let script = workspace_root()
+        .join("userspace/link")
+        .join(format!("{}.ld", options.arch));
+    command.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        format!(
+            "-Crelocation-model=static\x1f-Clink-arg=-T{}",
+            script.display()
+        ),
+    );
+    match &options.version {
+        Some(version) => command.env("BATON_VERSION", version),
+        None => command.env_remove("BATON_VERSION"),
+    };
+    util::run(&mut command).context("building the services")?;
+
+    let built = target_dir
+        .join(options.arch.target())
+        .join(profile_name(options.release));
+    let directory = util::output_dir()
+        .join(options.arch.to_string())
+        .join(profile_name(options.release))
+        .join(format!(
+            "services-{}",
+            options.version.as_deref().unwrap_or("default")
+        ));
+    std::fs::create_dir_all(&directory)?;
+    let objcopy = llvm_objcopy()?;
+    for name in &names {
+        util::run(
+            std::process::Command::new(&objcopy)
+                .arg("--strip-all")
+                .arg(built.join(name))
+                .arg(directory.join(name)),
+        )
+        .with_context(|| format!("stripping service {name}"))?;
+    }
+    Ok(directory)
+}
+
+/// Builds the services and the kernel that embeds them, and returns where
+/// the kernel's artefacts are.
+pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
+    let services = build_services(options)?;
+    let mut command = util::cargo();
+    command.env("BATON_SERVICES_DIR", &services);
     command.args([
         "build",
         "--package",

@@ -28,13 +28,20 @@ pub unsafe fn zero_page(phys: u64) {
 }
 
 /// Page tables reached through the direct map, with new tables taken from a
-/// page source (scratch at boot).
-pub struct DirectMapTables<'source> {
+/// page source (scratch at boot, the scratch pool afterwards).
+pub struct DirectMapTables<F: FnMut() -> Option<u64>> {
     /// Where new tables come from; returns a page's physical address.
-    pub allocate_page: &'source mut dyn FnMut() -> Option<u64>,
+    pub allocate_page: F,
 }
 
-impl TableMemory for DirectMapTables<'_> {
+/// Tables for walks that never allocate.
+pub fn read_only_tables() -> DirectMapTables<fn() -> Option<u64>> {
+    DirectMapTables {
+        allocate_page: || None,
+    }
+}
+
+impl<F: FnMut() -> Option<u64>> TableMemory for DirectMapTables<F> {
     fn read_entry(&self, table_phys: u64, index: usize) -> u64 {
         // SAFETY: `table_phys` is a page-table page (allocated by this
         // module's callers and never freed while in use) inside RAM, which

@@ -145,6 +145,8 @@ struct Memory {
     reserved: RegionSet<256>,
     /// RAM to seed the page allocator with, before exclusions.
     ram: RegionSet<256>,
+    /// RAM the direct map covers.
+    mapped: RegionSet<256>,
 }
 
 static MEMORY: Mutex<Option<Memory>> = Mutex::new(None);
@@ -440,6 +442,7 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
         kernel_bytes,
         reserved,
         ram: usable,
+        mapped,
     });
     Ok(())
 }
@@ -521,6 +524,33 @@ pub fn release_preserved(phys: u64, order: u32) {
 pub fn note_preserved_restored(order: u32) {
     PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
     PRESERVED_RESTORED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+}
+
+/// Whether `[phys, phys + size_bytes)` is RAM (covered by the direct map).
+pub fn is_ram(phys: u64, size_bytes: u64) -> bool {
+    let Some(end) = phys.checked_add(size_bytes) else {
+        return false;
+    };
+    let guard = MEMORY.lock();
+    guard
+        .as_ref()
+        .is_some_and(|memory| memory.mapped.contains(&Range::new(phys, end.max(phys + 1))))
+}
+
+/// Returns a page from [`allocate_kernel_page`]: pages of the scratch pool
+/// stay with it (it is reset by the next boot), others go back to the page
+/// allocator.
+pub fn free_kernel_page(phys: u64) {
+    let is_scratch = MEMORY.lock().as_ref().is_some_and(|memory| {
+        memory
+            .scratch
+            .regions
+            .iter()
+            .any(|region| region.range.contains(&Range::new(phys, phys + PAGE_SIZE)))
+    });
+    if !is_scratch {
+        free_pages(phys, 0);
+    }
 }
 
 /// A zeroed page from the scratch pool, falling back to the page allocator

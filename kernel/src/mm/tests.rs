@@ -1,9 +1,8 @@
 //! Kernel tests of memory setup: scratch, early allocation, page tables,
 //! heap and page allocator.
 
-use super::direct_map::{self, DirectMapTables};
+use super::direct_map;
 use super::{accounting, early_allocations, kernel_table, scratch_regions};
-use crate::ktest::TestResult;
 use crate::{check, check_eq, kernel_test};
 use alloc::vec::Vec;
 use baton_arch::paging::EntryFormat;
@@ -130,11 +129,7 @@ kernel_test! {
 }
 
 fn translate(virt: u64) -> Option<(u64, baton_mm::paging::Attributes)> {
-    let mut no_allocation = || None;
-    let tables = DirectMapTables {
-        allocate_page: &mut no_allocation,
-    };
-    kernel_table().translate::<EntryFormat>(&tables, virt)
+    kernel_table().translate::<EntryFormat>(&direct_map::read_only_tables(), virt)
 }
 
 kernel_test! {
@@ -168,12 +163,13 @@ kernel_test! {
 
 kernel_test! {
     /// The boot accounting adds up: free memory plus scratch plus the kernel
-    /// never exceeds RAM, and most RAM is free on an idle system.
+    /// never exceeds RAM, and most of the rest is free on an idle system.
     fn accounting_adds_up() -> TestResult {
         let figures = accounting();
         check!(figures.total_ram_bytes > 0);
         check!(figures.free_bytes + figures.scratch_bytes + figures.kernel_bytes <= figures.total_ram_bytes);
-        check!(figures.free_bytes > figures.total_ram_bytes / 2, "{figures}");
+        let available = figures.total_ram_bytes - figures.scratch_bytes - figures.kernel_bytes;
+        check!(figures.free_bytes >= available / 10 * 8, "{figures}");
         Ok(())
     }
 }

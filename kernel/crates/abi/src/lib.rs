@@ -14,7 +14,7 @@ pub mod syscall;
 
 pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
-pub use syscall::{Request, Syscall, UpdateEvent, UserBuffer};
+pub use syscall::{Request, Syscall, UpdateEvent, UpdateImage, UserBuffer};
 
 /// The end of the user half of every address space: user pointers must lie
 /// below it.

@@ -69,6 +69,8 @@ pub enum Syscall {
     /// `spawn(name, length) -> service`: start an embedded service (init only).
     Spawn = 21,
     /// `update(image)`: update the kernel (init only); returns on failure.
+    /// Image 0 is the boot module, 1 the running kernel's own image, 2 a
+    /// rehearsal (prepare and finalise, then abort: nothing is replaced).
     Update = 22,
     /// `service_id() -> id` of the caller.
     ServiceId = 23,
@@ -141,6 +143,19 @@ impl UpdateEvent {
             _ => None,
         }
     }
+}
+
+/// Which kernel image an update switches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum UpdateImage {
+    /// The boot module (the update image given to the loader).
+    BootModule = 0,
+    /// The running kernel's own image (self-kexec into the same version).
+    RunningKernel = 1,
+    /// No image: prepare and finalise, then abort (checks that services are
+    /// ready; nothing is replaced).
+    Rehearsal = 2,
 }
 
 /// A buffer in the caller's user half: decoding guarantees it does not wrap
@@ -263,8 +278,8 @@ pub enum Request {
     Spawn(UserBuffer),
     /// See [`Syscall::Update`].
     Update {
-        /// Which image: 0 = the boot module, 1 = the running kernel's own.
-        image: u64,
+        /// Which image.
+        image: UpdateImage,
     },
     /// See [`Syscall::ServiceId`].
     ServiceId,
@@ -351,12 +366,14 @@ impl Request {
                 status: a1,
             },
             Syscall::Spawn => Request::Spawn(UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?),
-            Syscall::Update => {
-                if a0 > 1 {
-                    return Err(Error::InvalidArgument);
-                }
-                Request::Update { image: a0 }
-            }
+            Syscall::Update => Request::Update {
+                image: match a0 {
+                    0 => UpdateImage::BootModule,
+                    1 => UpdateImage::RunningKernel,
+                    2 => UpdateImage::Rehearsal,
+                    _ => return Err(Error::InvalidArgument),
+                },
+            },
             Syscall::ServiceId => Request::ServiceId,
         })
     }

@@ -1,0 +1,68 @@
+//! IPC between services: small fixed-size messages, copied by the kernel.
+//!
+//! `send` queues a message (or hands it straight to a waiting receiver);
+//! `receive` takes one or blocks; `call` sends and blocks until the callee
+//! `reply`s. Mailboxes are bounded, so a flooding sender gets `WouldBlock`
+//! instead of exhausting kernel memory.
+
+use super::{MAILBOX_CAPACITY, ServiceId, State, Tasks, deliver};
+use baton_abi::{Error, Message};
+
+/// Delivers `message` from `sender` to `target`: straight into its buffer if
+/// it is waiting in `receive`, otherwise into its mailbox.
+pub fn post(
+    tasks: &mut Tasks,
+    sender: u64,
+    target: ServiceId,
+    mut message: Message,
+) -> Result<(), Error> {
+    message.sender = sender;
+    let process = tasks.processes.get_mut(&target).ok_or(Error::NotFound)?;
+    match process.state {
+        State::Exited(_) => Err(Error::NotFound),
+        State::Receiving { buffer } => {
+            if deliver(process, buffer, &message, sender).is_err() {
+                // The receiver's buffer went bad: it gets the error, the
+                // message is queued for its next receive.
+                let (status, value) = baton_abi::error::encode_result(Err(Error::BadAddress));
+                process.frame_mut().set_syscall_result(status, value);
+                process.mailbox.push_back(message);
+            }
+            tasks.wake(target);
+            Ok(())
+        }
+        _ if process.mailbox.len() >= MAILBOX_CAPACITY => Err(Error::WouldBlock),
+        _ => {
+            process.mailbox.push_back(message);
+            Ok(())
+        }
+    }
+}
+
+/// Takes the next message for `receiver` if there is one.
+pub fn take(tasks: &mut Tasks, receiver: ServiceId) -> Option<Message> {
+    tasks.processes.get_mut(&receiver)?.mailbox.pop_front()
+}
+
+/// Answers `caller`, which must be blocked calling `replier`.
+pub fn answer(
+    tasks: &mut Tasks,
+    replier: ServiceId,
+    caller: ServiceId,
+    mut message: Message,
+) -> Result<(), Error> {
+    message.sender = replier;
+    let process = tasks.processes.get_mut(&caller).ok_or(Error::NotFound)?;
+    let State::Calling { target, buffer } = process.state else {
+        return Err(Error::InvalidArgument);
+    };
+    if target != replier {
+        return Err(Error::PermissionDenied);
+    }
+    if deliver(process, buffer, &message, replier).is_err() {
+        let (status, value) = baton_abi::error::encode_result(Err(Error::BadAddress));
+        process.frame_mut().set_syscall_result(status, value);
+    }
+    tasks.wake(caller);
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The update lifecycle: prepare, freeze, then hand over or abort.
+//!
+//! A privileged request (init's `update` call) is carried out by the
+//! kernel's main thread: it tells every subscribed service to prepare and
+//! waits (bounded) for each to acknowledge; it finalises the outgoing
+//! handover (serialised bitmaps, root FDT) and tells services it is frozen;
+//! then it jumps to the next kernel, or, when anything fails or for a
+//! rehearsal, aborts: it unfreezes, tells services, and answers the
+//! requester.
+
+use crate::task::{self, ServiceId, State, TASKS, Tasks};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use baton_abi::message::KERNEL_SENDER;
+use baton_abi::{Error, Message, UpdateEvent, UpdateImage};
+use spin::Mutex;
+
+/// How long services get to acknowledge `prepare`.
+pub const PREPARE_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// Where the lifecycle is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// Waiting for these services to acknowledge `prepare`.
+    Preparing {
+        waiting: BTreeSet<ServiceId>,
+        refused: Option<(ServiceId, u64)>,
+    },
+    Frozen,
+}
+
+struct Lifecycle {
+    phase: Phase,
+    pending: Option<(ServiceId, UpdateImage)>,
+}
+
+static LIFECYCLE: Mutex<Lifecycle> = Mutex::new(Lifecycle {
+    phase: Phase::Idle,
+    pending: None,
+});
+
+/// `update(image)` from a privileged service: queue the request and block
+/// the caller until the kernel answers.
+pub fn request(tasks: &mut Tasks, id: ServiceId, image: UpdateImage) -> Result<(), Error> {
+    let mut lifecycle = LIFECYCLE.lock();
+    if lifecycle.pending.is_some() || lifecycle.phase != Phase::Idle {
+        return Err(Error::Busy);
+    }
+    lifecycle.pending = Some((id, image));
+    tasks.processes.get_mut(&id).ok_or(Error::NotFound)?.state = State::WaitingForKernel;
+    Ok(())
+}
+
+/// Whether an update request waits for the main thread.
+pub fn is_pending() -> bool {
+    LIFECYCLE.lock().pending.is_some()
+}
+
+/// `kho_ready(event, status)` from a service.
+pub fn acknowledge(
+    _tasks: &mut Tasks,
+    id: ServiceId,
+    event: UpdateEvent,
+    status: u64,
+) -> Result<(), Error> {
+    let mut lifecycle = LIFECYCLE.lock();
+    if let Phase::Preparing { waiting, refused } = &mut lifecycle.phase
+        && event == UpdateEvent::Prepare
+    {
+        waiting.remove(&id);
+        if status != 0 && refused.is_none() {
+            *refused = Some((id, status));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `event` to every subscribed service; returns their ids.
+fn broadcast(event: UpdateEvent) -> Vec<ServiceId> {
+    let mut tasks = TASKS.lock();
+    let subscribers: Vec<ServiceId> = tasks
+        .processes
+        .values()
+        .filter(|process| process.is_subscribed)
+        .map(|process| process.id)
+        .collect();
+    for &id in &subscribers {
+        let message = Message::new(event.label(), [0; baton_abi::MESSAGE_WORDS]);
+        if let Err(error) = task::ipc::post(&mut tasks, KERNEL_SENDER, id, message) {
+            log::warn!(target: "update", "cannot tell service {id} '{event:?}': {error}");
+        }
+    }
+    subscribers
+}
+
+/// Answers the requester.
+fn answer(requester: ServiceId, result: Result<(), Error>) {
+    let mut tasks = TASKS.lock();
+    if let Some(process) = tasks.processes.get_mut(&requester)
+        && process.state == State::WaitingForKernel
+    {
+        let (status, value) = baton_abi::error::encode_result(result.map(|()| 0));
+        process.frame_mut().set_syscall_result(status, value);
+        tasks.wake(requester);
+    }
+}
+
+/// Why an update did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// A service did not acknowledge `prepare` in time.
+    PrepareTimedOut(ServiceId),
+    /// A service reported it cannot prepare.
+    PrepareRefused(ServiceId, u64),
+    /// Finalising the handover failed.
+    Finalize(baton_kho::OutgoingError),
+    /// The next kernel image was refused or the jump could not be made.
+    Image(&'static str),
+}
+
+impl core::fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            UpdateError::PrepareTimedOut(id) => {
+                write!(f, "service {id} did not finish preparing in time")
+            }
+            UpdateError::PrepareRefused(id, status) => {
+                write!(f, "service {id} could not prepare (status {status})")
+            }
+            UpdateError::Finalize(error) => write!(f, "finalising the handover failed: {error}"),
+            UpdateError::Image(why) => write!(f, "next kernel image: {why}"),
+        }
+    }
+}
+
+/// Tells services to prepare and waits for them.
+fn prepare() -> Result<(), UpdateError> {
+    let subscribers = broadcast(UpdateEvent::Prepare);
+    LIFECYCLE.lock().phase = Phase::Preparing {
+        waiting: subscribers.iter().copied().collect(),
+        refused: None,
+    };
+    log::info!(target: "update", "prepare: waiting for {} service(s)", subscribers.len());
+    task::run_until(PREPARE_TIMEOUT_NS, || {
+        let lifecycle = LIFECYCLE.lock();
+        match &lifecycle.phase {
+            Phase::Preparing { waiting, refused } => {
+                refused.is_some() || waiting.iter().all(|&id| task::exit_code(id).is_some())
+            }
+            _ => true,
+        }
+    });
+    let lifecycle = LIFECYCLE.lock();
+    match &lifecycle.phase {
+        Phase::Preparing {
+            refused: Some((id, status)),
+            ..
+        } => Err(UpdateError::PrepareRefused(*id, *status)),
+        Phase::Preparing { waiting, .. } => {
+            match waiting.iter().find(|&&id| task::exit_code(id).is_none()) {
+                Some(&id) => Err(UpdateError::PrepareTimedOut(id)),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Finalises the outgoing handover and freezes it.
+fn freeze() -> Result<baton_kho::FinalizeSummary, UpdateError> {
+    let summary = crate::kho_out::finalize().map_err(UpdateError::Finalize)?;
+    LIFECYCLE.lock().phase = Phase::Frozen;
+    broadcast(UpdateEvent::Frozen);
+    Ok(summary)
+}
+
+/// Unfreezes and tells services to carry on.
+fn abort(reason: &dyn core::fmt::Display) {
+    log::warn!(target: "update", "update aborted: {reason}");
+    crate::kho_out::abort();
+    LIFECYCLE.lock().phase = Phase::Idle;
+    broadcast(UpdateEvent::Aborted);
+    broadcast(UpdateEvent::Resumed);
+}
+
+/// Runs a pending update request (called by the main thread).
+pub fn run_pending() {
+    let Some((requester, image)) = LIFECYCLE.lock().pending.take() else {
+        return;
+    };
+    log::info!(target: "update", "update requested by service {requester} ({image:?})");
+    let started = baton_arch::nanoseconds();
+    let result = prepare().and_then(|()| freeze()).and_then(|summary| {
+        crate::kho_out::log_finalized(&summary);
+        match image {
+            UpdateImage::Rehearsal => Ok(()),
+            UpdateImage::BootModule | UpdateImage::RunningKernel => {
+                crate::kexec::execute(image, &summary)
+            }
+        }
+    });
+    match result {
+        Ok(()) => {
+            abort(&"rehearsal complete");
+            log::info!(target: "update", "rehearsal took {} us", (baton_arch::nanoseconds() - started) / 1000);
+            answer(requester, Ok(()));
+        }
+        Err(error) => {
+            if LIFECYCLE.lock().phase == Phase::Idle {
+                LIFECYCLE.lock().phase = Phase::Frozen;
+            }
+            abort(&error);
+            answer(requester, Err(Error::UpdateFailed));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The service heap: buddy_system_allocator over a static arena.
+
+use buddy_system_allocator::LockedHeap;
+use core::cell::UnsafeCell;
+
+/// Heap bytes every service gets.
+const HEAP_BYTES: usize = 512 * 1024;
+
+#[repr(C, align(4096))]
+struct Arena(UnsafeCell<[u8; HEAP_BYTES]>);
+
+// SAFETY: the arena is handed to the heap once, in `init`, before any other
+// code runs; afterwards only the heap (behind its lock) touches it.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena(UnsafeCell::new([0; HEAP_BYTES]));
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Gives the heap its arena. Called once at start.
+pub(crate) fn init() {
+    // SAFETY: called once before anything allocates; the arena is a static
+    // used by nothing else.
+    unsafe { HEAP.lock().init(ARENA.0.get() as usize, HEAP_BYTES) };
+}

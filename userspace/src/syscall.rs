@@ -1,0 +1,212 @@
+//! Raw system calls and thin typed wrappers. Numbers, registers and errors
+//! are defined in `baton-abi` (see docs/abi.md).
+
+use crate::Result;
+use baton_abi::error::decode_result;
+use baton_abi::{Message, Syscall, UpdateEvent};
+
+/// Issues system call `number` with six arguments; returns (status, value).
+#[inline(always)]
+pub fn raw(number: Syscall, arguments: [u64; 6]) -> (u64, u64) {
+    let status: u64;
+    let value: u64;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `int 0x80` enters the kernel, which reads the registers named
+    // here, writes rax and rdx, and restores every other register.
+    unsafe {
+        core::arch::asm!(
+            "int 0x80",
+            inlateout("rax") number as u64 => status,
+            in("rdi") arguments[0],
+            in("rsi") arguments[1],
+            inlateout("rdx") arguments[2] => value,
+            in("r10") arguments[3],
+            in("r8") arguments[4],
+            in("r9") arguments[5],
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `svc #0` enters the kernel, which reads the registers named
+    // here, writes x0 and x1, and restores every other register.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            in("x8") number as u64,
+            inlateout("x0") arguments[0] => status,
+            inlateout("x1") arguments[1] => value,
+            in("x2") arguments[2],
+            in("x3") arguments[3],
+            in("x4") arguments[4],
+            in("x5") arguments[5],
+            options(nostack),
+        );
+    }
+    (status, value)
+}
+
+fn call(number: Syscall, arguments: [u64; 6]) -> Result<u64> {
+    let (status, value) = raw(number, arguments);
+    decode_result(status, value)
+}
+
+/// Writes `text` to the kernel log.
+pub fn log(text: &[u8]) {
+    let _ = call(
+        Syscall::Log,
+        [text.as_ptr() as u64, text.len() as u64, 0, 0, 0, 0],
+    );
+}
+
+/// Ends the service with `code`.
+pub fn exit(code: u64) -> ! {
+    raw(Syscall::Exit, [code, 0, 0, 0, 0, 0]);
+    // The kernel never returns from exit.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Gives up the rest of the time slice.
+pub fn yield_now() {
+    let _ = call(Syscall::Yield, [0; 6]);
+}
+
+/// Sleeps for `nanoseconds`.
+pub fn sleep(nanoseconds: u64) {
+    let _ = call(Syscall::Sleep, [nanoseconds, 0, 0, 0, 0, 0]);
+}
+
+/// Nanoseconds since boot (monotonic across the update only through what
+/// services preserve themselves).
+pub fn clock() -> u64 {
+    call(Syscall::Clock, [0; 6]).unwrap_or(0)
+}
+
+/// This service's id.
+pub fn service_id() -> u64 {
+    call(Syscall::ServiceId, [0; 6]).unwrap_or(0)
+}
+
+/// Allocates a zeroed folio of `2^order` pages that may be preserved.
+pub fn allocate_preservable(order: u32) -> Result<u64> {
+    call(
+        Syscall::AllocatePreservable,
+        [u64::from(order), 0, 0, 0, 0, 0],
+    )
+}
+
+/// Frees a folio from [`allocate_preservable`].
+pub fn free_preservable(address: u64) -> Result<()> {
+    call(Syscall::FreePreservable, [address, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// The physical address behind the caller's preservable memory at `address`.
+pub fn physical_address(address: u64) -> Result<u64> {
+    call(Syscall::PhysicalAddress, [address, 0, 0, 0, 0, 0])
+}
+
+/// Queues `message` for `target` (does not wait).
+pub fn send(target: u64, message: &Message) -> Result<()> {
+    call(
+        Syscall::Send,
+        [target, message as *const Message as u64, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// Waits for a message; returns it (its `sender` filled in).
+pub fn receive() -> Result<Message> {
+    let mut message = Message::default();
+    call(
+        Syscall::Receive,
+        [&mut message as *mut Message as u64, 0, 0, 0, 0, 0],
+    )?;
+    Ok(message)
+}
+
+/// Sends `message` to `target` and waits for the reply.
+pub fn call_service(target: u64, message: &Message) -> Result<Message> {
+    let mut buffer = *message;
+    call(
+        Syscall::Call,
+        [target, &mut buffer as *mut Message as u64, 0, 0, 0, 0],
+    )?;
+    Ok(buffer)
+}
+
+/// Answers `target`, which is waiting in [`call_service`].
+pub fn reply(target: u64, message: &Message) -> Result<()> {
+    call(
+        Syscall::Reply,
+        [target, message as *const Message as u64, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// The id of the service called `name`.
+pub fn lookup(name: &str) -> Result<u64> {
+    call(
+        Syscall::Lookup,
+        [name.as_ptr() as u64, name.len() as u64, 0, 0, 0, 0],
+    )
+}
+
+/// Starts the embedded service `name` (init only).
+pub fn spawn(name: &str) -> Result<u64> {
+    call(
+        Syscall::Spawn,
+        [name.as_ptr() as u64, name.len() as u64, 0, 0, 0, 0],
+    )
+}
+
+/// Asks the kernel to update itself (init only). Returns only when the
+/// update failed or was aborted (or, for a rehearsal, once it is over).
+pub fn update(image: baton_abi::UpdateImage) -> Result<()> {
+    call(Syscall::Update, [image as u64, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// Preserves `[address, address + length)` of the caller's preservable
+/// memory across the next update.
+pub fn kho_preserve(address: u64, length: u64) -> Result<()> {
+    call(Syscall::KhoPreserve, [address, length, 0, 0, 0, 0]).map(drop)
+}
+
+/// Undoes [`kho_preserve`].
+pub fn kho_unpreserve(address: u64, length: u64) -> Result<()> {
+    call(Syscall::KhoUnpreserve, [address, length, 0, 0, 0, 0]).map(drop)
+}
+
+/// Publishes the caller's sub-FDT (the kernel copies it).
+pub fn kho_publish(fdt: &[u8]) -> Result<()> {
+    call(
+        Syscall::KhoPublish,
+        [fdt.as_ptr() as u64, fdt.len() as u64, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// Maps the sub-FDT the previous instance of this service published;
+/// returns its address (read-only).
+pub fn kho_fetch() -> Result<u64> {
+    call(Syscall::KhoFetch, [0; 6])
+}
+
+/// Takes back a folio the previous instance preserved; returns where it is
+/// mapped now.
+pub fn kho_restore(physical: u64, order: u32) -> Result<u64> {
+    call(
+        Syscall::KhoRestore,
+        [physical, u64::from(order), 0, 0, 0, 0],
+    )
+}
+
+/// Asks for update lifecycle events as messages.
+pub fn kho_subscribe() -> Result<()> {
+    call(Syscall::KhoSubscribe, [0; 6]).map(drop)
+}
+
+/// Acknowledges a lifecycle event (status 0: ready).
+pub fn kho_ready(event: UpdateEvent, status: u64) -> Result<()> {
+    call(Syscall::KhoReady, [event as u64, status, 0, 0, 0, 0]).map(drop)
+}
