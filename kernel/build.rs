@@ -16,9 +16,8 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
 
     println!("cargo:rerun-if-env-changed=BATON_SERVICES_DIR");
-    let mut generated = String::from(
-        "/// Embedded service images: (name, ELF bytes).\npub static SERVICES: &[(&str, &[u8])] = &[\n",
-    );
+    let mut generated =
+        String::from("/// Embedded service images: (name, ELF bytes).\npub static SERVICES: &[(&str, &[u8])] = &[\n");
     if let Some(directory) = std::env::var_os("BATON_SERVICES_DIR").map(PathBuf::from) {
         println!("cargo:rerun-if-changed={}", directory.display());
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&directory)
@@ -28,21 +27,13 @@ fn main() {
             .collect();
         entries.sort();
         for path in entries {
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .expect("service file names are UTF-8");
+            let name = path.file_name().and_then(|name| name.to_str()).expect("service file names are UTF-8");
             println!("cargo:rerun-if-changed={}", path.display());
-            writeln!(
-                generated,
-                "    ({name:?}, include_bytes!({:?})),",
-                path.display().to_string()
-            )
-            .expect("writing to a String");
+            writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display().to_string())
+                .expect("writing to a String");
         }
     }
     generated.push_str("];\n");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("services.rs");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("services.rs");
     std::fs::write(out, generated).expect("writing services.rs");
 }

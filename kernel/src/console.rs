@@ -61,12 +61,7 @@ impl Log for Logger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            print(format_args!(
-                "[{:<5} {}] {}\n",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
+            print(format_args!("[{:<5} {}] {}\n", record.level(), record.target(), record.args()));
         }
     }
 

@@ -32,39 +32,23 @@ const SLOT_BYTES: u64 = 512;
 impl PhysMemory for KernelMemory {
     fn read(&self, phys: u64, buffer: &mut [u8]) -> Result<(), AccessError> {
         if !crate::mm::is_ram(phys, buffer.len() as u64) {
-            return Err(AccessError::OutsideRam {
-                phys,
-                size_bytes: buffer.len() as u64,
-            });
+            return Err(AccessError::OutsideRam { phys, size_bytes: buffer.len() as u64 });
         }
         // SAFETY: the range is RAM, which the direct map covers; KHO reads
         // only metadata and preserved memory it tracks.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                direct_map::to_virtual(phys) as *const u8,
-                buffer.as_mut_ptr(),
-                buffer.len(),
-            )
+            core::ptr::copy_nonoverlapping(direct_map::to_virtual(phys) as *const u8, buffer.as_mut_ptr(), buffer.len())
         };
         Ok(())
     }
 
     fn write(&mut self, phys: u64, data: &[u8]) -> Result<(), AccessError> {
         if !crate::mm::is_ram(phys, data.len() as u64) {
-            return Err(AccessError::OutsideRam {
-                phys,
-                size_bytes: data.len() as u64,
-            });
+            return Err(AccessError::OutsideRam { phys, size_bytes: data.len() as u64 });
         }
         // SAFETY: the range is RAM the KHO code allocated as metadata (its
         // only writes), reached through the direct map.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                direct_map::to_virtual(phys) as *mut u8,
-                data.len(),
-            )
-        };
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), direct_map::to_virtual(phys) as *mut u8, data.len()) };
         Ok(())
     }
 
@@ -87,30 +71,17 @@ impl MetadataAllocator for KernelMemory {
         let phys = if size_bytes <= SLOT_BYTES && align_bytes <= SLOT_BYTES {
             if self.free_slots.is_empty() {
                 let page = crate::mm::allocate_pages(0)?;
-                self.free_slots.extend(
-                    (0..PAGE_SIZE / SLOT_BYTES)
-                        .rev()
-                        .map(|slot| page + slot * SLOT_BYTES),
-                );
+                self.free_slots.extend((0..PAGE_SIZE / SLOT_BYTES).rev().map(|slot| page + slot * SLOT_BYTES));
             }
             self.free_slots.pop()?
         } else {
-            let order = size_bytes
-                .div_ceil(PAGE_SIZE)
-                .next_power_of_two()
-                .trailing_zeros();
+            let order = size_bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
             crate::mm::allocate_pages(order)?
         };
-        let size = if size_bytes <= SLOT_BYTES {
-            SLOT_BYTES
-        } else {
-            size_bytes.next_multiple_of(PAGE_SIZE)
-        };
+        let size = if size_bytes <= SLOT_BYTES { SLOT_BYTES } else { size_bytes.next_multiple_of(PAGE_SIZE) };
         // SAFETY: freshly allocated metadata memory, reached through the
         // direct map.
-        unsafe {
-            core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, size as usize)
-        };
+        unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, size as usize) };
         Some(phys)
     }
 
@@ -118,10 +89,7 @@ impl MetadataAllocator for KernelMemory {
         if size_bytes <= SLOT_BYTES && align_bytes <= SLOT_BYTES {
             self.free_slots.push(phys);
         } else {
-            let order = size_bytes
-                .div_ceil(PAGE_SIZE)
-                .next_power_of_two()
-                .trailing_zeros();
+            let order = size_bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
             crate::mm::free_pages(phys, order);
         }
     }
@@ -169,24 +137,20 @@ fn with<T>(action: impl FnOnce(&mut KhoOut) -> Result<T, Error>) -> Result<T, Er
 pub fn to_abi(error: OutgoingError) -> Error {
     match error {
         OutgoingError::Busy | OutgoingError::AlreadyFinalized => Error::Busy,
-        OutgoingError::Tracker(TrackerError::OutOfMetadataMemory)
-        | OutgoingError::OutOfMetadataMemory => Error::NoMemory,
+        OutgoingError::Tracker(TrackerError::OutOfMetadataMemory) | OutgoingError::OutOfMetadataMemory => {
+            Error::NoMemory
+        }
         OutgoingError::Tracker(TrackerError::AlreadyPreserved { .. }) => Error::AlreadyExists,
         OutgoingError::Tracker(TrackerError::NotPreserved { .. }) => Error::NotFound,
         OutgoingError::Tracker(TrackerError::OverlapsPreserved { .. }) => Error::AlreadyExists,
         OutgoingError::Tracker(_) => Error::InvalidArgument,
-        OutgoingError::InvalidSubFdt { .. } | OutgoingError::InvalidUserName => {
-            Error::InvalidArgument
-        }
+        OutgoingError::InvalidSubFdt { .. } | OutgoingError::InvalidUserName => Error::InvalidArgument,
         _ => Error::InvalidArgument,
     }
 }
 
 fn is_finalized() -> bool {
-    KHO_OUT
-        .lock()
-        .as_ref()
-        .is_some_and(|out| out.handover.is_finalized())
+    KHO_OUT.lock().as_ref().is_some_and(|out| out.handover.is_finalized())
 }
 
 /// `allocate_preservable(order)`: a zeroed folio from the page allocator
@@ -194,20 +158,13 @@ fn is_finalized() -> bool {
 pub fn allocate(tasks: &mut Tasks, id: u64, order: u32) -> Result<u64, Error> {
     let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
     let size = PAGE_SIZE << order;
-    let virt = process
-        .space
-        .find_free(PRESERVABLE_BASE, size, size)
-        .ok_or(Error::NoMemory)?;
+    let virt = process.space.find_free(PRESERVABLE_BASE, size, size).ok_or(Error::NoMemory)?;
     let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
     // SAFETY: the folio was just allocated for this service.
     unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, size as usize) };
-    if let Err(error) = process.space.map(
-        virt,
-        phys,
-        size,
-        user_attributes(true, false),
-        Backing::Preservable { phys, order },
-    ) {
+    if let Err(error) =
+        process.space.map(virt, phys, size, user_attributes(true, false), Backing::Preservable { phys, order })
+    {
         crate::mm::free_pages(phys, order);
         return Err(error);
     }
@@ -250,12 +207,7 @@ pub fn physical_address(tasks: &mut Tasks, id: u64, address: u64) -> Result<u64,
 
 /// `kho_preserve` / `kho_unpreserve`: the range must consist of whole
 /// preservable folios of the caller.
-pub fn preserve(
-    tasks: &mut Tasks,
-    id: u64,
-    range: UserBuffer,
-    is_preserve: bool,
-) -> Result<(), Error> {
+pub fn preserve(tasks: &mut Tasks, id: u64, range: UserBuffer, is_preserve: bool) -> Result<(), Error> {
     let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
     let mut folios = Vec::new();
     let mut cursor = range.address;
@@ -275,11 +227,7 @@ pub fn preserve(
             let result = if is_preserve {
                 out.handover.preserve_folio(&mut out.memory, phys, order)
             } else {
-                if out
-                    .owners
-                    .get(&phys)
-                    .is_some_and(|(owner, _)| *owner != name)
-                {
+                if out.owners.get(&phys).is_some_and(|(owner, _)| *owner != name) {
                     return Err(Error::PermissionDenied);
                 }
                 out.handover.unpreserve_folio(&mut out.memory, phys, order)
@@ -319,10 +267,7 @@ pub fn publish(tasks: &mut Tasks, id: u64, buffer: UserBuffer) -> Result<(), Err
     if is_finalized() {
         return Err(Error::Busy);
     }
-    let order = (size as u64)
-        .div_ceil(PAGE_SIZE)
-        .next_power_of_two()
-        .trailing_zeros();
+    let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
     let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
     let destination = direct_map::to_virtual(phys) as *mut u8;
     // SAFETY: the pages were just allocated; `size <= blob.len()` (checked
@@ -332,9 +277,7 @@ pub fn publish(tasks: &mut Tasks, id: u64, buffer: UserBuffer) -> Result<(), Err
         core::ptr::copy_nonoverlapping(blob.as_ptr(), destination, size);
     }
     let result = with(|out| {
-        out.handover
-            .preserve_folio(&mut out.memory, phys, order)
-            .map_err(to_abi)?;
+        out.handover.preserve_folio(&mut out.memory, phys, order).map_err(to_abi)?;
         let previous = out.publications.remove(&name);
         if previous.is_some() {
             let _ = out.handover.remove_sub_fdt(&name);
@@ -342,30 +285,19 @@ pub fn publish(tasks: &mut Tasks, id: u64, buffer: UserBuffer) -> Result<(), Err
         if let Err(error) = out.handover.add_sub_fdt(&name, phys, size as u64) {
             let _ = out.handover.unpreserve_folio(&mut out.memory, phys, order);
             if let Some(previous) = previous {
-                let _ = out
-                    .handover
-                    .add_sub_fdt(&name, previous.phys, previous.size_bytes);
+                let _ = out.handover.add_sub_fdt(&name, previous.phys, previous.size_bytes);
                 out.publications.insert(name.clone(), previous);
             }
             return Err(to_abi(error));
         }
-        out.publications.insert(
-            name.clone(),
-            Publication {
-                phys,
-                size_bytes: size as u64,
-                order,
-            },
-        );
+        out.publications.insert(name.clone(), Publication { phys, size_bytes: size as u64, order });
         Ok(previous)
     });
     match result {
         Ok(previous) => {
             if let Some(previous) = previous {
                 with(|out| {
-                    out.handover
-                        .unpreserve_folio(&mut out.memory, previous.phys, previous.order)
-                        .map_err(to_abi)
+                    out.handover.unpreserve_folio(&mut out.memory, previous.phys, previous.order).map_err(to_abi)
                 })?;
                 crate::mm::free_pages(previous.phys, previous.order);
             }
@@ -390,21 +322,15 @@ pub fn forget_service(name: &str, space: &mut AddressSpace) {
         // (the update goes ahead or is aborted); the memory is not freed.
         return;
     }
-    let owned: Vec<(u64, u32)> = out
-        .owners
-        .iter()
-        .filter(|(_, (owner, _))| owner == name)
-        .map(|(&phys, &(_, order))| (phys, order))
-        .collect();
+    let owned: Vec<(u64, u32)> =
+        out.owners.iter().filter(|(_, (owner, _))| owner == name).map(|(&phys, &(_, order))| (phys, order)).collect();
     for (phys, order) in owned {
         let _ = out.handover.unpreserve_folio(&mut out.memory, phys, order);
         out.owners.remove(&phys);
     }
     if let Some(publication) = out.publications.remove(name) {
         let _ = out.handover.remove_sub_fdt(name);
-        let _ = out
-            .handover
-            .unpreserve_folio(&mut out.memory, publication.phys, publication.order);
+        let _ = out.handover.unpreserve_folio(&mut out.memory, publication.phys, publication.order);
         crate::mm::free_pages(publication.phys, publication.order);
     }
     drop(guard);
@@ -425,12 +351,7 @@ pub fn forget_service(name: &str, space: &mut AddressSpace) {
 
 /// Bytes preserved and published right now, for logs and tests.
 pub fn figures() -> (u64, usize) {
-    KHO_OUT.lock().as_ref().map_or((0, 0), |out| {
-        (
-            out.handover.tracker().preserved_bytes(),
-            out.publications.len(),
-        )
-    })
+    KHO_OUT.lock().as_ref().map_or((0, 0), |out| (out.handover.tracker().preserved_bytes(), out.publications.len()))
 }
 
 /// Finalises: serialises the preservation bitmaps, builds the root FDT and

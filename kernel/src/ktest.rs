@@ -109,9 +109,7 @@ pub fn all() -> &'static [KernelTest] {
 
 /// The name shown for a test: its path without the crate name.
 pub fn display_name(test: &KernelTest) -> &'static str {
-    test.name
-        .split_once("::")
-        .map_or(test.name, |(_, rest)| rest)
+    test.name.split_once("::").map_or(test.name, |(_, rest)| rest)
 }
 
 /// Whether `test` is selected by `filter`: `all` selects every test except
@@ -122,10 +120,7 @@ pub fn is_selected(test: &KernelTest, filter: &str) -> bool {
     if test.is_crash_scenario {
         return name == filter;
     }
-    filter == "all"
-        || filter
-            .split(',')
-            .any(|part| !part.is_empty() && name.contains(part))
+    filter == "all" || filter.split(',').any(|part| !part.is_empty() && name.contains(part))
 }
 
 static IS_TEST_MODE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -143,14 +138,8 @@ pub fn enter_test_mode() {
 
 /// Runs the tests `filter` selects and leaves QEMU with the verdict.
 pub fn run(filter: &str) -> ! {
-    let selected = all()
-        .iter()
-        .filter(|test| is_selected(test, filter))
-        .count();
-    crate::println!(
-        "ktest: running {selected} of {} tests (filter '{filter}')",
-        all().len()
-    );
+    let selected = all().iter().filter(|test| is_selected(test, filter)).count();
+    crate::println!("ktest: running {selected} of {} tests (filter '{filter}')", all().len());
     let (mut passed, mut failed) = (0, 0);
     for test in all().iter().filter(|test| is_selected(test, filter)) {
         crate::println!("ktest: {} ...", display_name(test));
@@ -169,9 +158,5 @@ pub fn run(filter: &str) -> ! {
     if selected == 0 {
         crate::println!("ktest: no test matches '{filter}'");
     }
-    baton_arch::debug_exit::exit(if failed == 0 && selected > 0 {
-        EXIT_SUCCESS
-    } else {
-        EXIT_FAILURE
-    })
+    baton_arch::debug_exit::exit(if failed == 0 && selected > 0 { EXIT_SUCCESS } else { EXIT_FAILURE })
 }

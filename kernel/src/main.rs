@@ -57,11 +57,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         ktest::enter_test_mode();
     }
 
-    println!(
-        "Baton {VERSION} ({}) booting via {}",
-        baton_arch::NAME,
-        info.path.name()
-    );
+    println!("Baton {VERSION} ({}) booting via {}", baton_arch::NAME, info.path.name());
     log::info!(target: "boot", "command line: '{}'", info.command_line.as_str());
     for warning in &info.warnings {
         log::warn!(target: "boot", "{warning}");

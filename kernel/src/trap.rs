@@ -76,11 +76,7 @@ fn kernel_fault(frame: &TrapFrame, cause: TrapCause) -> ! {
             frame.instruction_pointer(),
             address
         )),
-        other => print(format_args!(
-            "\nkernel fault: {:?} at instruction {:#x}\n",
-            other,
-            frame.instruction_pointer()
-        )),
+        other => print(format_args!("\nkernel fault: {:?} at instruction {:#x}\n", other, frame.instruction_pointer())),
     }
     print(format_args!("{frame}\n"));
     if crate::ktest::is_test_mode() {

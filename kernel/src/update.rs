@@ -28,6 +28,11 @@ enum Phase {
         refused: Option<(ServiceId, u64)>,
     },
     Frozen,
+    /// Frozen, waiting for these services to acknowledge it (rehearsals
+    /// only: a real update does not wait).
+    FrozenWaiting {
+        waiting: BTreeSet<ServiceId>,
+    },
 }
 
 struct Lifecycle {
@@ -35,10 +40,7 @@ struct Lifecycle {
     pending: Option<(ServiceId, UpdateImage)>,
 }
 
-static LIFECYCLE: Mutex<Lifecycle> = Mutex::new(Lifecycle {
-    phase: Phase::Idle,
-    pending: None,
-});
+static LIFECYCLE: Mutex<Lifecycle> = Mutex::new(Lifecycle { phase: Phase::Idle, pending: None });
 
 /// `update(image)` from a privileged service: queue the request and block
 /// the caller until the kernel answers.
@@ -58,20 +60,19 @@ pub fn is_pending() -> bool {
 }
 
 /// `kho_ready(event, status)` from a service.
-pub fn acknowledge(
-    _tasks: &mut Tasks,
-    id: ServiceId,
-    event: UpdateEvent,
-    status: u64,
-) -> Result<(), Error> {
+pub fn acknowledge(_tasks: &mut Tasks, id: ServiceId, event: UpdateEvent, status: u64) -> Result<(), Error> {
     let mut lifecycle = LIFECYCLE.lock();
-    if let Phase::Preparing { waiting, refused } = &mut lifecycle.phase
-        && event == UpdateEvent::Prepare
-    {
-        waiting.remove(&id);
-        if status != 0 && refused.is_none() {
-            *refused = Some((id, status));
+    match &mut lifecycle.phase {
+        Phase::Preparing { waiting, refused } if event == UpdateEvent::Prepare => {
+            waiting.remove(&id);
+            if status != 0 && refused.is_none() {
+                *refused = Some((id, status));
+            }
         }
+        Phase::FrozenWaiting { waiting } if event == UpdateEvent::Frozen => {
+            waiting.remove(&id);
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -79,12 +80,8 @@ pub fn acknowledge(
 /// Sends `event` to every subscribed service; returns their ids.
 fn broadcast(event: UpdateEvent) -> Vec<ServiceId> {
     let mut tasks = TASKS.lock();
-    let subscribers: Vec<ServiceId> = tasks
-        .processes
-        .values()
-        .filter(|process| process.is_subscribed)
-        .map(|process| process.id)
-        .collect();
+    let subscribers: Vec<ServiceId> =
+        tasks.processes.values().filter(|process| process.is_subscribed).map(|process| process.id).collect();
     for &id in &subscribers {
         let message = Message::new(event.label(), [0; baton_abi::MESSAGE_WORDS]);
         if let Err(error) = task::ipc::post(&mut tasks, KERNEL_SENDER, id, message) {
@@ -137,10 +134,7 @@ impl core::fmt::Display for UpdateError {
 /// Tells services to prepare and waits for them.
 fn prepare() -> Result<(), UpdateError> {
     let subscribers = broadcast(UpdateEvent::Prepare);
-    LIFECYCLE.lock().phase = Phase::Preparing {
-        waiting: subscribers.iter().copied().collect(),
-        refused: None,
-    };
+    LIFECYCLE.lock().phase = Phase::Preparing { waiting: subscribers.iter().copied().collect(), refused: None };
     log::info!(target: "update", "prepare: waiting for {} service(s)", subscribers.len());
     task::run_until(PREPARE_TIMEOUT_NS, || {
         let lifecycle = LIFECYCLE.lock();
@@ -153,25 +147,29 @@ fn prepare() -> Result<(), UpdateError> {
     });
     let lifecycle = LIFECYCLE.lock();
     match &lifecycle.phase {
-        Phase::Preparing {
-            refused: Some((id, status)),
-            ..
-        } => Err(UpdateError::PrepareRefused(*id, *status)),
-        Phase::Preparing { waiting, .. } => {
-            match waiting.iter().find(|&&id| task::exit_code(id).is_none()) {
-                Some(&id) => Err(UpdateError::PrepareTimedOut(id)),
-                None => Ok(()),
-            }
-        }
+        Phase::Preparing { refused: Some((id, status)), .. } => Err(UpdateError::PrepareRefused(*id, *status)),
+        Phase::Preparing { waiting, .. } => match waiting.iter().find(|&&id| task::exit_code(id).is_none()) {
+            Some(&id) => Err(UpdateError::PrepareTimedOut(id)),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }
 
-/// Finalises the outgoing handover and freezes it.
-fn freeze() -> Result<baton_kho::FinalizeSummary, UpdateError> {
+/// Finalises the outgoing handover and freezes it. With `wait_for_services`
+/// (rehearsals), waits (bounded) until subscribers acknowledge `frozen`.
+fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateError> {
     let summary = crate::kho_out::finalize().map_err(UpdateError::Finalize)?;
     LIFECYCLE.lock().phase = Phase::Frozen;
-    broadcast(UpdateEvent::Frozen);
+    let subscribers = broadcast(UpdateEvent::Frozen);
+    if wait_for_services {
+        LIFECYCLE.lock().phase = Phase::FrozenWaiting { waiting: subscribers.into_iter().collect() };
+        task::run_until(PREPARE_TIMEOUT_NS, || match &LIFECYCLE.lock().phase {
+            Phase::FrozenWaiting { waiting } => waiting.iter().all(|&id| task::exit_code(id).is_some()),
+            _ => true,
+        });
+        LIFECYCLE.lock().phase = Phase::Frozen;
+    }
     Ok(summary)
 }
 
@@ -190,28 +188,34 @@ pub fn run_pending() {
         return;
     };
     log::info!(target: "update", "update requested by service {requester} ({image:?})");
+    let result = perform(image);
+    answer(requester, result.map_err(|_| Error::UpdateFailed));
+}
+
+/// Carries out an update (or a rehearsal) from the main thread. Returns
+/// when it was aborted, or after a rehearsal.
+pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
+    if LIFECYCLE.lock().phase != Phase::Idle {
+        return Err(UpdateError::Image("another update is in progress"));
+    }
     let started = baton_arch::nanoseconds();
-    let result = prepare().and_then(|()| freeze()).and_then(|summary| {
+    let is_rehearsal = image == UpdateImage::Rehearsal;
+    let result = prepare().and_then(|()| freeze(is_rehearsal)).and_then(|summary| {
         crate::kho_out::log_finalized(&summary);
         match image {
             UpdateImage::Rehearsal => Ok(()),
-            UpdateImage::BootModule | UpdateImage::RunningKernel => {
-                crate::kexec::execute(image, &summary)
-            }
+            UpdateImage::BootModule | UpdateImage::RunningKernel => crate::kexec::execute(image, &summary),
         }
     });
     match result {
         Ok(()) => {
             abort(&"rehearsal complete");
             log::info!(target: "update", "rehearsal took {} us", (baton_arch::nanoseconds() - started) / 1000);
-            answer(requester, Ok(()));
+            Ok(())
         }
         Err(error) => {
-            if LIFECYCLE.lock().phase == Phase::Idle {
-                LIFECYCLE.lock().phase = Phase::Frozen;
-            }
             abort(&error);
-            answer(requester, Err(Error::UpdateFailed));
+            Err(error)
         }
     }
 }

@@ -24,21 +24,13 @@ impl Folio {
     pub fn allocate(order: u32) -> Result<Folio> {
         let address = syscall::allocate_preservable(order)?;
         let physical = syscall::physical_address(address)?;
-        Ok(Folio {
-            address,
-            physical,
-            order,
-        })
+        Ok(Folio { address, physical, order })
     }
 
     /// Takes back a folio the previous instance preserved.
     pub fn restore(physical: u64, order: u32) -> Result<Folio> {
         let address = syscall::kho_restore(physical, order)?;
-        Ok(Folio {
-            address,
-            physical,
-            order,
-        })
+        Ok(Folio { address, physical, order })
     }
 
     /// Preserves the whole folio across the next update.
@@ -50,9 +42,7 @@ impl Folio {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: the kernel mapped `size_bytes` of writable memory at
         // `address` for this service alone, for as long as it is not freed.
-        unsafe {
-            core::slice::from_raw_parts_mut(self.address as *mut u8, self.size_bytes() as usize)
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.address as *mut u8, self.size_bytes() as usize) }
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`service!`]:
 //!
 //! ```ignore
-//! #![no_std]
+//! #![cfg_attr(not(test), no_std)]
 //! #![no_main]
 //! baton_user::service!(main);
 //! fn main(argument: u64) -> i32 {
@@ -14,7 +14,7 @@
 //! }
 //! ```
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
@@ -22,9 +22,14 @@ pub mod heap;
 pub mod ipc;
 pub mod kho;
 pub mod logging;
+pub mod protocol;
 pub mod syscall;
 
-pub use baton_abi::{Error, Message, UpdateEvent};
+/// The ABI's result encoding, for services that issue raw calls (tests).
+pub use baton_abi::error as baton_abi_error;
+/// System call numbers, for services that issue raw calls (tests).
+pub use baton_abi::syscall as baton_abi_syscall;
+pub use baton_abi::{Error, Message, UpdateEvent, UpdateImage, message};
 /// The sub-FDT writer services publish their state with (shared with the
 /// kernel, from `baton-kho`).
 pub use baton_kho::fdt::{SubFdtWriter, native_u32, native_u64, parse_fdt};
@@ -43,11 +48,12 @@ macro_rules! service {
     };
 }
 
+#[cfg(target_os = "none")]
 unsafe extern "Rust" {
     fn baton_service_main(argument: u64) -> i32;
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
 core::arch::global_asm!(
     ".section .text.start, \"ax\"",
     ".global _start",
@@ -59,7 +65,7 @@ core::arch::global_asm!(
     start = sym start,
 );
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
 core::arch::global_asm!(
     ".section .text.start, \"ax\"",
     ".global _start",
@@ -71,6 +77,7 @@ core::arch::global_asm!(
 );
 
 /// The Rust entry: heap, logging, then the service's `main`, then exit.
+#[cfg(target_os = "none")]
 extern "C" fn start(argument: u64) -> ! {
     heap::init();
     logging::init();
@@ -79,6 +86,7 @@ extern "C" fn start(argument: u64) -> ! {
     syscall::exit(code as i64 as u64)
 }
 
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut line = logging::LineBuffer::new();

@@ -1,6 +1,7 @@
 //! Logging from services through the kernel log (`log` facade).
 
 use core::fmt;
+#[cfg(target_os = "none")]
 use log::{LevelFilter, Log, Metadata, Record};
 
 /// A line assembled on the stack before it is written.
@@ -12,10 +13,7 @@ pub struct LineBuffer {
 impl LineBuffer {
     /// An empty line.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; baton_abi::MAX_LOG_BYTES],
-            length: 0,
-        }
+        Self { bytes: [0; baton_abi::MAX_LOG_BYTES], length: 0 }
     }
 
     /// The bytes written so far.
@@ -40,10 +38,13 @@ impl fmt::Write for LineBuffer {
     }
 }
 
+#[cfg(target_os = "none")]
 struct KernelLog;
 
+#[cfg(target_os = "none")]
 static LOGGER: KernelLog = KernelLog;
 
+#[cfg(target_os = "none")]
 impl Log for KernelLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
@@ -61,6 +62,7 @@ impl Log for KernelLog {
 }
 
 /// Routes `log` records to the kernel log.
+#[cfg(target_os = "none")]
 pub(crate) fn init() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(LevelFilter::Info);

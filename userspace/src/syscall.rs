@@ -52,10 +52,7 @@ fn call(number: Syscall, arguments: [u64; 6]) -> Result<u64> {
 
 /// Writes `text` to the kernel log.
 pub fn log(text: &[u8]) {
-    let _ = call(
-        Syscall::Log,
-        [text.as_ptr() as u64, text.len() as u64, 0, 0, 0, 0],
-    );
+    let _ = call(Syscall::Log, [text.as_ptr() as u64, text.len() as u64, 0, 0, 0, 0]);
 }
 
 /// Ends the service with `code`.
@@ -90,10 +87,7 @@ pub fn service_id() -> u64 {
 
 /// Allocates a zeroed folio of `2^order` pages that may be preserved.
 pub fn allocate_preservable(order: u32) -> Result<u64> {
-    call(
-        Syscall::AllocatePreservable,
-        [u64::from(order), 0, 0, 0, 0, 0],
-    )
+    call(Syscall::AllocatePreservable, [u64::from(order), 0, 0, 0, 0, 0])
 }
 
 /// Frees a folio from [`allocate_preservable`].
@@ -108,56 +102,36 @@ pub fn physical_address(address: u64) -> Result<u64> {
 
 /// Queues `message` for `target` (does not wait).
 pub fn send(target: u64, message: &Message) -> Result<()> {
-    call(
-        Syscall::Send,
-        [target, message as *const Message as u64, 0, 0, 0, 0],
-    )
-    .map(drop)
+    call(Syscall::Send, [target, message as *const Message as u64, 0, 0, 0, 0]).map(drop)
 }
 
 /// Waits for a message; returns it (its `sender` filled in).
 pub fn receive() -> Result<Message> {
     let mut message = Message::default();
-    call(
-        Syscall::Receive,
-        [&mut message as *mut Message as u64, 0, 0, 0, 0, 0],
-    )?;
+    call(Syscall::Receive, [&mut message as *mut Message as u64, 0, 0, 0, 0, 0])?;
     Ok(message)
 }
 
 /// Sends `message` to `target` and waits for the reply.
 pub fn call_service(target: u64, message: &Message) -> Result<Message> {
     let mut buffer = *message;
-    call(
-        Syscall::Call,
-        [target, &mut buffer as *mut Message as u64, 0, 0, 0, 0],
-    )?;
+    call(Syscall::Call, [target, &mut buffer as *mut Message as u64, 0, 0, 0, 0])?;
     Ok(buffer)
 }
 
 /// Answers `target`, which is waiting in [`call_service`].
 pub fn reply(target: u64, message: &Message) -> Result<()> {
-    call(
-        Syscall::Reply,
-        [target, message as *const Message as u64, 0, 0, 0, 0],
-    )
-    .map(drop)
+    call(Syscall::Reply, [target, message as *const Message as u64, 0, 0, 0, 0]).map(drop)
 }
 
 /// The id of the service called `name`.
 pub fn lookup(name: &str) -> Result<u64> {
-    call(
-        Syscall::Lookup,
-        [name.as_ptr() as u64, name.len() as u64, 0, 0, 0, 0],
-    )
+    call(Syscall::Lookup, [name.as_ptr() as u64, name.len() as u64, 0, 0, 0, 0])
 }
 
-/// Starts the embedded service `name` (init only).
-pub fn spawn(name: &str) -> Result<u64> {
-    call(
-        Syscall::Spawn,
-        [name.as_ptr() as u64, name.len() as u64, 0, 0, 0, 0],
-    )
+/// Starts the embedded service `name` with `argument` (init only).
+pub fn spawn(name: &str, argument: u64) -> Result<u64> {
+    call(Syscall::Spawn, [name.as_ptr() as u64, name.len() as u64, argument, 0, 0, 0])
 }
 
 /// Asks the kernel to update itself (init only). Returns only when the
@@ -179,11 +153,7 @@ pub fn kho_unpreserve(address: u64, length: u64) -> Result<()> {
 
 /// Publishes the caller's sub-FDT (the kernel copies it).
 pub fn kho_publish(fdt: &[u8]) -> Result<()> {
-    call(
-        Syscall::KhoPublish,
-        [fdt.as_ptr() as u64, fdt.len() as u64, 0, 0, 0, 0],
-    )
-    .map(drop)
+    call(Syscall::KhoPublish, [fdt.as_ptr() as u64, fdt.len() as u64, 0, 0, 0, 0]).map(drop)
 }
 
 /// Maps the sub-FDT the previous instance of this service published;
@@ -195,10 +165,7 @@ pub fn kho_fetch() -> Result<u64> {
 /// Takes back a folio the previous instance preserved; returns where it is
 /// mapped now.
 pub fn kho_restore(physical: u64, order: u32) -> Result<u64> {
-    call(
-        Syscall::KhoRestore,
-        [physical, u64::from(order), 0, 0, 0, 0],
-    )
+    call(Syscall::KhoRestore, [physical, u64::from(order), 0, 0, 0, 0])
 }
 
 /// Asks for update lifecycle events as messages.

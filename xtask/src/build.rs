@@ -39,9 +39,7 @@ fn profile_name(release: bool) -> &'static str {
 /// The services under services/ (each directory with a Cargo.toml).
 pub fn service_names() -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in
-        std::fs::read_dir(workspace_root().join("services")).context("reading services/")?
-    {
+    for entry in std::fs::read_dir(workspace_root().join("services")).context("reading services/")? {
         let path = entry?.path();
         if path.join("Cargo.toml").is_file()
             && let Some(name) = path.file_name().and_then(|name| name.to_str())
@@ -67,40 +65,24 @@ pub fn build_services(options: &BuildOptions) -> Result<PathBuf> {
     if options.release {
         command.arg("--release");
     }
-    let script = workspace_root()
-        .join("userspace/link")
-        .join(format!("{}.ld", options.arch));
-    command.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        format!(
-            "-Crelocation-model=static\x1f-Clink-arg=-T{}",
-            script.display()
-        ),
-    );
+    let script = workspace_root().join("userspace/link").join(format!("{}.ld", options.arch));
+    command.env("CARGO_ENCODED_RUSTFLAGS", format!("-Crelocation-model=static\x1f-Clink-arg=-T{}", script.display()));
     match &options.version {
         Some(version) => command.env("BATON_VERSION", version),
         None => command.env_remove("BATON_VERSION"),
     };
     util::run(&mut command).context("building the services")?;
 
-    let built = target_dir
-        .join(options.arch.target())
-        .join(profile_name(options.release));
+    let built = target_dir.join(options.arch.target()).join(profile_name(options.release));
     let directory = util::output_dir()
         .join(options.arch.to_string())
         .join(profile_name(options.release))
-        .join(format!(
-            "services-{}",
-            options.version.as_deref().unwrap_or("default")
-        ));
+        .join(format!("services-{}", options.version.as_deref().unwrap_or("default")));
     std::fs::create_dir_all(&directory)?;
     let objcopy = llvm_objcopy()?;
     for name in &names {
         util::run(
-            std::process::Command::new(&objcopy)
-                .arg("--strip-all")
-                .arg(built.join(name))
-                .arg(directory.join(name)),
+            std::process::Command::new(&objcopy).arg("--strip-all").arg(built.join(name)).arg(directory.join(name)),
         )
         .with_context(|| format!("stripping service {name}"))?;
     }
@@ -113,13 +95,7 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
     let services = build_services(options)?;
     let mut command = util::cargo();
     command.env("BATON_SERVICES_DIR", &services);
-    command.args([
-        "build",
-        "--package",
-        "baton-kernel",
-        "--target",
-        options.arch.target(),
-    ]);
+    command.args(["build", "--package", "baton-kernel", "--target", options.arch.target()]);
     if options.release {
         command.arg("--release");
     }
@@ -129,16 +105,10 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
     };
     util::run(&mut command).context("building the kernel")?;
 
-    let built = workspace_root()
-        .join("target")
-        .join(options.arch.target())
-        .join(profile_name(options.release))
-        .join("baton");
-    let directory = util::output_dir()
-        .join(options.arch.to_string())
-        .join(profile_name(options.release));
-    std::fs::create_dir_all(&directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
+    let built =
+        workspace_root().join("target").join(options.arch.target()).join(profile_name(options.release)).join("baton");
+    let directory = util::output_dir().join(options.arch.to_string()).join(profile_name(options.release));
+    std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
     let name = match &options.version {
         Some(version) => format!("baton-{version}"),
         None => "baton".to_string(),
@@ -150,13 +120,8 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
         Arch::Aarch64 => {
             let image = directory.join(format!("{name}.Image"));
             let objcopy = llvm_objcopy()?;
-            util::run(
-                std::process::Command::new(objcopy)
-                    .args(["-O", "binary"])
-                    .arg(&elf)
-                    .arg(&image),
-            )
-            .context("turning the aarch64 ELF into an Image")?;
+            util::run(std::process::Command::new(objcopy).args(["-O", "binary"]).arg(&elf).arg(&image))
+                .context("turning the aarch64 ELF into an Image")?;
             Some(image)
         }
     };
@@ -167,18 +132,11 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
 pub fn llvm_objcopy() -> Result<PathBuf> {
     let sysroot = util::output(std::process::Command::new("rustc").args(["--print", "sysroot"]))?;
     let version = util::output(std::process::Command::new("rustc").arg("-vV"))?;
-    let host = version
-        .lines()
-        .find_map(|line| line.strip_prefix("host: "))
-        .context("rustc -vV did not name the host")?;
-    let path = PathBuf::from(sysroot.trim())
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin/llvm-objcopy");
+    let host =
+        version.lines().find_map(|line| line.strip_prefix("host: ")).context("rustc -vV did not name the host")?;
+    let path = PathBuf::from(sysroot.trim()).join("lib/rustlib").join(host).join("bin/llvm-objcopy");
     if !path.is_file() {
-        anyhow::bail!(
-            "llvm-objcopy is missing: run `rustup component add llvm-tools` (or `cargo xtask doctor`)"
-        );
+        anyhow::bail!("llvm-objcopy is missing: run `rustup component add llvm-tools` (or `cargo xtask doctor`)");
     }
     Ok(path)
 }

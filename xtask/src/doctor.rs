@@ -46,9 +46,7 @@ fn installed_targets() -> Vec<String> {
 fn is_met(need: Need) -> bool {
     match need {
         Need::Toolchain(arch) => {
-            installed_targets()
-                .iter()
-                .any(|target| target == arch.target())
+            installed_targets().iter().any(|target| target == arch.target())
                 && (arch != Arch::Aarch64 || crate::build::llvm_objcopy().is_ok())
         }
         Need::Qemu(arch) => find_program(arch.qemu_binary()).is_some(),
@@ -80,19 +78,14 @@ fn debian_codename() -> Option<String> {
     if !release.lines().any(|line| line == "ID=debian") {
         return None;
     }
-    release
-        .lines()
-        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
-        .map(str::to_string)
+    release.lines().find_map(|line| line.strip_prefix("VERSION_CODENAME=")).map(str::to_string)
 }
 
 /// The apt commands that install `packages` on this Debian release.
 fn apt_commands(packages: &[&str], codename: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
-    let mut install: Vec<String> = ["apt-get", "install", "-y", "--no-install-recommends"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut install: Vec<String> =
+        ["apt-get", "install", "-y", "--no-install-recommends"].iter().map(|s| s.to_string()).collect();
     if codename == "bookworm" {
         // qemu-utils on these machines comes from bookworm-backports; the
         // emulators must come from the same suite (MISSION.md).
@@ -112,29 +105,19 @@ fn apt_commands(packages: &[&str], codename: &str) -> Vec<Vec<String>> {
 /// Makes sure every need is met: installs rustup targets and (as root on
 /// Debian) apt packages, otherwise fails saying exactly what to run.
 pub fn ensure(needs: &[Need]) -> Result<()> {
-    let missing: Vec<Need> = needs
-        .iter()
-        .copied()
-        .filter(|&need| !is_met(need))
-        .collect();
+    let missing: Vec<Need> = needs.iter().copied().filter(|&need| !is_met(need)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     for &need in &missing {
         if let Need::Toolchain(arch) = need {
-            println!(
-                "doctor: adding Rust target {} and llvm-tools",
-                arch.target()
-            );
+            println!("doctor: adding Rust target {} and llvm-tools", arch.target());
             util::run(Command::new("rustup").args(["target", "add", arch.target()]))?;
             util::run(Command::new("rustup").args(["component", "add", "llvm-tools"]))?;
         }
     }
-    let mut packages: Vec<&str> = missing
-        .iter()
-        .map(|&need| package(need))
-        .filter(|package| !package.is_empty())
-        .collect();
+    let mut packages: Vec<&str> =
+        missing.iter().map(|&need| package(need)).filter(|package| !package.is_empty()).collect();
     packages.sort_unstable();
     packages.dedup();
     if !packages.is_empty() {
@@ -144,41 +127,24 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
                 println!("doctor: installing {}", packages.join(" "));
                 for command in apt_commands(&packages, codename) {
                     let mut process = Command::new(&command[0]);
-                    process
-                        .args(&command[1..])
-                        .env("DEBIAN_FRONTEND", "noninteractive");
+                    process.args(&command[1..]).env("DEBIAN_FRONTEND", "noninteractive");
                     util::run(&mut process)?;
                 }
             }
             (codename, _) => {
                 let commands = apt_commands(&packages, codename.as_deref().unwrap_or("bookworm"));
-                let text: Vec<String> = commands
-                    .iter()
-                    .map(|command| format!("sudo {}", command.join(" ")))
-                    .collect();
+                let text: Vec<String> = commands.iter().map(|command| format!("sudo {}", command.join(" "))).collect();
                 bail!(
                     "missing {}; install them with:\n  {}",
-                    missing
-                        .iter()
-                        .map(|&need| describe(need))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    missing.iter().map(|&need| describe(need)).collect::<Vec<_>>().join(", "),
                     text.join("\n  ")
                 );
             }
         }
     }
-    let still_missing: Vec<String> = needs
-        .iter()
-        .copied()
-        .filter(|&need| !is_met(need))
-        .map(describe)
-        .collect();
+    let still_missing: Vec<String> = needs.iter().copied().filter(|&need| !is_met(need)).map(describe).collect();
     if !still_missing.is_empty() {
-        bail!(
-            "still missing after installing: {}",
-            still_missing.join(", ")
-        );
+        bail!("still missing after installing: {}", still_missing.join(", "));
     }
     Ok(())
 }
@@ -197,11 +163,7 @@ pub fn all_needs() -> Vec<Need> {
 pub fn doctor(limine_dir: Option<&Path>) -> Result<()> {
     let needs = all_needs();
     for &need in &needs {
-        println!(
-            "{} {}",
-            if is_met(need) { "ok     " } else { "missing" },
-            describe(need)
-        );
+        println!("{} {}", if is_met(need) { "ok     " } else { "missing" }, describe(need));
     }
     ensure(&needs)?;
     match crate::limine::find(limine_dir) {

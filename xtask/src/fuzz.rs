@@ -19,12 +19,7 @@ fn fuzz_crates() -> Result<Vec<(PathBuf, Vec<String>)>> {
         }
         let mut targets: Vec<String> = std::fs::read_dir(&targets_dir)?
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                entry
-                    .path()
-                    .file_stem()
-                    .map(|stem| stem.to_string_lossy().into_owned())
-            })
+            .filter_map(|entry| entry.path().file_stem().map(|stem| stem.to_string_lossy().into_owned()))
             .collect();
         targets.sort();
         crates.push((fuzz, targets));
@@ -38,9 +33,7 @@ pub fn run(seconds: u64) -> Result<()> {
     let has_nightly = util::output(Command::new("rustup").args(["toolchain", "list"]))
         .is_ok_and(|list| list.lines().any(|line| line.starts_with("nightly")));
     if !has_nightly {
-        bail!(
-            "fuzzing needs a nightly toolchain (cargo-fuzz uses sanitizers); none is installed: skipped"
-        );
+        bail!("fuzzing needs a nightly toolchain (cargo-fuzz uses sanitizers); none is installed: skipped");
     }
     if util::output(Command::new("cargo").args(["+nightly", "fuzz", "--version"])).is_err() {
         println!("fuzz: installing cargo-fuzz");
@@ -53,25 +46,13 @@ pub fn run(seconds: u64) -> Result<()> {
             println!("== fuzz {} / {target} for {seconds} s", directory.display());
             let mut command = Command::new("cargo");
             command.current_dir(directory.parent().context("fuzz crate has a parent")?);
-            command.args([
-                "+nightly",
-                "fuzz",
-                "run",
-                &target,
-                "--",
-                &format!("-max_total_time={seconds}"),
-            ]);
+            command.args(["+nightly", "fuzz", "run", &target, "--", &format!("-max_total_time={seconds}")]);
             let output = command.output().context("running cargo fuzz")?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             let executions = stderr
                 .lines()
                 .rev()
-                .find_map(|line| {
-                    line.strip_prefix("Done ")?
-                        .split_whitespace()
-                        .next()
-                        .map(str::to_string)
-                })
+                .find_map(|line| line.strip_prefix("Done ")?.split_whitespace().next().map(str::to_string))
                 .unwrap_or_else(|| "?".into());
             if !output.status.success() {
                 println!("{stderr}");

@@ -9,30 +9,16 @@ use std::process::Command;
 /// Files an ISO for `arch` needs from Limine.
 fn needed_files(arch: Arch) -> Vec<&'static str> {
     match arch {
-        Arch::X86_64 => vec![
-            "limine-bios.sys",
-            "limine-bios-cd.bin",
-            "limine-uefi-cd.bin",
-            "BOOTX64.EFI",
-        ],
+        Arch::X86_64 => vec!["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin", "BOOTX64.EFI"],
         Arch::Aarch64 => vec!["limine-uefi-cd.bin", "BOOTAA64.EFI"],
     }
 }
 
-const SYSTEM_LOCATIONS: [&str; 4] = [
-    "/usr/share/limine",
-    "/usr/local/share/limine",
-    "/usr/lib/limine",
-    "/opt/limine",
-];
+const SYSTEM_LOCATIONS: [&str; 4] = ["/usr/share/limine", "/usr/local/share/limine", "/usr/lib/limine", "/opt/limine"];
 
 fn has_files(directory: &Path, arch: Option<Arch>) -> bool {
     let arches = arch.map_or(Arch::ALL.to_vec(), |arch| vec![arch]);
-    arches.iter().all(|&arch| {
-        needed_files(arch)
-            .iter()
-            .all(|file| directory.join(file).is_file())
-    })
+    arches.iter().all(|&arch| needed_files(arch).iter().all(|file| directory.join(file).is_file()))
 }
 
 /// The Limine directory to use: `--limine-dir`, then `LIMINE_DIR`, then the
@@ -47,27 +33,16 @@ pub fn find_for(explicit: Option<&Path>, arch: Option<Arch>) -> Result<PathBuf> 
         if has_files(directory, arch) {
             return Ok(directory.to_path_buf());
         }
-        bail!(
-            "{} does not hold Limine's boot files ({})",
-            directory.display(),
-            needed_files(Arch::X86_64).join(", ")
-        );
+        bail!("{} does not hold Limine's boot files ({})", directory.display(), needed_files(Arch::X86_64).join(", "));
     }
     if let Some(directory) = std::env::var_os("LIMINE_DIR").map(PathBuf::from) {
         if has_files(&directory, arch) {
             return Ok(directory);
         }
-        bail!(
-            "LIMINE_DIR={} does not hold Limine's boot files",
-            directory.display()
-        );
+        bail!("LIMINE_DIR={} does not hold Limine's boot files", directory.display());
     }
     let downloaded = util::output_dir().join("limine");
-    for directory in SYSTEM_LOCATIONS
-        .iter()
-        .map(PathBuf::from)
-        .chain([downloaded])
-    {
+    for directory in SYSTEM_LOCATIONS.iter().map(PathBuf::from).chain([downloaded]) {
         if has_files(&directory, arch) {
             return Ok(directory);
         }
@@ -84,26 +59,12 @@ pub fn find_for(explicit: Option<&Path>, arch: Option<Arch>) -> Result<PathBuf> 
 pub fn download() -> Result<PathBuf> {
     let directory = util::output_dir().join("limine");
     std::fs::create_dir_all(&directory)?;
-    for file in [
-        "limine-bios.sys",
-        "limine-bios-cd.bin",
-        "limine-uefi-cd.bin",
-        "BOOTX64.EFI",
-        "BOOTAA64.EFI",
-    ] {
+    for file in ["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin", "BOOTX64.EFI", "BOOTAA64.EFI"] {
         let url = format!("https://github.com/limine-bootloader/limine/raw/v8.x-binary/{file}");
         println!("limine: downloading {url}");
         util::run(
             Command::new("curl")
-                .args([
-                    "--fail",
-                    "--location",
-                    "--silent",
-                    "--show-error",
-                    "--max-time",
-                    "60",
-                    "-o",
-                ])
+                .args(["--fail", "--location", "--silent", "--show-error", "--max-time", "60", "-o"])
                 .arg(directory.join(file))
                 .arg(&url),
         )
@@ -122,12 +83,7 @@ pub struct IsoContents {
 }
 
 /// Builds a Limine ISO for `arch` and returns its path.
-pub fn build_iso(
-    arch: Arch,
-    limine: &Path,
-    contents: &IsoContents,
-    output: &Path,
-) -> Result<PathBuf> {
+pub fn build_iso(arch: Arch, limine: &Path, contents: &IsoContents, output: &Path) -> Result<PathBuf> {
     crate::doctor::ensure(&[crate::doctor::Need::Xorriso])?;
     let stage = output.with_extension("staging");
     if stage.exists() {
@@ -139,20 +95,12 @@ pub fn build_iso(
     std::fs::create_dir_all(&efi_stage)?;
     std::fs::copy(&contents.kernel, stage.join("boot/baton.elf")).context("copying the kernel")?;
     for file in needed_files(arch) {
-        let destination = if file.ends_with(".EFI") {
-            efi_stage.join(file)
-        } else {
-            limine_stage.join(file)
-        };
-        std::fs::copy(limine.join(file), destination)
-            .with_context(|| format!("copying Limine's {file}"))?;
+        let destination = if file.ends_with(".EFI") { efi_stage.join(file) } else { limine_stage.join(file) };
+        std::fs::copy(limine.join(file), destination).with_context(|| format!("copying Limine's {file}"))?;
     }
-    let template = std::fs::read_to_string(workspace_root().join("iso/limine.conf"))
-        .context("reading iso/limine.conf")?;
-    std::fs::write(
-        limine_stage.join("limine.conf"),
-        template.replace("@CMDLINE@", &contents.command_line),
-    )?;
+    let template =
+        std::fs::read_to_string(workspace_root().join("iso/limine.conf")).context("reading iso/limine.conf")?;
+    std::fs::write(limine_stage.join("limine.conf"), template.replace("@CMDLINE@", &contents.command_line))?;
 
     let mut xorriso = Command::new("xorriso");
     xorriso.args(["-as", "mkisofs", "-R", "-J"]);
@@ -174,9 +122,7 @@ pub fn build_iso(
         "--protective-msdos-label",
     ]);
     xorriso.arg(&stage).arg("-o").arg(output);
-    xorriso
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    xorriso.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     util::run(&mut xorriso).context("building the ISO with xorriso")?;
     std::fs::remove_dir_all(&stage)?;
     Ok(output.to_path_buf())

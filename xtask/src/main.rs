@@ -162,9 +162,7 @@ fn main() {
     let result = match cli.command {
         Command::Build(args) => build_command(&args),
         Command::Run(args) => run_command(&args),
-        Command::Iso(args) => {
-            iso_command(&args).map(|iso| println!("ISO written to {}", iso.display()))
-        }
+        Command::Iso(args) => iso_command(&args).map(|iso| println!("ISO written to {}", iso.display())),
         Command::Test(args) => test_command(&args),
         Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
         Command::Lint => lint_command(),
@@ -179,11 +177,7 @@ fn main() {
 
 fn build_command(args: &BuildArgs) -> Result<()> {
     ensure(&[Need::Toolchain(args.arch)])?;
-    let kernel = build_kernel(&BuildOptions {
-        arch: args.arch,
-        release: args.release,
-        version: None,
-    })?;
+    let kernel = build_kernel(&BuildOptions { arch: args.arch, release: args.release, version: None })?;
     println!("kernel: {}", kernel.elf.display());
     if let Some(image) = &kernel.image {
         println!("arm64 Image: {}", image.display());
@@ -202,25 +196,15 @@ fn iso_command(args: &IsoArgs) -> Result<PathBuf> {
         Err(error) => return Err(error),
     };
     ensure(&[Need::Toolchain(arch), Need::Xorriso])?;
-    let kernel = build_kernel(&BuildOptions {
-        arch,
-        release: args.build.release,
-        version: None,
-    })?;
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| util::output_dir().join(arch.to_string()).join("baton.iso"));
+    let kernel = build_kernel(&BuildOptions { arch, release: args.build.release, version: None })?;
+    let output = args.output.clone().unwrap_or_else(|| util::output_dir().join(arch.to_string()).join("baton.iso"));
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)?;
     }
     limine::build_iso(
         arch,
         &limine,
-        &limine::IsoContents {
-            kernel: kernel.elf,
-            command_line: args.append.clone(),
-        },
+        &limine::IsoContents { kernel: kernel.elf, command_line: args.append.clone() },
         &output,
     )
 }
@@ -236,11 +220,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
     ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
     let medium = match args.boot {
         BootMode::Direct => {
-            let kernel = build_kernel(&BuildOptions {
-                arch,
-                release: args.build.release,
-                version: None,
-            })?;
+            let kernel = build_kernel(&BuildOptions { arch, release: args.build.release, version: None })?;
             Medium::Direct {
                 kernel: kernel.direct_boot_file().clone(),
                 module: None,
@@ -248,11 +228,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
             }
         }
         BootMode::Limine => {
-            let firmware = if arch == Arch::Aarch64 {
-                Firmware::Uefi
-            } else {
-                args.firmware
-            };
+            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.firmware };
             if firmware == Firmware::Uefi {
                 ensure(&[Need::Uefi(arch)])?;
             }
@@ -272,11 +248,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
         memory_mib: args.memory,
         headless: args.headless,
         kvm: args.kvm,
-        extra_args: args
-            .qemu_args
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
+        extra_args: args.qemu_args.split_whitespace().map(str::to_string).collect(),
     };
     let scratch = util::output_dir().join("run");
     let command = config.command(&scratch)?;
@@ -303,12 +275,7 @@ fn test_command(args: &TestArgs) -> Result<()> {
     }
     if run_qemu {
         let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |arch| vec![arch]);
-        let qemu = test::qemu_tests(
-            &arches,
-            args.release,
-            args.limine.limine_dir.as_deref(),
-            args.verbose,
-        )?;
+        let qemu = test::qemu_tests(&arches, args.release, args.limine.limine_dir.as_deref(), args.verbose)?;
         tally.passed += qemu.passed;
         tally.failed += qemu.failed;
     }
@@ -347,9 +314,7 @@ fn lint_command() -> Result<()> {
 fn bench_command(args: &BenchArgs) -> Result<()> {
     bench::host()?;
     if !args.host {
-        println!(
-            "bench: the QEMU update benchmarks are not part of this build yet; only host figures were measured"
-        );
+        println!("bench: the QEMU update benchmarks are not part of this build yet; only host figures were measured");
     }
     Ok(())
 }

@@ -59,14 +59,8 @@ pub struct QemuConfig {
 /// UEFI firmware files shipped by Debian's ovmf and qemu-efi-aarch64 packages.
 pub fn uefi_firmware(arch: Arch) -> (&'static str, &'static str) {
     match arch {
-        Arch::X86_64 => (
-            "/usr/share/OVMF/OVMF_CODE_4M.fd",
-            "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        ),
-        Arch::Aarch64 => (
-            "/usr/share/AAVMF/AAVMF_CODE.fd",
-            "/usr/share/AAVMF/AAVMF_VARS.fd",
-        ),
+        Arch::X86_64 => ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+        Arch::Aarch64 => ("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
     }
 }
 
@@ -74,24 +68,13 @@ impl QemuConfig {
     /// The full QEMU command.
     pub fn command(&self, scratch_dir: &Path) -> Result<Command> {
         let mut command = Command::new(self.arch.qemu_binary());
-        command.args([
-            "-m",
-            &format!("{}M", self.memory_mib),
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ]);
+        command.args(["-m", &format!("{}M", self.memory_mib), "-no-reboot", "-serial", "stdio"]);
         if self.headless {
             command.args(["-display", "none"]);
         }
         match self.arch {
             Arch::X86_64 => {
-                command.args([
-                    "-M",
-                    "q35",
-                    "-device",
-                    "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                ]);
+                command.args(["-M", "q35", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
                 if self.kvm {
                     command.args(["-enable-kvm", "-cpu", "host"]);
                 } else {
@@ -106,11 +89,7 @@ impl QemuConfig {
             }
         }
         match &self.medium {
-            Medium::Direct {
-                kernel,
-                module,
-                command_line,
-            } => {
+            Medium::Direct { kernel, module, command_line } => {
                 command.arg("-kernel").arg(kernel);
                 if !command_line.is_empty() {
                     command.args(["-append", command_line]);
@@ -124,36 +103,19 @@ impl QemuConfig {
                     let (code, vars) = uefi_firmware(self.arch);
                     let vars_copy = scratch_dir.join(format!("{}-vars.fd", self.arch));
                     std::fs::create_dir_all(scratch_dir)?;
-                    std::fs::copy(vars, &vars_copy).with_context(|| {
-                        format!("copying UEFI variables from {vars} (run `cargo xtask doctor`)")
-                    })?;
-                    command.args([
-                        "-drive",
-                        &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
-                    ]);
-                    command.args([
-                        "-drive",
-                        &format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
-                    ]);
+                    std::fs::copy(vars, &vars_copy)
+                        .with_context(|| format!("copying UEFI variables from {vars} (run `cargo xtask doctor`)"))?;
+                    command.args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}")]);
+                    command.args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display())]);
                 }
                 match self.arch {
                     Arch::X86_64 => {
                         command.arg("-cdrom").arg(iso);
                     }
                     Arch::Aarch64 => {
-                        command.args([
-                            "-device",
-                            "virtio-scsi-pci,id=scsi",
-                            "-device",
-                            "scsi-cd,drive=cd0",
-                        ]);
-                        command.args([
-                            "-drive",
-                            &format!(
-                                "if=none,id=cd0,media=cdrom,format=raw,file={}",
-                                iso.display()
-                            ),
-                        ]);
+                        command.args(["-device", "virtio-scsi-pci,id=scsi", "-device", "scsi-cd,drive=cd0"]);
+                        command
+                            .args(["-drive", &format!("if=none,id=cd0,media=cdrom,format=raw,file={}", iso.display())]);
                         command.args(["-device", "ramfb"]);
                     }
                 }
@@ -193,24 +155,13 @@ impl Drop for ChildGuard {
 /// console is collected (and echoed when `echo`); otherwise QEMU inherits the
 /// terminal. Ctrl-C reaches QEMU directly (same process group), and the guard
 /// kills it on every other way out.
-pub fn run(
-    mut command: Command,
-    timeout: Option<Duration>,
-    capture: bool,
-    echo: bool,
-) -> Result<Outcome> {
+pub fn run(mut command: Command, timeout: Option<Duration>, capture: bool, echo: bool) -> Result<Outcome> {
     if capture {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let started = Instant::now();
     let child = command.spawn().with_context(|| {
-        format!(
-            "cannot start {} (run `cargo xtask doctor`)",
-            command.get_program().to_string_lossy()
-        )
+        format!("cannot start {} (run `cargo xtask doctor`)", command.get_program().to_string_lossy())
     })?;
     let mut guard = ChildGuard(child);
     let collected = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -233,10 +184,7 @@ pub fn run(
                         let _ = stdout.write_all(&buffer[..count]);
                         let _ = stdout.flush();
                     }
-                    collected
-                        .lock()
-                        .expect("reader lock")
-                        .extend_from_slice(&buffer[..count]);
+                    collected.lock().expect("reader lock").extend_from_slice(&buffer[..count]);
                 }
             }));
         }
@@ -259,21 +207,13 @@ pub fn run(
         let _ = reader.join();
     }
     let output = String::from_utf8_lossy(&collected.lock().expect("reader lock")).into_owned();
-    Ok(Outcome {
-        status,
-        output,
-        timed_out,
-        elapsed: started.elapsed(),
-    })
+    Ok(Outcome { status, output, timed_out, elapsed: started.elapsed() })
 }
 
 /// Fails with a clear message when a run timed out.
 pub fn check_not_timed_out(outcome: &Outcome, timeout: Option<Duration>) -> Result<()> {
     if outcome.timed_out {
-        bail!(
-            "QEMU was still running after {} s and was stopped",
-            timeout.map_or(0, |timeout| timeout.as_secs())
-        );
+        bail!("QEMU was still running after {} s and was stopped", timeout.map_or(0, |timeout| timeout.as_secs()));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// The crates whose logic is tested on the host.
-pub const HOST_CRATES: [&str; 4] = ["baton-boot", "baton-kho", "baton-mm", "baton-abi"];
+pub const HOST_CRATES: [&str; 6] = ["baton-boot", "baton-kho", "baton-mm", "baton-abi", "baton-image", "baton-user"];
 
 /// Counts of passed and failed tests.
 #[derive(Debug, Default, Clone, Copy)]
@@ -35,19 +35,9 @@ impl Tally {
 fn parse_cargo_test_line(line: &str) -> Option<Tally> {
     let rest = line.strip_prefix("test result: ")?;
     let number_before = |word: &str| {
-        rest.split(';').find_map(|part| {
-            part.trim()
-                .strip_suffix(word)?
-                .split_whitespace()
-                .last()?
-                .parse()
-                .ok()
-        })
+        rest.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse().ok())
     };
-    Some(Tally {
-        passed: number_before(" passed")?,
-        failed: number_before(" failed")?,
-    })
+    Some(Tally { passed: number_before(" passed")?, failed: number_before(" failed")? })
 }
 
 /// Runs the host unit tests.
@@ -119,17 +109,11 @@ pub struct QemuCase {
 
 /// Parses the kernel's final `ktest: N passed, M failed` line.
 pub fn parse_kernel_tally(output: &str) -> Option<Tally> {
-    let line = output
-        .lines()
-        .rev()
-        .find(|line| line.starts_with("ktest: ") && line.contains(" passed, "))?;
+    let line = output.lines().rev().find(|line| line.starts_with("ktest: ") && line.contains(" passed, "))?;
     let rest = line.strip_prefix("ktest: ")?;
     let (passed, rest) = rest.split_once(" passed, ")?;
     let failed = rest.split_whitespace().next()?;
-    Some(Tally {
-        passed: passed.trim().parse().ok()?,
-        failed: failed.parse().ok()?,
-    })
+    Some(Tally { passed: passed.trim().parse().ok()?, failed: failed.parse().ok()? })
 }
 
 /// The QEMU cases for `arch`.
@@ -165,32 +149,21 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
     ];
     // Memory sizes and kho_scratch= forms: boot, place scratch, run the
     // memory tests.
-    let memory_case =
-        |name: &str, memory_mib: u32, extra: &str, must_contain: Vec<String>| QemuCase {
-            name: format!("{arch} direct {memory_mib} MiB{name}: memory tests"),
-            arch,
-            boot: Boot::Direct,
-            command_line: format!("ktest=mm:: {extra}").trim().to_string(),
-            memory_mib,
-            must_contain,
-            expect: Expect::KernelTestsPass,
-            timeout: Duration::from_secs(120),
-        };
+    let memory_case = |name: &str, memory_mib: u32, extra: &str, must_contain: Vec<String>| QemuCase {
+        name: format!("{arch} direct {memory_mib} MiB{name}: memory tests"),
+        arch,
+        boot: Boot::Direct,
+        command_line: format!("ktest=mm:: {extra}").trim().to_string(),
+        memory_mib,
+        must_contain,
+        expect: Expect::KernelTestsPass,
+        timeout: Duration::from_secs(120),
+    };
     cases.push(memory_case("", 128, "", vec!["scratch lowmem".into()]));
     cases.push(memory_case("", 1024, "", vec![]));
     cases.push(memory_case("", 4096, "", vec![]));
-    cases.push(memory_case(
-        ", kho_scratch=16M,64M,32M",
-        512,
-        "kho_scratch=16M,64M,32M",
-        vec!["scratch global".into()],
-    ));
-    cases.push(memory_case(
-        ", kho_scratch=50%",
-        512,
-        "kho_scratch=50%",
-        vec![],
-    ));
+    cases.push(memory_case(", kho_scratch=16M,64M,32M", 512, "kho_scratch=16M,64M,32M", vec!["scratch global".into()]));
+    cases.push(memory_case(", kho_scratch=50%", 512, "kho_scratch=50%", vec![]));
     cases.push(memory_case(
         ", kho_scratch=lots (malformed)",
         256,
@@ -226,12 +199,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
 
 /// Runs one case and returns its tally (kernel tests, plus one for each
 /// expectation checked by the xtask itself).
-pub fn run_case(
-    case: &QemuCase,
-    kernel: &KernelBuild,
-    limine: Option<&Path>,
-    verbose: bool,
-) -> Result<Tally> {
+pub fn run_case(case: &QemuCase, kernel: &KernelBuild, limine: Option<&Path>, verbose: bool) -> Result<Tally> {
     let scratch = util::output_dir().join("test").join(case.arch.to_string());
     std::fs::create_dir_all(&scratch)?;
     let medium = match case.boot {
@@ -245,10 +213,7 @@ pub fn run_case(
             let iso = crate::limine::build_iso(
                 case.arch,
                 limine,
-                &crate::limine::IsoContents {
-                    kernel: kernel.elf.clone(),
-                    command_line: case.command_line.clone(),
-                },
+                &crate::limine::IsoContents { kernel: kernel.elf.clone(), command_line: case.command_line.clone() },
                 &scratch.join("test.iso"),
             )?;
             Medium::Iso { iso, firmware }
@@ -280,11 +245,7 @@ pub fn run_case(
                 None => problems.push("no 'ktest: N passed, M failed' line".into()),
             }
             if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
-                problems.push(format!(
-                    "QEMU exit status {:?}, expected {}",
-                    outcome.status,
-                    Arch::TEST_SUCCESS_STATUS
-                ));
+                problems.push(format!("QEMU exit status {:?}, expected {}", outcome.status, Arch::TEST_SUCCESS_STATUS));
             }
             if tally.passed == 0 {
                 problems.push("no kernel test ran".into());
@@ -297,21 +258,13 @@ pub fn run_case(
                 }
             }
             if outcome.status != Some(Arch::TEST_FAILURE_STATUS) {
-                problems.push(format!(
-                    "QEMU exit status {:?}, expected {}",
-                    outcome.status,
-                    Arch::TEST_FAILURE_STATUS
-                ));
+                problems.push(format!("QEMU exit status {:?}, expected {}", outcome.status, Arch::TEST_FAILURE_STATUS));
             }
         }
     }
     if problems.is_empty() {
         tally.passed += 1;
-        println!(
-            "qemu: {} ... ok ({:.1} s)",
-            case.name,
-            outcome.elapsed.as_secs_f64()
-        );
+        println!("qemu: {} ... ok ({:.1} s)", case.name, outcome.elapsed.as_secs_f64());
     } else {
         tally.failed += 1;
         println!("qemu: {} ... FAILED: {}", case.name, problems.join("; "));
@@ -328,12 +281,7 @@ pub fn run_case(
 }
 
 /// Runs the QEMU tests for `arches`.
-pub fn qemu_tests(
-    arches: &[Arch],
-    release: bool,
-    limine_dir: Option<&Path>,
-    verbose: bool,
-) -> Result<Tally> {
+pub fn qemu_tests(arches: &[Arch], release: bool, limine_dir: Option<&Path>, verbose: bool) -> Result<Tally> {
     let mut needs = Vec::new();
     for &arch in arches {
         needs.extend([Need::Toolchain(arch), Need::Qemu(arch)]);
@@ -356,11 +304,7 @@ pub fn qemu_tests(
     let mut tally = Tally::default();
     for &arch in arches {
         println!("== QEMU tests on {arch}");
-        let kernel = build_kernel(&BuildOptions {
-            arch,
-            release,
-            version: None,
-        })?;
+        let kernel = build_kernel(&BuildOptions { arch, release, version: None })?;
         for case in cases(arch, limine.is_some()) {
             tally.add(run_case(&case, &kernel, limine.as_deref(), verbose)?);
         }
@@ -374,12 +318,9 @@ mod tests {
 
     #[test]
     fn cargo_result_lines_are_parsed() {
-        let tally =
-            parse_cargo_test_line("test result: ok. 17 passed; 0 failed; 0 ignored; 0 measured")
-                .unwrap();
+        let tally = parse_cargo_test_line("test result: ok. 17 passed; 0 failed; 0 ignored; 0 measured").unwrap();
         assert_eq!((tally.passed, tally.failed), (17, 0));
-        let tally =
-            parse_cargo_test_line("test result: FAILED. 3 passed; 2 failed; 0 ignored").unwrap();
+        let tally = parse_cargo_test_line("test result: FAILED. 3 passed; 2 failed; 0 ignored").unwrap();
         assert_eq!((tally.passed, tally.failed), (3, 2));
         assert!(parse_cargo_test_line("running 3 tests").is_none());
     }

@@ -6,10 +6,7 @@ use std::process::Command;
 
 /// The workspace root (the parent of xtask/).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// Where xtask puts what it builds.
@@ -19,9 +16,7 @@ pub fn output_dir() -> PathBuf {
 
 /// Runs a command, failing with a one-line message if it fails.
 pub fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("cannot start {}", describe(command)))?;
+    let status = command.status().with_context(|| format!("cannot start {}", describe(command)))?;
     if !status.success() {
         bail!("{} failed ({status})", describe(command));
     }
@@ -30,16 +25,9 @@ pub fn run(command: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its standard output.
 pub fn output(command: &mut Command) -> Result<String> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot start {}", describe(command)))?;
+    let output = command.output().with_context(|| format!("cannot start {}", describe(command)))?;
     if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("{} failed ({}): {}", describe(command), output.status, String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -57,9 +45,7 @@ pub fn describe(command: &Command) -> String {
 /// Finds a program on PATH.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|directory| directory.join(name)).find(|candidate| candidate.is_file())
 }
 
 /// The cargo the xtask was started with.

@@ -36,9 +36,7 @@ pub struct DirectMapTables<F: FnMut() -> Option<u64>> {
 
 /// Tables for walks that never allocate.
 pub fn read_only_tables() -> DirectMapTables<fn() -> Option<u64>> {
-    DirectMapTables {
-        allocate_page: || None,
-    }
+    DirectMapTables { allocate_page: || None }
 }
 
 impl<F: FnMut() -> Option<u64>> TableMemory for DirectMapTables<F> {
@@ -46,21 +44,13 @@ impl<F: FnMut() -> Option<u64>> TableMemory for DirectMapTables<F> {
         // SAFETY: `table_phys` is a page-table page (allocated by this
         // module's callers and never freed while in use) inside RAM, which
         // the direct map covers; `index < 512` keeps the read inside it.
-        unsafe {
-            (to_virtual(table_phys) as *const u64)
-                .add(index)
-                .read_volatile()
-        }
+        unsafe { (to_virtual(table_phys) as *const u64).add(index).read_volatile() }
     }
 
     fn write_entry(&mut self, table_phys: u64, index: usize, value: u64) {
         // SAFETY: as in `read_entry`; page tables are only changed with the
         // kernel's memory lock held.
-        unsafe {
-            (to_virtual(table_phys) as *mut u64)
-                .add(index)
-                .write_volatile(value)
-        }
+        unsafe { (to_virtual(table_phys) as *mut u64).add(index).write_volatile(value) }
     }
 
     fn allocate_table(&mut self) -> Option<u64> {

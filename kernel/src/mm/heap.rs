@@ -38,9 +38,7 @@ pub fn used_bytes() -> u64 {
 /// of pages from the page allocator (or, while the page allocator is busy
 /// because it is itself allocating, from the scratch pool).
 fn grow(heap: &mut Heap<HEAP_ORDER>, layout: &Layout) {
-    let wanted = (layout.size() as u64 + layout.align() as u64)
-        .max(GROWTH_BYTES)
-        .next_power_of_two();
+    let wanted = (layout.size() as u64 + layout.align() as u64).max(GROWTH_BYTES).next_power_of_two();
     let Some(phys) = super::allocate_for_heap(wanted) else {
         return;
     };

@@ -166,10 +166,7 @@ impl PageAllocator {
     }
 
     fn take(&mut self, frame: u64, frames: u64) -> bool {
-        let taken = self
-            .buddy
-            .alloc_at(frame as usize, frames as usize)
-            .is_some();
+        let taken = self.buddy.alloc_at(frame as usize, frames as usize).is_some();
         if taken {
             self.free_frames -= frames.next_power_of_two();
         }
@@ -252,10 +249,7 @@ fn ram_sets(info: &BootInfo) -> Result<(RegionSet<256>, RegionSet<256>), MemoryE
 fn boot_reserved(info: &BootInfo) -> Result<RegionSet<256>, MemoryError> {
     let mut reserved = RegionSet::new();
     let page_range = |range: &baton_boot::info::PhysRange| {
-        Range::new(
-            align_down(range.start, PAGE_SIZE),
-            align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX),
-        )
+        Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX))
     };
     reserved.add(page_range(&info.kernel.phys))?;
     if let Some(file) = &info.kernel.file {
@@ -286,23 +280,15 @@ fn low_window(usable: &RegionSet<256>) -> Range {
 /// Places scratch on a cold boot. Scratch may take at most half of free RAM:
 /// larger requests are reduced (and logged) so the page allocator keeps the
 /// rest.
-fn place_scratch(
-    sizing: &ScratchSizing,
-    free: &mut RegionSet<256>,
-    kernel_bytes: u64,
-) -> ScratchPlan {
+fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes: u64) -> ScratchPlan {
     // What boot allocates before the page allocator is up: the kernel image,
     // the bootstrap heap and its page tables (one table page per 2 MiB of
     // 4 KiB mappings plus the direct map's few).
     let allocated = kernel_bytes + BOOTSTRAP_HEAP_BYTES + 64 * PAGE_SIZE;
     let alignment = BATON_SCRATCH_ALIGNMENT_BYTES;
-    let sizes =
-        sizing
-            .sizes(allocated, allocated, alignment)
-            .unwrap_or(baton_kho::scratch::ScratchSizes {
-                lowmem_bytes: MINIMUM_LOW_SCRATCH_BYTES,
-                global_bytes: 0,
-            });
+    let sizes = sizing
+        .sizes(allocated, allocated, alignment)
+        .unwrap_or(baton_kho::scratch::ScratchSizes { lowmem_bytes: MINIMUM_LOW_SCRATCH_BYTES, global_bytes: 0 });
     let lowmem_bytes = match sizing {
         ScratchSizing::Scale { .. } => sizes.lowmem_bytes.max(MINIMUM_LOW_SCRATCH_BYTES),
         ScratchSizing::Explicit { .. } => sizes.lowmem_bytes,
@@ -356,29 +342,15 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
     // Inside scratch, the early allocator skips what already lives there
     // (on a KHO boot, this kernel's own image and any module).
     let scratch_set = scratch.as_set();
-    let in_use: arrayvec::ArrayVec<Range, 64> = reserved
-        .ranges()
-        .iter()
-        .copied()
-        .filter(|r| scratch_set.overlaps(r))
-        .take(64)
-        .collect();
+    let in_use: arrayvec::ArrayVec<Range, 64> =
+        reserved.ranges().iter().copied().filter(|r| scratch_set.overlaps(r)).take(64).collect();
     let mut early = EarlyAllocator::new(&scratch_set, &in_use);
 
     // The kernel's page tables, from scratch.
-    let mut allocate_page = || {
-        early
-            .allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable)
-            .ok()
-    };
-    let mut tables = DirectMapTables {
-        allocate_page: &mut allocate_page,
-    };
+    let mut allocate_page = || early.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable).ok();
+    let mut tables = DirectMapTables { allocate_page: &mut allocate_page };
     let kernel_table = PageTable::new(&mut tables)?;
-    let large = LeafSizes {
-        gigabyte: arch_paging::has_gigabyte_pages(),
-        two_megabyte: true,
-    };
+    let large = LeafSizes { gigabyte: arch_paging::has_gigabyte_pages(), two_megabyte: true };
     for ram in mapped.ranges() {
         kernel_table.map::<arch_paging::EntryFormat>(
             &mut tables,
@@ -467,10 +439,7 @@ pub fn init_page_allocator(
             align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX),
         ))?;
     }
-    let mut frames = PageAllocator {
-        buddy: FrameAllocator::new(),
-        free_frames: 0,
-    };
+    let mut frames = PageAllocator { buddy: FrameAllocator::new(), free_frames: 0 };
     for range in free.ranges() {
         let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
         let last = align_down(range.end, PAGE_SIZE) >> FRAME_SHIFT;
@@ -499,9 +468,7 @@ pub fn init_page_allocator(
 pub fn allocate_pages(order: u32) -> Option<u64> {
     let mut guard = MEMORY.lock();
     let frames = guard.as_mut()?.frames.as_mut()?;
-    frames
-        .allocate(1 << order)
-        .map(|frame| frame << FRAME_SHIFT)
+    frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
 }
 
 /// Returns a block from [`allocate_pages`].
@@ -532,9 +499,7 @@ pub fn is_ram(phys: u64, size_bytes: u64) -> bool {
         return false;
     };
     let guard = MEMORY.lock();
-    guard
-        .as_ref()
-        .is_some_and(|memory| memory.mapped.contains(&Range::new(phys, end.max(phys + 1))))
+    guard.as_ref().is_some_and(|memory| memory.mapped.contains(&Range::new(phys, end.max(phys + 1))))
 }
 
 /// Returns a page from [`allocate_kernel_page`]: pages of the scratch pool
@@ -542,11 +507,7 @@ pub fn is_ram(phys: u64, size_bytes: u64) -> bool {
 /// allocator.
 pub fn free_kernel_page(phys: u64) {
     let is_scratch = MEMORY.lock().as_ref().is_some_and(|memory| {
-        memory
-            .scratch
-            .regions
-            .iter()
-            .any(|region| region.range.contains(&Range::new(phys, phys + PAGE_SIZE)))
+        memory.scratch.regions.iter().any(|region| region.range.contains(&Range::new(phys, phys + PAGE_SIZE)))
     });
     if !is_scratch {
         free_pages(phys, 0);
@@ -558,10 +519,7 @@ pub fn free_kernel_page(phys: u64) {
 pub fn allocate_kernel_page() -> Option<u64> {
     let mut guard = MEMORY.lock();
     let memory = guard.as_mut()?;
-    let page = match memory
-        .scratch_pool
-        .allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable)
-    {
+    let page = match memory.scratch_pool.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable) {
         Ok(page) => page,
         Err(_) => memory.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
     };
@@ -582,31 +540,18 @@ fn allocate_for_heap(size_bytes: u64) -> Option<u64> {
     {
         return Some(frame << FRAME_SHIFT);
     }
-    memory
-        .scratch_pool
-        .allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap)
-        .ok()
+    memory.scratch_pool.allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap).ok()
 }
 
 /// The scratch regions in use.
-pub fn scratch_regions()
--> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
-    MEMORY
-        .lock()
-        .as_ref()
-        .map(|memory| memory.scratch.regions.clone())
-        .unwrap_or_default()
+pub fn scratch_regions() -> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
+    MEMORY.lock().as_ref().map(|memory| memory.scratch.regions.clone()).unwrap_or_default()
 }
 
 /// What scratch placement had to reduce or refuse on this boot.
 pub fn scratch_notes()
--> arrayvec::ArrayVec<baton_mm::scratch::PlacementNote, { baton_mm::scratch::MAX_SCRATCH_REGIONS }>
-{
-    MEMORY
-        .lock()
-        .as_ref()
-        .map(|memory| memory.scratch.notes.clone())
-        .unwrap_or_default()
+-> arrayvec::ArrayVec<baton_mm::scratch::PlacementNote, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
+    MEMORY.lock().as_ref().map(|memory| memory.scratch.notes.clone()).unwrap_or_default()
 }
 
 /// The kernel's page-table tree.
@@ -637,10 +582,7 @@ pub fn accounting() -> Accounting {
         preserved_restored_bytes: PRESERVED_RESTORED_BYTES.load(Ordering::Relaxed),
         preserved_released_bytes: PRESERVED_RELEASED_BYTES.load(Ordering::Relaxed),
         preserved_waiting_bytes: PRESERVED_WAITING_BYTES.load(Ordering::Relaxed),
-        free_bytes: memory
-            .frames
-            .as_ref()
-            .map_or(0, |frames| frames.free_frames * PAGE_SIZE),
+        free_bytes: memory.frames.as_ref().map_or(0, |frames| frames.free_frames * PAGE_SIZE),
         early_allocations: memory.scratch_pool.count(),
         early_allocations_outside_scratch: memory.scratch_pool.allocations_outside_scratch() as u64,
     }

@@ -19,9 +19,7 @@ fn in_scratch(range: Range) -> bool {
 }
 
 fn overlaps_scratch(range: Range) -> bool {
-    scratch_regions()
-        .iter()
-        .any(|region| region.range.overlaps(&range))
+    scratch_regions().iter().any(|region| region.range.overlaps(&range))
 }
 
 kernel_test! {

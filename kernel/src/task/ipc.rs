@@ -10,12 +10,7 @@ use baton_abi::{Error, Message};
 
 /// Delivers `message` from `sender` to `target`: straight into its buffer if
 /// it is waiting in `receive`, otherwise into its mailbox.
-pub fn post(
-    tasks: &mut Tasks,
-    sender: u64,
-    target: ServiceId,
-    mut message: Message,
-) -> Result<(), Error> {
+pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Message) -> Result<(), Error> {
     message.sender = sender;
     let process = tasks.processes.get_mut(&target).ok_or(Error::NotFound)?;
     match process.state {
@@ -45,12 +40,7 @@ pub fn take(tasks: &mut Tasks, receiver: ServiceId) -> Option<Message> {
 }
 
 /// Answers `caller`, which must be blocked calling `replier`.
-pub fn answer(
-    tasks: &mut Tasks,
-    replier: ServiceId,
-    caller: ServiceId,
-    mut message: Message,
-) -> Result<(), Error> {
+pub fn answer(tasks: &mut Tasks, replier: ServiceId, caller: ServiceId, mut message: Message) -> Result<(), Error> {
     message.sender = replier;
     let process = tasks.processes.get_mut(&caller).ok_or(Error::NotFound)?;
     let State::Calling { target, buffer } = process.state else {

@@ -8,6 +8,7 @@
 
 pub mod ipc;
 pub mod syscall;
+mod tests;
 pub mod user_memory;
 
 use crate::mm::direct_map;
@@ -115,7 +116,13 @@ pub struct Tasks {
     pub ticks: u64,
     /// Exit codes of services that have ended, by id.
     pub exit_codes: BTreeMap<ServiceId, i64>,
+    /// Whether the main thread waits for a condition (then it takes turns
+    /// with the services instead of running only when they are all idle).
+    main_is_polling: bool,
 }
+
+/// The main thread's place in the run queue.
+const MAIN_THREAD: ServiceId = 0;
 
 // SAFETY: the raw frame pointers are only used by the single CPU under the
 // `TASKS` lock.
@@ -130,6 +137,7 @@ pub static TASKS: Mutex<Tasks> = Mutex::new(Tasks {
     next_id: 1,
     ticks: 0,
     exit_codes: BTreeMap::new(),
+    main_is_polling: false,
 });
 
 /// Images of the services embedded in the kernel.
@@ -138,19 +146,12 @@ pub mod embedded {
 
     /// The embedded image called `name`.
     pub fn find(name: &str) -> Option<&'static [u8]> {
-        SERVICES
-            .iter()
-            .find(|(service, _)| *service == name)
-            .map(|(_, image)| *image)
+        SERVICES.iter().find(|(service, _)| *service == name).map(|(_, image)| *image)
     }
 }
 
 fn machine() -> baton_image::Machine {
-    if cfg!(target_arch = "x86_64") {
-        baton_image::Machine::X86_64
-    } else {
-        baton_image::Machine::Aarch64
-    }
+    if cfg!(target_arch = "x86_64") { baton_image::Machine::X86_64 } else { baton_image::Machine::Aarch64 }
 }
 
 /// Why a service could not be started.
@@ -191,16 +192,14 @@ impl core::fmt::Display for SpawnError {
 /// Loads `image` into a new address space; returns it and the entry point.
 fn load(image: &[u8]) -> Result<(AddressSpace, u64), SpawnError> {
     let elf = baton_image::parse(image, machine()).map_err(SpawnError::BadImage)?;
-    elf.validate_service(baton_abi::USER_ADDRESS_LIMIT)
-        .map_err(SpawnError::BadImage)?;
+    elf.validate_service(baton_abi::USER_ADDRESS_LIMIT).map_err(SpawnError::BadImage)?;
     let mut space = AddressSpace::new().map_err(|error| {
         log::warn!(target: "sched", "cannot create an address space: {error}");
         SpawnError::NoMemory
     })?;
     for segment in elf.segments() {
         let start = segment.virt_start & !(baton_abi::PAGE_SIZE - 1);
-        let end =
-            (segment.virt_start + segment.memory_bytes).next_multiple_of(baton_abi::PAGE_SIZE);
+        let end = (segment.virt_start + segment.memory_bytes).next_multiple_of(baton_abi::PAGE_SIZE);
         let attributes = user_attributes(segment.is_writable, segment.is_executable);
         let phys = match space.map_new(start, end - start, attributes) {
             Ok(phys) => phys,
@@ -217,14 +216,7 @@ fn load(image: &[u8]) -> Result<(AddressSpace, u64), SpawnError> {
         // the image crate: file_bytes <= memory_bytes).
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), destination, data.len()) };
     }
-    if space
-        .map_new(
-            STACK_TOP - STACK_BYTES,
-            STACK_BYTES,
-            user_attributes(true, false),
-        )
-        .is_err()
-    {
+    if space.map_new(STACK_TOP - STACK_BYTES, STACK_BYTES, user_attributes(true, false)).is_err() {
         space.destroy();
         return Err(SpawnError::NoMemory);
     }
@@ -264,8 +256,7 @@ pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<Serv
         is_subscribed: false,
         is_privileged: name == "init",
     };
-    let frame =
-        (process.kernel_stack_top() - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    let frame = (process.kernel_stack_top() - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
     // SAFETY: the frame lies at the top of the freshly allocated kernel
     // stack, which nothing else uses.
     unsafe { frame.write(TrapFrame::new_user(entry, STACK_TOP, argument)) };
@@ -293,12 +284,7 @@ pub fn exit_code(id: ServiceId) -> Option<i64> {
 
 /// Names of the live services.
 pub fn live_services() -> Vec<(ServiceId, String)> {
-    TASKS
-        .lock()
-        .processes
-        .values()
-        .map(|process| (process.id, String::from(process.name.as_str())))
-        .collect()
+    TASKS.lock().processes.values().map(|process| (process.id, String::from(process.name.as_str()))).collect()
 }
 
 impl Tasks {
@@ -337,13 +323,21 @@ impl Tasks {
                     }
                 }
             }
-            None => self.main_frame = frame,
+            None => {
+                self.main_frame = frame;
+                if self.main_is_polling && !self.run_queue.contains(&MAIN_THREAD) {
+                    self.run_queue.push_back(MAIN_THREAD);
+                }
+            }
         }
     }
 
     /// Picks what runs next and returns its frame.
     fn pick(&mut self) -> *mut TrapFrame {
         while let Some(id) = self.run_queue.pop_front() {
+            if id == MAIN_THREAD {
+                break;
+            }
             let Some(process) = self.processes.get(&id) else {
                 continue;
             };
@@ -423,11 +417,7 @@ pub fn kill_current(frame: *mut TrapFrame, reason: core::fmt::Arguments<'_>) -> 
     let Some(id) = tasks.current_id() else {
         return frame;
     };
-    let name = tasks
-        .processes
-        .get(&id)
-        .map(|process| process.name)
-        .unwrap_or_default();
+    let name = tasks.processes.get(&id).map(|process| process.name).unwrap_or_default();
     log::warn!(target: "sched", "service '{}' (id {id}) stopped: {reason}", name.as_str());
     tasks.end(id, -1);
     tasks.pick()
@@ -437,14 +427,19 @@ pub fn kill_current(frame: *mut TrapFrame, reason: core::fmt::Arguments<'_>) -> 
 /// between. Returns false if `timeout_ns` passes first.
 pub fn run_until(timeout_ns: u64, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = baton_arch::nanoseconds().saturating_add(timeout_ns);
-    while !condition() {
+    TASKS.lock().main_is_polling = true;
+    let met = loop {
+        if condition() {
+            break true;
+        }
         if baton_arch::nanoseconds() > deadline {
-            return false;
+            break false;
         }
         baton_arch::cpu::wait_for_interrupt();
         baton_arch::cpu::disable_interrupts();
-    }
-    true
+    };
+    TASKS.lock().main_is_polling = false;
+    met
 }
 
 /// Starts the timer and interrupt controller for scheduling.
@@ -456,12 +451,7 @@ pub fn start_scheduler(info: &baton_boot::BootInfo) -> Result<(), baton_arch::In
 
 /// Writes a message into service `id`'s buffer at `buffer` and sets its
 /// syscall result; used when delivering to a blocked receiver.
-pub(crate) fn deliver(
-    process: &mut Process,
-    buffer: u64,
-    message: &Message,
-    value: u64,
-) -> Result<(), Error> {
+pub(crate) fn deliver(process: &mut Process, buffer: u64, message: &Message, value: u64) -> Result<(), Error> {
     process.space.write(buffer, &message.to_bytes())?;
     process.frame_mut().set_syscall_result(0, value);
     Ok(())

@@ -21,20 +21,13 @@ enum Outcome {
 
 fn read_message(tasks: &Tasks, id: u64, address: u64) -> Result<Message, Error> {
     let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
-    let bytes = process
-        .space
-        .read(address, baton_abi::message::MESSAGE_BYTES as u64)?;
+    let bytes = process.space.read(address, baton_abi::message::MESSAGE_BYTES as u64)?;
     let mut array = [0u8; baton_abi::message::MESSAGE_BYTES];
     array.copy_from_slice(&bytes);
     Ok(Message::from_bytes(&array))
 }
 
-fn read_name(
-    tasks: &Tasks,
-    id: u64,
-    address: u64,
-    length: u64,
-) -> Result<alloc::string::String, Error> {
+fn read_name(tasks: &Tasks, id: u64, address: u64, length: u64) -> Result<alloc::string::String, Error> {
     let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
     let bytes = process.space.read(address, length)?;
     alloc::string::String::from_utf8(bytes).map_err(|_| Error::InvalidArgument)
@@ -50,11 +43,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
             Ok(Outcome::Done(0))
         }
         Request::Exit(code) => {
-            let name = tasks
-                .processes
-                .get(&id)
-                .map(|process| process.name)
-                .unwrap_or_default();
+            let name = tasks.processes.get(&id).map(|process| process.name).unwrap_or_default();
             log::info!(target: "sched", "service '{}' (id {id}) exited with code {}", name.as_str(), code as i64);
             tasks.end(id, code as i64);
             Ok(Outcome::Exited)
@@ -76,12 +65,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
         }
         Request::Receive { message: buffer } => {
             // Check the buffer before blocking, so a bad pointer fails now.
-            tasks
-                .processes
-                .get(&id)
-                .ok_or(Error::NotFound)?
-                .space
-                .write(buffer.address, &[0; 0])?;
+            tasks.processes.get(&id).ok_or(Error::NotFound)?.space.write(buffer.address, &[0; 0])?;
             read_message(tasks, id, buffer.address)?;
             if let Some(message) = ipc::take(tasks, id) {
                 let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
@@ -89,35 +73,20 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
                 return Ok(Outcome::Done(message.sender));
             }
             let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-            process
-                .space
-                .write(buffer.address, &Message::default().to_bytes())?;
-            process.state = State::Receiving {
-                buffer: buffer.address,
-            };
+            process.space.write(buffer.address, &Message::default().to_bytes())?;
+            process.state = State::Receiving { buffer: buffer.address };
             Ok(Outcome::Blocked)
         }
-        Request::Call {
-            target,
-            message: buffer,
-        } => {
+        Request::Call { target, message: buffer } => {
             if target == id {
                 return Err(Error::InvalidArgument);
             }
             let message = read_message(tasks, id, buffer.address)?;
             // The reply will be written here: it must be writable now.
-            tasks
-                .processes
-                .get(&id)
-                .ok_or(Error::NotFound)?
-                .space
-                .write(buffer.address, &message.to_bytes())?;
+            tasks.processes.get(&id).ok_or(Error::NotFound)?.space.write(buffer.address, &message.to_bytes())?;
             ipc::post(tasks, id, target, message)?;
             let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-            process.state = State::Calling {
-                target,
-                buffer: buffer.address,
-            };
+            process.state = State::Calling { target, buffer: buffer.address };
             Ok(Outcome::Blocked)
         }
         Request::Reply { target, message } => {
@@ -127,63 +96,40 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
         }
         Request::Lookup(buffer) => {
             let name = read_name(tasks, id, buffer.address, buffer.length)?;
-            let found = tasks.processes.values().find(|process| {
-                process.name.as_str() == name && !matches!(process.state, State::Exited(_))
-            });
-            found
-                .map(|process| Outcome::Done(process.id))
-                .ok_or(Error::NotFound)
-        }
-        Request::Spawn(buffer) => {
-            if !tasks
+            let found = tasks
                 .processes
-                .get(&id)
-                .is_some_and(|process| process.is_privileged)
-            {
+                .values()
+                .find(|process| process.name.as_str() == name && !matches!(process.state, State::Exited(_)));
+            found.map(|process| Outcome::Done(process.id)).ok_or(Error::NotFound)
+        }
+        Request::Spawn { name, argument } => {
+            if !tasks.processes.get(&id).is_some_and(|process| process.is_privileged) {
                 return Err(Error::PermissionDenied);
             }
-            let name = read_name(tasks, id, buffer.address, buffer.length)?;
-            Ok(Outcome::Done(super::spawn_locked(tasks, &name, 0)?))
+            let name = read_name(tasks, id, name.address, name.length)?;
+            Ok(Outcome::Done(super::spawn_locked(tasks, &name, argument)?))
         }
-        Request::AllocatePreservable { order } => {
-            Ok(Outcome::Done(crate::kho_out::allocate(tasks, id, order)?))
+        Request::AllocatePreservable { order } => Ok(Outcome::Done(crate::kho_out::allocate(tasks, id, order)?)),
+        Request::FreePreservable { address } => crate::kho_out::free(tasks, id, address).map(|()| Outcome::Done(0)),
+        Request::PhysicalAddress { address } => {
+            Ok(Outcome::Done(crate::kho_out::physical_address(tasks, id, address)?))
         }
-        Request::FreePreservable { address } => {
-            crate::kho_out::free(tasks, id, address).map(|()| Outcome::Done(0))
-        }
-        Request::PhysicalAddress { address } => Ok(Outcome::Done(
-            crate::kho_out::physical_address(tasks, id, address)?,
-        )),
-        Request::KhoPreserve(buffer) => {
-            crate::kho_out::preserve(tasks, id, buffer, true).map(|()| Outcome::Done(0))
-        }
-        Request::KhoUnpreserve(buffer) => {
-            crate::kho_out::preserve(tasks, id, buffer, false).map(|()| Outcome::Done(0))
-        }
-        Request::KhoPublish(buffer) => {
-            crate::kho_out::publish(tasks, id, buffer).map(|()| Outcome::Done(0))
-        }
+        Request::KhoPreserve(buffer) => crate::kho_out::preserve(tasks, id, buffer, true).map(|()| Outcome::Done(0)),
+        Request::KhoUnpreserve(buffer) => crate::kho_out::preserve(tasks, id, buffer, false).map(|()| Outcome::Done(0)),
+        Request::KhoPublish(buffer) => crate::kho_out::publish(tasks, id, buffer).map(|()| Outcome::Done(0)),
         Request::KhoSubscribe => {
-            tasks
-                .processes
-                .get_mut(&id)
-                .ok_or(Error::NotFound)?
-                .is_subscribed = true;
+            tasks.processes.get_mut(&id).ok_or(Error::NotFound)?.is_subscribed = true;
             Ok(Outcome::Done(0))
         }
         Request::KhoReady { event, status } => {
             crate::update::acknowledge(tasks, id, event, status).map(|()| Outcome::Done(0))
         }
         Request::KhoFetch => Ok(Outcome::Done(crate::kho_in::fetch(tasks, id)?)),
-        Request::KhoRestore { physical, order } => Ok(Outcome::Done(crate::kho_in::restore(
-            tasks, id, physical, order,
-        )?)),
+        Request::KhoRestore { physical, order } => {
+            Ok(Outcome::Done(crate::kho_in::restore(tasks, id, physical, order)?))
+        }
         Request::Update { image } => {
-            if !tasks
-                .processes
-                .get(&id)
-                .is_some_and(|process| process.is_privileged)
-            {
+            if !tasks.processes.get(&id).is_some_and(|process| process.is_privileged) {
                 return Err(Error::PermissionDenied);
             }
             crate::update::request(tasks, id, image)?;
@@ -200,8 +146,7 @@ pub fn handle(frame: &mut TrapFrame) -> *mut TrapFrame {
         frame.set_syscall_result(Error::PermissionDenied.number(), 0);
         return frame;
     };
-    let outcome =
-        Request::decode(number, arguments).and_then(|request| run(&mut tasks, id, request));
+    let outcome = Request::decode(number, arguments).and_then(|request| run(&mut tasks, id, request));
     match outcome {
         Ok(Outcome::Done(value)) => {
             frame.set_syscall_result(0, value);

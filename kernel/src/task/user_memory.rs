@@ -53,19 +53,12 @@ pub struct AddressSpace {
 }
 
 fn tables() -> DirectMapTables<fn() -> Option<u64>> {
-    DirectMapTables {
-        allocate_page: crate::mm::allocate_kernel_page,
-    }
+    DirectMapTables { allocate_page: crate::mm::allocate_kernel_page }
 }
 
 /// User-data attributes.
 pub fn user_attributes(is_writable: bool, is_executable: bool) -> Attributes {
-    Attributes {
-        is_writable,
-        is_executable,
-        is_user: true,
-        memory: MemoryType::Normal,
-    }
+    Attributes { is_writable, is_executable, is_user: true, memory: MemoryType::Normal }
 }
 
 impl AddressSpace {
@@ -74,16 +67,9 @@ impl AddressSpace {
         let mut memory = tables();
         let table = PageTable::new(&mut memory).map_err(|_| Error::NoMemory)?;
         if KERNEL_TOP_LEVEL_FIRST_SLOT < 512 {
-            table.share_top_level(
-                &mut memory,
-                &crate::mm::kernel_table(),
-                KERNEL_TOP_LEVEL_FIRST_SLOT,
-            );
+            table.share_top_level(&mut memory, &crate::mm::kernel_table(), KERNEL_TOP_LEVEL_FIRST_SLOT);
         }
-        Ok(Self {
-            table,
-            ranges: BTreeMap::new(),
-        })
+        Ok(Self { table, ranges: BTreeMap::new() })
     }
 
     /// The root of its page tables.
@@ -105,14 +91,7 @@ impl AddressSpace {
             return Err(Error::BadAddress);
         }
         self.table
-            .map::<EntryFormat>(
-                &mut tables(),
-                virt,
-                phys,
-                size_bytes,
-                attributes,
-                LeafSizes::PAGES_ONLY,
-            )
+            .map::<EntryFormat>(&mut tables(), virt, phys, size_bytes, attributes, LeafSizes::PAGES_ONLY)
             .map_err(|error| match error {
                 baton_mm::paging::MapError::AlreadyMapped { .. } => Error::AlreadyExists,
                 baton_mm::paging::MapError::OutOfTables => Error::NoMemory,
@@ -125,32 +104,15 @@ impl AddressSpace {
 
     /// Allocates zeroed pages, maps them at `virt` and returns their physical
     /// address.
-    pub fn map_new(
-        &mut self,
-        virt: u64,
-        size_bytes: u64,
-        attributes: Attributes,
-    ) -> Result<u64, Error> {
+    pub fn map_new(&mut self, virt: u64, size_bytes: u64, attributes: Attributes) -> Result<u64, Error> {
         // The block is a power of two of pages; only what was asked for is
         // mapped.
         let pages = size_bytes.div_ceil(PAGE_SIZE);
         let order = pages.next_power_of_two().trailing_zeros();
         let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
         // SAFETY: the block was just allocated for this address space.
-        unsafe {
-            core::ptr::write_bytes(
-                direct_map::to_virtual(phys) as *mut u8,
-                0,
-                (pages * PAGE_SIZE) as usize,
-            )
-        };
-        if let Err(error) = self.map(
-            virt,
-            phys,
-            pages * PAGE_SIZE,
-            attributes,
-            Backing::Owned { phys, order },
-        ) {
+        unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, (pages * PAGE_SIZE) as usize) };
+        if let Err(error) = self.map(virt, phys, pages * PAGE_SIZE, attributes, Backing::Owned { phys, order }) {
             crate::mm::free_pages(phys, order);
             return Err(error);
         }
@@ -190,10 +152,8 @@ impl AddressSpace {
         if virt >= USER_ADDRESS_LIMIT {
             return Err(Error::BadAddress);
         }
-        let (phys, attributes) = self
-            .table
-            .translate::<EntryFormat>(&direct_map::read_only_tables(), virt)
-            .ok_or(Error::BadAddress)?;
+        let (phys, attributes) =
+            self.table.translate::<EntryFormat>(&direct_map::read_only_tables(), virt).ok_or(Error::BadAddress)?;
         if !attributes.is_user || (needs_write && !attributes.is_writable) {
             return Err(Error::BadAddress);
         }
@@ -207,9 +167,7 @@ impl AddressSpace {
             return Err(Error::BadAddress);
         }
         let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(length as usize)
-            .map_err(|_| Error::NoMemory)?;
+        bytes.try_reserve_exact(length as usize).map_err(|_| Error::NoMemory)?;
         let mut cursor = address;
         while cursor < end {
             let page_end = ((cursor / PAGE_SIZE) + 1) * PAGE_SIZE;
@@ -219,8 +177,7 @@ impl AddressSpace {
             // SAFETY: `translate` checked that the page is mapped for this
             // service; `[cursor, chunk_end)` stays inside that page, which the
             // direct map covers.
-            let chunk =
-                unsafe { core::slice::from_raw_parts(source, (chunk_end - cursor) as usize) };
+            let chunk = unsafe { core::slice::from_raw_parts(source, (chunk_end - cursor) as usize) };
             bytes.extend_from_slice(chunk);
             cursor = chunk_end;
         }
@@ -229,9 +186,7 @@ impl AddressSpace {
 
     /// Copies `data` into the service at `address` (checked writable).
     pub fn write(&self, address: u64, data: &[u8]) -> Result<(), Error> {
-        let end = address
-            .checked_add(data.len() as u64)
-            .ok_or(Error::Overflow)?;
+        let end = address.checked_add(data.len() as u64).ok_or(Error::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
             return Err(Error::BadAddress);
         }
@@ -250,11 +205,7 @@ impl AddressSpace {
             // SAFETY: checked writable user memory of this service, reached
             // through the direct map; the chunk stays in one page.
             unsafe {
-                core::ptr::copy_nonoverlapping(
-                    data[offset..].as_ptr(),
-                    direct_map::to_virtual(phys) as *mut u8,
-                    length,
-                )
+                core::ptr::copy_nonoverlapping(data[offset..].as_ptr(), direct_map::to_virtual(phys) as *mut u8, length)
             };
             offset += length;
             cursor = chunk_end;
@@ -264,9 +215,7 @@ impl AddressSpace {
 
     /// Every mapped range, for teardown.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64, Backing)> + '_ {
-        self.ranges
-            .iter()
-            .map(|(&start, &(size, backing))| (start, size, backing))
+        self.ranges.iter().map(|(&start, &(size, backing))| (start, size, backing))
     }
 
     /// Frees the address space's own pages and page tables. Preservable and

@@ -14,7 +14,7 @@ const SERVICES: [&str; 3] = ["kvstore", "counter", "client"];
 fn main(_argument: u64) -> i32 {
     log::info!("init: starting {} services", SERVICES.len());
     for name in SERVICES {
-        match syscall::spawn(name) {
+        match syscall::spawn(name, 0) {
             Ok(id) => log::info!("init: started {name} as service {id}"),
             Err(error) => log::warn!("init: cannot start {name}: {error}"),
         }

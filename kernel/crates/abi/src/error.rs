@@ -66,10 +66,7 @@ impl Error {
 
     /// The error with this number, if any (0 is success, not an error).
     pub fn from_number(number: u64) -> Option<Error> {
-        Error::ALL
-            .iter()
-            .copied()
-            .find(|error| error.number() == number)
+        Error::ALL.iter().copied().find(|error| error.number() == number)
     }
 
     /// A short, stable name.

@@ -26,11 +26,7 @@ pub const MESSAGE_BYTES: usize = core::mem::size_of::<Message>();
 impl Message {
     /// A message with a label and words.
     pub const fn new(label: u64, words: [u64; MESSAGE_WORDS]) -> Self {
-        Self {
-            label,
-            sender: 0,
-            words,
-        }
+        Self { label, sender: 0, words }
     }
 
     /// The message as bytes (little-endian words).
@@ -53,11 +49,7 @@ impl Message {
         }
         let mut payload = [0u64; MESSAGE_WORDS];
         payload.copy_from_slice(&words[2..]);
-        Self {
-            label: words[0],
-            sender: words[1],
-            words: payload,
-        }
+        Self { label: words[0], sender: words[1], words: payload }
     }
 
     /// Packs up to 48 bytes of `data` into the words (for short strings such

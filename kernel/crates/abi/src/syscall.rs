@@ -12,10 +12,7 @@
 //! in the user half. The kernel then checks that buffers are mapped.
 
 use crate::error::Error;
-use crate::{
-    MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, PAGE_SIZE,
-    USER_ADDRESS_LIMIT,
-};
+use crate::{MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, PAGE_SIZE, USER_ADDRESS_LIMIT};
 
 /// System call numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +63,8 @@ pub enum Syscall {
     KhoSubscribe = 19,
     /// `kho_ready(event, status)`: acknowledge a lifecycle event.
     KhoReady = 20,
-    /// `spawn(name, length) -> service`: start an embedded service (init only).
+    /// `spawn(name, length, argument) -> service`: start an embedded service
+    /// with `argument` in its first register (init only).
     Spawn = 21,
     /// `update(image)`: update the kernel (init only); returns on failure.
     /// Image 0 is the boot module, 1 the running kernel's own image, 2 a
@@ -275,7 +273,12 @@ pub enum Request {
         status: u64,
     },
     /// See [`Syscall::Spawn`].
-    Spawn(UserBuffer),
+    Spawn {
+        /// The service's name.
+        name: UserBuffer,
+        /// Passed to the service's `main`.
+        argument: u64,
+    },
     /// See [`Syscall::Update`].
     Update {
         /// Which image.
@@ -318,27 +321,14 @@ impl Request {
             Syscall::Sleep => Request::Sleep { nanoseconds: a0 },
             Syscall::Clock => Request::Clock,
             Syscall::AllocatePreservable => Request::AllocatePreservable { order: order(a0)? },
-            Syscall::FreePreservable => Request::FreePreservable {
-                address: UserBuffer::new(a0, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)?.address,
-            },
-            Syscall::PhysicalAddress => Request::PhysicalAddress {
-                address: UserBuffer::new(a0, 1, 1, 1)?.address,
-            },
-            Syscall::Send => Request::Send {
-                target: a0,
-                message: message(a1)?,
-            },
-            Syscall::Receive => Request::Receive {
-                message: message(a0)?,
-            },
-            Syscall::Call => Request::Call {
-                target: a0,
-                message: message(a1)?,
-            },
-            Syscall::Reply => Request::Reply {
-                target: a0,
-                message: message(a1)?,
-            },
+            Syscall::FreePreservable => {
+                Request::FreePreservable { address: UserBuffer::new(a0, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE)?.address }
+            }
+            Syscall::PhysicalAddress => Request::PhysicalAddress { address: UserBuffer::new(a0, 1, 1, 1)?.address },
+            Syscall::Send => Request::Send { target: a0, message: message(a1)? },
+            Syscall::Receive => Request::Receive { message: message(a0)? },
+            Syscall::Call => Request::Call { target: a0, message: message(a1)? },
+            Syscall::Reply => Request::Reply { target: a0, message: message(a1)? },
             Syscall::Lookup => Request::Lookup(UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?),
             Syscall::KhoPreserve => Request::KhoPreserve(page_range(a0, a1)?),
             Syscall::KhoUnpreserve => Request::KhoUnpreserve(page_range(a0, a1)?),
@@ -354,10 +344,7 @@ impl Request {
                 if a0 % (PAGE_SIZE << order) != 0 {
                     return Err(Error::Misaligned);
                 }
-                Request::KhoRestore {
-                    physical: a0,
-                    order,
-                }
+                Request::KhoRestore { physical: a0, order }
             }
             Syscall::KhoSubscribe => Request::KhoSubscribe,
             Syscall::KhoReady => Request::KhoReady {
@@ -365,7 +352,9 @@ impl Request {
                     .ok_or(Error::InvalidArgument)?,
                 status: a1,
             },
-            Syscall::Spawn => Request::Spawn(UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?),
+            Syscall::Spawn => {
+                Request::Spawn { name: UserBuffer::new(a0, a1, MAX_NAME_BYTES as u64, 1)?, argument: arguments[2] }
+            }
             Syscall::Update => Request::Update {
                 image: match a0 {
                     0 => UpdateImage::BootModule,
@@ -396,15 +385,8 @@ mod tests {
 
     #[test]
     fn buffers_in_the_kernel_half_or_wrapping_are_refused() {
-        let log =
-            |address, length| Request::decode(Syscall::Log as u64, [address, length, 0, 0, 0, 0]);
-        assert_eq!(
-            log(0x1000, 5),
-            Ok(Request::Log(UserBuffer {
-                address: 0x1000,
-                length: 5
-            }))
-        );
+        let log = |address, length| Request::decode(Syscall::Log as u64, [address, length, 0, 0, 0, 0]);
+        assert_eq!(log(0x1000, 5), Ok(Request::Log(UserBuffer { address: 0x1000, length: 5 })));
         assert_eq!(log(0xffff_8000_0000_0000, 5), Err(Error::BadAddress));
         assert_eq!(log(USER_ADDRESS_LIMIT - 2, 5), Err(Error::BadAddress));
         assert_eq!(log(u64::MAX - 1, 5), Err(Error::Overflow));
@@ -413,18 +395,13 @@ mod tests {
 
     #[test]
     fn messages_must_be_aligned() {
-        assert_eq!(
-            Request::decode(Syscall::Receive as u64, [0x1004, 0, 0, 0, 0, 0]),
-            Err(Error::Misaligned)
-        );
+        assert_eq!(Request::decode(Syscall::Receive as u64, [0x1004, 0, 0, 0, 0, 0]), Err(Error::Misaligned));
         assert!(Request::decode(Syscall::Receive as u64, [0x1008, 0, 0, 0, 0, 0]).is_ok());
     }
 
     #[test]
     fn preservation_ranges_are_whole_pages() {
-        let preserve = |address, length| {
-            Request::decode(Syscall::KhoPreserve as u64, [address, length, 0, 0, 0, 0])
-        };
+        let preserve = |address, length| Request::decode(Syscall::KhoPreserve as u64, [address, length, 0, 0, 0, 0]);
         assert!(preserve(0x10_0000, 0x2000).is_ok());
         assert_eq!(preserve(0x10_0800, 0x1000), Err(Error::Misaligned));
         assert_eq!(preserve(0x10_0000, 0x800), Err(Error::Misaligned));
@@ -445,35 +422,21 @@ mod tests {
         );
         assert_eq!(
             Request::decode(Syscall::KhoRestore as u64, [0x2000, 1, 0, 0, 0, 0]),
-            Ok(Request::KhoRestore {
-                physical: 0x2000,
-                order: 1
-            })
+            Ok(Request::KhoRestore { physical: 0x2000, order: 1 })
         );
     }
 
     #[test]
     fn lifecycle_labels_round_trip() {
-        for event in [
-            UpdateEvent::Prepare,
-            UpdateEvent::Frozen,
-            UpdateEvent::Aborted,
-            UpdateEvent::Resumed,
-        ] {
+        for event in [UpdateEvent::Prepare, UpdateEvent::Frozen, UpdateEvent::Aborted, UpdateEvent::Resumed] {
             assert_eq!(UpdateEvent::from_label(event.label()), Some(event));
         }
         assert_eq!(UpdateEvent::from_label(7), None);
         assert_eq!(
             Request::decode(Syscall::KhoReady as u64, [1, 0, 0, 0, 0, 0]),
-            Ok(Request::KhoReady {
-                event: UpdateEvent::Prepare,
-                status: 0
-            })
+            Ok(Request::KhoReady { event: UpdateEvent::Prepare, status: 0 })
         );
-        assert_eq!(
-            Request::decode(Syscall::KhoReady as u64, [9, 0, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
+        assert_eq!(Request::decode(Syscall::KhoReady as u64, [9, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
     }
 
     proptest! {
@@ -484,7 +447,7 @@ mod tests {
             if let Ok(request) = Request::decode(number, arguments) {
                 let buffer = match request {
                     Request::Log(buffer) | Request::Lookup(buffer) | Request::KhoPreserve(buffer)
-                    | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn(buffer) => Some(buffer),
+                    | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. } => Some(buffer),
                     Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
                     | Request::Reply { message, .. } => Some(message),
                     _ => None,

@@ -164,10 +164,7 @@ impl fmt::Display for ImageError {
                 write!(formatter, "ELF machine {found}, expected {expected}")
             }
             Self::ProgramHeaderEntrySize { size_bytes } => {
-                write!(
-                    formatter,
-                    "program header entry size {size_bytes}, expected 56"
-                )
+                write!(formatter, "program header entry size {size_bytes}, expected 56")
             }
             Self::TooManyProgramHeaders { count } => {
                 write!(formatter, "{count} program headers, too many")
@@ -181,29 +178,19 @@ impl fmt::Display for ImageError {
                 write!(formatter, "segment {index}: file bytes outside the file")
             }
             Self::SegmentFileLargerThanMemory { index } => {
-                write!(
-                    formatter,
-                    "segment {index}: more file bytes than memory bytes"
-                )
+                write!(formatter, "segment {index}: more file bytes than memory bytes")
             }
             Self::SegmentAddressOverflow { index } => {
                 write!(formatter, "segment {index}: end address overflows")
             }
-            Self::SegmentsOverlap {
-                lower_virt_start,
-                higher_virt_start,
-            } => write!(
-                formatter,
-                "segments at {lower_virt_start:#x} and {higher_virt_start:#x} share a page"
-            ),
+            Self::SegmentsOverlap { lower_virt_start, higher_virt_start } => {
+                write!(formatter, "segments at {lower_virt_start:#x} and {higher_virt_start:#x} share a page")
+            }
             Self::EntryNotExecutable { entry } => {
                 write!(formatter, "entry {entry:#x} not in an executable segment")
             }
             Self::SectionHeaderEntrySize { size_bytes } => {
-                write!(
-                    formatter,
-                    "section header entry size {size_bytes}, expected 64"
-                )
+                write!(formatter, "section header entry size {size_bytes}, expected 64")
             }
             Self::SectionHeadersOutOfBounds => {
                 write!(formatter, "section header table outside the file")
@@ -212,37 +199,21 @@ impl fmt::Display for ImageError {
             Self::TooManyNoteRegions => write!(formatter, "too many note regions"),
             Self::Note(error) => write!(formatter, "malformed note: {error}"),
             Self::SegmentOutsideUserRange { virt_start } => {
-                write!(
-                    formatter,
-                    "segment at {virt_start:#x} outside the user range"
-                )
+                write!(formatter, "segment at {virt_start:#x} outside the user range")
             }
             Self::WritableAndExecutable { virt_start } => {
-                write!(
-                    formatter,
-                    "segment at {virt_start:#x} is writable and executable"
-                )
+                write!(formatter, "segment at {virt_start:#x} is writable and executable")
             }
             Self::MissingKhoEntryNote => write!(formatter, "no Baton KHO entry note"),
             Self::KhoEntryNotExecutable { kho_entry } => {
-                write!(
-                    formatter,
-                    "KHO entry {kho_entry:#x} not in an executable segment"
-                )
+                write!(formatter, "KHO entry {kho_entry:#x} not in an executable segment")
             }
             Self::KernelSpanMisaligned { span_start } => {
-                write!(
-                    formatter,
-                    "kernel span start {span_start:#x} not 2 MiB aligned"
-                )
+                write!(formatter, "kernel span start {span_start:#x} not 2 MiB aligned")
             }
-            Self::KernelTooLarge {
-                memory_bytes,
-                scratch_bytes,
-            } => write!(
-                formatter,
-                "kernel needs {memory_bytes} bytes, scratch has {scratch_bytes}"
-            ),
+            Self::KernelTooLarge { memory_bytes, scratch_bytes } => {
+                write!(formatter, "kernel needs {memory_bytes} bytes, scratch has {scratch_bytes}")
+            }
         }
     }
 }

@@ -11,9 +11,7 @@ use elf::section::SectionHeaderTable;
 use elf::segment::{ProgramHeader, SegmentTable};
 
 use crate::note::{self, Note, NoteRegion};
-use crate::{
-    ImageError, MAX_LOAD_SEGMENTS, MAX_NOTE_REGIONS, MAX_PROGRAM_HEADERS, PAGE_SIZE_BYTES,
-};
+use crate::{ImageError, MAX_LOAD_SEGMENTS, MAX_NOTE_REGIONS, MAX_PROGRAM_HEADERS, PAGE_SIZE_BYTES};
 
 /// `e_phentsize` of an ELF64 file.
 const PROGRAM_HEADER_BYTES: u16 = 56;
@@ -129,39 +127,24 @@ pub struct ElfImage<'bytes> {
 pub fn parse(bytes: &[u8], machine: Machine) -> Result<ElfImage<'_>, ImageError> {
     let header = parse_file_header(bytes)?;
     if header.e_type != abi::ET_EXEC {
-        return Err(ImageError::UnsupportedType {
-            elf_type: header.e_type,
-        });
+        return Err(ImageError::UnsupportedType { elf_type: header.e_type });
     }
     let expected = machine.elf_machine();
     if header.e_machine != expected {
-        return Err(ImageError::WrongMachine {
-            expected,
-            found: header.e_machine,
-        });
+        return Err(ImageError::WrongMachine { expected, found: header.e_machine });
     }
 
     let program_headers = program_header_table(bytes, &header)?;
     let segments = load_segments(bytes.len(), &program_headers)?;
     let span = virtual_span(&segments)?;
     if !is_executable_address(&segments, header.e_entry) {
-        return Err(ImageError::EntryNotExecutable {
-            entry: header.e_entry,
-        });
+        return Err(ImageError::EntryNotExecutable { entry: header.e_entry });
     }
 
     let note_regions = note_regions(bytes, &header, &program_headers)?;
     let kho_entry = note::kho_entry(&note_regions)?;
 
-    Ok(ElfImage {
-        bytes,
-        machine,
-        entry: header.e_entry,
-        segments,
-        span,
-        note_regions,
-        kho_entry,
-    })
+    Ok(ElfImage { bytes, machine, entry: header.e_entry, segments, span, note_regions, kho_entry })
 }
 
 impl<'bytes> ElfImage<'bytes> {
@@ -212,9 +195,7 @@ impl<'bytes> ElfImage<'bytes> {
     /// `SHT_NOTE` sections outside any `PT_NOTE` segment.
     pub fn notes(&self) -> impl Iterator<Item = Note<'bytes>> + '_ {
         // `parse` walked every region without error, so `ok()` drops nothing.
-        self.note_regions
-            .iter()
-            .flat_map(|region| region.notes().filter_map(Result::ok))
+        self.note_regions.iter().flat_map(|region| region.notes().filter_map(Result::ok))
     }
 
     /// The descriptor of the first note with owner `name` (without its NUL)
@@ -264,30 +245,24 @@ const fn page_up(address: u64) -> Option<u64> {
 }
 
 fn is_executable_address(segments: &[Segment], address: u64) -> bool {
-    segments
-        .iter()
-        .any(|segment| segment.is_executable && segment.contains(address))
+    segments.iter().any(|segment| segment.is_executable && segment.contains(address))
 }
 
 /// Check the identification bytes and decode the ELF64 file header.
 fn parse_file_header(bytes: &[u8]) -> Result<FileHeader<LittleEndian>, ImageError> {
-    let ident = bytes
-        .get(..abi::EI_NIDENT)
-        .ok_or(ImageError::TruncatedHeader)?;
+    let ident = bytes.get(..abi::EI_NIDENT).ok_or(ImageError::TruncatedHeader)?;
     // Checks, in this order: magic, EI_VERSION, EI_CLASS, EI_DATA.
     let ident = parse_ident::<LittleEndian>(ident).map_err(|error| match error {
         ParseError::BadMagic(_) => ImageError::BadMagic,
-        ParseError::UnsupportedVersion((version, _)) => ImageError::UnsupportedVersion {
-            version: u32::try_from(version).unwrap_or(u32::MAX),
-        },
+        ParseError::UnsupportedVersion((version, _)) => {
+            ImageError::UnsupportedVersion { version: u32::try_from(version).unwrap_or(u32::MAX) }
+        }
         ParseError::UnsupportedElfClass(class) => ImageError::UnsupportedClass { class },
         ParseError::UnsupportedElfEndianness(data) => ImageError::UnsupportedByteOrder { data },
         _ => ImageError::TruncatedHeader,
     })?;
     if ident.1 != Class::ELF64 {
-        return Err(ImageError::UnsupportedClass {
-            class: abi::ELFCLASS32,
-        });
+        return Err(ImageError::UnsupportedClass { class: abi::ELFCLASS32 });
     }
     let tail = abi::EI_NIDENT
         .checked_add(ELF64_EHDR_TAILSIZE)
@@ -296,9 +271,7 @@ fn parse_file_header(bytes: &[u8]) -> Result<FileHeader<LittleEndian>, ImageErro
     // The tail is exactly the size `parse_tail` reads, so it cannot fail.
     let header = FileHeader::parse_tail(ident, tail).map_err(|_| ImageError::TruncatedHeader)?;
     if header.version != u32::from(abi::EV_CURRENT) {
-        return Err(ImageError::UnsupportedVersion {
-            version: header.version,
-        });
+        return Err(ImageError::UnsupportedVersion { version: header.version });
     }
     Ok(header)
 }
@@ -311,14 +284,10 @@ fn program_header_table<'bytes>(
         return Err(ImageError::NoLoadSegments);
     }
     if header.e_phnum > MAX_PROGRAM_HEADERS {
-        return Err(ImageError::TooManyProgramHeaders {
-            count: header.e_phnum,
-        });
+        return Err(ImageError::TooManyProgramHeaders { count: header.e_phnum });
     }
     if header.e_phentsize != PROGRAM_HEADER_BYTES {
-        return Err(ImageError::ProgramHeaderEntrySize {
-            size_bytes: header.e_phentsize,
-        });
+        return Err(ImageError::ProgramHeaderEntrySize { size_bytes: header.e_phentsize });
     }
     let table = u64::from(header.e_phnum)
         .checked_mul(u64::from(PROGRAM_HEADER_BYTES))
@@ -356,9 +325,7 @@ fn load_segments(
         if segment.memory_bytes == 0 {
             continue;
         }
-        segments
-            .try_push(segment)
-            .map_err(|_| ImageError::TooManyLoadSegments)?;
+        segments.try_push(segment).map_err(|_| ImageError::TooManyLoadSegments)?;
     }
     segments.sort_unstable_by_key(|segment| segment.virt_start);
     for pair in segments.windows(2) {
@@ -374,11 +341,7 @@ fn load_segments(
     Ok(segments)
 }
 
-fn load_segment(
-    file_size_bytes: usize,
-    index: usize,
-    program_header: &ProgramHeader,
-) -> Result<Segment, ImageError> {
+fn load_segment(file_size_bytes: usize, index: usize, program_header: &ProgramHeader) -> Result<Segment, ImageError> {
     let file_end = program_header
         .p_offset
         .checked_add(program_header.p_filesz)
@@ -407,15 +370,8 @@ fn load_segment(
 /// The span of sorted, non-overlapping segments.
 fn virtual_span(segments: &[Segment]) -> Result<VirtualSpan, ImageError> {
     let first = segments.first().ok_or(ImageError::NoLoadSegments)?;
-    let end = segments
-        .iter()
-        .map(Segment::page_end)
-        .max()
-        .ok_or(ImageError::NoLoadSegments)?;
-    Ok(VirtualSpan {
-        start: first.page_start(),
-        end,
-    })
+    let end = segments.iter().map(Segment::page_end).max().ok_or(ImageError::NoLoadSegments)?;
+    Ok(VirtualSpan { start: first.page_start(), end })
 }
 
 /// The note regions: `PT_NOTE` segments first, then `SHT_NOTE` sections
@@ -443,9 +399,7 @@ fn note_regions<'bytes>(
     };
     for index in 0..section_headers.len() {
         // The table holds exactly `len()` whole entries.
-        let section_header = section_headers
-            .get(index)
-            .map_err(|_| ImageError::SectionHeadersOutOfBounds)?;
+        let section_header = section_headers.get(index).map_err(|_| ImageError::SectionHeadersOutOfBounds)?;
         if section_header.sh_type == abi::SHT_NOTE {
             note::add_region(
                 &mut regions,
@@ -467,17 +421,11 @@ fn section_header_table<'bytes>(
         return Ok(None);
     }
     if header.e_shentsize != SECTION_HEADER_BYTES {
-        return Err(ImageError::SectionHeaderEntrySize {
-            size_bytes: header.e_shentsize,
-        });
+        return Err(ImageError::SectionHeaderEntrySize { size_bytes: header.e_shentsize });
     }
     let table = u64::from(header.e_shnum)
         .checked_mul(u64::from(SECTION_HEADER_BYTES))
         .and_then(|table_bytes| file_slice(bytes, header.e_shoff, table_bytes))
         .ok_or(ImageError::SectionHeadersOutOfBounds)?;
-    Ok(Some(SectionHeaderTable::new(
-        LittleEndian,
-        Class::ELF64,
-        table,
-    )))
+    Ok(Some(SectionHeaderTable::new(LittleEndian, Class::ELF64, table)))
 }

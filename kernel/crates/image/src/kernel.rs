@@ -39,10 +39,7 @@ impl fmt::Debug for KernelSegment<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("KernelSegment")
-            .field(
-                "span_offset_bytes",
-                &format_args!("{:#x}", self.span_offset_bytes),
-            )
+            .field("span_offset_bytes", &format_args!("{:#x}", self.span_offset_bytes))
             .field("file_offset", &format_args!("{:#x}", self.file_offset))
             .field("file_bytes", &format_args!("{:#x}", self.file_data.len()))
             .field("memory_bytes", &format_args!("{:#x}", self.memory_bytes))
@@ -101,22 +98,16 @@ impl<'bytes> ElfImage<'bytes> {
         }
         let span = self.virtual_span();
         if span.start & (KERNEL_ALIGN_BYTES - 1) != 0 {
-            return Err(ImageError::KernelSpanMisaligned {
-                span_start: span.start,
-            });
+            return Err(ImageError::KernelSpanMisaligned { span_start: span.start });
         }
         let memory_bytes = span.size_bytes();
         if memory_bytes > scratch_bytes {
-            return Err(ImageError::KernelTooLarge {
-                memory_bytes,
-                scratch_bytes,
-            });
+            return Err(ImageError::KernelTooLarge { memory_bytes, scratch_bytes });
         }
         // Every segment, and so the KHO entry, lies inside the span, and
         // every segment's file bytes inside the file: `parse` checked both.
-        let entry_offset_bytes = kho_entry
-            .checked_sub(span.start)
-            .ok_or(ImageError::KhoEntryNotExecutable { kho_entry })?;
+        let entry_offset_bytes =
+            kho_entry.checked_sub(span.start).ok_or(ImageError::KhoEntryNotExecutable { kho_entry })?;
         let mut segments = ArrayVec::new();
         for (index, segment) in self.segments().iter().enumerate() {
             let placed = segment
@@ -132,15 +123,8 @@ impl<'bytes> ElfImage<'bytes> {
                     is_executable: segment.is_executable,
                 })
                 .ok_or(ImageError::SegmentFileOutOfBounds { index })?;
-            segments
-                .try_push(placed)
-                .map_err(|_| ImageError::TooManyLoadSegments)?;
+            segments.try_push(placed).map_err(|_| ImageError::TooManyLoadSegments)?;
         }
-        Ok(KernelPlan {
-            span_start: span.start,
-            memory_bytes,
-            entry_offset_bytes,
-            segments,
-        })
+        Ok(KernelPlan { span_start: span.start, memory_bytes, entry_offset_bytes, segments })
     }
 }

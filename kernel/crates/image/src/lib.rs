@@ -19,14 +19,7 @@
 #![deny(missing_docs)]
 // This crate reads bytes Baton did not write: no unwraps, no unchecked
 // indexing and no unchecked arithmetic outside tests.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        clippy::arithmetic_side_effects
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
 mod error;
 mod image;

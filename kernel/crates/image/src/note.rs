@@ -96,22 +96,13 @@ impl fmt::Display for NoteError {
                 write!(formatter, "note at {file_offset:#x}: name past the region")
             }
             Self::NameNotTerminated { file_offset } => {
-                write!(
-                    formatter,
-                    "note at {file_offset:#x}: name not NUL-terminated"
-                )
+                write!(formatter, "note at {file_offset:#x}: name not NUL-terminated")
             }
             Self::DescriptorOutOfBounds { file_offset } => {
-                write!(
-                    formatter,
-                    "note at {file_offset:#x}: descriptor past the region"
-                )
+                write!(formatter, "note at {file_offset:#x}: descriptor past the region")
             }
             Self::KhoEntryDescriptorSize { size_bytes } => {
-                write!(
-                    formatter,
-                    "KHO entry note descriptor of {size_bytes} bytes, expected 8"
-                )
+                write!(formatter, "KHO entry note descriptor of {size_bytes} bytes, expected 8")
             }
             Self::ConflictingKhoEntries => {
                 write!(formatter, "KHO entry notes name different addresses")
@@ -135,20 +126,15 @@ pub(crate) struct NoteRegion<'bytes> {
 impl<'bytes> NoteRegion<'bytes> {
     /// The notes of the region in order; after an error, nothing more.
     pub(crate) fn notes(&self) -> NoteWalker<'bytes> {
-        NoteWalker {
-            region: *self,
-            offset: 0,
-            is_done: false,
-        }
+        NoteWalker { region: *self, offset: 0, is_done: false }
     }
 
     /// Whether `[file_offset, file_offset + size_bytes)` lies inside the
     /// region.
     fn contains(&self, file_offset: usize, size_bytes: usize) -> bool {
-        let (Some(end), Some(own_end)) = (
-            file_offset.checked_add(size_bytes),
-            self.file_offset.checked_add(self.data.len()),
-        ) else {
+        let (Some(end), Some(own_end)) =
+            (file_offset.checked_add(size_bytes), self.file_offset.checked_add(self.data.len()))
+        else {
             return false;
         };
         file_offset >= self.file_offset && end <= own_end
@@ -165,51 +151,35 @@ pub(crate) fn add_region<'bytes>(
     size_bytes: u64,
     align_bytes: u64,
 ) -> Result<(), ImageError> {
-    let data =
-        file_slice(bytes, file_offset, size_bytes).ok_or(ImageError::NoteRegionOutOfBounds)?;
+    let data = file_slice(bytes, file_offset, size_bytes).ok_or(ImageError::NoteRegionOutOfBounds)?;
     // `file_slice` succeeded, so the offset fits in a usize.
-    let file_offset =
-        usize::try_from(file_offset).map_err(|_| ImageError::NoteRegionOutOfBounds)?;
+    let file_offset = usize::try_from(file_offset).map_err(|_| ImageError::NoteRegionOutOfBounds)?;
     let align_mask = match align_bytes {
         0..=4 => 3,
         8 => 7,
         _ => return Err(NoteError::UnsupportedAlignment { align_bytes }.into()),
     };
-    if data.is_empty()
-        || regions
-            .iter()
-            .any(|region| region.contains(file_offset, data.len()))
-    {
+    if data.is_empty() || regions.iter().any(|region| region.contains(file_offset, data.len())) {
         return Ok(());
     }
-    let region = NoteRegion {
-        data,
-        file_offset,
-        align_mask,
-    };
+    let region = NoteRegion { data, file_offset, align_mask };
     for note in region.notes() {
         note?;
     }
-    regions
-        .try_push(region)
-        .map_err(|_| ImageError::TooManyNoteRegions)
+    regions.try_push(region).map_err(|_| ImageError::TooManyNoteRegions)
 }
 
 /// The address of the Baton KHO entry notes, which must agree, if any.
 pub(crate) fn kho_entry(regions: &[NoteRegion<'_>]) -> Result<Option<u64>, NoteError> {
     let mut kho_entry = None;
-    let notes = regions
-        .iter()
-        .flat_map(|region| region.notes().filter_map(Result::ok));
+    let notes = regions.iter().flat_map(|region| region.notes().filter_map(Result::ok));
     for note in notes {
         if note.name != BATON_NOTE_NAME.as_bytes() || note.note_type != BATON_NOTE_KHO_ENTRY {
             continue;
         }
         let address = <[u8; 8]>::try_from(note.descriptor)
             .map(u64::from_le_bytes)
-            .map_err(|_| NoteError::KhoEntryDescriptorSize {
-                size_bytes: note.descriptor.len(),
-            })?;
+            .map_err(|_| NoteError::KhoEntryDescriptorSize { size_bytes: note.descriptor.len() })?;
         match kho_entry {
             Some(existing) if existing != address => {
                 return Err(NoteError::ConflictingKhoEntries);
@@ -230,9 +200,7 @@ pub(crate) struct NoteWalker<'bytes> {
 impl<'bytes> NoteWalker<'bytes> {
     /// `offset` rounded up to the region's alignment.
     fn align_up(&self, offset: usize) -> Option<usize> {
-        offset
-            .checked_add(self.region.align_mask)
-            .map(|offset| offset & !self.region.align_mask)
+        offset.checked_add(self.region.align_mask).map(|offset| offset & !self.region.align_mask)
     }
 
     fn parse_note(&mut self) -> Result<Note<'bytes>, NoteError> {
@@ -241,9 +209,7 @@ impl<'bytes> NoteWalker<'bytes> {
         let file_offset = self.region.file_offset.saturating_add(start);
         let file_offset = u64::try_from(file_offset).unwrap_or(u64::MAX);
 
-        let name_start = start
-            .checked_add(NOTE_HEADER_BYTES)
-            .ok_or(NoteError::TruncatedHeader { file_offset })?;
+        let name_start = start.checked_add(NOTE_HEADER_BYTES).ok_or(NoteError::TruncatedHeader { file_offset })?;
         let header: [u8; NOTE_HEADER_BYTES] = data
             .get(start..name_start)
             .and_then(|header| header.try_into().ok())
@@ -254,14 +220,9 @@ impl<'bytes> NoteWalker<'bytes> {
         let note_type = u32::from_le_bytes([t0, t1, t2, t3]);
 
         let name_out_of_bounds = NoteError::NameOutOfBounds { file_offset };
-        let name_end = usize::try_from(name_size)
-            .ok()
-            .and_then(|size| name_start.checked_add(size))
-            .ok_or(name_out_of_bounds)?;
-        let descriptor_start = self
-            .align_up(name_end)
-            .filter(|&end| end <= data.len())
-            .ok_or(name_out_of_bounds)?;
+        let name_end =
+            usize::try_from(name_size).ok().and_then(|size| name_start.checked_add(size)).ok_or(name_out_of_bounds)?;
+        let descriptor_start = self.align_up(name_end).filter(|&end| end <= data.len()).ok_or(name_out_of_bounds)?;
         let name = data.get(name_start..name_end).ok_or(name_out_of_bounds)?;
         let name = match name.split_last() {
             None => name,
@@ -274,20 +235,11 @@ impl<'bytes> NoteWalker<'bytes> {
             .ok()
             .and_then(|size| descriptor_start.checked_add(size))
             .ok_or(descriptor_out_of_bounds)?;
-        let next = self
-            .align_up(descriptor_end)
-            .filter(|&end| end <= data.len())
-            .ok_or(descriptor_out_of_bounds)?;
-        let descriptor = data
-            .get(descriptor_start..descriptor_end)
-            .ok_or(descriptor_out_of_bounds)?;
+        let next = self.align_up(descriptor_end).filter(|&end| end <= data.len()).ok_or(descriptor_out_of_bounds)?;
+        let descriptor = data.get(descriptor_start..descriptor_end).ok_or(descriptor_out_of_bounds)?;
 
         self.offset = next;
-        Ok(Note {
-            name,
-            note_type,
-            descriptor,
-        })
+        Ok(Note { name, note_type, descriptor })
     }
 }
 

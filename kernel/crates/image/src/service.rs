@@ -14,14 +14,10 @@ impl ElfImage<'_> {
     pub fn validate_service(&self, user_limit: u64) -> Result<(), ImageError> {
         for segment in self.segments() {
             if segment.page_start() < NULL_GUARD_BYTES || segment.page_end() > user_limit {
-                return Err(ImageError::SegmentOutsideUserRange {
-                    virt_start: segment.virt_start,
-                });
+                return Err(ImageError::SegmentOutsideUserRange { virt_start: segment.virt_start });
             }
             if segment.is_writable && segment.is_executable {
-                return Err(ImageError::WritableAndExecutable {
-                    virt_start: segment.virt_start,
-                });
+                return Err(ImageError::WritableAndExecutable { virt_start: segment.virt_start });
             }
         }
         Ok(())

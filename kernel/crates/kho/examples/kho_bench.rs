@@ -42,29 +42,16 @@ impl Workload {
 /// Simulated RAM of `preserved_gib` GiB plus 1 GiB above it for metadata.
 fn machine(preserved_gib: u64) -> (SimulatedMemory, Vec<PhysRange>) {
     let ram = vec![PhysRange::new(0, (preserved_gib + 1) * GIB)];
-    let memory = SimulatedMemory::new(
-        &ram,
-        PhysRange::new(preserved_gib * GIB, (preserved_gib + 1) * GIB),
-    );
+    let memory = SimulatedMemory::new(&ram, PhysRange::new(preserved_gib * GIB, (preserved_gib + 1) * GIB));
     (memory, ram)
 }
 
-fn populate(
-    memory: &mut SimulatedMemory,
-    preserved_gib: u64,
-    workload: Workload,
-) -> PreservationTracker {
+fn populate(memory: &mut SimulatedMemory, preserved_gib: u64, workload: Workload) -> PreservationTracker {
     let mut tracker = PreservationTracker::new();
     match workload {
         Workload::OrderZero => {
-            let run = FolioRun {
-                phys: 0,
-                order: 0,
-                folio_count: preserved_gib * GIB / 4096,
-            };
-            tracker
-                .preserve_folio_run(memory, run)
-                .expect("preserve order-0 run");
+            let run = FolioRun { phys: 0, order: 0, folio_count: preserved_gib * GIB / 4096 };
+            tracker.preserve_folio_run(memory, run).expect("preserve order-0 run");
         }
         Workload::MixedOrders => {
             for block in 0..preserved_gib * GIB / (2 * MIB) {
@@ -76,14 +63,7 @@ fn populate(
                     _ => (6, 8),
                 };
                 tracker
-                    .preserve_folio_run(
-                        memory,
-                        FolioRun {
-                            phys,
-                            order,
-                            folio_count,
-                        },
-                    )
+                    .preserve_folio_run(memory, FolioRun { phys, order, folio_count })
                     .expect("preserve mixed block");
             }
         }
@@ -114,11 +94,7 @@ fn human_bytes(bytes: u64) -> String {
 
 fn human_duration(duration: Duration) -> String {
     let micros = duration.as_secs_f64() * 1e6;
-    if micros >= 1000.0 {
-        format!("{:.2} ms", micros / 1000.0)
-    } else {
-        format!("{micros:.1} µs")
-    }
+    if micros >= 1000.0 { format!("{:.2} ms", micros / 1000.0) } else { format!("{micros:.1} µs") }
 }
 
 struct CostRow {
@@ -150,14 +126,7 @@ fn memory_cost() -> Vec<CostRow> {
     let (mut memory, _) = machine(1024);
     let mut tracker = PreservationTracker::new();
     tracker
-        .preserve_folio_run(
-            &mut memory,
-            FolioRun {
-                phys: 0,
-                order: 18,
-                folio_count: 1024,
-            },
-        )
+        .preserve_folio_run(&mut memory, FolioRun { phys: 0, order: 18, folio_count: 1024 })
         .expect("preserve 1 GiB folios");
     let chunks = serialize(&tracker, &mut memory).expect("serialise");
     rows.push(CostRow {
@@ -203,13 +172,9 @@ fn throughput(memory_gib: u64, workload: Workload, repetitions: usize) -> Throug
     let mut run_count = 0;
     for _ in 0..repetitions {
         let start = Instant::now();
-        let incoming =
-            IncomingPreservations::walk(&memory, chunks.head_phys(), &ram).expect("walk");
+        let incoming = IncomingPreservations::walk(&memory, chunks.head_phys(), &ram).expect("walk");
         walk_samples.push(start.elapsed());
-        assert_eq!(
-            incoming.remaining_folio_count(),
-            tracker.total_folio_count()
-        );
+        assert_eq!(incoming.remaining_folio_count(), tracker.total_folio_count());
 
         let start = Instant::now();
         let mut covered_bytes = 0;

@@ -24,24 +24,14 @@ fn write(directory: &Path, name: &str, bytes: &[u8]) {
 }
 
 fn fdt_seeds(directory: &Path) {
-    write(
-        directory,
-        "seed-root-empty",
-        &KhoFdtBuilder::new(0).build().expect("root"),
-    );
+    write(directory, "seed-root-empty", &KhoFdtBuilder::new(0).build().expect("root"));
     let mut builder = KhoFdtBuilder::new(0x1000_2000);
     builder.add_user("baton-boot", 0x8000_0000).expect("user");
     builder.add_user("counter", 0x8010_0000).expect("user");
-    write(
-        directory,
-        "seed-root-two-users",
-        &builder.build().expect("root"),
-    );
+    write(directory, "seed-root-two-users", &builder.build().expect("root"));
 
     let mut writer = SubFdtWriter::new().expect("writer");
-    writer
-        .property_string("compatible", "counter-v1")
-        .expect("property");
+    writer.property_string("compatible", "counter-v1").expect("property");
     writer.property_u64("generation", 3).expect("property");
     let state = writer.begin_node("state").expect("node");
     writer.property_u64("start", 0x4000_0000).expect("property");
@@ -59,9 +49,7 @@ fn chunk_seed(directory: &Path, name: &str, preserve: &[FolioRun]) {
     let mut memory = SimulatedMemory::new(&[ram], PhysRange::new(IMAGE_BASE, ram.end));
     let mut tracker = PreservationTracker::new();
     for run in preserve {
-        tracker
-            .preserve_folio_run(&mut memory, *run)
-            .expect("preserve");
+        tracker.preserve_folio_run(&mut memory, *run).expect("preserve");
     }
     let chunks = serialize(&tracker, &mut memory).expect("serialise");
     let selector = if chunks.head_phys() == 0 {
@@ -82,53 +70,23 @@ fn chunk_seed(directory: &Path, name: &str, preserve: &[FolioRun]) {
 
 fn chunk_seeds(directory: &Path) {
     chunk_seed(directory, "seed-empty", &[]);
-    chunk_seed(
-        directory,
-        "seed-one-page",
-        &[FolioRun {
-            phys: 0x5000,
-            order: 0,
-            folio_count: 1,
-        }],
-    );
+    chunk_seed(directory, "seed-one-page", &[FolioRun { phys: 0x5000, order: 0, folio_count: 1 }]);
     chunk_seed(
         directory,
         "seed-mixed-orders",
         &[
-            FolioRun {
-                phys: 0x1000,
-                order: 0,
-                folio_count: 3,
-            },
-            FolioRun {
-                phys: 0x1_0000,
-                order: 2,
-                folio_count: 4,
-            },
-            FolioRun {
-                phys: 2 << 20,
-                order: 9,
-                folio_count: 2,
-            },
-            FolioRun {
-                phys: 8 << 20,
-                order: 0,
-                folio_count: 1024,
-            },
-            FolioRun {
-                phys: 12 << 20,
-                order: 6,
-                folio_count: 16,
-            },
+            FolioRun { phys: 0x1000, order: 0, folio_count: 3 },
+            FolioRun { phys: 0x1_0000, order: 2, folio_count: 4 },
+            FolioRun { phys: 2 << 20, order: 9, folio_count: 2 },
+            FolioRun { phys: 8 << 20, order: 0, folio_count: 1024 },
+            FolioRun { phys: 12 << 20, order: 6, folio_count: 16 },
         ],
     );
 }
 
 fn main() {
-    let corpus = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("kernel/crates/kho/fuzz/corpus"));
+    let corpus =
+        std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("kernel/crates/kho/fuzz/corpus"));
     fdt_seeds(&corpus.join("fdt_parser"));
     chunk_seeds(&corpus.join("chunk_walker"));
     println!("seeds written under {}", corpus.display());

@@ -101,10 +101,7 @@ impl FolioRun {
     pub fn folios(&self) -> impl Iterator<Item = Folio> + use<> {
         let order = self.order;
         let start = self.phys >> folio_shift(order);
-        (start..start + self.folio_count).map(move |number| Folio {
-            phys: number << folio_shift(order),
-            order,
-        })
+        (start..start + self.folio_count).map(move |number| Folio { phys: number << folio_shift(order), order })
     }
 }
 
@@ -216,26 +213,15 @@ pub(crate) fn read_words<M: PhysMemory + ?Sized>(
 }
 
 /// Read a whole bitmap.
-pub(crate) fn read_bitmap<M: PhysMemory + ?Sized>(
-    memory: &M,
-    bitmap_phys: u64,
-) -> Result<BitmapWords, AccessError> {
+pub(crate) fn read_bitmap<M: PhysMemory + ?Sized>(memory: &M, bitmap_phys: u64) -> Result<BitmapWords, AccessError> {
     read_words(memory, bitmap_phys, 0, WORDS_PER_BITMAP - 1)
 }
 
 /// Mask of bits `[low, high)` of a 64-bit word (`low <= high <= 64`).
 #[inline]
 fn word_mask(low: u32, high: u32) -> u64 {
-    let upper = if high >= 64 {
-        u64::MAX
-    } else {
-        (1_u64 << high) - 1
-    };
-    let lower = if low >= 64 {
-        u64::MAX
-    } else {
-        (1_u64 << low) - 1
-    };
+    let upper = if high >= 64 { u64::MAX } else { (1_u64 << high) - 1 };
+    let lower = if low >= 64 { u64::MAX } else { (1_u64 << low) - 1 };
     upper & !lower
 }
 
@@ -256,11 +242,7 @@ pub(crate) fn count_bits(words: &BitmapWords, low_bit: u64, high_bit: u64) -> u6
 /// The first maximal run `(first_bit, end_bit)` of set bits of `words` that
 /// starts at or after `from_bit`, clipped to `high_bit`; whole words are
 /// tested at once where possible.
-pub(crate) fn next_bit_run(
-    words: &BitmapWords,
-    from_bit: u64,
-    high_bit: u64,
-) -> Option<(u64, u64)> {
+pub(crate) fn next_bit_run(words: &BitmapWords, from_bit: u64, high_bit: u64) -> Option<(u64, u64)> {
     let high_bit = high_bit.min(BITS_PER_BITMAP);
     let mut bit = from_bit;
     // Skip clear bits.
@@ -299,12 +281,7 @@ pub(crate) fn next_bit_run(
 
 /// Call `emit(first_bit, end_bit)` for every maximal run of set bits of
 /// `words` inside `[low_bit, high_bit)`.
-pub(crate) fn for_each_bit_run(
-    words: &BitmapWords,
-    low_bit: u64,
-    high_bit: u64,
-    mut emit: impl FnMut(u64, u64),
-) {
+pub(crate) fn for_each_bit_run(words: &BitmapWords, low_bit: u64, high_bit: u64, mut emit: impl FnMut(u64, u64)) {
     let mut bit = low_bit;
     while let Some((start, end)) = next_bit_run(words, bit, high_bit) {
         emit(start, end);
@@ -323,25 +300,13 @@ pub(crate) struct BitmapIndex {
 /// Position of a folio in the bitmaps: key and bit number.
 pub(crate) fn locate(phys: u64, order: u32) -> (BitmapKey, u64) {
     let folio_number = phys >> folio_shift(order);
-    (
-        BitmapKey {
-            order,
-            number: folio_number >> BITMAP_BITS_SHIFT,
-        },
-        folio_number & (BITS_PER_BITMAP - 1),
-    )
+    (BitmapKey { order, number: folio_number >> BITMAP_BITS_SHIFT }, folio_number & (BITS_PER_BITMAP - 1))
 }
 
 impl BitmapIndex {
     /// Orders that have at least one bitmap, ascending.
     pub fn orders_present(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..=MAX_ORDER).filter(|order| {
-            self.bitmaps_per_order
-                .get(*order as usize)
-                .copied()
-                .unwrap_or(0)
-                != 0
-        })
+        (0..=MAX_ORDER).filter(|order| self.bitmaps_per_order.get(*order as usize).copied().unwrap_or(0) != 0)
     }
 
     pub fn insert(&mut self, key: BitmapKey, slot: BitmapSlot) {
@@ -371,20 +336,11 @@ impl BitmapIndex {
     }
 
     pub fn preserved_bytes(&self) -> u64 {
-        self.folios_per_order
-            .iter()
-            .zip(0..)
-            .map(|(count, order)| count << folio_shift(order))
-            .sum()
+        self.folios_per_order.iter().zip(0..).map(|(count, order)| count << folio_shift(order)).sum()
     }
 
     /// Whether the folio `(phys, order)` has its bit set.
-    pub fn test<M: PhysMemory + ?Sized>(
-        &self,
-        memory: &M,
-        phys: u64,
-        order: u32,
-    ) -> Result<bool, AccessError> {
+    pub fn test<M: PhysMemory + ?Sized>(&self, memory: &M, phys: u64, order: u32) -> Result<bool, AccessError> {
         let (key, bit) = locate(phys, order);
         match self.map.get(&key) {
             Some(slot) => {
@@ -443,37 +399,19 @@ impl BitmapIndex {
         if first_folio >= end_folio {
             return Ok(());
         }
-        let first_key = BitmapKey {
-            order,
-            number: first_folio >> BITMAP_BITS_SHIFT,
-        };
-        let last_key = BitmapKey {
-            order,
-            number: (end_folio - 1) >> BITMAP_BITS_SHIFT,
-        };
+        let first_key = BitmapKey { order, number: first_folio >> BITMAP_BITS_SHIFT };
+        let last_key = BitmapKey { order, number: (end_folio - 1) >> BITMAP_BITS_SHIFT };
         let mut pending: Option<(u64, u64)> = None;
         let shift = folio_shift(order);
-        let to_run = |(start, end): (u64, u64)| FolioRun {
-            phys: start << shift,
-            order,
-            folio_count: end - start,
-        };
-        for (key, slot) in self
-            .map
-            .range((Bound::Included(first_key), Bound::Included(last_key)))
-        {
+        let to_run = |(start, end): (u64, u64)| FolioRun { phys: start << shift, order, folio_count: end - start };
+        for (key, slot) in self.map.range((Bound::Included(first_key), Bound::Included(last_key))) {
             if slot.set_bit_count == 0 {
                 continue;
             }
             let base = key.number << BITMAP_BITS_SHIFT;
             let low_bit = first_folio.saturating_sub(base);
             let high_bit = (end_folio - base).min(BITS_PER_BITMAP);
-            let words = read_words(
-                memory,
-                slot.phys,
-                (low_bit / 64) as usize,
-                ((high_bit - 1) / 64) as usize,
-            )?;
+            let words = read_words(memory, slot.phys, (low_bit / 64) as usize, ((high_bit - 1) / 64) as usize)?;
             let mut stop = false;
             for_each_bit_run(&words, low_bit, high_bit, |start, end| {
                 if stop {
@@ -515,10 +453,7 @@ impl BitmapIndex {
                 // One folio of the larger (or same) order can contain this one.
                 let containing = phys & !(folio_size_bytes(present) - 1);
                 if self.test(memory, containing, present)? {
-                    return Ok(Some(Folio {
-                        phys: containing,
-                        order: present,
-                    }));
+                    return Ok(Some(Folio { phys: containing, order: present }));
                 }
             } else {
                 // Any smaller folio inside this one.
@@ -527,10 +462,7 @@ impl BitmapIndex {
                 let end = first + (1 << (order - present));
                 let mut found = None;
                 self.runs_in(memory, present, first, end, |run| {
-                    found = Some(Folio {
-                        phys: run.phys,
-                        order: present,
-                    });
+                    found = Some(Folio { phys: run.phys, order: present });
                     false
                 })?;
                 if found.is_some() {
@@ -553,10 +485,7 @@ impl BitmapIndex {
             let end = range.end.div_ceil(folio_size_bytes(order));
             let mut found = None;
             self.runs_in(memory, order, first, end, |run| {
-                found = Some(Folio {
-                    phys: run.phys,
-                    order,
-                });
+                found = Some(Folio { phys: run.phys, order });
                 false
             })?;
             if found.is_some() {
@@ -580,10 +509,7 @@ impl BitmapIndex {
                     continue;
                 }
                 let containing = boundary & !mask;
-                let folio = Folio {
-                    phys: containing,
-                    order,
-                };
+                let folio = Folio { phys: containing, order };
                 if !range.contains_range(&folio.range()) && self.test(memory, containing, order)? {
                     return Ok(Some(folio));
                 }
@@ -627,10 +553,7 @@ impl BitmapIndex {
         let end = first + run.folio_count;
         let mut folio = first;
         while folio < end {
-            let key = BitmapKey {
-                order,
-                number: folio >> BITMAP_BITS_SHIFT,
-            };
+            let key = BitmapKey { order, number: folio >> BITMAP_BITS_SHIFT };
             let base = key.number << BITMAP_BITS_SHIFT;
             let high = (end - base).min(BITS_PER_BITMAP);
             let Some(slot) = self.map.get_mut(&key) else {
@@ -685,14 +608,7 @@ pub(crate) struct IndexRuns<'a, M: ?Sized> {
 
 impl<'a, M: PhysMemory + ?Sized> IndexRuns<'a, M> {
     pub fn new(memory: &'a M, index: &'a BitmapIndex) -> Self {
-        Self {
-            memory,
-            entries: index.map.iter(),
-            current: None,
-            next_bit: 0,
-            pending: None,
-            has_failed: false,
-        }
+        Self { memory, entries: index.map.iter(), current: None, next_bit: 0, pending: None, has_failed: false }
     }
 }
 
@@ -732,16 +648,9 @@ impl<M: PhysMemory + ?Sized> Iterator for IndexRuns<'_, M> {
             self.next_bit = end;
             let shift = folio_shift(key.order);
             let base = key.number << BITMAP_BITS_SHIFT;
-            let run = FolioRun {
-                phys: (base + start) << shift,
-                order: key.order,
-                folio_count: end - start,
-            };
+            let run = FolioRun { phys: (base + start) << shift, order: key.order, folio_count: end - start };
             match &mut self.pending {
-                Some(pending)
-                    if pending.order == run.order
-                        && pending.phys + pending.size_bytes() == run.phys =>
-                {
+                Some(pending) if pending.order == run.order && pending.phys + pending.size_bytes() == run.phys => {
                     pending.folio_count += run.folio_count;
                 }
                 _ => {
@@ -762,10 +671,7 @@ pub(crate) struct IndexFolios<'a, M: ?Sized> {
 
 impl<'a, M: PhysMemory + ?Sized> IndexFolios<'a, M> {
     pub fn new(memory: &'a M, index: &'a BitmapIndex) -> Self {
-        Self {
-            runs: IndexRuns::new(memory, index),
-            current: None,
-        }
+        Self { runs: IndexRuns::new(memory, index), current: None }
     }
 }
 
@@ -776,10 +682,7 @@ impl<M: PhysMemory + ?Sized> Iterator for IndexFolios<'_, M> {
         loop {
             if let Some((run, position)) = &mut self.current {
                 if *position < run.folio_count {
-                    let folio = Folio {
-                        phys: run.phys + (*position << folio_shift(run.order)),
-                        order: run.order,
-                    };
+                    let folio = Folio { phys: run.phys + (*position << folio_shift(run.order)), order: run.order };
                     *position += 1;
                     return Some(Ok(folio));
                 }
@@ -805,24 +708,10 @@ mod tests {
 
     #[test]
     fn geometry_matches_the_seeds() {
-        assert_eq!(
-            bitmap_span_bytes(0),
-            16 << 20,
-            "an order-0 bitmap covers 16 MiB"
-        );
-        assert_eq!(
-            bitmap_span_bytes(18),
-            4 << 40,
-            "an order-18 (1 GiB) bitmap covers 4 TiB"
-        );
+        assert_eq!(bitmap_span_bytes(0), 16 << 20, "an order-0 bitmap covers 16 MiB");
+        assert_eq!(bitmap_span_bytes(18), 4 << 40, "an order-18 (1 GiB) bitmap covers 4 TiB");
         let (key, bit) = locate(0x1234_5000, 0);
-        assert_eq!(
-            key,
-            BitmapKey {
-                order: 0,
-                number: 0x1234_5000 >> 24
-            }
-        );
+        assert_eq!(key, BitmapKey { order: 0, number: 0x1234_5000 >> 24 });
         assert_eq!(bit, (0x1234_5000 >> 12) & 4095);
         assert_eq!(key.phys_start() + (bit << 12), 0x1234_5000);
     }
@@ -835,10 +724,7 @@ mod tests {
         words[2] = 0b1;
         words[3] = 1 << 63;
         words[63] = u64::MAX;
-        assert_eq!(
-            runs_of(&words, 0, 4096),
-            [(1, 3), (5, 8), (64, 129), (255, 256), (4032, 4096)]
-        );
+        assert_eq!(runs_of(&words, 0, 4096), [(1, 3), (5, 8), (64, 129), (255, 256), (4032, 4096)]);
         assert_eq!(runs_of(&words, 2, 100), [(2, 3), (5, 8), (64, 100)]);
         assert_eq!(count_bits(&words, 0, 4096), 5 + 64 + 1 + 1 + 64);
         assert_eq!(count_bits(&words, 6, 66), 2 + 2);
@@ -850,22 +736,10 @@ mod tests {
         assert_eq!(
             folios,
             [
-                Folio {
-                    phys: 0x3000,
-                    order: 0
-                },
-                Folio {
-                    phys: 0x4000,
-                    order: 2
-                },
-                Folio {
-                    phys: 0x8000,
-                    order: 3
-                },
-                Folio {
-                    phys: 0x1_0000,
-                    order: 1
-                },
+                Folio { phys: 0x3000, order: 0 },
+                Folio { phys: 0x4000, order: 2 },
+                Folio { phys: 0x8000, order: 3 },
+                Folio { phys: 0x1_0000, order: 1 },
             ]
         );
         // The seeds' ilog2-only split would start with an order-3 folio at
@@ -874,13 +748,7 @@ mod tests {
             assert_eq!(folio.phys % folio.size_bytes(), 0);
         }
         let whole: Vec<Folio> = split_range(PhysRange::new(1 << 40, 1 << 41)).collect();
-        assert_eq!(
-            whole,
-            [Folio {
-                phys: 1 << 40,
-                order: 28
-            }]
-        );
+        assert_eq!(whole, [Folio { phys: 1 << 40, order: 28 }]);
     }
 
     #[test]
@@ -895,18 +763,9 @@ mod tests {
     fn folio_rules() {
         assert_eq!(check_folio(0x1000, 0), Ok(()));
         assert_eq!(check_folio(0x1000, 1), Err(FolioRuleError::Misaligned));
-        assert_eq!(
-            check_folio(0, MAX_ORDER + 1),
-            Err(FolioRuleError::OrderTooLarge)
-        );
+        assert_eq!(check_folio(0, MAX_ORDER + 1), Err(FolioRuleError::OrderTooLarge));
         assert_eq!(check_folio(PHYS_ADDRESS_LIMIT - 4096, 0), Ok(()));
-        assert_eq!(
-            check_folio(PHYS_ADDRESS_LIMIT, 0),
-            Err(FolioRuleError::AddressTooLarge)
-        );
-        assert_eq!(
-            check_folio(!0xfff_u64, 0),
-            Err(FolioRuleError::AddressTooLarge)
-        );
+        assert_eq!(check_folio(PHYS_ADDRESS_LIMIT, 0), Err(FolioRuleError::AddressTooLarge));
+        assert_eq!(check_folio(!0xfff_u64, 0), Err(FolioRuleError::AddressTooLarge));
     }
 }

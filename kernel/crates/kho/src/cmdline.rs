@@ -34,26 +34,15 @@ pub struct CmdlineParameter<'a> {
 
 /// The words of the kernel's part of `cmdline`, in order.
 pub fn parameters(cmdline: &str) -> impl Iterator<Item = CmdlineParameter<'_>> {
-    cmdline
-        .split_ascii_whitespace()
-        .take_while(|word| *word != "--")
-        .map(|word| match word.split_once('=') {
-            Some((key, value)) => CmdlineParameter {
-                key,
-                value: Some(value),
-            },
-            None => CmdlineParameter {
-                key: word,
-                value: None,
-            },
-        })
+    cmdline.split_ascii_whitespace().take_while(|word| *word != "--").map(|word| match word.split_once('=') {
+        Some((key, value)) => CmdlineParameter { key, value: Some(value) },
+        None => CmdlineParameter { key: word, value: None },
+    })
 }
 
 /// The last word whose key is `key`.
 pub fn find_parameter<'a>(cmdline: &'a str, key: &str) -> Option<CmdlineParameter<'a>> {
-    parameters(cmdline)
-        .filter(|parameter| parameter.key == key)
-        .last()
+    parameters(cmdline).filter(|parameter| parameter.key == key).last()
 }
 
 /// The value of the last `key=value` word (`None` if absent or a bare flag).
@@ -85,15 +74,9 @@ impl core::error::Error for CmdlineError {}
 pub fn parse_boolean(value: &str) -> Result<bool, CmdlineError> {
     const TRUE_SPELLINGS: [&str; 5] = ["1", "y", "yes", "on", "true"];
     const FALSE_SPELLINGS: [&str; 5] = ["0", "n", "no", "off", "false"];
-    if TRUE_SPELLINGS
-        .iter()
-        .any(|spelling| value.eq_ignore_ascii_case(spelling))
-    {
+    if TRUE_SPELLINGS.iter().any(|spelling| value.eq_ignore_ascii_case(spelling)) {
         Ok(true)
-    } else if FALSE_SPELLINGS
-        .iter()
-        .any(|spelling| value.eq_ignore_ascii_case(spelling))
-    {
+    } else if FALSE_SPELLINGS.iter().any(|spelling| value.eq_ignore_ascii_case(spelling)) {
         Ok(false)
     } else {
         Err(CmdlineError::InvalidBoolean)
@@ -106,9 +89,7 @@ pub fn kho_enabled(cmdline: &str) -> Result<Option<bool>, CmdlineError> {
     match find_parameter(cmdline, KHO_PARAMETER) {
         None => Ok(None),
         Some(CmdlineParameter { value: None, .. }) => Err(CmdlineError::MissingValue),
-        Some(CmdlineParameter {
-            value: Some(value), ..
-        }) => parse_boolean(value).map(Some),
+        Some(CmdlineParameter { value: Some(value), .. }) => parse_boolean(value).map(Some),
     }
 }
 
@@ -121,23 +102,10 @@ mod tests {
         let cmdline = "console=ttyS0  kho=on quiet\tkho_scratch=16M,512M,256M kho=off -- kho=on";
         let words: alloc::vec::Vec<_> = parameters(cmdline).collect();
         assert_eq!(words.len(), 5);
-        assert_eq!(
-            words[2],
-            CmdlineParameter {
-                key: "quiet",
-                value: None
-            }
-        );
+        assert_eq!(words[2], CmdlineParameter { key: "quiet", value: None });
         assert_eq!(parameter_value(cmdline, "console"), Some("ttyS0"));
-        assert_eq!(
-            parameter_value(cmdline, "kho"),
-            Some("off"),
-            "the last kernel word wins, not the one after --"
-        );
-        assert_eq!(
-            parameter_value(cmdline, "kho_scratch"),
-            Some("16M,512M,256M")
-        );
+        assert_eq!(parameter_value(cmdline, "kho"), Some("off"), "the last kernel word wins, not the one after --");
+        assert_eq!(parameter_value(cmdline, "kho_scratch"), Some("16M,512M,256M"));
         assert_eq!(parameter_value(cmdline, "quiet"), None);
         assert!(find_parameter(cmdline, "quiet").is_some());
         assert_eq!(parameter_value(cmdline, "missing"), None);
@@ -154,11 +122,7 @@ mod tests {
             assert_eq!(parse_boolean(spelling), Ok(false), "{spelling}");
         }
         for spelling in ["", "2", "yellow", "onn", "of", " on", "t", "f", "enable"] {
-            assert_eq!(
-                parse_boolean(spelling),
-                Err(CmdlineError::InvalidBoolean),
-                "{spelling:?}"
-            );
+            assert_eq!(parse_boolean(spelling), Err(CmdlineError::InvalidBoolean), "{spelling:?}");
         }
     }
 

@@ -13,13 +13,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use root::{
-    KHO_COMPATIBLE, KhoFdt, KhoFdtBuildError, KhoFdtBuilder, KhoFdtCorruption, KhoFdtError,
-    KhoUser, PRESERVED_MEMORY_MAP_PROPERTY, USER_FDT_PROPERTY, USER_NAME_MAX_BYTES,
-    is_valid_user_name, parse_kho_fdt,
+    KHO_COMPATIBLE, KhoFdt, KhoFdtBuildError, KhoFdtBuilder, KhoFdtCorruption, KhoFdtError, KhoUser,
+    PRESERVED_MEMORY_MAP_PROPERTY, USER_FDT_PROPERTY, USER_NAME_MAX_BYTES, is_valid_user_name, parse_kho_fdt,
 };
 pub use structure::{
-    FDT_HEADER_SIZE_BYTES, FDT_MAGIC, FDT_MAX_DEPTH, FDT_MIN_VERSION, FdtBlock, FdtStructureError,
-    validate_fdt,
+    FDT_HEADER_SIZE_BYTES, FDT_MAGIC, FDT_MAX_DEPTH, FDT_MIN_VERSION, FdtBlock, FdtStructureError, validate_fdt,
 };
 pub use writer::{FdtWriteError, SubFdtNode, SubFdtWriter, native_u32, native_u64};
 
@@ -59,13 +57,9 @@ impl fmt::Display for ReadFdtError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Access(error) => write!(formatter, "reading the FDT failed: {error}"),
-            Self::TooLarge {
-                total_size_bytes,
-                max_size_bytes,
-            } => write!(
-                formatter,
-                "FDT of {total_size_bytes} bytes exceeds the limit of {max_size_bytes}"
-            ),
+            Self::TooLarge { total_size_bytes, max_size_bytes } => {
+                write!(formatter, "FDT of {total_size_bytes} bytes exceeds the limit of {max_size_bytes}")
+            }
             Self::Structure(error) => write!(formatter, "{error}"),
         }
     }
@@ -87,26 +81,16 @@ impl From<FdtStructureError> for ReadFdtError {
 
 /// Copy the FDT at `phys` out of physical memory and validate it: read the
 /// header, check `totalsize <= max_size_bytes`, read the rest.
-pub fn read_fdt<M: PhysMemory + ?Sized>(
-    memory: &M,
-    phys: u64,
-    max_size_bytes: u64,
-) -> Result<Vec<u8>, ReadFdtError> {
+pub fn read_fdt<M: PhysMemory + ?Sized>(memory: &M, phys: u64, max_size_bytes: u64) -> Result<Vec<u8>, ReadFdtError> {
     let mut header = [0_u8; FDT_HEADER_SIZE_BYTES];
     if max_size_bytes < FDT_HEADER_SIZE_BYTES as u64 {
-        return Err(ReadFdtError::TooLarge {
-            total_size_bytes: FDT_HEADER_SIZE_BYTES as u64,
-            max_size_bytes,
-        });
+        return Err(ReadFdtError::TooLarge { total_size_bytes: FDT_HEADER_SIZE_BYTES as u64, max_size_bytes });
     }
     memory.read(phys, &mut header)?;
     let fields = structure::read_header(&header)?;
     let total_size_bytes = u64::from(fields.total_size_bytes);
     if total_size_bytes > max_size_bytes {
-        return Err(ReadFdtError::TooLarge {
-            total_size_bytes,
-            max_size_bytes,
-        });
+        return Err(ReadFdtError::TooLarge { total_size_bytes, max_size_bytes });
     }
     let mut blob = vec![0_u8; fields.total_size_bytes as usize];
     memory.read(phys, &mut blob)?;

@@ -39,10 +39,9 @@ pub enum AccessError {
 impl fmt::Display for AccessError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OutsideRam { phys, size_bytes } => write!(
-                formatter,
-                "physical access of {size_bytes} bytes at {phys:#x} is outside RAM"
-            ),
+            Self::OutsideRam { phys, size_bytes } => {
+                write!(formatter, "physical access of {size_bytes} bytes at {phys:#x} is outside RAM")
+            }
         }
     }
 }
@@ -109,11 +108,7 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `[start, end)`; `end < start` is normalised to an empty range.
     pub const fn new(start: u64, end: u64) -> Self {
-        if end < start {
-            Self { start, end: start }
-        } else {
-            Self { start, end }
-        }
+        if end < start { Self { start, end: start } } else { Self { start, end } }
     }
 
     /// The range `[start, start + size_bytes)`, or `None` if it wraps.
@@ -159,11 +154,7 @@ impl fmt::Display for PhysRange {
 
 /// Sort ranges and merge overlapping or touching ones; drop empty ones.
 pub fn normalize_ranges(ranges: &[PhysRange]) -> alloc::vec::Vec<PhysRange> {
-    let mut sorted: alloc::vec::Vec<PhysRange> = ranges
-        .iter()
-        .copied()
-        .filter(|range| !range.is_empty())
-        .collect();
+    let mut sorted: alloc::vec::Vec<PhysRange> = ranges.iter().copied().filter(|range| !range.is_empty()).collect();
     sorted.sort_unstable();
     let mut merged: alloc::vec::Vec<PhysRange> = alloc::vec::Vec::with_capacity(sorted.len());
     for range in sorted {
@@ -224,13 +215,7 @@ mod tests {
             PhysRange::new(0x2800, 0x2900),
             PhysRange::new(0x9000, 0x9000),
         ]);
-        assert_eq!(
-            merged,
-            [
-                PhysRange::new(0x1000, 0x3000),
-                PhysRange::new(0x5000, 0x6000)
-            ]
-        );
+        assert_eq!(merged, [PhysRange::new(0x1000, 0x3000), PhysRange::new(0x5000, 0x6000)]);
         assert!(range_inside_ram(&merged, &PhysRange::new(0x1800, 0x3000)));
         assert!(!range_inside_ram(&merged, &PhysRange::new(0x2800, 0x5800)));
         assert!(!range_inside_ram(&merged, &PhysRange::new(0x0, 0x800)));

@@ -22,9 +22,7 @@ use core::fmt;
 
 use crate::bitmap::FolioRun;
 use crate::fdt::{KhoFdtBuildError, KhoFdtBuilder, ReadFdtError, is_valid_user_name, read_fdt};
-use crate::memory::{
-    AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PhysRange, align_up,
-};
+use crate::memory::{AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PhysRange, align_up};
 use crate::serial::{SerializeError, SerializedChunks, serialize};
 use crate::tracker::{PreservationTracker, TrackerError};
 
@@ -182,17 +180,11 @@ impl OutgoingHandover {
 
     /// The registered sub-FDTs, by name.
     pub fn sub_fdts(&self) -> impl Iterator<Item = (&str, SubFdtRegistration)> + '_ {
-        self.sub_fdts
-            .iter()
-            .map(|(name, registration)| (name.as_str(), *registration))
+        self.sub_fdts.iter().map(|(name, registration)| (name.as_str(), *registration))
     }
 
     fn ensure_open(&self) -> Result<(), OutgoingError> {
-        if self.finalized.is_some() {
-            Err(OutgoingError::Busy)
-        } else {
-            Ok(())
-        }
+        if self.finalized.is_some() { Err(OutgoingError::Busy) } else { Ok(()) }
     }
 
     /// See [`PreservationTracker::preserve_folio`].
@@ -251,12 +243,7 @@ impl OutgoingHandover {
 
     /// Register the sub-FDT of user `name`: `size_bytes` at `phys`. The
     /// memory must be preserved (by the user) before finalisation.
-    pub fn add_sub_fdt(
-        &mut self,
-        name: &str,
-        phys: u64,
-        size_bytes: u64,
-    ) -> Result<(), OutgoingError> {
+    pub fn add_sub_fdt(&mut self, name: &str, phys: u64, size_bytes: u64) -> Result<(), OutgoingError> {
         self.ensure_open()?;
         if !is_valid_user_name(name) {
             return Err(OutgoingError::InvalidUserName);
@@ -267,8 +254,7 @@ impl OutgoingHandover {
         if self.sub_fdts.contains_key(name) {
             return Err(OutgoingError::DuplicateUserName);
         }
-        self.sub_fdts
-            .insert(String::from(name), SubFdtRegistration { phys, size_bytes });
+        self.sub_fdts.insert(String::from(name), SubFdtRegistration { phys, size_bytes });
         Ok(())
     }
 
@@ -279,10 +265,7 @@ impl OutgoingHandover {
     }
 
     /// Serialise, build the root FDT, copy it to metadata memory and freeze.
-    pub fn finalize<M: HandoverMemory + ?Sized>(
-        &mut self,
-        memory: &mut M,
-    ) -> Result<FinalizeSummary, OutgoingError> {
+    pub fn finalize<M: HandoverMemory + ?Sized>(&mut self, memory: &mut M) -> Result<FinalizeSummary, OutgoingError> {
         if self.finalized.is_some() {
             return Err(OutgoingError::AlreadyFinalized);
         }
@@ -293,11 +276,7 @@ impl OutgoingHandover {
                 align_up(phys + registration.size_bytes, PAGE_SIZE_BYTES)
                     .ok_or(OutgoingError::InvalidSubFdtRange { phys })?,
             );
-            if !self
-                .tracker
-                .is_range_preserved(memory, pages)
-                .map_err(OutgoingError::Access)?
-            {
+            if !self.tracker.is_range_preserved(memory, pages).map_err(OutgoingError::Access)? {
                 return Err(OutgoingError::SubFdtNotPreserved { phys });
             }
             read_fdt(memory, phys, registration.size_bytes)
@@ -320,11 +299,8 @@ impl OutgoingHandover {
             }
         };
         let root_fdt_size_bytes = blob.len() as u64;
-        let root_fdt_allocation_bytes =
-            align_up(root_fdt_size_bytes, PAGE_SIZE_BYTES).unwrap_or(PAGE_SIZE_BYTES);
-        let Some(root_fdt_phys) =
-            memory.allocate_zeroed(root_fdt_allocation_bytes, PAGE_SIZE_BYTES)
-        else {
+        let root_fdt_allocation_bytes = align_up(root_fdt_size_bytes, PAGE_SIZE_BYTES).unwrap_or(PAGE_SIZE_BYTES);
+        let Some(root_fdt_phys) = memory.allocate_zeroed(root_fdt_allocation_bytes, PAGE_SIZE_BYTES) else {
             chunks.free(memory);
             return Err(OutgoingError::OutOfMetadataMemory);
         };
@@ -342,32 +318,17 @@ impl OutgoingHandover {
             bitmap_count: chunks.bitmap_count(),
             folio_count: self.tracker.total_folio_count(),
             preserved_bytes: self.tracker.preserved_bytes(),
-            users: self
-                .sub_fdts
-                .iter()
-                .map(|(name, registration)| (name.clone(), registration.phys))
-                .collect(),
+            users: self.sub_fdts.iter().map(|(name, registration)| (name.clone(), registration.phys)).collect(),
         };
-        self.finalized = Some(Finalized {
-            chunks,
-            root_fdt_allocation_bytes,
-            summary: summary.clone(),
-        });
+        self.finalized = Some(Finalized { chunks, root_fdt_allocation_bytes, summary: summary.clone() });
         Ok(summary)
     }
 
     /// Undo finalisation: free the chunk pages and the root FDT copy and
     /// accept changes again.
-    pub fn abort<M: MetadataAllocator + ?Sized>(
-        &mut self,
-        memory: &mut M,
-    ) -> Result<(), OutgoingError> {
+    pub fn abort<M: MetadataAllocator + ?Sized>(&mut self, memory: &mut M) -> Result<(), OutgoingError> {
         let finalized = self.finalized.take().ok_or(OutgoingError::NotFinalized)?;
-        memory.free(
-            finalized.summary.root_fdt_phys,
-            finalized.root_fdt_allocation_bytes,
-            PAGE_SIZE_BYTES,
-        );
+        memory.free(finalized.summary.root_fdt_phys, finalized.root_fdt_allocation_bytes, PAGE_SIZE_BYTES);
         finalized.chunks.free(memory);
         Ok(())
     }

@@ -52,9 +52,7 @@ pub enum ScratchSizing {
 
 impl Default for ScratchSizing {
     fn default() -> Self {
-        Self::Scale {
-            percent: DEFAULT_SCRATCH_SCALE_PERCENT,
-        }
+        Self::Scale { percent: DEFAULT_SCRATCH_SCALE_PERCENT }
     }
 }
 
@@ -107,10 +105,7 @@ impl fmt::Display for ScratchSizeError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadAlignment { alignment_bytes } => {
-                write!(
-                    formatter,
-                    "scratch alignment {alignment_bytes:#x} is not a power of two"
-                )
+                write!(formatter, "scratch alignment {alignment_bytes:#x} is not a power of two")
             }
             Self::Overflow => write!(formatter, "scratch size overflows"),
         }
@@ -138,10 +133,7 @@ fn parse_number(text: &str) -> Result<(u64, &str), ScratchParseError> {
         Some("0x" | "0X") => (text.get(2..).unwrap_or_default(), 16),
         _ => (text, 10),
     };
-    let digit_count = digits_and_rest
-        .bytes()
-        .take_while(|byte| char::from(*byte).is_digit(radix))
-        .count();
+    let digit_count = digits_and_rest.bytes().take_while(|byte| char::from(*byte).is_digit(radix)).count();
     if digit_count == 0 {
         return Err(ScratchParseError::InvalidNumber);
     }
@@ -225,16 +217,9 @@ impl ScratchSizing {
             Self::Scale { percent } => {
                 let lowmem_bytes = round_up(scale(allocated_low_bytes, percent)?, alignment_bytes)?;
                 let global = scale(allocated_total_bytes, percent)?.saturating_sub(lowmem_bytes);
-                Ok(ScratchSizes {
-                    lowmem_bytes,
-                    global_bytes: round_up(global, alignment_bytes)?,
-                })
+                Ok(ScratchSizes { lowmem_bytes, global_bytes: round_up(global, alignment_bytes)? })
             }
-            Self::Explicit {
-                lowmem_bytes,
-                global_bytes,
-                ..
-            } => Ok(ScratchSizes {
+            Self::Explicit { lowmem_bytes, global_bytes, .. } => Ok(ScratchSizes {
                 lowmem_bytes: round_up(lowmem_bytes, alignment_bytes)?,
                 global_bytes: round_up(global_bytes, alignment_bytes)?,
             }),
@@ -244,27 +229,17 @@ impl ScratchSizing {
     /// Size of the scratch region of a node on which boot allocated
     /// `allocated_node_bytes`: `node × scale / 100`, or the explicit
     /// per-node size, rounded up to `alignment_bytes`.
-    pub fn per_node_size(
-        &self,
-        allocated_node_bytes: u64,
-        alignment_bytes: u64,
-    ) -> Result<u64, ScratchSizeError> {
+    pub fn per_node_size(&self, allocated_node_bytes: u64, alignment_bytes: u64) -> Result<u64, ScratchSizeError> {
         check_alignment(alignment_bytes)?;
         match *self {
-            Self::Scale { percent } => {
-                round_up(scale(allocated_node_bytes, percent)?, alignment_bytes)
-            }
+            Self::Scale { percent } => round_up(scale(allocated_node_bytes, percent)?, alignment_bytes),
             Self::Explicit { per_node_bytes, .. } => round_up(per_node_bytes, alignment_bytes),
         }
     }
 }
 
 fn check_alignment(alignment_bytes: u64) -> Result<(), ScratchSizeError> {
-    if alignment_bytes.is_power_of_two() {
-        Ok(())
-    } else {
-        Err(ScratchSizeError::BadAlignment { alignment_bytes })
-    }
+    if alignment_bytes.is_power_of_two() { Ok(()) } else { Err(ScratchSizeError::BadAlignment { alignment_bytes }) }
 }
 
 /// `bytes × percent / 100` without intermediate overflow.
@@ -289,71 +264,32 @@ mod tests {
 
     #[test]
     fn scale_form() {
-        assert_eq!(
-            ScratchSizing::parse("50%"),
-            Ok(ScratchSizing::Scale { percent: 50 })
-        );
-        assert_eq!(
-            ScratchSizing::parse("0x64%"),
-            Ok(ScratchSizing::Scale { percent: 100 })
-        );
-        assert_eq!(
-            ScratchSizing::parse("007%"),
-            Ok(ScratchSizing::Scale { percent: 7 })
-        );
+        assert_eq!(ScratchSizing::parse("50%"), Ok(ScratchSizing::Scale { percent: 50 }));
+        assert_eq!(ScratchSizing::parse("0x64%"), Ok(ScratchSizing::Scale { percent: 100 }));
+        assert_eq!(ScratchSizing::parse("007%"), Ok(ScratchSizing::Scale { percent: 7 }));
         assert_eq!(ScratchSizing::parse("0%"), Err(ScratchParseError::Zero));
         assert_eq!(ScratchSizing::parse("%"), Err(ScratchParseError::Empty));
-        assert_eq!(
-            ScratchSizing::parse("5x%"),
-            Err(ScratchParseError::TrailingCharacters)
-        );
-        assert_eq!(
-            ScratchSizing::parse("5M%"),
-            Err(ScratchParseError::TrailingCharacters)
-        );
-        assert_eq!(
-            ScratchSizing::parse("-5%"),
-            Err(ScratchParseError::InvalidNumber)
-        );
-        assert_eq!(
-            ScratchSizing::parse("4294967296%"),
-            Err(ScratchParseError::Overflow)
-        );
-        assert_eq!(
-            ScratchSizing::parse("50%%"),
-            Err(ScratchParseError::TrailingCharacters)
-        );
-        assert_eq!(
-            ScratchSizing::default(),
-            ScratchSizing::Scale { percent: 200 }
-        );
+        assert_eq!(ScratchSizing::parse("5x%"), Err(ScratchParseError::TrailingCharacters));
+        assert_eq!(ScratchSizing::parse("5M%"), Err(ScratchParseError::TrailingCharacters));
+        assert_eq!(ScratchSizing::parse("-5%"), Err(ScratchParseError::InvalidNumber));
+        assert_eq!(ScratchSizing::parse("4294967296%"), Err(ScratchParseError::Overflow));
+        assert_eq!(ScratchSizing::parse("50%%"), Err(ScratchParseError::TrailingCharacters));
+        assert_eq!(ScratchSizing::default(), ScratchSizing::Scale { percent: 200 });
     }
 
     #[test]
     fn explicit_form() {
         assert_eq!(
             ScratchSizing::parse("16M,512M,256M"),
-            Ok(ScratchSizing::Explicit {
-                lowmem_bytes: 16 * MIB,
-                global_bytes: 512 * MIB,
-                per_node_bytes: 256 * MIB
-            })
+            Ok(ScratchSizing::Explicit { lowmem_bytes: 16 * MIB, global_bytes: 512 * MIB, per_node_bytes: 256 * MIB })
         );
         assert_eq!(
             ScratchSizing::parse("4096,0x1000k,1t"),
-            Ok(ScratchSizing::Explicit {
-                lowmem_bytes: 4096,
-                global_bytes: 0x1000 << 10,
-                per_node_bytes: 1 << 40
-            })
+            Ok(ScratchSizing::Explicit { lowmem_bytes: 4096, global_bytes: 0x1000 << 10, per_node_bytes: 1 << 40 })
         );
         assert_eq!(
             ScratchSizing::parse("1G,2G,3G"),
-            Ok(ScratchSizing::Explicit {
-                lowmem_bytes: GIB,
-                global_bytes: 2 * GIB,
-                per_node_bytes: 3 * GIB
-            })
+            Ok(ScratchSizing::Explicit { lowmem_bytes: GIB, global_bytes: 2 * GIB, per_node_bytes: 3 * GIB })
         );
     }
 
@@ -391,21 +327,13 @@ mod tests {
     fn scaled_sizes_follow_the_seeds() {
         let sizing = ScratchSizing::default();
         // Boot allocated 3 MiB below the low limit and 40 MiB in total.
-        let sizes = sizing
-            .sizes(3 * MIB, 40 * MIB, BATON_SCRATCH_ALIGNMENT_BYTES)
-            .unwrap();
+        let sizes = sizing.sizes(3 * MIB, 40 * MIB, BATON_SCRATCH_ALIGNMENT_BYTES).unwrap();
         assert_eq!(sizes.lowmem_bytes, 6 * MIB);
         assert_eq!(sizes.global_bytes, 80 * MIB - 6 * MIB);
         // Rounding: 1 MiB at 150 % is 1.5 MiB, rounded up to 2 MiB.
         let sizing = ScratchSizing::Scale { percent: 150 };
         let sizes = sizing.sizes(MIB, MIB, 2 * MIB).unwrap();
-        assert_eq!(
-            sizes,
-            ScratchSizes {
-                lowmem_bytes: 2 * MIB,
-                global_bytes: 0
-            }
-        );
+        assert_eq!(sizes, ScratchSizes { lowmem_bytes: 2 * MIB, global_bytes: 0 });
         assert_eq!(sizing.per_node_size(3 * MIB, 2 * MIB), Ok(6 * MIB));
         assert_eq!(sizing.per_node_size(0, 2 * MIB), Ok(0));
     }
@@ -414,9 +342,7 @@ mod tests {
     fn global_never_underflows() {
         // More allocated below the low limit than in total (inconsistent
         // input) must not wrap around.
-        let sizes = ScratchSizing::Scale { percent: 100 }
-            .sizes(10 * MIB, 4 * MIB, 4096)
-            .unwrap();
+        let sizes = ScratchSizing::Scale { percent: 100 }.sizes(10 * MIB, 4 * MIB, 4096).unwrap();
         assert_eq!(sizes.global_bytes, 0);
     }
 
@@ -424,33 +350,17 @@ mod tests {
     fn explicit_sizes_take_precedence_and_round() {
         let sizing = ScratchSizing::parse("3M,5M,1K").unwrap();
         let sizes = sizing.sizes(100 * GIB, 200 * GIB, 2 * MIB).unwrap();
-        assert_eq!(
-            sizes,
-            ScratchSizes {
-                lowmem_bytes: 4 * MIB,
-                global_bytes: 6 * MIB
-            }
-        );
+        assert_eq!(sizes, ScratchSizes { lowmem_bytes: 4 * MIB, global_bytes: 6 * MIB });
         assert_eq!(sizing.per_node_size(50 * GIB, 2 * MIB), Ok(2 * MIB));
     }
 
     #[test]
     fn overflow_and_alignment_errors() {
         let sizing = ScratchSizing::Scale { percent: u32::MAX };
-        assert_eq!(
-            sizing.sizes(u64::MAX, u64::MAX, 4096),
-            Err(ScratchSizeError::Overflow)
-        );
-        let big = ScratchSizing::Explicit {
-            lowmem_bytes: u64::MAX,
-            global_bytes: 1,
-            per_node_bytes: 1,
-        };
+        assert_eq!(sizing.sizes(u64::MAX, u64::MAX, 4096), Err(ScratchSizeError::Overflow));
+        let big = ScratchSizing::Explicit { lowmem_bytes: u64::MAX, global_bytes: 1, per_node_bytes: 1 };
         assert_eq!(big.sizes(0, 0, 4096), Err(ScratchSizeError::Overflow));
-        assert_eq!(
-            ScratchSizing::default().sizes(1, 1, 3),
-            Err(ScratchSizeError::BadAlignment { alignment_bytes: 3 })
-        );
+        assert_eq!(ScratchSizing::default().sizes(1, 1, 3), Err(ScratchSizeError::BadAlignment { alignment_bytes: 3 }));
         assert_eq!(
             ScratchSizing::default().per_node_size(1, 0),
             Err(ScratchSizeError::BadAlignment { alignment_bytes: 0 })

@@ -31,13 +31,13 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::bitmap::{
-    BITMAP_BITS_SHIFT, BITMAP_SIZE_BYTES, BitmapIndex, BitmapKey, BitmapSlot, Folio,
-    FolioRuleError, FolioRun, IndexFolios, IndexRuns, MAX_ORDER, ORDER_COUNT, bitmap_span_bytes,
-    check_folio, count_bits, folio_shift, folio_size_bytes, next_bit_run, read_bitmap,
+    BITMAP_BITS_SHIFT, BITMAP_SIZE_BYTES, BitmapIndex, BitmapKey, BitmapSlot, Folio, FolioRuleError, FolioRun,
+    IndexFolios, IndexRuns, MAX_ORDER, ORDER_COUNT, bitmap_span_bytes, check_folio, count_bits, folio_shift,
+    folio_size_bytes, next_bit_run, read_bitmap,
 };
 use crate::memory::{
-    AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PHYS_ADDRESS_LIMIT,
-    PhysMemory, PhysRange, normalize_ranges, range_inside_ram,
+    AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PHYS_ADDRESS_LIMIT, PhysMemory, PhysRange,
+    normalize_ranges, range_inside_ram,
 };
 use crate::tracker::PreservationTracker;
 
@@ -130,19 +130,13 @@ pub fn serialize<M: HandoverMemory + ?Sized>(
     let mut chunks: Vec<(u32, Vec<(u64, u64)>)> = Vec::new();
     for (order, phys_start, bitmap_phys) in tracker.bitmap_entries() {
         match chunks.last_mut() {
-            Some((chunk_order, entries))
-                if *chunk_order == order && entries.len() < ENTRIES_PER_CHUNK as usize =>
-            {
+            Some((chunk_order, entries)) if *chunk_order == order && entries.len() < ENTRIES_PER_CHUNK as usize => {
                 entries.push((phys_start, bitmap_phys));
             }
             _ => chunks.push((order, vec![(phys_start, bitmap_phys)])),
         }
     }
-    let mut serialized = SerializedChunks {
-        head_phys: 0,
-        chunk_pages: Vec::new(),
-        bitmap_count: 0,
-    };
+    let mut serialized = SerializedChunks { head_phys: 0, chunk_pages: Vec::new(), bitmap_count: 0 };
     for _ in &chunks {
         match memory.allocate_zeroed(CHUNK_SIZE_BYTES, CHUNK_SIZE_BYTES) {
             Some(page) => serialized.chunk_pages.push(page),
@@ -155,11 +149,7 @@ pub fn serialize<M: HandoverMemory + ?Sized>(
     let mut buffer = vec![0_u8; CHUNK_BYTES];
     for (position, (order, entries)) in chunks.iter().enumerate() {
         let page = serialized.chunk_pages.get(position).copied().unwrap_or(0);
-        let next = position
-            .checked_add(1)
-            .and_then(|next| serialized.chunk_pages.get(next))
-            .copied()
-            .unwrap_or(0);
+        let next = position.checked_add(1).and_then(|next| serialized.chunk_pages.get(next)).copied().unwrap_or(0);
         encode_chunk(&mut buffer, next, *order, entries);
         if let Err(error) = memory.write(page, &buffer) {
             serialized.free(memory);
@@ -184,9 +174,7 @@ fn encode_chunk(buffer: &mut [u8], next: u64, order: u32, entries: &[(u64, u64)]
     if let Some(count_bytes) = buffer.get_mut(12..16) {
         count_bytes.copy_from_slice(&element_count.to_ne_bytes());
     }
-    let entry_area = buffer
-        .get_mut(CHUNK_HEADER_SIZE_BYTES as usize..)
-        .unwrap_or_default();
+    let entry_area = buffer.get_mut(CHUNK_HEADER_SIZE_BYTES as usize..).unwrap_or_default();
     for (slot, (phys_start, bitmap_phys)) in entry_area.chunks_exact_mut(16).zip(entries) {
         let (start_bytes, bitmap_bytes) = slot.split_at_mut(8);
         start_bytes.copy_from_slice(&phys_start.to_ne_bytes());
@@ -304,27 +292,16 @@ impl fmt::Display for ChunkListError {
             Self::ChunkCycle { phys } => write!(formatter, "chunk {phys:#x} is reached twice"),
             Self::TooManyChunks { limit } => write!(formatter, "more than {limit} chunks"),
             Self::BadOrder { chunk_phys, order } => {
-                write!(
-                    formatter,
-                    "chunk {chunk_phys:#x} has order {order} > {MAX_ORDER}"
-                )
+                write!(formatter, "chunk {chunk_phys:#x} has order {order} > {MAX_ORDER}")
             }
-            Self::TooManyElements {
-                chunk_phys,
-                element_count,
-            } => write!(
-                formatter,
-                "chunk {chunk_phys:#x} claims {element_count} entries (at most {ENTRIES_PER_CHUNK})"
-            ),
-            Self::MisalignedPhysStart { phys_start, order } => write!(
-                formatter,
-                "phys_start {phys_start:#x} is not aligned to an order-{order} bitmap span"
-            ),
+            Self::TooManyElements { chunk_phys, element_count } => {
+                write!(formatter, "chunk {chunk_phys:#x} claims {element_count} entries (at most {ENTRIES_PER_CHUNK})")
+            }
+            Self::MisalignedPhysStart { phys_start, order } => {
+                write!(formatter, "phys_start {phys_start:#x} is not aligned to an order-{order} bitmap span")
+            }
             Self::PhysStartTooLarge { phys_start } => {
-                write!(
-                    formatter,
-                    "phys_start {phys_start:#x} is beyond the 52-bit limit"
-                )
+                write!(formatter, "phys_start {phys_start:#x} is beyond the 52-bit limit")
             }
             Self::MisalignedBitmap { bitmap_phys } => {
                 write!(formatter, "bitmap {bitmap_phys:#x} is not 512-byte aligned")
@@ -338,24 +315,18 @@ impl fmt::Display for ChunkListError {
             Self::DuplicateBitmap { bitmap_phys } => {
                 write!(formatter, "bitmap {bitmap_phys:#x} is listed twice")
             }
-            Self::DuplicateSpan { order, phys_start } => write!(
-                formatter,
-                "two order-{order} bitmaps start at {phys_start:#x}"
-            ),
-            Self::FolioOutsideRam { folio } => write!(
-                formatter,
-                "preserved order-{} folio at {:#x} is outside RAM",
-                folio.order, folio.phys
-            ),
+            Self::DuplicateSpan { order, phys_start } => {
+                write!(formatter, "two order-{order} bitmaps start at {phys_start:#x}")
+            }
+            Self::FolioOutsideRam { folio } => {
+                write!(formatter, "preserved order-{} folio at {:#x} is outside RAM", folio.order, folio.phys)
+            }
             Self::OverlappingFolios { smaller, larger } => write!(
                 formatter,
                 "preserved order-{} folio at {:#x} overlaps order-{} folio at {:#x}",
                 smaller.order, smaller.phys, larger.order, larger.phys
             ),
-            Self::MetadataInsideFolio {
-                metadata_phys,
-                folio,
-            } => write!(
+            Self::MetadataInsideFolio { metadata_phys, folio } => write!(
                 formatter,
                 "metadata at {metadata_phys:#x} lies inside preserved order-{} folio at {:#x}",
                 folio.order, folio.phys
@@ -481,11 +452,7 @@ impl IncomingPreservations {
 
     /// Walk and validate the chunk list at `head_phys` (0: empty) with the
     /// default chunk limit.
-    pub fn walk<M: PhysMemory + ?Sized>(
-        memory: &M,
-        head_phys: u64,
-        ram: &[PhysRange],
-    ) -> Result<Self, ChunkListError> {
+    pub fn walk<M: PhysMemory + ?Sized>(memory: &M, head_phys: u64, ram: &[PhysRange]) -> Result<Self, ChunkListError> {
         Self::walk_with_limit(memory, head_phys, ram, DEFAULT_MAX_CHUNK_COUNT)
     }
 
@@ -505,9 +472,7 @@ impl IncomingPreservations {
         let mut chunk_phys = head_phys;
         while chunk_phys != 0 {
             if visited.len() as u64 >= max_chunk_count {
-                return Err(ChunkListError::TooManyChunks {
-                    limit: max_chunk_count,
-                });
+                return Err(ChunkListError::TooManyChunks { limit: max_chunk_count });
             }
             if !chunk_phys.is_multiple_of(PAGE_SIZE_BYTES) {
                 return Err(ChunkListError::MisalignedChunk { phys: chunk_phys });
@@ -528,34 +493,20 @@ impl IncomingPreservations {
                 return Err(ChunkListError::BadOrder { chunk_phys, order });
             }
             if element_count > ENTRIES_PER_CHUNK {
-                return Err(ChunkListError::TooManyElements {
-                    chunk_phys,
-                    element_count,
-                });
+                return Err(ChunkListError::TooManyElements { chunk_phys, element_count });
             }
-            let entries = chunk
-                .get(CHUNK_HEADER_SIZE_BYTES as usize..)
-                .unwrap_or_default();
+            let entries = chunk.get(CHUNK_HEADER_SIZE_BYTES as usize..).unwrap_or_default();
             for entry in entries.chunks_exact(16).take(element_count as usize) {
                 let phys_start = u64_at(entry, 0);
                 let bitmap_phys = u64_at(entry, 8);
-                incoming.add_entry(
-                    memory,
-                    &ram,
-                    &mut bitmap_addresses,
-                    order,
-                    phys_start,
-                    bitmap_phys,
-                )?;
+                incoming.add_entry(memory, &ram, &mut bitmap_addresses, order, phys_start, bitmap_phys)?;
             }
             incoming.chunk_pages.push(chunk_phys);
             chunk_phys = next;
         }
         for bitmap_phys in &bitmap_addresses {
             if visited.contains(&(bitmap_phys & !(PAGE_SIZE_BYTES.wrapping_sub(1)))) {
-                return Err(ChunkListError::BitmapOverlapsChunk {
-                    bitmap_phys: *bitmap_phys,
-                });
+                return Err(ChunkListError::BitmapOverlapsChunk { bitmap_phys: *bitmap_phys });
             }
         }
         incoming.check_no_overlaps(memory)?;
@@ -593,9 +544,7 @@ impl IncomingPreservations {
         }
         let key = BitmapKey {
             order,
-            number: phys_start
-                .checked_shr(folio_shift(order).saturating_add(BITMAP_BITS_SHIFT))
-                .unwrap_or(0),
+            number: phys_start.checked_shr(folio_shift(order).saturating_add(BITMAP_BITS_SHIFT)).unwrap_or(0),
         };
         if self.index.map.contains_key(&key) {
             return Err(ChunkListError::DuplicateSpan { order, phys_start });
@@ -608,8 +557,7 @@ impl IncomingPreservations {
         if set_bit_count != 0 && !range_inside_ram(ram, &span_range) {
             let shift = folio_shift(order);
             let mut bit = 0;
-            while let Some((start, end)) = next_bit_run(&words, bit, crate::bitmap::BITS_PER_BITMAP)
-            {
+            while let Some((start, end)) = next_bit_run(&words, bit, crate::bitmap::BITS_PER_BITMAP) {
                 bit = end;
                 let run_start = phys_start.saturating_add(start << shift);
                 let run_end = phys_start.saturating_add(end << shift);
@@ -618,13 +566,8 @@ impl IncomingPreservations {
                 }
                 let mut folio_phys = run_start;
                 while folio_phys < run_end {
-                    let folio = Folio {
-                        phys: folio_phys,
-                        order,
-                    };
-                    if check_folio(folio_phys, order).is_err()
-                        || !range_inside_ram(ram, &folio.range())
-                    {
+                    let folio = Folio { phys: folio_phys, order };
+                    if check_folio(folio_phys, order).is_err() || !range_inside_ram(ram, &folio.range()) {
                         return Err(ChunkListError::FolioOutsideRam { folio });
                     }
                     folio_phys = folio_phys.saturating_add(folio_size_bytes(order));
@@ -633,10 +576,7 @@ impl IncomingPreservations {
         }
         self.index.insert(
             key,
-            BitmapSlot {
-                phys: bitmap_phys,
-                set_bit_count: u32::try_from(set_bit_count).unwrap_or(u32::MAX),
-            },
+            BitmapSlot { phys: bitmap_phys, set_bit_count: u32::try_from(set_bit_count).unwrap_or(u32::MAX) },
         );
         Ok(())
     }
@@ -651,11 +591,7 @@ impl IncomingPreservations {
             if slot.set_bit_count == 0 {
                 continue;
             }
-            let larger_orders: Vec<u32> = orders
-                .iter()
-                .copied()
-                .filter(|order| *order > key.order)
-                .collect();
+            let larger_orders: Vec<u32> = orders.iter().copied().filter(|order| *order > key.order).collect();
             if larger_orders.is_empty() {
                 continue;
             }
@@ -674,14 +610,9 @@ impl IncomingPreservations {
                     let low_bit = overlap_start.saturating_sub(span_start) >> small_shift;
                     let high_bit = overlap_end.saturating_sub(span_start) >> small_shift;
                     if let Some((bit, _)) = next_bit_run(&words, low_bit, high_bit) {
-                        let smaller = Folio {
-                            phys: span_start.saturating_add(bit << small_shift),
-                            order: key.order,
-                        };
-                        let larger_folio = Folio {
-                            phys: smaller.phys & !(folio_size_bytes(larger).wrapping_sub(1)),
-                            order: larger,
-                        };
+                        let smaller = Folio { phys: span_start.saturating_add(bit << small_shift), order: key.order };
+                        let larger_folio =
+                            Folio { phys: smaller.phys & !(folio_size_bytes(larger).wrapping_sub(1)), order: larger };
                         found = Some((smaller, larger_folio));
                         return false;
                     }
@@ -696,16 +627,10 @@ impl IncomingPreservations {
     }
 
     /// Reject chunk pages and bitmaps that lie inside a preserved folio.
-    fn check_metadata_outside_folios<M: PhysMemory + ?Sized>(
-        &self,
-        memory: &M,
-    ) -> Result<(), ChunkListError> {
+    fn check_metadata_outside_folios<M: PhysMemory + ?Sized>(&self, memory: &M) -> Result<(), ChunkListError> {
         for metadata in self.metadata_ranges() {
             if let Some(folio) = self.folio_containing(memory, metadata.start)? {
-                return Err(ChunkListError::MetadataInsideFolio {
-                    metadata_phys: metadata.start,
-                    folio,
-                });
+                return Err(ChunkListError::MetadataInsideFolio { metadata_phys: metadata.start, folio });
             }
         }
         Ok(())
@@ -728,24 +653,15 @@ impl IncomingPreservations {
 
     /// `(order, phys_start, bitmap address)` of every bitmap, by order then address.
     pub fn bitmap_entries(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
-        self.index
-            .map
-            .iter()
-            .map(|(key, slot)| (key.order, key.phys_start(), slot.phys))
+        self.index.map.iter().map(|(key, slot)| (key.order, key.phys_start(), slot.phys))
     }
 
     /// Every piece of handover metadata (4096-byte chunk pages and 512-byte
     /// bitmaps): memory to keep reserved until the preservations are consumed.
     pub fn metadata_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        let chunks = self
-            .chunk_pages
-            .iter()
-            .map(|page| PhysRange::new(*page, page.saturating_add(CHUNK_SIZE_BYTES)));
-        let bitmaps = self
-            .index
-            .map
-            .values()
-            .map(|slot| PhysRange::new(slot.phys, slot.phys.saturating_add(BITMAP_SIZE_BYTES)));
+        let chunks = self.chunk_pages.iter().map(|page| PhysRange::new(*page, page.saturating_add(CHUNK_SIZE_BYTES)));
+        let bitmaps =
+            self.index.map.values().map(|slot| PhysRange::new(slot.phys, slot.phys.saturating_add(BITMAP_SIZE_BYTES)));
         chunks.chain(bitmaps)
     }
 
@@ -784,12 +700,7 @@ impl IncomingPreservations {
 
     /// Whether exactly the folio of `order` at `phys` was handed over and
     /// not taken yet.
-    pub fn contains<M: PhysMemory + ?Sized>(
-        &self,
-        memory: &M,
-        phys: u64,
-        order: u32,
-    ) -> Result<bool, AccessError> {
+    pub fn contains<M: PhysMemory + ?Sized>(&self, memory: &M, phys: u64, order: u32) -> Result<bool, AccessError> {
         if check_folio(phys, order).is_err() {
             return Ok(false);
         }
@@ -808,10 +719,7 @@ impl IncomingPreservations {
         for order in self.index.orders_present() {
             let folio_phys = phys & !(folio_size_bytes(order).wrapping_sub(1));
             if self.index.test(memory, folio_phys, order)? {
-                return Ok(Some(Folio {
-                    phys: folio_phys,
-                    order,
-                }));
+                return Ok(Some(Folio { phys: folio_phys, order }));
             }
         }
         Ok(None)
@@ -819,12 +727,7 @@ impl IncomingPreservations {
 
     /// Claim the folio of `order` at `phys`: clear its bit so it is
     /// restored once.
-    pub fn take<M: PhysMemory + ?Sized>(
-        &mut self,
-        memory: &mut M,
-        phys: u64,
-        order: u32,
-    ) -> Result<(), RestoreError> {
+    pub fn take<M: PhysMemory + ?Sized>(&mut self, memory: &mut M, phys: u64, order: u32) -> Result<(), RestoreError> {
         check_folio(phys, order).map_err(|error| match error {
             FolioRuleError::OrderTooLarge => RestoreError::OrderTooLarge { order },
             FolioRuleError::Misaligned => RestoreError::Misaligned { phys },

@@ -35,13 +35,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::bitmap::{
-    BITMAP_SIZE_BYTES, BitmapIndex, BitmapKey, BitmapSlot, Folio, FolioRuleError, FolioRun,
-    IndexFolios, IndexRuns, MAX_ORDER, ORDER_COUNT, check_folio, folio_size_bytes, locate,
-    split_range,
+    BITMAP_SIZE_BYTES, BitmapIndex, BitmapKey, BitmapSlot, Folio, FolioRuleError, FolioRun, IndexFolios, IndexRuns,
+    MAX_ORDER, ORDER_COUNT, check_folio, folio_size_bytes, locate, split_range,
 };
 use crate::memory::{
-    AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PHYS_ADDRESS_LIMIT,
-    PhysMemory, PhysRange,
+    AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PHYS_ADDRESS_LIMIT, PhysMemory, PhysRange,
 };
 
 /// Why a preservation change was refused.
@@ -127,60 +125,34 @@ impl fmt::Display for TrackerError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::OrderTooLarge { order } => {
-                write!(
-                    formatter,
-                    "order {order} is larger than the maximum {MAX_ORDER}"
-                )
+                write!(formatter, "order {order} is larger than the maximum {MAX_ORDER}")
             }
             Self::MisalignedFolio { phys, order } => {
-                write!(
-                    formatter,
-                    "order-{order} folio at {phys:#x} is not aligned to its size"
-                )
+                write!(formatter, "order-{order} folio at {phys:#x} is not aligned to its size")
             }
             Self::AddressTooLarge { phys } => {
-                write!(
-                    formatter,
-                    "memory at {phys:#x} extends beyond the 52-bit physical limit"
-                )
+                write!(formatter, "memory at {phys:#x} extends beyond the 52-bit physical limit")
             }
             Self::ZeroSizedRange { phys } => write!(formatter, "empty range at {phys:#x}"),
-            Self::MisalignedRange { phys, size_bytes } => write!(
-                formatter,
-                "range at {phys:#x} of {size_bytes:#x} bytes is not page-aligned"
-            ),
+            Self::MisalignedRange { phys, size_bytes } => {
+                write!(formatter, "range at {phys:#x} of {size_bytes:#x} bytes is not page-aligned")
+            }
             Self::RangeOverflow { phys, size_bytes } => {
-                write!(
-                    formatter,
-                    "range at {phys:#x} of {size_bytes:#x} bytes wraps around"
-                )
+                write!(formatter, "range at {phys:#x} of {size_bytes:#x} bytes wraps around")
             }
             Self::AlreadyPreserved { phys, order } => {
-                write!(
-                    formatter,
-                    "order-{order} folio at {phys:#x} is already preserved"
-                )
+                write!(formatter, "order-{order} folio at {phys:#x} is already preserved")
             }
-            Self::OverlapsPreserved {
-                phys,
-                order,
-                existing,
-            } => write!(
+            Self::OverlapsPreserved { phys, order, existing } => write!(
                 formatter,
                 "order-{order} folio at {phys:#x} overlaps preserved order-{} folio at {:#x}",
                 existing.order, existing.phys
             ),
             Self::NotPreserved { phys, order } => {
-                write!(
-                    formatter,
-                    "order-{order} folio at {phys:#x} is not preserved"
-                )
+                write!(formatter, "order-{order} folio at {phys:#x} is not preserved")
             }
             Self::RangeNotPreserved { phys } => {
-                write!(
-                    formatter,
-                    "memory at {phys:#x} in the range is not preserved"
-                )
+                write!(formatter, "memory at {phys:#x} in the range is not preserved")
             }
             Self::FolioStraddlesRange { existing } => write!(
                 formatter,
@@ -217,8 +189,7 @@ fn check_range(phys: u64, size_bytes: u64) -> Result<PhysRange, TrackerError> {
     if !phys.is_multiple_of(PAGE_SIZE_BYTES) || !size_bytes.is_multiple_of(PAGE_SIZE_BYTES) {
         return Err(TrackerError::MisalignedRange { phys, size_bytes });
     }
-    let range = PhysRange::from_start_size(phys, size_bytes)
-        .ok_or(TrackerError::RangeOverflow { phys, size_bytes })?;
+    let range = PhysRange::from_start_size(phys, size_bytes).ok_or(TrackerError::RangeOverflow { phys, size_bytes })?;
     if range.end > PHYS_ADDRESS_LIMIT {
         return Err(TrackerError::AddressTooLarge { phys });
     }
@@ -251,13 +222,7 @@ impl PreservationTracker {
             None
         } else {
             let bitmap_phys = allocate_bitmap(memory).ok_or(TrackerError::OutOfMetadataMemory)?;
-            self.index.insert(
-                key,
-                BitmapSlot {
-                    phys: bitmap_phys,
-                    set_bit_count: 0,
-                },
-            );
+            self.index.insert(key, BitmapSlot { phys: bitmap_phys, set_bit_count: 0 });
             Some(key)
         };
         if let Err(error) = self.index.update(memory, phys, order, true) {
@@ -279,40 +244,23 @@ impl PreservationTracker {
         memory: &mut M,
         run: FolioRun,
     ) -> Result<(), TrackerError> {
-        let FolioRun {
-            phys,
-            order,
-            folio_count,
-        } = run;
+        let FolioRun { phys, order, folio_count } = run;
         check_folio(phys, order).map_err(|error| folio_rule_error(phys, order, error))?;
         if folio_count == 0 {
             return Err(TrackerError::ZeroSizedRange { phys });
         }
-        let size_bytes = folio_count.checked_mul(folio_size_bytes(order)).ok_or(
-            TrackerError::RangeOverflow {
-                phys,
-                size_bytes: u64::MAX,
-            },
-        )?;
+        let size_bytes = folio_count
+            .checked_mul(folio_size_bytes(order))
+            .ok_or(TrackerError::RangeOverflow { phys, size_bytes: u64::MAX })?;
         let range = check_range(phys, size_bytes)?;
         if let Some(existing) = self.index.find_overlap_in_range(memory, range)? {
             // Report the folio of the run that meets `existing`.
             let mask = folio_size_bytes(order) - 1;
-            let folio = Folio {
-                phys: existing.phys.max(phys) & !mask,
-                order,
-            };
+            let folio = Folio { phys: existing.phys.max(phys) & !mask, order };
             return Err(if existing == folio {
-                TrackerError::AlreadyPreserved {
-                    phys: folio.phys,
-                    order,
-                }
+                TrackerError::AlreadyPreserved { phys: folio.phys, order }
             } else {
-                TrackerError::OverlapsPreserved {
-                    phys: folio.phys,
-                    order,
-                    existing,
-                }
+                TrackerError::OverlapsPreserved { phys: folio.phys, order, existing }
             });
         }
         let first_key = locate(phys, order).0;
@@ -334,13 +282,7 @@ impl PreservationTracker {
             }
         }
         for (key, bitmap_phys) in &allocated {
-            self.index.insert(
-                *key,
-                BitmapSlot {
-                    phys: *bitmap_phys,
-                    set_bit_count: 0,
-                },
-            );
+            self.index.insert(*key, BitmapSlot { phys: *bitmap_phys, set_bit_count: 0 });
         }
         if let Err(error) = self.index.update_run(memory, run, true) {
             // Best effort: clear what was set, then drop the new bitmaps.
@@ -365,12 +307,7 @@ impl PreservationTracker {
             return Err(TrackerError::NotPreserved { phys, order });
         }
         let (key, _) = locate(phys, order);
-        if self
-            .index
-            .map
-            .get(&key)
-            .is_some_and(|slot| slot.set_bit_count == 0)
-        {
+        if self.index.map.get(&key).is_some_and(|slot| slot.set_bit_count == 0) {
             self.release_bitmap(memory, &key);
         }
         Ok(())
@@ -410,13 +347,7 @@ impl PreservationTracker {
             }
         }
         for (key, bitmap_phys) in &allocated {
-            self.index.insert(
-                *key,
-                BitmapSlot {
-                    phys: *bitmap_phys,
-                    set_bit_count: 0,
-                },
-            );
+            self.index.insert(*key, BitmapSlot { phys: *bitmap_phys, set_bit_count: 0 });
         }
         // 3. Commit; undo on an access failure.
         for (done, folio) in folios.iter().enumerate() {
@@ -463,12 +394,7 @@ impl PreservationTracker {
             }
         }
         for key in emptied {
-            if self
-                .index
-                .map
-                .get(&key)
-                .is_some_and(|slot| slot.set_bit_count == 0)
-            {
+            if self.index.map.get(&key).is_some_and(|slot| slot.set_bit_count == 0) {
                 self.release_bitmap(memory, &key);
             }
         }
@@ -484,12 +410,7 @@ impl PreservationTracker {
     }
 
     /// Whether exactly the folio of `order` at `phys` is preserved.
-    pub fn is_preserved<M: PhysMemory + ?Sized>(
-        &self,
-        memory: &M,
-        phys: u64,
-        order: u32,
-    ) -> Result<bool, AccessError> {
+    pub fn is_preserved<M: PhysMemory + ?Sized>(&self, memory: &M, phys: u64, order: u32) -> Result<bool, AccessError> {
         if check_folio(phys, order).is_err() {
             return Ok(false);
         }
@@ -508,10 +429,7 @@ impl PreservationTracker {
         for order in self.index.orders_present() {
             let folio_phys = phys & !(folio_size_bytes(order) - 1);
             if self.index.test(memory, folio_phys, order)? {
-                return Ok(Some(Folio {
-                    phys: folio_phys,
-                    order,
-                }));
+                return Ok(Some(Folio { phys: folio_phys, order }));
             }
         }
         Ok(None)
@@ -552,11 +470,7 @@ impl PreservationTracker {
 
     /// Preserved folios of `order`.
     pub fn folio_count(&self, order: u32) -> u64 {
-        self.index
-            .folios_per_order
-            .get(order as usize)
-            .copied()
-            .unwrap_or(0)
+        self.index.folios_per_order.get(order as usize).copied().unwrap_or(0)
     }
 
     /// Preserved folios per order (index = order).
@@ -592,29 +506,17 @@ impl PreservationTracker {
     /// `(order, first covered address, bitmap address)` of every bitmap, by
     /// order then address: what the chunk list records.
     pub fn bitmap_entries(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
-        self.index
-            .map
-            .iter()
-            .map(|(key, slot)| (key.order, key.phys_start(), slot.phys))
+        self.index.map.iter().map(|(key, slot)| (key.order, key.phys_start(), slot.phys))
     }
 
     /// Refuse a folio that is preserved already or overlaps a preserved one.
-    fn check_free<M: PhysMemory + ?Sized>(
-        &self,
-        memory: &M,
-        folio: Folio,
-    ) -> Result<(), TrackerError> {
+    fn check_free<M: PhysMemory + ?Sized>(&self, memory: &M, folio: Folio) -> Result<(), TrackerError> {
         match self.index.find_overlap(memory, folio.phys, folio.order)? {
             None => Ok(()),
-            Some(existing) if existing == folio => Err(TrackerError::AlreadyPreserved {
-                phys: folio.phys,
-                order: folio.order,
-            }),
-            Some(existing) => Err(TrackerError::OverlapsPreserved {
-                phys: folio.phys,
-                order: folio.order,
-                existing,
-            }),
+            Some(existing) if existing == folio => {
+                Err(TrackerError::AlreadyPreserved { phys: folio.phys, order: folio.order })
+            }
+            Some(existing) => Err(TrackerError::OverlapsPreserved { phys: folio.phys, order: folio.order, existing }),
         }
     }
 

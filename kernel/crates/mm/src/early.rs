@@ -33,11 +33,7 @@ pub struct ScratchExhausted {
 
 impl fmt::Display for ScratchExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "scratch exhausted: cannot allocate {} bytes early",
-            self.size_bytes
-        )
+        write!(f, "scratch exhausted: cannot allocate {} bytes early", self.size_bytes)
     }
 }
 
@@ -62,23 +58,12 @@ impl EarlyAllocator {
         for range in in_use {
             let _ = available.remove(*range);
         }
-        Self {
-            scratch: scratch.clone(),
-            available,
-            recorded: ArrayVec::new(),
-            count: 0,
-            allocated_bytes: 0,
-        }
+        Self { scratch: scratch.clone(), available, recorded: ArrayVec::new(), count: 0, allocated_bytes: 0 }
     }
 
     /// Allocates `size_bytes` aligned to `alignment` (a power of two), lowest
     /// address first.
-    pub fn allocate(
-        &mut self,
-        size_bytes: u64,
-        alignment: u64,
-        purpose: Purpose,
-    ) -> Result<u64, ScratchExhausted> {
+    pub fn allocate(&mut self, size_bytes: u64, alignment: u64, purpose: Purpose) -> Result<u64, ScratchExhausted> {
         let error = ScratchExhausted { size_bytes };
         let found = self.available.ranges().iter().find_map(|range| {
             let start = crate::align_up(range.start, alignment)?;
@@ -111,10 +96,7 @@ impl EarlyAllocator {
     /// How many recorded allocations lie outside scratch (always zero unless
     /// the allocator is broken; tests assert it).
     pub fn allocations_outside_scratch(&self) -> usize {
-        self.recorded
-            .iter()
-            .filter(|(range, _)| !self.scratch.contains(range))
-            .count()
+        self.recorded.iter().filter(|(range, _)| !self.scratch.contains(range)).count()
     }
 
     /// Scratch memory not yet handed out.
@@ -147,15 +129,10 @@ mod tests {
         let mut early = EarlyAllocator::new(&scratch, &[Range::new(0x20_0000, 0x30_0000)]);
         let page = early.allocate(0x1000, 0x1000, Purpose::PageTable).unwrap();
         assert_eq!(page, 0x30_0000);
-        let heap = early
-            .allocate(0x10_0000, 0x10_0000, Purpose::BootstrapHeap)
-            .unwrap();
+        let heap = early.allocate(0x10_0000, 0x10_0000, Purpose::BootstrapHeap).unwrap();
         assert_eq!(heap, 0x40_0000, "aligned past the page table");
         let second_page = early.allocate(0x1000, 0x1000, Purpose::PageTable).unwrap();
-        assert_eq!(
-            second_page, 0x30_1000,
-            "the gap left by alignment is reused"
-        );
+        assert_eq!(second_page, 0x30_1000, "the gap left by alignment is reused");
         assert_eq!(early.count(), 3);
         assert_eq!(early.allocations_outside_scratch(), 0);
         assert_eq!(early.allocated_bytes(), 0x10_2000);
@@ -166,24 +143,15 @@ mod tests {
         let scratch = scratch(&[(0x1000, 0x3000)]);
         let mut early = EarlyAllocator::new(&scratch, &[]);
         early.allocate(0x2000, 0x1000, Purpose::Tracking).unwrap();
-        assert_eq!(
-            early.allocate(0x1000, 0x1000, Purpose::Tracking),
-            Err(ScratchExhausted { size_bytes: 0x1000 })
-        );
+        assert_eq!(early.allocate(0x1000, 0x1000, Purpose::Tracking), Err(ScratchExhausted { size_bytes: 0x1000 }));
     }
 
     #[test]
     fn allocations_spread_across_several_regions() {
         let scratch = scratch(&[(0x1000, 0x2000), (0x10_0000, 0x10_4000)]);
         let mut early = EarlyAllocator::new(&scratch, &[]);
-        assert_eq!(
-            early.allocate(0x1000, 0x1000, Purpose::PageTable),
-            Ok(0x1000)
-        );
-        assert_eq!(
-            early.allocate(0x1000, 0x1000, Purpose::PageTable),
-            Ok(0x10_0000)
-        );
+        assert_eq!(early.allocate(0x1000, 0x1000, Purpose::PageTable), Ok(0x1000));
+        assert_eq!(early.allocate(0x1000, 0x1000, Purpose::PageTable), Ok(0x10_0000));
         assert_eq!(early.allocations_outside_scratch(), 0);
     }
 }

@@ -42,33 +42,17 @@ pub struct Attributes {
 
 impl Attributes {
     /// Kernel read/write data, never executed.
-    pub const KERNEL_DATA: Self = Self {
-        is_writable: true,
-        is_executable: false,
-        is_user: false,
-        memory: MemoryType::Normal,
-    };
+    pub const KERNEL_DATA: Self =
+        Self { is_writable: true, is_executable: false, is_user: false, memory: MemoryType::Normal };
     /// Kernel code.
-    pub const KERNEL_CODE: Self = Self {
-        is_writable: false,
-        is_executable: true,
-        is_user: false,
-        memory: MemoryType::Normal,
-    };
+    pub const KERNEL_CODE: Self =
+        Self { is_writable: false, is_executable: true, is_user: false, memory: MemoryType::Normal };
     /// Kernel read-only data.
-    pub const KERNEL_READ_ONLY: Self = Self {
-        is_writable: false,
-        is_executable: false,
-        is_user: false,
-        memory: MemoryType::Normal,
-    };
+    pub const KERNEL_READ_ONLY: Self =
+        Self { is_writable: false, is_executable: false, is_user: false, memory: MemoryType::Normal };
     /// Device registers for the kernel.
-    pub const KERNEL_DEVICE: Self = Self {
-        is_writable: true,
-        is_executable: false,
-        is_user: false,
-        memory: MemoryType::Device,
-    };
+    pub const KERNEL_DEVICE: Self =
+        Self { is_writable: true, is_executable: false, is_user: false, memory: MemoryType::Device };
 }
 
 /// The bits of one architecture's entries.
@@ -140,15 +124,9 @@ pub struct LeafSizes {
 
 impl LeafSizes {
     /// 4 KiB pages only.
-    pub const PAGES_ONLY: Self = Self {
-        gigabyte: false,
-        two_megabyte: false,
-    };
+    pub const PAGES_ONLY: Self = Self { gigabyte: false, two_megabyte: false };
     /// Everything.
-    pub const ALL: Self = Self {
-        gigabyte: true,
-        two_megabyte: true,
-    };
+    pub const ALL: Self = Self { gigabyte: true, two_megabyte: true };
 
     fn allows(&self, level: Level) -> bool {
         match level {
@@ -173,9 +151,7 @@ pub struct PageTable {
 impl PageTable {
     /// A tree with a fresh, empty root.
     pub fn new(memory: &mut impl TableMemory) -> Result<Self, MapError> {
-        Ok(Self {
-            root: memory.allocate_table().ok_or(MapError::OutOfTables)?,
-        })
+        Ok(Self { root: memory.allocate_table().ok_or(MapError::OutOfTables)? })
     }
 
     /// The tree whose root is at `root_phys`.
@@ -236,11 +212,7 @@ impl PageTable {
             let entry = memory.read_entry(table, slot);
             table = if !F::is_present(entry) {
                 let next = memory.allocate_table().ok_or(MapError::OutOfTables)?;
-                let descriptor = if attributes.is_user {
-                    F::table_for_user(next)
-                } else {
-                    F::table(next)
-                };
+                let descriptor = if attributes.is_user { F::table_for_user(next) } else { F::table(next) };
                 memory.write_entry(table, slot, descriptor);
                 next
             } else if F::is_table(entry, level) {
@@ -258,11 +230,7 @@ impl PageTable {
     }
 
     /// The physical address and attributes `virt` maps to.
-    pub fn translate<F: EntryFormat>(
-        &self,
-        memory: &impl TableMemory,
-        virt: u64,
-    ) -> Option<(u64, Attributes)> {
+    pub fn translate<F: EntryFormat>(&self, memory: &impl TableMemory, virt: u64) -> Option<(u64, Attributes)> {
         let mut table = self.root;
         for level in 0..=3 {
             let entry = memory.read_entry(table, index(virt, level));
@@ -277,10 +245,7 @@ impl PageTable {
                 return None;
             }
             let leaf = LEAF_BYTES[level];
-            return Some((
-                F::address(entry) + (virt & (leaf - 1)),
-                F::attributes(entry, level),
-            ));
+            return Some((F::address(entry) + (virt & (leaf - 1)), F::attributes(entry, level)));
         }
         None
     }
@@ -307,11 +272,7 @@ impl PageTable {
             for level in 0..=3 {
                 let slot = index(address, level);
                 let entry = memory.read_entry(table, slot);
-                let span = if level == 0 {
-                    1 << 39
-                } else {
-                    LEAF_BYTES[level]
-                };
+                let span = if level == 0 { 1 << 39 } else { LEAF_BYTES[level] };
                 if !F::is_present(entry) {
                     address = (address & !(span - 1)) + span;
                     continue 'next;
@@ -448,9 +409,7 @@ impl EntryFormat for X86_64 {
             MemoryType::Normal => {}
             // PAT entries 3 (PCD|PWT): UC. Write-combining would need the PAT
             // reprogrammed; uncached is correct, only slower.
-            MemoryType::Device | MemoryType::WriteCombining => {
-                entry |= CACHE_DISABLE | WRITE_THROUGH
-            }
+            MemoryType::Device | MemoryType::WriteCombining => entry |= CACHE_DISABLE | WRITE_THROUGH,
         }
         entry
     }
@@ -473,11 +432,7 @@ impl EntryFormat for X86_64 {
             is_writable: entry & WRITABLE != 0,
             is_executable: entry & NO_EXECUTE == 0,
             is_user: entry & USER != 0,
-            memory: if entry & CACHE_DISABLE != 0 {
-                MemoryType::Device
-            } else {
-                MemoryType::Normal
-            },
+            memory: if entry & CACHE_DISABLE != 0 { MemoryType::Device } else { MemoryType::Normal },
         }
     }
 }
@@ -559,11 +514,7 @@ impl EntryFormat for Aarch64 {
         let is_user = entry & AP_EL0 != 0;
         Attributes {
             is_writable: entry & AP_READ_ONLY == 0,
-            is_executable: if is_user {
-                entry & USER_NO_EXECUTE == 0
-            } else {
-                entry & PRIVILEGED_NO_EXECUTE == 0
-            },
+            is_executable: if is_user { entry & USER_NO_EXECUTE == 0 } else { entry & PRIVILEGED_NO_EXECUTE == 0 },
             is_user,
             memory: match (entry >> ATTR_INDEX_SHIFT) & 7 {
                 0 => MemoryType::Device,
@@ -614,22 +565,9 @@ mod tests {
         // 3 GiB + 6 MiB + 8 KiB of direct map from physical 0: one 1 GiB leaf
         // per GiB, 2 MiB leaves, then pages.
         let size = (3 << 30) + (6 << 20) + 0x2000;
-        table
-            .map::<F>(
-                &mut memory,
-                DIRECT_MAP,
-                0,
-                size,
-                Attributes::KERNEL_DATA,
-                LeafSizes::ALL,
-            )
-            .unwrap();
+        table.map::<F>(&mut memory, DIRECT_MAP, 0, size, Attributes::KERNEL_DATA, LeafSizes::ALL).unwrap();
         let tables_after_direct_map = memory.tables.len();
-        assert_eq!(
-            tables_after_direct_map,
-            1 + 1 + 1 + 1,
-            "root, level 1, one level 2, one level 3"
-        );
+        assert_eq!(tables_after_direct_map, 1 + 1 + 1 + 1, "root, level 1, one level 2, one level 3");
         for probe in [0, 0x1234_5678, (3 << 30) + (5 << 20) + 17, size - 1] {
             let (phys, attributes) = table.translate::<F>(&memory, DIRECT_MAP + probe).unwrap();
             assert_eq!(phys, probe);
@@ -638,99 +576,37 @@ mod tests {
         assert_eq!(table.translate::<F>(&memory, DIRECT_MAP + size), None);
 
         // A kernel image at an unaligned physical address with 4 KiB pages.
-        table
-            .map::<F>(
-                &mut memory,
-                KERNEL,
-                0x20_3000,
-                0x5000,
-                Attributes::KERNEL_CODE,
-                LeafSizes::ALL,
-            )
-            .unwrap();
+        table.map::<F>(&mut memory, KERNEL, 0x20_3000, 0x5000, Attributes::KERNEL_CODE, LeafSizes::ALL).unwrap();
         let (phys, attributes) = table.translate::<F>(&memory, KERNEL + 0x4321).unwrap();
         assert_eq!(phys, 0x20_7321);
         assert_eq!(attributes, Attributes::KERNEL_CODE);
 
         // Overlapping mappings are refused.
         assert_eq!(
-            table.map::<F>(
-                &mut memory,
-                KERNEL + 0x1000,
-                0,
-                0x1000,
-                Attributes::KERNEL_DATA,
-                LeafSizes::ALL
-            ),
-            Err(MapError::AlreadyMapped {
-                virt: KERNEL + 0x1000
-            })
+            table.map::<F>(&mut memory, KERNEL + 0x1000, 0, 0x1000, Attributes::KERNEL_DATA, LeafSizes::ALL),
+            Err(MapError::AlreadyMapped { virt: KERNEL + 0x1000 })
         );
         assert_eq!(
-            table.map::<F>(
-                &mut memory,
-                KERNEL,
-                1,
-                0x1000,
-                Attributes::KERNEL_DATA,
-                LeafSizes::ALL
-            ),
+            table.map::<F>(&mut memory, KERNEL, 1, 0x1000, Attributes::KERNEL_DATA, LeafSizes::ALL),
             Err(MapError::Misaligned)
         );
 
         // User pages and device pages keep their attributes.
-        let user = Attributes {
-            is_writable: true,
-            is_executable: false,
-            is_user: true,
-            memory: MemoryType::Normal,
-        };
+        let user = Attributes { is_writable: true, is_executable: false, is_user: true, memory: MemoryType::Normal };
+        table.map::<F>(&mut memory, 0x40_0000, 0x900_0000, 0x1000, user, LeafSizes::ALL).unwrap();
+        assert_eq!(table.translate::<F>(&memory, 0x40_0010), Some((0x900_0010, user)));
         table
-            .map::<F>(
-                &mut memory,
-                0x40_0000,
-                0x900_0000,
-                0x1000,
-                user,
-                LeafSizes::ALL,
-            )
+            .map::<F>(&mut memory, KERNEL + 0x10_0000, 0x900_0000, 0x1000, Attributes::KERNEL_DEVICE, LeafSizes::ALL)
             .unwrap();
-        assert_eq!(
-            table.translate::<F>(&memory, 0x40_0010),
-            Some((0x900_0010, user))
-        );
-        table
-            .map::<F>(
-                &mut memory,
-                KERNEL + 0x10_0000,
-                0x900_0000,
-                0x1000,
-                Attributes::KERNEL_DEVICE,
-                LeafSizes::ALL,
-            )
-            .unwrap();
-        assert_eq!(
-            table
-                .translate::<F>(&memory, KERNEL + 0x10_0000)
-                .unwrap()
-                .1
-                .memory,
-            MemoryType::Device
-        );
+        assert_eq!(table.translate::<F>(&memory, KERNEL + 0x10_0000).unwrap().1.memory, MemoryType::Device);
 
         // Unmapping removes exactly the pages asked for.
-        assert_eq!(
-            table.unmap::<F>(&mut memory, KERNEL + 0x1000, 0x2000),
-            Ok(2)
-        );
+        assert_eq!(table.unmap::<F>(&mut memory, KERNEL + 0x1000, 0x2000), Ok(2));
         assert_eq!(table.translate::<F>(&memory, KERNEL + 0x1000), None);
         assert!(table.translate::<F>(&memory, KERNEL).is_some());
         assert!(table.translate::<F>(&memory, KERNEL + 0x3000).is_some());
         // Part of a 1 GiB leaf cannot be unmapped.
-        assert_eq!(
-            table.unmap::<F>(&mut memory, DIRECT_MAP, 0x1000),
-            Err(MapError::Misaligned)
-        );
+        assert_eq!(table.unmap::<F>(&mut memory, DIRECT_MAP, 0x1000), Err(MapError::Misaligned));
 
         let mut visited = 0;
         table.for_each_table::<F>(&memory, 512, &mut |_| visited += 1);
@@ -751,39 +627,16 @@ mod tests {
     fn large_leaves_can_be_disallowed() {
         let mut memory = Tables::default();
         let table = PageTable::new(&mut memory).unwrap();
-        table
-            .map::<X86_64>(
-                &mut memory,
-                0,
-                0,
-                4 << 20,
-                Attributes::KERNEL_DATA,
-                LeafSizes::PAGES_ONLY,
-            )
-            .unwrap();
-        assert_eq!(
-            memory.tables.len(),
-            1 + 1 + 1 + 2,
-            "two level-3 tables for 4 MiB of pages"
-        );
+        table.map::<X86_64>(&mut memory, 0, 0, 4 << 20, Attributes::KERNEL_DATA, LeafSizes::PAGES_ONLY).unwrap();
+        assert_eq!(memory.tables.len(), 1 + 1 + 1 + 2, "two level-3 tables for 4 MiB of pages");
     }
 
     #[test]
     fn running_out_of_tables_is_an_error() {
-        let mut memory = Tables {
-            limit: Some(2),
-            ..Tables::default()
-        };
+        let mut memory = Tables { limit: Some(2), ..Tables::default() };
         let table = PageTable::new(&mut memory).unwrap();
         assert_eq!(
-            table.map::<Aarch64>(
-                &mut memory,
-                0,
-                0,
-                0x1000,
-                Attributes::KERNEL_DATA,
-                LeafSizes::ALL
-            ),
+            table.map::<Aarch64>(&mut memory, 0, 0, 0x1000, Attributes::KERNEL_DATA, LeafSizes::ALL),
             Err(MapError::OutOfTables)
         );
     }
@@ -792,27 +645,12 @@ mod tests {
     fn kernel_half_is_shared_between_address_spaces() {
         let mut memory = Tables::default();
         let kernel = PageTable::new(&mut memory).unwrap();
-        kernel
-            .map::<X86_64>(
-                &mut memory,
-                KERNEL,
-                0x20_0000,
-                0x1000,
-                Attributes::KERNEL_CODE,
-                LeafSizes::ALL,
-            )
-            .unwrap();
+        kernel.map::<X86_64>(&mut memory, KERNEL, 0x20_0000, 0x1000, Attributes::KERNEL_CODE, LeafSizes::ALL).unwrap();
         let user = PageTable::new(&mut memory).unwrap();
         user.share_top_level(&mut memory, &kernel, 256);
-        assert_eq!(
-            user.translate::<X86_64>(&memory, KERNEL),
-            Some((0x20_0000, Attributes::KERNEL_CODE))
-        );
+        assert_eq!(user.translate::<X86_64>(&memory, KERNEL), Some((0x20_0000, Attributes::KERNEL_CODE)));
         let mut own_tables = 0;
         user.for_each_table::<X86_64>(&memory, 256, &mut |_| own_tables += 1);
-        assert_eq!(
-            own_tables, 0,
-            "the shared kernel half is not the user space's to free"
-        );
+        assert_eq!(own_tables, 0, "the shared kernel half is not the user space's to free");
     }
 }

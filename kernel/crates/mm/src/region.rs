@@ -74,9 +74,7 @@ pub struct RegionSet<const N: usize = 256> {
 impl<const N: usize> RegionSet<N> {
     /// An empty set.
     pub fn new() -> Self {
-        Self {
-            ranges: ArrayVec::new(),
-        }
+        Self { ranges: ArrayVec::new() }
     }
 
     /// The ranges, sorted by address.
@@ -106,9 +104,7 @@ impl<const N: usize> RegionSet<N> {
         }
         let mut merged = range;
         // First member that ends at or after the new start (could merge).
-        let first = self
-            .ranges
-            .partition_point(|member| member.end < range.start);
+        let first = self.ranges.partition_point(|member| member.end < range.start);
         let mut last = first;
         while last < self.ranges.len() && self.ranges[last].start <= merged.end {
             merged.start = merged.start.min(self.ranges[last].start);
@@ -132,9 +128,7 @@ impl<const N: usize> RegionSet<N> {
         if range.is_empty() {
             return Ok(());
         }
-        let mut index = self
-            .ranges
-            .partition_point(|member| member.end <= range.start);
+        let mut index = self.ranges.partition_point(|member| member.end <= range.start);
         while index < self.ranges.len() && self.ranges[index].start < range.end {
             let member = self.ranges[index];
             let before = Range::new(member.start, range.start.min(member.end));
@@ -165,10 +159,7 @@ impl<const N: usize> RegionSet<N> {
     }
 
     /// Removes every range of `other`.
-    pub fn remove_all<const M: usize>(
-        &mut self,
-        other: &RegionSet<M>,
-    ) -> Result<(), CapacityExceeded> {
+    pub fn remove_all<const M: usize>(&mut self, other: &RegionSet<M>) -> Result<(), CapacityExceeded> {
         for range in other.ranges() {
             self.remove(*range)?;
         }
@@ -187,12 +178,7 @@ impl<const N: usize> RegionSet<N> {
     /// The highest `size_bytes`-sized, `alignment`-aligned range that lies
     /// inside the set and inside `window` (top-down, as Linux's memblock
     /// allocates), or `None` when nothing fits.
-    pub fn find_fit_top_down(
-        &self,
-        size_bytes: u64,
-        alignment: u64,
-        window: Range,
-    ) -> Option<Range> {
+    pub fn find_fit_top_down(&self, size_bytes: u64, alignment: u64, window: Range) -> Option<Range> {
         if size_bytes == 0 {
             return None;
         }
@@ -232,21 +218,12 @@ mod tests {
     }
 
     fn pairs(set: &RegionSet<16>) -> Vec<(u64, u64)> {
-        set.ranges()
-            .iter()
-            .map(|range| (range.start, range.end))
-            .collect()
+        set.ranges().iter().map(|range| (range.start, range.end)).collect()
     }
 
     #[test]
     fn add_merges_overlapping_and_touching_ranges() {
-        let set = set(&[
-            (0x3000, 0x4000),
-            (0x1000, 0x2000),
-            (0x2000, 0x2800),
-            (0x3800, 0x5000),
-            (0x9000, 0x9000),
-        ]);
+        let set = set(&[(0x3000, 0x4000), (0x1000, 0x2000), (0x2000, 0x2800), (0x3800, 0x5000), (0x9000, 0x9000)]);
         assert_eq!(pairs(&set), [(0x1000, 0x2800), (0x3000, 0x5000)]);
         assert_eq!(set.total_bytes(), 0x1800 + 0x2000);
     }
@@ -284,20 +261,14 @@ mod tests {
     fn top_down_fit_respects_alignment_and_window() {
         let set = set(&[(0x10_0000, 0x80_0000), (0x1_0000_0000, 0x1_1000_0000)]);
         let below_4g = Range::new(0, 0x1_0000_0000);
-        assert_eq!(
-            set.find_fit_top_down(0x20_0000, 0x20_0000, below_4g),
-            Some(Range::new(0x60_0000, 0x80_0000))
-        );
+        assert_eq!(set.find_fit_top_down(0x20_0000, 0x20_0000, below_4g), Some(Range::new(0x60_0000, 0x80_0000)));
         assert_eq!(
             set.find_fit_top_down(0x20_0000, 0x20_0000, Range::new(0, u64::MAX)),
             Some(Range::new(0x1_0fe0_0000, 0x1_1000_0000))
         );
         // Too big for the low range, and the window excludes the high one.
         assert_eq!(set.find_fit_top_down(0x80_0000, 0x20_0000, below_4g), None);
-        assert_eq!(
-            set.largest_aligned(0x20_0000, below_4g),
-            Some(Range::new(0x20_0000, 0x80_0000))
-        );
+        assert_eq!(set.largest_aligned(0x20_0000, below_4g), Some(Range::new(0x20_0000, 0x80_0000)));
     }
 
     #[test]

@@ -72,20 +72,13 @@ pub enum PlacementNote {
 impl fmt::Display for PlacementNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PlacementNote::Reduced {
-                kind,
-                requested_bytes,
-                granted_bytes,
-            } => write!(
+            PlacementNote::Reduced { kind, requested_bytes, granted_bytes } => write!(
                 f,
                 "{kind} scratch reduced from {} KiB to {} KiB (largest contiguous free range)",
                 requested_bytes >> 10,
                 granted_bytes >> 10
             ),
-            PlacementNote::Refused {
-                kind,
-                requested_bytes,
-            } => {
+            PlacementNote::Refused { kind, requested_bytes } => {
                 write!(
                     f,
                     "{kind} scratch of {} KiB refused: no contiguous free range is large enough",
@@ -129,10 +122,7 @@ pub struct ScratchPlan {
 impl ScratchPlan {
     /// Total bytes placed.
     pub fn total_bytes(&self) -> u64 {
-        self.regions
-            .iter()
-            .map(|region| region.range.size_bytes())
-            .sum()
+        self.regions.iter().map(|region| region.range.size_bytes()).sum()
     }
 
     /// The regions as a set.
@@ -148,10 +138,7 @@ impl ScratchPlan {
 
 /// Places the requested regions inside `free` (which is consumed: placed
 /// regions are removed from it).
-pub fn place<const N: usize>(
-    free: &mut RegionSet<N>,
-    request: &PlacementRequest<'_>,
-) -> ScratchPlan {
+pub fn place<const N: usize>(free: &mut RegionSet<N>, request: &PlacementRequest<'_>) -> ScratchPlan {
     let mut plan = ScratchPlan::default();
     let everywhere = Range::new(0, u64::MAX);
     let mut budget = crate::align_down(request.maximum_total_bytes, request.alignment);
@@ -161,15 +148,12 @@ pub fn place<const N: usize>(
         }
         let size = crate::align_up(requested, request.alignment).unwrap_or(requested);
         let affordable = size.min(budget);
-        let fit = (affordable == size)
-            .then(|| free.find_fit_top_down(size, request.alignment, window))
-            .flatten();
+        let fit = (affordable == size).then(|| free.find_fit_top_down(size, request.alignment, window)).flatten();
         let placed = match fit {
             Some(range) => Some(range),
             None => match free.largest_aligned(request.alignment, window) {
                 Some(largest)
-                    if largest.size_bytes().min(affordable)
-                        >= request.minimum_bytes.max(request.alignment) =>
+                    if largest.size_bytes().min(affordable) >= request.minimum_bytes.max(request.alignment) =>
                 {
                     let granted = largest.size_bytes().min(affordable);
                     let _ = plan.notes.try_push(PlacementNote::Reduced {
@@ -180,10 +164,7 @@ pub fn place<const N: usize>(
                     Some(Range::new(largest.end - granted, largest.end))
                 }
                 _ => {
-                    let _ = plan.notes.try_push(PlacementNote::Refused {
-                        kind,
-                        requested_bytes: size,
-                    });
+                    let _ = plan.notes.try_push(PlacementNote::Refused { kind, requested_bytes: size });
                     None
                 }
             },
@@ -195,12 +176,7 @@ pub fn place<const N: usize>(
             let _ = plan.regions.try_push(ScratchRegion { kind, range });
         }
     };
-    place_one(
-        free,
-        ScratchKind::Low,
-        request.lowmem_bytes,
-        request.low_window,
-    );
+    place_one(free, ScratchKind::Low, request.lowmem_bytes, request.low_window);
     place_one(free, ScratchKind::Global, request.global_bytes, everywhere);
     for &(node, range, bytes) in request.nodes.iter().take(MAX_NODES) {
         place_one(free, ScratchKind::Node(node), bytes, range);
@@ -238,30 +214,17 @@ mod tests {
     #[test]
     fn places_low_global_and_node_regions_top_down_without_overlap() {
         let mut memory = free(&[(MIB, 2 * GIB), (4 * GIB, 6 * GIB)]);
-        let nodes = [
-            (0, Range::new(0, 4 * GIB), 16 * MIB),
-            (1, Range::new(4 * GIB, 6 * GIB), 16 * MIB),
-        ];
+        let nodes = [(0, Range::new(0, 4 * GIB), 16 * MIB), (1, Range::new(4 * GIB, 6 * GIB), 16 * MIB)];
         let plan = place(&mut memory, &request(32 * MIB, 64 * MIB, &nodes));
         assert!(plan.notes.is_empty());
-        let kinds: Vec<_> = plan
-            .regions
-            .iter()
-            .map(|region| (region.kind, region.range))
-            .collect();
+        let kinds: Vec<_> = plan.regions.iter().map(|region| (region.kind, region.range)).collect();
         assert_eq!(
             kinds,
             [
                 (ScratchKind::Low, Range::new(2 * GIB - 32 * MIB, 2 * GIB)),
                 (ScratchKind::Global, Range::new(6 * GIB - 64 * MIB, 6 * GIB)),
-                (
-                    ScratchKind::Node(0),
-                    Range::new(2 * GIB - 48 * MIB, 2 * GIB - 32 * MIB)
-                ),
-                (
-                    ScratchKind::Node(1),
-                    Range::new(6 * GIB - 80 * MIB, 6 * GIB - 64 * MIB)
-                ),
+                (ScratchKind::Node(0), Range::new(2 * GIB - 48 * MIB, 2 * GIB - 32 * MIB)),
+                (ScratchKind::Node(1), Range::new(6 * GIB - 80 * MIB, 6 * GIB - 64 * MIB)),
             ]
         );
         for region in &plan.regions {
@@ -276,11 +239,7 @@ mod tests {
         let mut memory = free(&[(MIB, 512 * MIB)]);
         let plan = place(&mut memory, &request(3 * MIB + 1, 0, &[]));
         assert_eq!(plan.regions[0].range.size_bytes(), 4 * MIB);
-        assert_eq!(
-            plan.regions.len(),
-            1,
-            "a zero-sized global region is not placed"
-        );
+        assert_eq!(plan.regions.len(), 1, "a zero-sized global region is not placed");
     }
 
     #[test]
@@ -291,11 +250,7 @@ mod tests {
         assert_eq!(plan.regions[0].range, Range::new(14 * MIB, 36 * MIB));
         assert_eq!(
             plan.notes.as_slice(),
-            [PlacementNote::Reduced {
-                kind: ScratchKind::Low,
-                requested_bytes: 64 * MIB,
-                granted_bytes: 22 * MIB
-            }]
+            [PlacementNote::Reduced { kind: ScratchKind::Low, requested_bytes: 64 * MIB, granted_bytes: 22 * MIB }]
         );
     }
 
@@ -305,10 +260,7 @@ mod tests {
         let plan = place(&mut memory, &request(16 * MIB, 16 * MIB, &[]));
         assert_eq!(
             plan.notes.as_slice(),
-            [PlacementNote::Refused {
-                kind: ScratchKind::Low,
-                requested_bytes: 16 * MIB
-            }]
+            [PlacementNote::Refused { kind: ScratchKind::Low, requested_bytes: 16 * MIB }]
         );
         assert_eq!(plan.regions.len(), 1);
         assert_eq!(plan.regions[0].kind, ScratchKind::Global);
@@ -317,25 +269,15 @@ mod tests {
     #[test]
     fn the_budget_keeps_memory_for_the_page_allocator() {
         let mut memory = free(&[(2 * MIB, 256 * MIB)]);
-        let request = PlacementRequest {
-            maximum_total_bytes: 127 * MIB,
-            ..request(16 * MIB, GIB, &[])
-        };
+        let request = PlacementRequest { maximum_total_bytes: 127 * MIB, ..request(16 * MIB, GIB, &[]) };
         let plan = place(&mut memory, &request);
         assert_eq!(plan.regions[0].range.size_bytes(), 16 * MIB);
         assert_eq!(
             plan.notes.as_slice(),
-            [PlacementNote::Reduced {
-                kind: ScratchKind::Global,
-                requested_bytes: GIB,
-                granted_bytes: 110 * MIB
-            }]
+            [PlacementNote::Reduced { kind: ScratchKind::Global, requested_bytes: GIB, granted_bytes: 110 * MIB }]
         );
         assert_eq!(plan.total_bytes(), 126 * MIB);
-        assert!(
-            memory.total_bytes() >= 128 * MIB,
-            "half of memory stays free"
-        );
+        assert!(memory.total_bytes() >= 128 * MIB, "half of memory stays free");
     }
 
     #[test]

@@ -70,18 +70,8 @@ pub(crate) struct TestSegment {
 }
 
 impl TestSegment {
-    pub(crate) const fn new(
-        virt_start: u64,
-        memory_bytes: u64,
-        file_bytes: u64,
-        flags: u32,
-    ) -> Self {
-        Self {
-            virt_start,
-            memory_bytes,
-            file_bytes,
-            flags,
-        }
+    pub(crate) const fn new(virt_start: u64, memory_bytes: u64, file_bytes: u64, flags: u32) -> Self {
+        Self { virt_start, memory_bytes, file_bytes, flags }
     }
 }
 
@@ -142,17 +132,13 @@ impl ElfBuilder {
 
     /// The number of program headers `build` writes.
     pub(crate) fn program_header_count(&self) -> usize {
-        let has_note_segment =
-            !self.notes.is_empty() && self.note_placement != NotePlacement::Section;
+        let has_note_segment = !self.notes.is_empty() && self.note_placement != NotePlacement::Section;
         self.segments.len() + self.extra_program_headers.len() + usize::from(has_note_segment)
     }
 
     /// The file offset of the notes.
     pub(crate) fn notes_offset(&self) -> usize {
-        align_up(
-            FILE_HEADER_BYTES + self.program_header_count() * PROGRAM_HEADER_BYTES,
-            8,
-        )
+        align_up(FILE_HEADER_BYTES + self.program_header_count() * PROGRAM_HEADER_BYTES, 8)
     }
 
     pub(crate) fn build(&self) -> Vec<u8> {
@@ -306,12 +292,7 @@ pub(crate) fn note(name: &str, note_type: u32, descriptor: &[u8], align: usize) 
 
 /// The Baton KHO entry note naming `address`.
 pub(crate) fn kho_entry_note(address: u64) -> Vec<u8> {
-    note(
-        BATON_NOTE_NAME,
-        BATON_NOTE_KHO_ENTRY,
-        &address.to_le_bytes(),
-        4,
-    )
+    note(BATON_NOTE_NAME, BATON_NOTE_KHO_ENTRY, &address.to_le_bytes(), 4)
 }
 
 /// A service: text (RX), read-only data (R), data with bss (RW), a
@@ -327,9 +308,7 @@ pub(crate) fn service_builder(machine: Machine) -> ElfBuilder {
         ],
     )
     .with_notes(note("GNU", 3, &[0x5a; 20], 4));
-    builder
-        .extra_program_headers
-        .push((PT_GNU_STACK, PF_R | PF_W));
+    builder.extra_program_headers.push((PT_GNU_STACK, PF_R | PF_W));
     builder
 }
 

@@ -19,14 +19,8 @@ fn find_note_matches_name_and_type() {
     let bytes = kernel_elf(Machine::X86_64);
     let image = parse_for(&bytes, Machine::X86_64);
     let kho_entry = (X86_64_KERNEL_BASE + KHO_ENTRY_OFFSET).to_le_bytes();
-    assert_eq!(
-        image.find_note("Baton", BATON_NOTE_KHO_ENTRY),
-        Some(&kho_entry[..])
-    );
-    assert_eq!(
-        image.find_note("Xen", 18),
-        Some(&0x20_0000_u64.to_le_bytes()[..])
-    );
+    assert_eq!(image.find_note("Baton", BATON_NOTE_KHO_ENTRY), Some(&kho_entry[..]));
+    assert_eq!(image.find_note("Xen", 18), Some(&0x20_0000_u64.to_le_bytes()[..]));
     assert_eq!(image.find_note("Baton", 18), None);
     assert_eq!(image.find_note("Xen", BATON_NOTE_KHO_ENTRY), None);
     assert_eq!(image.find_note("Bato", BATON_NOTE_KHO_ENTRY), None);
@@ -41,21 +35,13 @@ fn find_note_matches_name_and_type() {
 
 #[test]
 fn notes_are_found_in_segments_and_in_sections() {
-    for placement in [
-        NotePlacement::Segment,
-        NotePlacement::Section,
-        NotePlacement::SegmentAndSection,
-    ] {
+    for placement in [NotePlacement::Segment, NotePlacement::Section, NotePlacement::SegmentAndSection] {
         for machine in MACHINES {
             let mut builder = kernel_builder(machine);
             builder.note_placement = placement;
             let bytes = builder.build();
             let image = parse_for(&bytes, machine);
-            assert_eq!(
-                image.kho_entry(),
-                Some(kernel_base(machine) + KHO_ENTRY_OFFSET),
-                "{placement:?}"
-            );
+            assert_eq!(image.kho_entry(), Some(kernel_base(machine) + KHO_ENTRY_OFFSET), "{placement:?}");
         }
     }
 }
@@ -65,20 +51,12 @@ fn eight_byte_aligned_notes_parse() {
     // Like .note.gnu.property: "GNU\0" padded to 8, then the descriptor.
     let mut notes = note("GNU", 5, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 8);
     assert_eq!(notes.len(), 16 + 16);
-    notes.extend(note(
-        "Baton",
-        BATON_NOTE_KHO_ENTRY,
-        &(X86_64_KERNEL_BASE + 8).to_le_bytes(),
-        8,
-    ));
+    notes.extend(note("Baton", BATON_NOTE_KHO_ENTRY, &(X86_64_KERNEL_BASE + 8).to_le_bytes(), 8));
     let mut builder = kernel_with_notes(notes);
     builder.note_align_bytes = 8;
     let bytes = builder.build();
     let image = parse_for(&bytes, Machine::X86_64);
-    assert_eq!(
-        image.find_note("GNU", 5),
-        Some(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12][..])
-    );
+    assert_eq!(image.find_note("GNU", 5), Some(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12][..]));
     assert_eq!(image.kho_entry(), Some(X86_64_KERNEL_BASE + 8));
 }
 
@@ -88,10 +66,7 @@ fn alignments_up_to_four_mean_four() {
         let mut builder = kernel_builder(Machine::Aarch64);
         builder.note_align_bytes = align;
         let bytes = builder.build();
-        assert!(
-            parse_for(&bytes, Machine::Aarch64).kho_entry().is_some(),
-            "align {align}"
-        );
+        assert!(parse_for(&bytes, Machine::Aarch64).kho_entry().is_some(), "align {align}");
     }
 }
 
@@ -100,10 +75,7 @@ fn unsupported_alignment_is_refused() {
     for align_bytes in [5, 16, 4096, u64::MAX] {
         let mut builder = kernel_builder(Machine::Aarch64);
         builder.note_align_bytes = align_bytes;
-        assert_eq!(
-            note_error(&builder, Machine::Aarch64),
-            NoteError::UnsupportedAlignment { align_bytes }
-        );
+        assert_eq!(note_error(&builder, Machine::Aarch64), NoteError::UnsupportedAlignment { align_bytes });
     }
 }
 
@@ -131,9 +103,7 @@ fn note_sizes_are_checked() {
         notes[..4].copy_from_slice(&name_size.to_le_bytes());
         assert_eq!(
             note_error(&kernel_with_notes(notes), Machine::X86_64),
-            NoteError::NameOutOfBounds {
-                file_offset: notes_offset
-            },
+            NoteError::NameOutOfBounds { file_offset: notes_offset },
             "namesz {name_size}"
         );
     }
@@ -143,9 +113,7 @@ fn note_sizes_are_checked() {
         notes[4..8].copy_from_slice(&descriptor_size.to_le_bytes());
         assert_eq!(
             note_error(&kernel_with_notes(notes), Machine::X86_64),
-            NoteError::DescriptorOutOfBounds {
-                file_offset: notes_offset
-            },
+            NoteError::DescriptorOutOfBounds { file_offset: notes_offset },
             "descsz {descriptor_size}"
         );
     }
@@ -154,9 +122,7 @@ fn note_sizes_are_checked() {
     notes.extend_from_slice(&[6, 0, 0, 0, 8, 0, 0, 0]);
     assert_eq!(
         note_error(&kernel_with_notes(notes), Machine::X86_64),
-        NoteError::TruncatedHeader {
-            file_offset: notes_offset + good.len() as u64
-        }
+        NoteError::TruncatedHeader { file_offset: notes_offset + good.len() as u64 }
     );
     // A descriptor of 5 bytes whose padding is missing: the region must be
     // whole padded notes.
@@ -165,17 +131,13 @@ fn note_sizes_are_checked() {
     notes.splice(0..0, good.iter().copied());
     assert_eq!(
         note_error(&kernel_with_notes(notes), Machine::X86_64),
-        NoteError::DescriptorOutOfBounds {
-            file_offset: notes_offset + good.len() as u64
-        }
+        NoteError::DescriptorOutOfBounds { file_offset: notes_offset + good.len() as u64 }
     );
     // A name whose padding is missing (and nothing after it).
     let notes = vec![2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'A', 0];
     assert_eq!(
         note_error(&kernel_with_notes(notes), Machine::X86_64),
-        NoteError::NameOutOfBounds {
-            file_offset: notes_offset
-        }
+        NoteError::NameOutOfBounds { file_offset: notes_offset }
     );
 }
 
@@ -185,10 +147,7 @@ fn names_must_end_in_nul() {
     notes[12 + 5] = b'!';
     let builder = kernel_with_notes(notes);
     let file_offset = builder.notes_offset() as u64;
-    assert_eq!(
-        note_error(&builder, Machine::X86_64),
-        NoteError::NameNotTerminated { file_offset }
-    );
+    assert_eq!(note_error(&builder, Machine::X86_64), NoteError::NameNotTerminated { file_offset });
 }
 
 #[test]
@@ -207,17 +166,11 @@ fn kho_entry_notes_must_agree() {
     let mut notes = kho_entry_note(X86_64_KERNEL_BASE);
     notes.extend(kho_entry_note(X86_64_KERNEL_BASE));
     let bytes = kernel_with_notes(notes).build();
-    assert_eq!(
-        parse_for(&bytes, Machine::X86_64).kho_entry(),
-        Some(X86_64_KERNEL_BASE)
-    );
+    assert_eq!(parse_for(&bytes, Machine::X86_64).kho_entry(), Some(X86_64_KERNEL_BASE));
 
     let mut notes = kho_entry_note(X86_64_KERNEL_BASE);
     notes.extend(kho_entry_note(X86_64_KERNEL_BASE + 4));
-    assert_eq!(
-        note_error(&kernel_with_notes(notes), Machine::X86_64),
-        NoteError::ConflictingKhoEntries
-    );
+    assert_eq!(note_error(&kernel_with_notes(notes), Machine::X86_64), NoteError::ConflictingKhoEntries);
 }
 
 #[test]
@@ -225,12 +178,7 @@ fn note_region_must_lie_inside_the_file() {
     let builder = kernel_builder(Machine::X86_64);
     let note_segment = program_header(builder.program_header_count() - 1);
     let valid = builder.build();
-    for (offset, size_bytes) in [
-        (valid.len() as u64, 4),
-        (valid.len() as u64 - 8, 16),
-        (u64::MAX, 1),
-        (8, u64::MAX),
-    ] {
+    for (offset, size_bytes) in [(valid.len() as u64, 4), (valid.len() as u64 - 8, 16), (u64::MAX, 1), (8, u64::MAX)] {
         let mut bytes = valid.clone();
         put_u64(&mut bytes, note_segment + P_OFFSET, offset);
         put_u64(&mut bytes, note_segment + P_FILESZ, size_bytes);
@@ -258,10 +206,7 @@ fn note_regions_are_limited() {
         put_u64(&mut bytes, at + P_FILESZ, 12);
         put_u64(&mut bytes, at + P_ALIGN, 4);
     }
-    assert_eq!(
-        parse(&bytes, Machine::X86_64).unwrap_err(),
-        ImageError::TooManyNoteRegions
-    );
+    assert_eq!(parse(&bytes, Machine::X86_64).unwrap_err(), ImageError::TooManyNoteRegions);
     // Without the covering PT_NOTE there are sixteen, which is fine.
     put_u16(&mut bytes, E_PHNUM, 3 + 16);
     let image = parse_for(&bytes, Machine::X86_64);

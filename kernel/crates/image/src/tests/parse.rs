@@ -30,17 +30,8 @@ fn service_parses_for_both_machines() {
         );
         assert!(!segments[1].is_writable && !segments[1].is_executable);
         assert!(segments[2].is_writable && !segments[2].is_executable);
-        assert_eq!(
-            (segments[2].file_bytes, segments[2].memory_bytes),
-            (0x400, 0x3000)
-        );
-        assert_eq!(
-            image.virtual_span(),
-            VirtualSpan {
-                start: SERVICE_BASE,
-                end: SERVICE_BASE + 0x6000,
-            }
-        );
+        assert_eq!((segments[2].file_bytes, segments[2].memory_bytes), (0x400, 0x3000));
+        assert_eq!(image.virtual_span(), VirtualSpan { start: SERVICE_BASE, end: SERVICE_BASE + 0x6000 });
         assert_eq!(image.memory_bytes(), 0x6000);
         let text = image.segment_data(&segments[0]).unwrap();
         assert_eq!(text.len(), 0x2000);
@@ -72,36 +63,20 @@ fn segments_are_sorted_by_virtual_address() {
     builder.segments.reverse();
     let bytes = builder.build();
     let image = parse_for(&bytes, Machine::X86_64);
-    let starts: Vec<u64> = image
-        .segments()
-        .iter()
-        .map(|segment| segment.virt_start)
-        .collect();
-    assert_eq!(
-        starts,
-        [SERVICE_BASE, SERVICE_BASE + 0x2000, SERVICE_BASE + 0x3000]
-    );
+    let starts: Vec<u64> = image.segments().iter().map(|segment| segment.virt_start).collect();
+    assert_eq!(starts, [SERVICE_BASE, SERVICE_BASE + 0x2000, SERVICE_BASE + 0x3000]);
 }
 
 #[test]
 fn empty_load_segments_are_skipped() {
     let mut builder = service_builder(Machine::Aarch64);
     // Empty and at the same address as the text: neither counted nor overlapping.
-    builder
-        .segments
-        .push(TestSegment::new(SERVICE_BASE, 0, 0, PF_R));
+    builder.segments.push(TestSegment::new(SERVICE_BASE, 0, 0, PF_R));
     let bytes = builder.build();
     assert_eq!(parse_for(&bytes, Machine::Aarch64).segments().len(), 3);
 
-    let only_empty = ElfBuilder::new(
-        Machine::Aarch64,
-        0,
-        &[TestSegment::new(0x1_0000, 0, 0, PF_R | PF_X)],
-    );
-    assert_eq!(
-        parse_error(&only_empty.build(), Machine::Aarch64),
-        ImageError::NoLoadSegments
-    );
+    let only_empty = ElfBuilder::new(Machine::Aarch64, 0, &[TestSegment::new(0x1_0000, 0, 0, PF_R | PF_X)]);
+    assert_eq!(parse_error(&only_empty.build(), Machine::Aarch64), ImageError::NoLoadSegments);
 }
 
 #[test]
@@ -111,10 +86,7 @@ fn bad_magic_is_refused() {
         bytes[position] ^= 0x20;
         assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::BadMagic);
     }
-    assert_eq!(
-        parse_error(&[0_u8; 128], Machine::X86_64),
-        ImageError::BadMagic
-    );
+    assert_eq!(parse_error(&[0_u8; 128], Machine::X86_64), ImageError::BadMagic);
 }
 
 #[test]
@@ -122,11 +94,7 @@ fn class_other_than_64_bit_is_refused() {
     for class in [0, 1, 3, 0xff] {
         let mut bytes = service_elf(Machine::X86_64);
         bytes[EI_CLASS] = class;
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::UnsupportedClass { class },
-            "class {class}"
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::UnsupportedClass { class }, "class {class}");
     }
 }
 
@@ -135,10 +103,7 @@ fn big_endian_is_refused() {
     for data in [0, 2, 3] {
         let mut bytes = kernel_elf(Machine::Aarch64);
         bytes[EI_DATA] = data;
-        assert_eq!(
-            parse_error(&bytes, Machine::Aarch64),
-            ImageError::UnsupportedByteOrder { data }
-        );
+        assert_eq!(parse_error(&bytes, Machine::Aarch64), ImageError::UnsupportedByteOrder { data });
     }
 }
 
@@ -146,16 +111,10 @@ fn big_endian_is_refused() {
 fn version_other_than_current_is_refused() {
     let mut bytes = service_elf(Machine::X86_64);
     bytes[EI_VERSION] = 0;
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::UnsupportedVersion { version: 0 }
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::UnsupportedVersion { version: 0 });
     let mut bytes = service_elf(Machine::X86_64);
     put_u32(&mut bytes, E_VERSION, 2);
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::UnsupportedVersion { version: 2 }
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::UnsupportedVersion { version: 2 });
 }
 
 #[test]
@@ -164,36 +123,18 @@ fn only_static_executables_are_accepted() {
     for elf_type in [0, 1, 3, 4] {
         let mut builder = service_builder(Machine::X86_64);
         builder.elf_type = elf_type;
-        assert_eq!(
-            parse_error(&builder.build(), Machine::X86_64),
-            ImageError::UnsupportedType { elf_type }
-        );
+        assert_eq!(parse_error(&builder.build(), Machine::X86_64), ImageError::UnsupportedType { elf_type });
     }
 }
 
 #[test]
 fn wrong_machine_is_refused() {
     let bytes = service_elf(Machine::X86_64);
-    assert_eq!(
-        parse_error(&bytes, Machine::Aarch64),
-        ImageError::WrongMachine {
-            expected: 183,
-            found: 62,
-        }
-    );
+    assert_eq!(parse_error(&bytes, Machine::Aarch64), ImageError::WrongMachine { expected: 183, found: 62 });
     let mut bytes = kernel_elf(Machine::Aarch64);
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::WrongMachine {
-            expected: 62,
-            found: 183,
-        }
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::WrongMachine { expected: 62, found: 183 });
     put_u16(&mut bytes, E_MACHINE, 40); // EM_ARM
-    assert!(matches!(
-        parse_error(&bytes, Machine::Aarch64),
-        ImageError::WrongMachine { found: 40, .. }
-    ));
+    assert!(matches!(parse_error(&bytes, Machine::Aarch64), ImageError::WrongMachine { found: 40, .. }));
 }
 
 #[test]
@@ -213,10 +154,7 @@ fn program_header_entry_size_must_be_56() {
     for size_bytes in [0, 32, 55, 57, 64] {
         let mut bytes = service_elf(Machine::X86_64);
         put_u16(&mut bytes, E_PHENTSIZE, size_bytes);
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::ProgramHeaderEntrySize { size_bytes }
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::ProgramHeaderEntrySize { size_bytes });
     }
 }
 
@@ -227,18 +165,11 @@ fn program_headers_out_of_bounds_are_refused() {
     for phoff in [size_bytes, size_bytes - 56 + 1, u64::MAX, u64::MAX - 55] {
         let mut bytes = valid.clone();
         put_u64(&mut bytes, E_PHOFF, phoff);
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::ProgramHeadersOutOfBounds,
-            "phoff {phoff:#x}"
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::ProgramHeadersOutOfBounds, "phoff {phoff:#x}");
     }
     // The table cut short by the end of the file.
     let cut = program_header(2) + 10;
-    assert_eq!(
-        parse_error(&valid[..cut], Machine::X86_64),
-        ImageError::ProgramHeadersOutOfBounds
-    );
+    assert_eq!(parse_error(&valid[..cut], Machine::X86_64), ImageError::ProgramHeadersOutOfBounds);
 }
 
 #[test]
@@ -246,46 +177,29 @@ fn program_header_count_is_limited() {
     for count in [65, 0xffff] {
         let mut bytes = service_elf(Machine::X86_64);
         put_u16(&mut bytes, E_PHNUM, count);
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::TooManyProgramHeaders { count }
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::TooManyProgramHeaders { count });
     }
     let mut bytes = service_elf(Machine::X86_64);
     put_u16(&mut bytes, E_PHNUM, 0);
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::NoLoadSegments
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::NoLoadSegments);
 }
 
 #[test]
 fn image_without_load_segments_is_refused() {
     let builder = ElfBuilder::new(Machine::X86_64, SERVICE_BASE, &[]).with_notes(kho_entry_note(0));
-    assert_eq!(
-        parse_error(&builder.build(), Machine::X86_64),
-        ImageError::NoLoadSegments
-    );
+    assert_eq!(parse_error(&builder.build(), Machine::X86_64), ImageError::NoLoadSegments);
 }
 
 #[test]
 fn at_most_sixteen_load_segments() {
     let segments = |count: u64| -> Vec<TestSegment> {
-        (0..count)
-            .map(|index| TestSegment::new(SERVICE_BASE + index * 0x1000, 0x10, 0x10, PF_R | PF_X))
-            .collect()
+        (0..count).map(|index| TestSegment::new(SERVICE_BASE + index * 0x1000, 0x10, 0x10, PF_R | PF_X)).collect()
     };
     let most = MAX_LOAD_SEGMENTS as u64;
     let bytes = ElfBuilder::new(Machine::X86_64, SERVICE_BASE, &segments(most)).build();
-    assert_eq!(
-        parse_for(&bytes, Machine::X86_64).segments().len(),
-        MAX_LOAD_SEGMENTS
-    );
+    assert_eq!(parse_for(&bytes, Machine::X86_64).segments().len(), MAX_LOAD_SEGMENTS);
     let bytes = ElfBuilder::new(Machine::X86_64, SERVICE_BASE, &segments(most + 1)).build();
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::TooManyLoadSegments
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::TooManyLoadSegments);
 }
 
 #[test]
@@ -293,11 +207,7 @@ fn segment_file_range_must_lie_inside_the_file() {
     let valid = service_elf(Machine::X86_64);
     let size_bytes = valid.len() as u64;
     let data = program_header(2);
-    let file_offset = u64::from_le_bytes(
-        valid[data + P_OFFSET..data + P_OFFSET + 8]
-            .try_into()
-            .unwrap(),
-    );
+    let file_offset = u64::from_le_bytes(valid[data + P_OFFSET..data + P_OFFSET + 8].try_into().unwrap());
     let cases = [
         (size_bytes, 1),                           // starts at the end
         (file_offset, size_bytes),                 // runs past the end
@@ -326,10 +236,7 @@ fn segment_file_range_must_lie_inside_the_file() {
 fn file_bytes_must_not_exceed_memory_bytes() {
     let mut builder = service_builder(Machine::Aarch64);
     builder.segments[1].memory_bytes = builder.segments[1].file_bytes - 1;
-    assert_eq!(
-        parse_error(&builder.build(), Machine::Aarch64),
-        ImageError::SegmentFileLargerThanMemory { index: 1 }
-    );
+    assert_eq!(parse_error(&builder.build(), Machine::Aarch64), ImageError::SegmentFileLargerThanMemory { index: 1 });
 }
 
 #[test]
@@ -345,24 +252,14 @@ fn segment_end_must_not_overflow() {
         put_u64(&mut bytes, program_header(2) + P_VADDR, virt_start);
         put_u64(&mut bytes, program_header(2) + P_MEMSZ, memory_bytes);
         put_u64(&mut bytes, program_header(2) + P_FILESZ, 0);
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::SegmentAddressOverflow { index: 2 }
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::SegmentAddressOverflow { index: 2 });
     }
     // Up to the last page is fine; that page itself is not, as its end
     // (2^64) does not fit in 64 bits.
     let mut bytes = service_elf(Machine::X86_64);
-    put_u64(
-        &mut bytes,
-        program_header(2) + P_VADDR,
-        0xffff_ffff_ffff_d000,
-    );
+    put_u64(&mut bytes, program_header(2) + P_VADDR, 0xffff_ffff_ffff_d000);
     put_u64(&mut bytes, program_header(2) + P_MEMSZ, 0x2000);
-    assert_eq!(
-        parse_for(&bytes, Machine::X86_64).virtual_span().end,
-        0xffff_ffff_ffff_f000
-    );
+    assert_eq!(parse_for(&bytes, Machine::X86_64).virtual_span().end, 0xffff_ffff_ffff_f000);
 }
 
 #[test]
@@ -392,10 +289,7 @@ fn overlapping_segments_are_refused() {
             };
             assert_eq!(
                 parse_error(&bytes, Machine::X86_64),
-                ImageError::SegmentsOverlap {
-                    lower_virt_start: lower,
-                    higher_virt_start: higher,
-                },
+                ImageError::SegmentsOverlap { lower_virt_start: lower, higher_virt_start: higher },
                 "{other:?}"
             );
         }
@@ -420,18 +314,11 @@ fn entry_must_lie_inside_an_executable_segment() {
     ] {
         let mut bytes = service_elf(Machine::Aarch64);
         put_u64(&mut bytes, E_ENTRY, entry);
-        assert_eq!(
-            parse_error(&bytes, Machine::Aarch64),
-            ImageError::EntryNotExecutable { entry },
-            "entry {entry:#x}"
-        );
+        assert_eq!(parse_error(&bytes, Machine::Aarch64), ImageError::EntryNotExecutable { entry }, "entry {entry:#x}");
     }
     let mut bytes = service_elf(Machine::Aarch64);
     put_u64(&mut bytes, E_ENTRY, SERVICE_BASE + 0x1fff);
-    assert_eq!(
-        parse_for(&bytes, Machine::Aarch64).entry(),
-        SERVICE_BASE + 0x1fff
-    );
+    assert_eq!(parse_for(&bytes, Machine::Aarch64).entry(), SERVICE_BASE + 0x1fff);
 }
 
 #[test]
@@ -439,24 +326,15 @@ fn section_header_table_is_checked() {
     let valid = kernel_elf(Machine::X86_64);
     let mut bytes = valid.clone();
     put_u16(&mut bytes, E_SHENTSIZE, 40);
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::SectionHeaderEntrySize { size_bytes: 40 }
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::SectionHeaderEntrySize { size_bytes: 40 });
     for shoff in [valid.len() as u64, u64::MAX - 8] {
         let mut bytes = valid.clone();
         put_u64(&mut bytes, E_SHOFF, shoff);
-        assert_eq!(
-            parse_error(&bytes, Machine::X86_64),
-            ImageError::SectionHeadersOutOfBounds
-        );
+        assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::SectionHeadersOutOfBounds);
     }
     let mut bytes = valid.clone();
     put_u16(&mut bytes, E_SHNUM, 0xfeff);
-    assert_eq!(
-        parse_error(&bytes, Machine::X86_64),
-        ImageError::SectionHeadersOutOfBounds
-    );
+    assert_eq!(parse_error(&bytes, Machine::X86_64), ImageError::SectionHeadersOutOfBounds);
     // No section headers at all is fine.
     let mut bytes = valid;
     put_u64(&mut bytes, E_SHOFF, 0);
@@ -467,19 +345,10 @@ fn section_header_table_is_checked() {
 fn errors_display_without_panicking() {
     let errors = [
         ImageError::TruncatedHeader,
-        ImageError::WrongMachine {
-            expected: 62,
-            found: 183,
-        },
-        ImageError::SegmentsOverlap {
-            lower_virt_start: 0x1000,
-            higher_virt_start: 0x1800,
-        },
+        ImageError::WrongMachine { expected: 62, found: 183 },
+        ImageError::SegmentsOverlap { lower_virt_start: 0x1000, higher_virt_start: 0x1800 },
         ImageError::Note(crate::NoteError::ConflictingKhoEntries),
-        ImageError::KernelTooLarge {
-            memory_bytes: 2,
-            scratch_bytes: 1,
-        },
+        ImageError::KernelTooLarge { memory_bytes: 2, scratch_bytes: 1 },
     ];
     for error in errors {
         assert!(!error.to_string().is_empty());

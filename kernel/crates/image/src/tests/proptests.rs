@@ -38,12 +38,7 @@ fn field_offset() -> impl Strategy<Value = usize> {
             E_SHENTSIZE,
             E_SHNUM
         ]),
-        (
-            0_usize..4,
-            prop::sample::select(vec![
-                0, P_FLAGS, P_OFFSET, P_VADDR, P_FILESZ, P_MEMSZ, P_ALIGN
-            ])
-        )
+        (0_usize..4, prop::sample::select(vec![0, P_FLAGS, P_OFFSET, P_VADDR, P_FILESZ, P_MEMSZ, P_ALIGN]))
             .prop_map(|(index, field)| program_header(index) + field),
         0_usize..512,
     ]
@@ -84,16 +79,8 @@ fn check_accepted(image: &ElfImage<'_>, bytes: &[u8]) {
     assert!(!segments.is_empty() && segments.len() <= MAX_LOAD_SEGMENTS);
     for segment in segments {
         assert!(segment.memory_bytes > 0 && segment.file_bytes <= segment.memory_bytes);
-        assert_eq!(
-            image.segment_data(segment).map(<[u8]>::len),
-            Some(segment.file_bytes as usize)
-        );
-        assert!(
-            segment
-                .virt_start
-                .checked_add(segment.memory_bytes)
-                .is_some()
-        );
+        assert_eq!(image.segment_data(segment).map(<[u8]>::len), Some(segment.file_bytes as usize));
+        assert!(segment.virt_start.checked_add(segment.memory_bytes).is_some());
         assert!(span.start <= segment.page_start() && segment.page_end() <= span.end);
     }
     for pair in segments.windows(2) {

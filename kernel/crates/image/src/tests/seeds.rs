@@ -26,29 +26,15 @@ fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut aligned_notes = shrink(kernel_builder(Machine::X86_64)).with_notes(
         [
             note("GNU", 5, &[2, 0, 0, 0xc0, 4, 0, 0, 0, 3, 0, 0, 0], 8),
-            note(
-                BATON_NOTE_NAME,
-                BATON_NOTE_KHO_ENTRY,
-                &(X86_64_KERNEL_BASE + 8).to_le_bytes(),
-                8,
-            ),
+            note(BATON_NOTE_NAME, BATON_NOTE_KHO_ENTRY, &(X86_64_KERNEL_BASE + 8).to_le_bytes(), 8),
         ]
         .concat(),
     );
     aligned_notes.note_align_bytes = 8;
     vec![
-        (
-            "seed-service-x86_64",
-            shrink(service_builder(Machine::X86_64)).build(),
-        ),
-        (
-            "seed-service-aarch64",
-            shrink(service_builder(Machine::Aarch64)).build(),
-        ),
-        (
-            "seed-kernel-x86_64",
-            shrink(kernel_builder(Machine::X86_64)).build(),
-        ),
+        ("seed-service-x86_64", shrink(service_builder(Machine::X86_64)).build()),
+        ("seed-service-aarch64", shrink(service_builder(Machine::Aarch64)).build()),
+        ("seed-kernel-x86_64", shrink(kernel_builder(Machine::X86_64)).build()),
         ("seed-kernel-aarch64-section-notes", section_notes.build()),
         ("seed-kernel-x86_64-notes-aligned-8", aligned_notes.build()),
     ]
@@ -69,14 +55,8 @@ fn committed_fuzz_seeds_are_current_and_valid() {
     for (name, bytes) in fuzz_seeds() {
         let committed = std::fs::read(corpus_directory().join(name))
             .unwrap_or_else(|_| panic!("{name} missing: run the ignored test write_fuzz_seeds"));
-        assert_eq!(
-            committed, bytes,
-            "{name} is stale: run the ignored test write_fuzz_seeds"
-        );
-        let accepted = MACHINES
-            .into_iter()
-            .filter(|&machine| parse(&bytes, machine).is_ok())
-            .count();
+        assert_eq!(committed, bytes, "{name} is stale: run the ignored test write_fuzz_seeds");
+        let accepted = MACHINES.into_iter().filter(|&machine| parse(&bytes, machine).is_ok()).count();
         assert_eq!(accepted, 1, "{name}");
     }
 }

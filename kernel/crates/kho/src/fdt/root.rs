@@ -90,10 +90,7 @@ impl KhoFdtBuilder {
     /// A root pointing at the chunk list head `preserved_memory_map_phys`
     /// (0 when nothing is preserved).
     pub fn new(preserved_memory_map_phys: u64) -> Self {
-        Self {
-            preserved_memory_map_phys,
-            users: Vec::new(),
-        }
+        Self { preserved_memory_map_phys, users: Vec::new() }
     }
 
     /// Add the user `name` whose sub-FDT is at `sub_fdt_phys`. Users are
@@ -113,10 +110,7 @@ impl KhoFdtBuilder {
     pub fn build(&self) -> Result<Vec<u8>, KhoFdtBuildError> {
         let mut writer = SubFdtWriter::new()?;
         writer.property_string("compatible", KHO_COMPATIBLE)?;
-        writer.property_u64(
-            PRESERVED_MEMORY_MAP_PROPERTY,
-            self.preserved_memory_map_phys,
-        )?;
+        writer.property_u64(PRESERVED_MEMORY_MAP_PROPERTY, self.preserved_memory_map_phys)?;
         for (name, sub_fdt_phys) in &self.users {
             let node = writer.begin_node(name)?;
             writer.property_u64(USER_FDT_PROPERTY, *sub_fdt_phys)?;
@@ -207,10 +201,7 @@ impl fmt::Display for KhoFdtCorruption {
                 write!(formatter, "no {PRESERVED_MEMORY_MAP_PROPERTY}")
             }
             Self::BadPreservedMemoryMapSize { size_bytes } => {
-                write!(
-                    formatter,
-                    "{PRESERVED_MEMORY_MAP_PROPERTY} is {size_bytes} bytes, not 8"
-                )
+                write!(formatter, "{PRESERVED_MEMORY_MAP_PROPERTY} is {size_bytes} bytes, not 8")
             }
             Self::DuplicateRootProperty => write!(formatter, "a root property appears twice"),
             Self::UnexpectedRootProperty => write!(formatter, "unexpected root property"),
@@ -280,10 +271,7 @@ impl<'a> KhoFdt<'a> {
 
     /// The sub-FDT address of user `name`.
     pub fn user(&self, name: &str) -> Option<u64> {
-        self.users
-            .iter()
-            .find(|user| user.name == name)
-            .map(|user| user.sub_fdt_phys)
+        self.users.iter().find(|user| user.name == name).map(|user| user.sub_fdt_phys)
     }
 
     /// Size of the blob from its header.
@@ -301,9 +289,7 @@ pub fn parse_kho_fdt(bytes: &[u8]) -> Result<KhoFdt<'_>, KhoFdtError> {
         total_size_bytes: u32::try_from(total_size_bytes).unwrap_or(u32::MAX),
         available_bytes: bytes.len(),
     })?;
-    let root = fdt
-        .find_node("/")
-        .ok_or(KhoFdtCorruption::MissingCompatible)?;
+    let root = fdt.find_node("/").ok_or(KhoFdtCorruption::MissingCompatible)?;
 
     // `compatible` decides first: another format may follow another schema.
     let mut compatible = None;
@@ -331,9 +317,7 @@ pub fn parse_kho_fdt(bytes: &[u8]) -> Result<KhoFdt<'_>, KhoFdtError> {
         return Err(KhoFdtCorruption::UnexpectedRootProperty.into());
     }
     let preserved_memory_map_phys =
-        native_u64(map_value).ok_or(KhoFdtCorruption::BadPreservedMemoryMapSize {
-            size_bytes: map_value.len(),
-        })?;
+        native_u64(map_value).ok_or(KhoFdtCorruption::BadPreservedMemoryMapSize { size_bytes: map_value.len() })?;
 
     let mut users: Vec<KhoUser<'_>> = Vec::new();
     for (user_index, child) in root.children().enumerate() {
@@ -351,21 +335,13 @@ pub fn parse_kho_fdt(bytes: &[u8]) -> Result<KhoFdt<'_>, KhoFdtError> {
             if property.name != USER_FDT_PROPERTY {
                 return Err(KhoFdtCorruption::UnexpectedUserProperty { user_index }.into());
             }
-            let value =
-                native_u64(property.value).ok_or(KhoFdtCorruption::BadUserFdt { user_index })?;
+            let value = native_u64(property.value).ok_or(KhoFdtCorruption::BadUserFdt { user_index })?;
             if sub_fdt_phys.replace(value).is_some() {
                 return Err(KhoFdtCorruption::BadUserFdt { user_index }.into());
             }
         }
         let sub_fdt_phys = sub_fdt_phys.ok_or(KhoFdtCorruption::MissingUserFdt { user_index })?;
-        users.push(KhoUser {
-            name: child.name,
-            sub_fdt_phys,
-        });
+        users.push(KhoUser { name: child.name, sub_fdt_phys });
     }
-    Ok(KhoFdt {
-        preserved_memory_map_phys,
-        users,
-        total_size_bytes,
-    })
+    Ok(KhoFdt { preserved_memory_map_phys, users, total_size_bytes })
 }

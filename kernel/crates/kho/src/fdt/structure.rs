@@ -142,26 +142,15 @@ impl fmt::Display for FdtStructureError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::HeaderTruncated { available_bytes } => {
-                write!(
-                    formatter,
-                    "{available_bytes} bytes cannot hold an FDT header"
-                )
+                write!(formatter, "{available_bytes} bytes cannot hold an FDT header")
             }
             Self::BadMagic { magic } => write!(formatter, "bad FDT magic {magic:#x}"),
-            Self::TotalSizeOutOfBounds {
-                total_size_bytes,
-                available_bytes,
-            } => write!(
-                formatter,
-                "FDT totalsize {total_size_bytes} does not fit in {available_bytes} bytes"
-            ),
-            Self::UnsupportedVersion {
-                version,
-                last_compatible_version,
-            } => write!(
-                formatter,
-                "FDT version {version} (compatible with {last_compatible_version}) is not supported"
-            ),
+            Self::TotalSizeOutOfBounds { total_size_bytes, available_bytes } => {
+                write!(formatter, "FDT totalsize {total_size_bytes} does not fit in {available_bytes} bytes")
+            }
+            Self::UnsupportedVersion { version, last_compatible_version } => {
+                write!(formatter, "FDT version {version} (compatible with {last_compatible_version}) is not supported")
+            }
             Self::BlockOutOfBounds { block } => {
                 write!(formatter, "FDT {block:?} block out of bounds")
             }
@@ -179,26 +168,17 @@ impl fmt::Display for FdtStructureError {
             Self::InvalidName { offset } => write!(formatter, "FDT name at {offset:#x} is invalid"),
             Self::RootNameNotEmpty => write!(formatter, "FDT root node has a name"),
             Self::NameOffsetOutOfBounds { offset } => {
-                write!(
-                    formatter,
-                    "FDT property at {offset:#x} names a string out of bounds"
-                )
+                write!(formatter, "FDT property at {offset:#x} names a string out of bounds")
             }
             Self::PropertyAfterChild { offset } => {
-                write!(
-                    formatter,
-                    "FDT property at {offset:#x} follows a child node"
-                )
+                write!(formatter, "FDT property at {offset:#x} follows a child node")
             }
             Self::TooDeep { offset } => {
                 write!(formatter, "FDT node at {offset:#x} is nested too deep")
             }
             Self::MissingEnd => write!(formatter, "FDT structure block has no end token"),
             Self::TrailingData { offset } => {
-                write!(
-                    formatter,
-                    "FDT structure block has data after its end at {offset:#x}"
-                )
+                write!(formatter, "FDT structure block has data after its end at {offset:#x}")
             }
         }
     }
@@ -240,14 +220,9 @@ pub(crate) struct FdtHeader {
 
 /// Read the header fields and check the magic (but nothing else).
 pub(crate) fn read_header(bytes: &[u8]) -> Result<FdtHeader, FdtStructureError> {
-    let truncated = FdtStructureError::HeaderTruncated {
-        available_bytes: bytes.len(),
-    };
+    let truncated = FdtStructureError::HeaderTruncated { available_bytes: bytes.len() };
     let field = |index: usize| -> Result<u32, FdtStructureError> {
-        index
-            .checked_mul(4)
-            .and_then(|offset| be_u32(bytes, offset))
-            .ok_or(truncated)
+        index.checked_mul(4).and_then(|offset| be_u32(bytes, offset)).ok_or(truncated)
     };
     if bytes.len() < FDT_HEADER_SIZE_BYTES {
         return Err(truncated);
@@ -304,22 +279,11 @@ pub fn validate_fdt(bytes: &[u8]) -> Result<usize, FdtStructureError> {
     let blob = bytes.get(..total).unwrap_or_default();
     check_memory_reservations(blob, header.memory_reservations_offset)?;
     if header.structure_offset % 4 != 0 || header.structure_size_bytes % 4 != 0 {
-        return Err(FdtStructureError::MisalignedBlock {
-            block: FdtBlock::Structure,
-        });
+        return Err(FdtStructureError::MisalignedBlock { block: FdtBlock::Structure });
     }
-    let structure_range = block_range(
-        header.structure_offset,
-        header.structure_size_bytes,
-        total,
-        FdtBlock::Structure,
-    )?;
-    let strings_range = block_range(
-        header.strings_offset,
-        header.strings_size_bytes,
-        total,
-        FdtBlock::Strings,
-    )?;
+    let structure_range =
+        block_range(header.structure_offset, header.structure_size_bytes, total, FdtBlock::Structure)?;
+    let strings_range = block_range(header.strings_offset, header.strings_size_bytes, total, FdtBlock::Strings)?;
     let structure_start = structure_range.start;
     let structure = blob.get(structure_range).unwrap_or_default();
     let strings = blob.get(strings_range).unwrap_or_default();
@@ -342,9 +306,7 @@ fn check_memory_reservations(blob: &[u8], offset: u32) -> Result<(), FdtStructur
         match (address, size) {
             (Some(0), Some(0)) => return Ok(()),
             (Some(_), Some(_)) => {
-                position = position
-                    .checked_add(16)
-                    .ok_or(FdtStructureError::UnterminatedMemoryReservations)?;
+                position = position.checked_add(16).ok_or(FdtStructureError::UnterminatedMemoryReservations)?;
             }
             _ => return Err(FdtStructureError::UnterminatedMemoryReservations),
         }
@@ -353,21 +315,11 @@ fn check_memory_reservations(blob: &[u8], offset: u32) -> Result<(), FdtStructur
 
 /// The NUL-terminated UTF-8 string starting at `start` of `block`.
 fn name_at(block: &[u8], start: usize, report_offset: usize) -> Result<&str, FdtStructureError> {
-    let tail = block
-        .get(start..)
-        .ok_or(FdtStructureError::UnterminatedName {
-            offset: report_offset,
-        })?;
+    let tail = block.get(start..).ok_or(FdtStructureError::UnterminatedName { offset: report_offset })?;
     let length =
-        tail.iter()
-            .position(|byte| *byte == 0)
-            .ok_or(FdtStructureError::UnterminatedName {
-                offset: report_offset,
-            })?;
+        tail.iter().position(|byte| *byte == 0).ok_or(FdtStructureError::UnterminatedName { offset: report_offset })?;
     let name = tail.get(..length).unwrap_or_default();
-    core::str::from_utf8(name).map_err(|_| FdtStructureError::InvalidName {
-        offset: report_offset,
-    })
+    core::str::from_utf8(name).map_err(|_| FdtStructureError::InvalidName { offset: report_offset })
 }
 
 fn walk_structure(structure: &[u8], strings: &[u8], base: usize) -> Result<(), FdtStructureError> {
@@ -379,9 +331,7 @@ fn walk_structure(structure: &[u8], strings: &[u8], base: usize) -> Result<(), F
     let mut are_properties_allowed = false;
     loop {
         let token = be_u32(structure, position).ok_or(FdtStructureError::MissingEnd)?;
-        let after_token = position
-            .checked_add(4)
-            .ok_or(FdtStructureError::MissingEnd)?;
+        let after_token = position.checked_add(4).ok_or(FdtStructureError::MissingEnd)?;
         match token {
             TOKEN_BEGIN_NODE if !is_root_closed => {
                 let name = name_at(structure, after_token, at(after_token))?;
@@ -390,24 +340,18 @@ fn walk_structure(structure: &[u8], strings: &[u8], base: usize) -> Result<(), F
                         return Err(FdtStructureError::RootNameNotEmpty);
                     }
                 } else if name.is_empty() {
-                    return Err(FdtStructureError::InvalidName {
-                        offset: at(after_token),
-                    });
+                    return Err(FdtStructureError::InvalidName { offset: at(after_token) });
                 }
                 depth = depth.saturating_add(1);
                 if depth > FDT_MAX_DEPTH {
-                    return Err(FdtStructureError::TooDeep {
-                        offset: at(position),
-                    });
+                    return Err(FdtStructureError::TooDeep { offset: at(position) });
                 }
                 are_properties_allowed = true;
                 position = after_token
                     .checked_add(name.len())
                     .and_then(|end| end.checked_add(1))
                     .and_then(align4)
-                    .ok_or(FdtStructureError::Truncated {
-                        offset: at(position),
-                    })?;
+                    .ok_or(FdtStructureError::Truncated { offset: at(position) })?;
             }
             TOKEN_END_NODE if depth > 0 => {
                 depth = depth.saturating_sub(1);
@@ -417,49 +361,34 @@ fn walk_structure(structure: &[u8], strings: &[u8], base: usize) -> Result<(), F
             }
             TOKEN_PROP if depth > 0 => {
                 if !are_properties_allowed {
-                    return Err(FdtStructureError::PropertyAfterChild {
-                        offset: at(position),
-                    });
+                    return Err(FdtStructureError::PropertyAfterChild { offset: at(position) });
                 }
-                let truncated = FdtStructureError::Truncated {
-                    offset: at(position),
-                };
+                let truncated = FdtStructureError::Truncated { offset: at(position) };
                 let length = be_u32(structure, after_token).ok_or(truncated)? as usize;
-                let name_offset = after_token
-                    .checked_add(4)
-                    .and_then(|offset| be_u32(structure, offset))
-                    .ok_or(truncated)? as usize;
+                let name_offset =
+                    after_token.checked_add(4).and_then(|offset| be_u32(structure, offset)).ok_or(truncated)? as usize;
                 let value_start = after_token.checked_add(8).ok_or(truncated)?;
                 let value_end = value_start.checked_add(length).ok_or(truncated)?;
                 if value_end > structure.len() {
                     return Err(truncated);
                 }
                 if name_offset >= strings.len() {
-                    return Err(FdtStructureError::NameOffsetOutOfBounds {
-                        offset: at(position),
-                    });
+                    return Err(FdtStructureError::NameOffsetOutOfBounds { offset: at(position) });
                 }
                 let name = name_at(strings, name_offset, at(position))?;
                 if name.is_empty() {
-                    return Err(FdtStructureError::InvalidName {
-                        offset: at(position),
-                    });
+                    return Err(FdtStructureError::InvalidName { offset: at(position) });
                 }
                 position = align4(value_end).ok_or(truncated)?;
             }
             TOKEN_END if is_root_closed => {
                 if after_token != structure.len() {
-                    return Err(FdtStructureError::TrailingData {
-                        offset: at(after_token),
-                    });
+                    return Err(FdtStructureError::TrailingData { offset: at(after_token) });
                 }
                 return Ok(());
             }
             _ => {
-                return Err(FdtStructureError::UnexpectedToken {
-                    offset: at(position),
-                    token,
-                });
+                return Err(FdtStructureError::UnexpectedToken { offset: at(position), token });
             }
         }
     }

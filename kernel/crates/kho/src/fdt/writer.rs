@@ -51,9 +51,7 @@ fn map_error(error: vm_fdt::Error) -> FdtWriteError {
         vm_fdt::Error::InvalidNodeName => FdtWriteError::InvalidNodeName,
         vm_fdt::Error::InvalidPropertyName => FdtWriteError::InvalidPropertyName,
         vm_fdt::Error::InvalidString => FdtWriteError::InvalidString,
-        vm_fdt::Error::PropertyValueTooLarge | vm_fdt::Error::TotalSizeTooLarge => {
-            FdtWriteError::TooLarge
-        }
+        vm_fdt::Error::PropertyValueTooLarge | vm_fdt::Error::TotalSizeTooLarge => FdtWriteError::TooLarge,
         vm_fdt::Error::NodeDepthTooLarge => FdtWriteError::TooDeep,
         _ => FdtWriteError::Unbalanced,
     }
@@ -95,11 +93,7 @@ impl SubFdtWriter {
     pub fn new() -> Result<Self, FdtWriteError> {
         let mut inner = vm_fdt::FdtWriter::new().map_err(map_error)?;
         let root = inner.begin_node("").map_err(map_error)?;
-        Ok(Self {
-            inner,
-            root,
-            depth: 1,
-        })
+        Ok(Self { inner, root, depth: 1 })
     }
 
     /// Open a child of the innermost open node. Properties of a node must

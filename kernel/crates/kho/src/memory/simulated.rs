@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::{
-    AccessError, MetadataAllocator, PAGE_SHIFT, PAGE_SIZE_BYTES, PhysMemory, PhysRange, align_up,
-    normalize_ranges, range_inside_ram,
+    AccessError, MetadataAllocator, PAGE_SHIFT, PAGE_SIZE_BYTES, PhysMemory, PhysRange, align_up, normalize_ranges,
+    range_inside_ram,
 };
 
 /// `PAGE_SIZE_BYTES` as a buffer length.
@@ -109,11 +109,7 @@ impl SimulatedMemory {
     fn check_inside_ram(&self, phys: u64, size_bytes: u64) -> Result<(), AccessError> {
         let outside = AccessError::OutsideRam { phys, size_bytes };
         let range = PhysRange::from_start_size(phys, size_bytes).ok_or(outside)?;
-        if size_bytes == 0 || range_inside_ram(&self.ram, &range) {
-            Ok(())
-        } else {
-            Err(outside)
-        }
+        if size_bytes == 0 || range_inside_ram(&self.ram, &range) { Ok(()) } else { Err(outside) }
     }
 
     /// Zero `[phys, phys + size_bytes)`, dropping pages that become wholly zero.
@@ -188,10 +184,7 @@ impl PhysMemory for SimulatedMemory {
             // Writing zeros to a page that was never written changes nothing:
             // keep the simulation sparse.
             if self.pages.contains_key(&frame) || head.iter().any(|byte| *byte != 0) {
-                let page = self
-                    .pages
-                    .entry(frame)
-                    .or_insert_with(|| Box::new([0; PAGE_BYTES]));
+                let page = self.pages.entry(frame).or_insert_with(|| Box::new([0; PAGE_BYTES]));
                 if let Some(bytes) = page.get_mut(offset..offset + chunk) {
                     bytes.copy_from_slice(head);
                 }
@@ -204,8 +197,7 @@ impl PhysMemory for SimulatedMemory {
 
     fn read_u64(&self, phys: u64) -> Result<u64, AccessError> {
         let is_fast_path = phys % PAGE_SIZE_BYTES <= PAGE_SIZE_BYTES - 8
-            && PhysRange::from_start_size(phys, 8)
-                .is_some_and(|word| range_inside_ram(&self.ram, &word));
+            && PhysRange::from_start_size(phys, 8).is_some_and(|word| range_inside_ram(&self.ram, &word));
         if is_fast_path {
             return Ok(match self.page_slice(phys, 8) {
                 Some(bytes) => {
@@ -262,10 +254,7 @@ impl MetadataAllocator for SimulatedMemory {
             Some(size_bytes),
             "free of {phys:#x} ({size_bytes} bytes) does not match a live allocation"
         );
-        assert!(
-            phys.is_multiple_of(align_bytes),
-            "free of {phys:#x} with a different alignment"
-        );
+        assert!(phys.is_multiple_of(align_bytes), "free of {phys:#x} with a different alignment");
         self.free_blocks.entry(size_bytes).or_default().push(phys);
     }
 }
@@ -280,13 +269,7 @@ mod tests {
     fn untouched_ram_reads_zero_and_outside_ram_fails() {
         let memory = SimulatedMemory::new(&[PhysRange::new(0, 256 * GIB)], PhysRange::new(0, GIB));
         assert_eq!(memory.read_u64(200 * GIB), Ok(0));
-        assert_eq!(
-            memory.read_u64(256 * GIB - 4),
-            Err(AccessError::OutsideRam {
-                phys: 256 * GIB - 4,
-                size_bytes: 8
-            })
-        );
+        assert_eq!(memory.read_u64(256 * GIB - 4), Err(AccessError::OutsideRam { phys: 256 * GIB - 4, size_bytes: 8 }));
         let mut buffer = [1_u8; 16];
         assert!(memory.read(256 * GIB, &mut buffer).is_err());
         assert_eq!(memory.touched_page_count(), 0);
@@ -294,18 +277,12 @@ mod tests {
 
     #[test]
     fn writes_cross_pages_and_stay_sparse() {
-        let mut memory = SimulatedMemory::new(
-            &[PhysRange::new(0x10_0000, 0x20_0000)],
-            PhysRange::new(0, 0),
-        );
+        let mut memory = SimulatedMemory::new(&[PhysRange::new(0x10_0000, 0x20_0000)], PhysRange::new(0, 0));
         memory.write(0x10_0ffc, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         let mut buffer = [0_u8; 8];
         memory.read(0x10_0ffc, &mut buffer).unwrap();
         assert_eq!(buffer, [1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(
-            memory.read_u64(0x10_0ffc).unwrap(),
-            u64::from_ne_bytes(buffer)
-        );
+        assert_eq!(memory.read_u64(0x10_0ffc).unwrap(), u64::from_ne_bytes(buffer));
         assert_eq!(memory.touched_page_count(), 2);
         memory.write(0x18_0000, &[0; 4096]).unwrap();
         assert_eq!(memory.touched_page_count(), 2);
@@ -314,8 +291,7 @@ mod tests {
 
     #[test]
     fn allocator_zeroes_aligns_reuses_and_honours_the_budget() {
-        let mut memory =
-            SimulatedMemory::with_metadata_at_end(PhysRange::new(0, 16 << 20), 1 << 20);
+        let mut memory = SimulatedMemory::with_metadata_at_end(PhysRange::new(0, 16 << 20), 1 << 20);
         let first = memory.allocate_zeroed(512, 512).unwrap();
         assert_eq!(first % 512, 0);
         assert!(memory.metadata_region().contains_address(first));
@@ -331,9 +307,6 @@ mod tests {
         assert!(memory.allocate_zeroed(512, 512).is_some());
         assert!(memory.allocate_zeroed(512, 512).is_none());
         memory.set_allocation_budget(None);
-        assert!(
-            memory.allocate_zeroed(2 << 20, 4096).is_none(),
-            "region exhausted"
-        );
+        assert!(memory.allocate_zeroed(2 << 20, 4096).is_none(), "region exhausted");
     }
 }

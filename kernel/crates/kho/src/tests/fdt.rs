@@ -4,9 +4,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{
-    FdtBlock, FdtStructureError, FdtWriteError, KhoFdtBuildError, KhoFdtBuilder, KhoFdtCorruption,
-    KhoFdtError, KhoUser, ReadFdtError, SubFdtWriter, is_valid_user_name, native_u32, native_u64,
-    parse_fdt, parse_kho_fdt, read_fdt, validate_fdt,
+    FdtBlock, FdtStructureError, FdtWriteError, KhoFdtBuildError, KhoFdtBuilder, KhoFdtCorruption, KhoFdtError,
+    KhoUser, ReadFdtError, SubFdtWriter, is_valid_user_name, native_u32, native_u64, parse_fdt, parse_kho_fdt,
+    read_fdt, validate_fdt,
 };
 use crate::memory::{AccessError, PhysMemory, PhysRange, SimulatedMemory};
 
@@ -25,14 +25,8 @@ fn root_round_trip() {
     assert_eq!(
         parsed.users(),
         [
-            KhoUser {
-                name: "baton-boot",
-                sub_fdt_phys: 0x8000_0000
-            },
-            KhoUser {
-                name: "counter",
-                sub_fdt_phys: 0x8010_0000
-            }
+            KhoUser { name: "baton-boot", sub_fdt_phys: 0x8000_0000 },
+            KhoUser { name: "counter", sub_fdt_phys: 0x8010_0000 }
         ]
     );
     assert_eq!(parsed.user("counter"), Some(0x8010_0000));
@@ -54,10 +48,7 @@ fn root_properties_are_native_endian() {
     let compatible = root.property("compatible").unwrap();
     assert_eq!(compatible.value, b"kho-v1\0");
     let user = fdt.find_node("/counter").unwrap();
-    assert_eq!(
-        user.property("fdt").unwrap().value,
-        0x8010_0000_u64.to_ne_bytes()
-    );
+    assert_eq!(user.property("fdt").unwrap().value, 0x8010_0000_u64.to_ne_bytes());
 }
 
 #[test]
@@ -67,11 +58,7 @@ fn root_is_readable_by_dtc() {
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("kho.dtb");
     std::fs::write(&path, &blob).unwrap();
-    let output = match std::process::Command::new("dtc")
-        .args(["-I", "dtb", "-O", "dts"])
-        .arg(&path)
-        .output()
-    {
+    let output = match std::process::Command::new("dtc").args(["-I", "dtb", "-O", "dts"]).arg(&path).output() {
         Ok(output) => output,
         Err(_) => {
             std::println!("skipping root_is_readable_by_dtc: dtc is not on PATH");
@@ -79,11 +66,7 @@ fn root_is_readable_by_dtc() {
         }
     };
     let _ = std::fs::remove_dir_all(&directory);
-    assert!(
-        output.status.success(),
-        "dtc failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "dtc failed: {}", String::from_utf8_lossy(&output.stderr));
     let dts = String::from_utf8(output.stdout).unwrap();
     assert!(dts.contains("compatible = \"kho-v1\";"), "{dts}");
     assert!(dts.contains("preserved-memory-map = <"), "{dts}");
@@ -94,39 +77,17 @@ fn root_is_readable_by_dtc() {
 
 #[test]
 fn user_name_rule() {
-    for name in [
-        "memblock",
-        "baton-boot",
-        "svc_counter.v1",
-        "a",
-        "A,b+c",
-        "abcdefghijklmnopqrstuvwxyz01234",
-    ] {
+    for name in ["memblock", "baton-boot", "svc_counter.v1", "a", "A,b+c", "abcdefghijklmnopqrstuvwxyz01234"] {
         assert!(is_valid_user_name(name), "{name}");
     }
-    for name in [
-        "",
-        "1abc",
-        "-abc",
-        "a/b",
-        "a@1",
-        "has space",
-        "caf\u{e9}",
-        "abcdefghijklmnopqrstuvwxyz012345",
-        "a\0b",
-    ] {
+    for name in ["", "1abc", "-abc", "a/b", "a@1", "has space", "caf\u{e9}", "abcdefghijklmnopqrstuvwxyz012345", "a\0b"]
+    {
         assert!(!is_valid_user_name(name), "{name:?}");
     }
     let mut builder = KhoFdtBuilder::new(0);
-    assert_eq!(
-        builder.add_user("a/b", 1),
-        Err(KhoFdtBuildError::InvalidUserName)
-    );
+    assert_eq!(builder.add_user("a/b", 1), Err(KhoFdtBuildError::InvalidUserName));
     builder.add_user("one", 1).unwrap();
-    assert_eq!(
-        builder.add_user("one", 2),
-        Err(KhoFdtBuildError::DuplicateUserName)
-    );
+    assert_eq!(builder.add_user("one", 2), Err(KhoFdtBuildError::DuplicateUserName));
 }
 
 /// Write a root by hand with the sub-FDT writer so the schema can be broken.
@@ -161,11 +122,7 @@ fn other_compatible_is_incompatible_not_corrupted() {
             writer.property_string("compatible", compatible).unwrap();
             writer.property("preserved-memory-map", &MAP).unwrap();
         });
-        assert_eq!(
-            parse_kho_fdt(&blob),
-            Err(KhoFdtError::Incompatible),
-            "{compatible:?}"
-        );
+        assert_eq!(parse_kho_fdt(&blob), Err(KhoFdtError::Incompatible), "{compatible:?}");
     }
     // A string list starting with kho-v1 is not exactly kho-v1.
     let blob = custom_root(|writer| {
@@ -186,21 +143,13 @@ fn root_schema_errors() {
     assert_eq!(corruption(&blob), KhoFdtCorruption::MissingCompatible);
 
     let blob = custom_root(|writer| writer.property_string("compatible", "kho-v1").unwrap());
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::MissingPreservedMemoryMap
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::MissingPreservedMemoryMap);
 
     let blob = custom_root(|writer| {
         writer.property_string("compatible", "kho-v1").unwrap();
-        writer
-            .property("preserved-memory-map", &[1, 2, 3, 4])
-            .unwrap();
+        writer.property("preserved-memory-map", &[1, 2, 3, 4]).unwrap();
     });
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::BadPreservedMemoryMapSize { size_bytes: 4 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::BadPreservedMemoryMapSize { size_bytes: 4 });
 
     let blob = custom_root(|writer| {
         writer.property_string("compatible", "kho-v1").unwrap();
@@ -231,43 +180,25 @@ fn user_schema_errors() {
         user(writer, "good", &[("fdt", &FDT)]);
         user(writer, "bad@1", &[("fdt", &FDT)]);
     });
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::InvalidUserName { user_index: 1 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::InvalidUserName { user_index: 1 });
 
     let blob = root_with_users(|writer| {
         user(writer, "same", &[("fdt", &FDT)]);
         user(writer, "same", &[("fdt", &FDT)]);
     });
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::DuplicateUserName { user_index: 1 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::DuplicateUserName { user_index: 1 });
 
     let blob = root_with_users(|writer| user(writer, "empty", &[]));
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::MissingUserFdt { user_index: 0 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::MissingUserFdt { user_index: 0 });
 
     let blob = root_with_users(|writer| user(writer, "short", &[("fdt", &[0; 4])]));
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::BadUserFdt { user_index: 0 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::BadUserFdt { user_index: 0 });
 
     let blob = root_with_users(|writer| user(writer, "twice", &[("fdt", &FDT), ("fdt", &FDT)]));
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::BadUserFdt { user_index: 0 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::BadUserFdt { user_index: 0 });
 
     let blob = root_with_users(|writer| user(writer, "extra", &[("fdt", &FDT), ("size", &FDT)]));
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::UnexpectedUserProperty { user_index: 0 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::UnexpectedUserProperty { user_index: 0 });
 
     let blob = root_with_users(|writer| {
         let node = writer.begin_node("nested").unwrap();
@@ -275,10 +206,7 @@ fn user_schema_errors() {
         user(writer, "child", &[("fdt", &FDT)]);
         writer.end_node(node).unwrap();
     });
-    assert_eq!(
-        corruption(&blob),
-        KhoFdtCorruption::NestedUserNode { user_index: 0 }
-    );
+    assert_eq!(corruption(&blob), KhoFdtCorruption::NestedUserNode { user_index: 0 });
 
     let blob = root_with_users(|writer| user(writer, "ok", &[("fdt", &FDT)]));
     assert_eq!(parse_kho_fdt(&blob).unwrap().user("ok"), Some(0x9000));
@@ -375,29 +303,18 @@ fn hand_assembled_blob_is_valid() {
 
 fn structure_error(blob: &[u8]) -> FdtStructureError {
     let error = validate_fdt(blob).unwrap_err();
-    assert_eq!(
-        parse_kho_fdt(blob),
-        Err(KhoFdtError::Corrupted(KhoFdtCorruption::Structure(error)))
-    );
+    assert_eq!(parse_kho_fdt(blob), Err(KhoFdtError::Corrupted(KhoFdtCorruption::Structure(error))));
     error
 }
 
 #[test]
 fn header_errors() {
     let blob = assemble(&valid_tokens().0, STRINGS);
-    assert_eq!(
-        structure_error(&blob[..39]),
-        FdtStructureError::HeaderTruncated {
-            available_bytes: 39
-        }
-    );
+    assert_eq!(structure_error(&blob[..39]), FdtStructureError::HeaderTruncated { available_bytes: 39 });
 
     let mut bad = blob.clone();
     bad[0] = 0;
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BadMagic { magic: 0x000d_feed }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BadMagic { magic: 0x000d_feed });
 
     assert_eq!(
         structure_error(&blob[..blob.len() - 1]),
@@ -410,29 +327,20 @@ fn header_errors() {
     set_header_word(&mut bad, 1, 39);
     assert_eq!(
         structure_error(&bad),
-        FdtStructureError::TotalSizeOutOfBounds {
-            total_size_bytes: 39,
-            available_bytes: blob.len()
-        }
+        FdtStructureError::TotalSizeOutOfBounds { total_size_bytes: 39, available_bytes: blob.len() }
     );
 
     let mut bad = blob.clone();
     set_header_word(&mut bad, 5, 16);
     assert_eq!(
         structure_error(&bad),
-        FdtStructureError::UnsupportedVersion {
-            version: 16,
-            last_compatible_version: 16
-        }
+        FdtStructureError::UnsupportedVersion { version: 16, last_compatible_version: 16 }
     );
     let mut bad = blob.clone();
     set_header_word(&mut bad, 6, 18);
     assert_eq!(
         structure_error(&bad),
-        FdtStructureError::UnsupportedVersion {
-            version: 17,
-            last_compatible_version: 18
-        }
+        FdtStructureError::UnsupportedVersion { version: 17, last_compatible_version: 18 }
     );
 }
 
@@ -444,166 +352,78 @@ fn block_errors() {
 
     let mut bad = blob.clone();
     set_header_word(&mut bad, 4, 44);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::MisalignedBlock {
-            block: FdtBlock::MemoryReservations
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::MisalignedBlock { block: FdtBlock::MemoryReservations });
     let mut bad = blob.clone();
     set_header_word(&mut bad, 4, 32);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BlockOutOfBounds {
-            block: FdtBlock::MemoryReservations
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BlockOutOfBounds { block: FdtBlock::MemoryReservations });
     let mut bad = blob.clone();
     bad[40] = 1; // A reservation that never ends.
     set_header_word(&mut bad, 4, blob.len() as u32 - 8);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::UnterminatedMemoryReservations
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::UnterminatedMemoryReservations);
 
     let mut bad = blob.clone();
     set_header_word(&mut bad, 2, structure_offset + 2);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::MisalignedBlock {
-            block: FdtBlock::Structure
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::MisalignedBlock { block: FdtBlock::Structure });
     let mut bad = blob.clone();
     set_header_word(&mut bad, 9, structure_size + 4 + STRINGS.len() as u32);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BlockOutOfBounds {
-            block: FdtBlock::Structure
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BlockOutOfBounds { block: FdtBlock::Structure });
     let mut bad = blob.clone();
     set_header_word(&mut bad, 2, u32::MAX - 3);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BlockOutOfBounds {
-            block: FdtBlock::Structure
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BlockOutOfBounds { block: FdtBlock::Structure });
 
     let mut bad = blob.clone();
     set_header_word(&mut bad, 8, STRINGS.len() as u32 + 1);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BlockOutOfBounds {
-            block: FdtBlock::Strings
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BlockOutOfBounds { block: FdtBlock::Strings });
     let mut bad = blob.clone();
     set_header_word(&mut bad, 3, 8);
-    assert_eq!(
-        structure_error(&bad),
-        FdtStructureError::BlockOutOfBounds {
-            block: FdtBlock::Strings
-        }
-    );
+    assert_eq!(structure_error(&bad), FdtStructureError::BlockOutOfBounds { block: FdtBlock::Strings });
 }
 
 #[test]
 fn token_errors() {
     let base = 56;
     // FDT_NOP is refused.
-    let tokens = Tokens::new()
-        .begin(b"")
-        .word(4)
-        .prop(0, b"kho-v1\0")
-        .end_node()
-        .end();
+    let tokens = Tokens::new().begin(b"").word(4).prop(0, b"kho-v1\0").end_node().end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::UnexpectedToken {
-            offset: base + 8,
-            token: 4
-        }
+        FdtStructureError::UnexpectedToken { offset: base + 8, token: 4 }
     );
     // Structure not starting with a node.
     let tokens = Tokens::new().prop(0, b"x\0").end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::UnexpectedToken {
-            offset: base,
-            token: 3
-        }
+        FdtStructureError::UnexpectedToken { offset: base, token: 3 }
     );
     // Two roots.
-    let tokens = Tokens::new()
-        .begin(b"")
-        .end_node()
-        .begin(b"")
-        .end_node()
-        .end();
+    let tokens = Tokens::new().begin(b"").end_node().begin(b"").end_node().end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::UnexpectedToken {
-            offset: base + 12,
-            token: 1
-        }
+        FdtStructureError::UnexpectedToken { offset: base + 12, token: 1 }
     );
     // End before the root is closed.
     let tokens = Tokens::new().begin(b"").end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::UnexpectedToken {
-            offset: base + 8,
-            token: 9
-        }
+        FdtStructureError::UnexpectedToken { offset: base + 8, token: 9 }
     );
     // No end token at all.
     let tokens = Tokens::new().begin(b"").end_node();
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::MissingEnd
-    );
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::MissingEnd);
     // Data after the end token.
     let tokens = Tokens::new().begin(b"").end_node().end().word(0);
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::TrailingData { offset: base + 16 }
-    );
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::TrailingData { offset: base + 16 });
     // Root with a name.
     let tokens = Tokens::new().begin(b"root").end_node().end();
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::RootNameNotEmpty
-    );
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::RootNameNotEmpty);
     // A child with an empty name, or a name that is not UTF-8.
-    let tokens = Tokens::new()
-        .begin(b"")
-        .begin(b"")
-        .end_node()
-        .end_node()
-        .end();
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::InvalidName { offset: base + 12 }
-    );
-    let tokens = Tokens::new()
-        .begin(b"")
-        .begin(b"\xff\xfe")
-        .end_node()
-        .end_node()
-        .end();
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::InvalidName { offset: base + 12 }
-    );
+    let tokens = Tokens::new().begin(b"").begin(b"").end_node().end_node().end();
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::InvalidName { offset: base + 12 });
+    let tokens = Tokens::new().begin(b"").begin(b"\xff\xfe").end_node().end_node().end();
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::InvalidName { offset: base + 12 });
     // A node name running off the end of the block.
     let mut tokens = Tokens::new().begin(b"").word(1).0;
     tokens.extend_from_slice(b"abcd");
-    assert_eq!(
-        structure_error(&assemble(&tokens, STRINGS)),
-        FdtStructureError::UnterminatedName { offset: base + 12 }
-    );
+    assert_eq!(structure_error(&assemble(&tokens, STRINGS)), FdtStructureError::UnterminatedName { offset: base + 12 });
 }
 
 #[test]
@@ -612,22 +432,12 @@ fn property_errors() {
     // Length past the block (the `fdt` crate would slice out of bounds).
     let mut tokens = Tokens::new().begin(b"").word(3).word(1000).word(0).0;
     tokens.extend_from_slice(&Tokens::new().end_node().end().0);
-    assert_eq!(
-        structure_error(&assemble(&tokens, STRINGS)),
-        FdtStructureError::Truncated { offset: base + 8 }
-    );
+    assert_eq!(structure_error(&assemble(&tokens, STRINGS)), FdtStructureError::Truncated { offset: base + 8 });
     // Header of a property cut short.
     let tokens = Tokens::new().begin(b"").word(3);
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, STRINGS)),
-        FdtStructureError::Truncated { offset: base + 8 }
-    );
+    assert_eq!(structure_error(&assemble(&tokens.0, STRINGS)), FdtStructureError::Truncated { offset: base + 8 });
     // Name offset past the strings block.
-    let tokens = Tokens::new()
-        .begin(b"")
-        .prop(STRINGS.len() as u32, b"")
-        .end_node()
-        .end();
+    let tokens = Tokens::new().begin(b"").prop(STRINGS.len() as u32, b"").end_node().end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
         FdtStructureError::NameOffsetOutOfBounds { offset: base + 8 }
@@ -640,22 +450,10 @@ fn property_errors() {
     );
     // Non-UTF-8 or empty property name.
     let tokens = Tokens::new().begin(b"").prop(0, b"").end_node().end();
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, b"\xc3\0")),
-        FdtStructureError::InvalidName { offset: base + 8 }
-    );
-    assert_eq!(
-        structure_error(&assemble(&tokens.0, b"\0")),
-        FdtStructureError::InvalidName { offset: base + 8 }
-    );
+    assert_eq!(structure_error(&assemble(&tokens.0, b"\xc3\0")), FdtStructureError::InvalidName { offset: base + 8 });
+    assert_eq!(structure_error(&assemble(&tokens.0, b"\0")), FdtStructureError::InvalidName { offset: base + 8 });
     // Property after a child node.
-    let tokens = Tokens::new()
-        .begin(b"")
-        .begin(b"a")
-        .end_node()
-        .prop(0, b"x\0")
-        .end_node()
-        .end();
+    let tokens = Tokens::new().begin(b"").begin(b"a").end_node().prop(0, b"x\0").end_node().end();
     assert_eq!(
         structure_error(&assemble(&tokens.0, STRINGS)),
         FdtStructureError::PropertyAfterChild { offset: base + 20 }
@@ -675,15 +473,9 @@ fn nesting_limit() {
         assemble(&tokens.end().0, STRINGS)
     };
     assert!(validate_fdt(&build(32)).is_ok());
-    assert!(matches!(
-        validate_fdt(&build(33)),
-        Err(FdtStructureError::TooDeep { .. })
-    ));
+    assert!(matches!(validate_fdt(&build(33)), Err(FdtStructureError::TooDeep { .. })));
     // 70 levels would overflow the `fdt` crate's 64-entry parent stack.
-    assert!(matches!(
-        validate_fdt(&build(70)),
-        Err(FdtStructureError::TooDeep { .. })
-    ));
+    assert!(matches!(validate_fdt(&build(70)), Err(FdtStructureError::TooDeep { .. })));
 }
 
 #[test]
@@ -715,20 +507,9 @@ fn sub_fdt_writer_round_trip_is_native_endian() {
     assert_eq!(validate_fdt(&blob), Ok(blob.len()));
     let fdt = parse_fdt(&blob).unwrap();
     let root = fdt.find_node("/").unwrap();
-    assert_eq!(
-        root.property("compatible").unwrap().as_str(),
-        Some("counter-v1")
-    );
-    assert_eq!(
-        native_u32(root.property("generation").unwrap().value),
-        Some(7)
-    );
-    let value = fdt
-        .find_node("/state")
-        .unwrap()
-        .property("phys")
-        .unwrap()
-        .value;
+    assert_eq!(root.property("compatible").unwrap().as_str(), Some("counter-v1"));
+    assert_eq!(native_u32(root.property("generation").unwrap().value), Some(7));
+    let value = fdt.find_node("/state").unwrap().property("phys").unwrap().value;
     assert_eq!(value, 0x1122_3344_5566_7788_u64.to_ne_bytes());
     assert_eq!(native_u64(value), Some(0x1122_3344_5566_7788));
     assert_eq!(native_u64(&value[..7]), None);
@@ -737,31 +518,15 @@ fn sub_fdt_writer_round_trip_is_native_endian() {
 #[test]
 fn sub_fdt_writer_errors() {
     let mut writer = SubFdtWriter::new().unwrap();
-    assert_eq!(
-        writer.begin_node("").unwrap_err(),
-        FdtWriteError::InvalidNodeName
-    );
-    assert_eq!(
-        writer.begin_node("a b").unwrap_err(),
-        FdtWriteError::InvalidNodeName
-    );
-    assert_eq!(
-        writer.property("bad name", &[]),
-        Err(FdtWriteError::InvalidPropertyName)
-    );
-    assert_eq!(
-        writer.property_string("s", "a\0b"),
-        Err(FdtWriteError::InvalidString)
-    );
+    assert_eq!(writer.begin_node("").unwrap_err(), FdtWriteError::InvalidNodeName);
+    assert_eq!(writer.begin_node("a b").unwrap_err(), FdtWriteError::InvalidNodeName);
+    assert_eq!(writer.property("bad name", &[]), Err(FdtWriteError::InvalidPropertyName));
+    assert_eq!(writer.property_string("s", "a\0b"), Err(FdtWriteError::InvalidString));
     let outer = writer.begin_node("outer").unwrap();
     let inner = writer.begin_node("inner").unwrap();
     assert_eq!(writer.end_node(outer), Err(FdtWriteError::Unbalanced));
     writer.end_node(inner).unwrap();
-    assert_eq!(
-        writer.finish(),
-        Err(FdtWriteError::Unbalanced),
-        "outer is still open"
-    );
+    assert_eq!(writer.finish(), Err(FdtWriteError::Unbalanced), "outer is still open");
 
     let mut writer = SubFdtWriter::new().unwrap();
     let mut open = Vec::new();
@@ -773,10 +538,7 @@ fn sub_fdt_writer_errors() {
         writer.end_node(node).unwrap();
     }
     let deepest = writer.finish().unwrap();
-    assert!(
-        validate_fdt(&deepest).is_ok(),
-        "whatever the writer accepts, the parser accepts"
-    );
+    assert!(validate_fdt(&deepest).is_ok(), "whatever the writer accepts, the parser accepts");
 }
 
 // ---- Reading an FDT out of physical memory. ------------------------------
@@ -789,35 +551,21 @@ fn read_fdt_from_memory() {
     assert_eq!(read_fdt(&memory, 0x10_0000, 4096).unwrap(), blob);
     assert_eq!(
         read_fdt(&memory, 0x10_0000, blob.len() as u64 - 1),
-        Err(ReadFdtError::TooLarge {
-            total_size_bytes: blob.len() as u64,
-            max_size_bytes: blob.len() as u64 - 1
-        })
+        Err(ReadFdtError::TooLarge { total_size_bytes: blob.len() as u64, max_size_bytes: blob.len() as u64 - 1 })
     );
     assert_eq!(
         read_fdt(&memory, 0x20_0000, 4096),
-        Err(ReadFdtError::Structure(FdtStructureError::BadMagic {
-            magic: 0
-        }))
+        Err(ReadFdtError::Structure(FdtStructureError::BadMagic { magic: 0 }))
     );
     assert_eq!(
         read_fdt(&memory, (1 << 30) - 16, 4096),
-        Err(ReadFdtError::Access(AccessError::OutsideRam {
-            phys: (1 << 30) - 16,
-            size_bytes: 40
-        }))
+        Err(ReadFdtError::Access(AccessError::OutsideRam { phys: (1 << 30) - 16, size_bytes: 40 }))
     );
-    assert!(matches!(
-        read_fdt(&memory, 0x10_0000, 8),
-        Err(ReadFdtError::TooLarge { .. })
-    ));
+    assert!(matches!(read_fdt(&memory, 0x10_0000, 8), Err(ReadFdtError::TooLarge { .. })));
     // A damaged strings block: the structure walk catches it.
     let mut damaged = blob.clone();
     let size = damaged.len();
     damaged[size - 1] = b'X'; // Overwrite the NUL of the last property name.
     memory.write(0x30_0000, &damaged).unwrap();
-    assert!(matches!(
-        read_fdt(&memory, 0x30_0000, 4096),
-        Err(ReadFdtError::Structure(_))
-    ));
+    assert!(matches!(read_fdt(&memory, 0x30_0000, 4096), Err(ReadFdtError::Structure(_))));
 }

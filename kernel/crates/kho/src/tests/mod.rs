@@ -19,21 +19,12 @@ pub(crate) const GIB: u64 = 1 << 30;
 /// RAM `[0, 64 GiB)`; metadata comes from `[60 GiB, 61 GiB)`, so tests keep
 /// their folios below 60 GiB.
 pub(crate) fn memory() -> SimulatedMemory {
-    SimulatedMemory::new(
-        &[PhysRange::new(0, 64 * GIB)],
-        PhysRange::new(60 * GIB, 61 * GIB),
-    )
+    SimulatedMemory::new(&[PhysRange::new(0, 64 * GIB)], PhysRange::new(60 * GIB, 61 * GIB))
 }
 
 /// Every folio of the tracker, in iteration order.
-pub(crate) fn tracked_folios(
-    tracker: &PreservationTracker,
-    memory: &SimulatedMemory,
-) -> Vec<Folio> {
-    tracker
-        .folios(memory)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+pub(crate) fn tracked_folios(tracker: &PreservationTracker, memory: &SimulatedMemory) -> Vec<Folio> {
+    tracker.folios(memory).collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 /// Write a chunk by hand: header and entries, native-endian.
@@ -84,10 +75,7 @@ impl PhysMemory for FaultyMemory {
         match self.writes_before_failure {
             Some(0) => {
                 self.writes_before_failure = None;
-                Err(crate::memory::AccessError::OutsideRam {
-                    phys,
-                    size_bytes: data.len() as u64,
-                })
+                Err(crate::memory::AccessError::OutsideRam { phys, size_bytes: data.len() as u64 })
             }
             Some(left) => {
                 self.writes_before_failure = Some(left - 1);

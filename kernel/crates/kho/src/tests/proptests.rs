@@ -26,10 +26,7 @@ fn folio_strategy() -> impl Strategy<Value = Folio> {
 }
 
 fn overlapping(model: &[Folio], folio: Folio) -> Option<Folio> {
-    model
-        .iter()
-        .copied()
-        .find(|existing| existing.range().overlaps(&folio.range()))
+    model.iter().copied().find(|existing| existing.range().overlaps(&folio.range()))
 }
 
 /// Preserve `candidates` one by one, checking each outcome against a model;
@@ -48,13 +45,7 @@ fn preserve_against_model(
                 model.push(*folio);
             }
             Some(existing) if existing == *folio => {
-                prop_assert_eq!(
-                    outcome,
-                    Err(TrackerError::AlreadyPreserved {
-                        phys: folio.phys,
-                        order: folio.order
-                    })
-                );
+                prop_assert_eq!(outcome, Err(TrackerError::AlreadyPreserved { phys: folio.phys, order: folio.order }));
             }
             Some(_) => {
                 let is_overlap = matches!(outcome, Err(TrackerError::OverlapsPreserved { existing, .. })
@@ -226,12 +217,7 @@ pub(crate) fn exercise_fdt_crate(bytes: &[u8]) {
     for node in fdt.all_nodes() {
         let _ = node.name;
         for property in node.properties() {
-            let _ = (
-                property.name,
-                property.as_str(),
-                property.as_usize(),
-                property.value.len(),
-            );
+            let _ = (property.name, property.as_str(), property.as_usize(), property.value.len());
         }
         for child in node.children() {
             let _ = child.property("fdt");
@@ -333,11 +319,7 @@ fn hostile_image() -> impl Strategy<Value = HostileImage> {
         1 => (0_u64..16).prop_map(|slot| HOSTILE_CHUNKS + slot * 4096),
         1 => any::<u64>(),
     ];
-    (
-        head,
-        prop::collection::vec(hostile_chunk(), 1..8),
-        prop::collection::vec((word_position, bitmap_word), 0..24),
-    )
+    (head, prop::collection::vec(hostile_chunk(), 1..8), prop::collection::vec((word_position, bitmap_word), 0..24))
         .prop_map(|(head, chunks, bitmaps)| {
             let count = chunks.len() as u64;
             let chunks = chunks
@@ -345,9 +327,7 @@ fn hostile_image() -> impl Strategy<Value = HostileImage> {
                 .enumerate()
                 .map(|(index, (next, order, element_count, entries))| {
                     let next = match next {
-                        NextLink::Following if (index as u64) + 1 < count => {
-                            HOSTILE_CHUNKS + (index as u64 + 1) * 4096
-                        }
+                        NextLink::Following if (index as u64) + 1 < count => HOSTILE_CHUNKS + (index as u64 + 1) * 4096,
                         NextLink::Following | NextLink::End => 0,
                         NextLink::Slot(slot) => HOSTILE_CHUNKS + slot * 4096,
                         NextLink::Raw(raw) => raw,
@@ -355,11 +335,7 @@ fn hostile_image() -> impl Strategy<Value = HostileImage> {
                     (next, order, element_count, entries)
                 })
                 .collect();
-            HostileImage {
-                head,
-                chunks,
-                bitmaps,
-            }
+            HostileImage { head, chunks, bitmaps }
         })
 }
 
@@ -395,32 +371,19 @@ pub(crate) fn walk_and_check(memory: &mut SimulatedMemory, head: u64, ram: &[Phy
     let Ok(mut incoming) = IncomingPreservations::walk_with_limit(memory, head, ram, 64) else {
         return;
     };
-    let folios: Vec<Folio> = incoming
-        .folios(memory)
-        .take(200_000)
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let folios: Vec<Folio> = incoming.folios(memory).take(200_000).collect::<Result<_, _>>().unwrap();
     let runs: Vec<FolioRun> = incoming.runs(memory).collect::<Result<_, _>>().unwrap();
     let run_folios: u64 = runs.iter().map(|run| run.folio_count).sum();
     assert_eq!(run_folios, incoming.remaining_folio_count());
     let mut sorted = folios.clone();
     sorted.sort_by_key(|folio| folio.phys);
     for pair in sorted.windows(2) {
-        assert!(
-            pair[0].range().end <= pair[1].phys,
-            "overlap accepted: {pair:?}"
-        );
+        assert!(pair[0].range().end <= pair[1].phys, "overlap accepted: {pair:?}");
     }
     for folio in &folios {
-        assert!(
-            ram.iter().any(|range| range.contains_range(&folio.range())),
-            "outside RAM: {folio:?}"
-        );
+        assert!(ram.iter().any(|range| range.contains_range(&folio.range())), "outside RAM: {folio:?}");
         for metadata in incoming.metadata_ranges() {
-            assert!(
-                !folio.range().overlaps(&metadata),
-                "{folio:?} covers metadata {metadata}"
-            );
+            assert!(!folio.range().overlaps(&metadata), "{folio:?} covers metadata {metadata}");
         }
     }
     for folio in folios.iter().take(64) {

@@ -6,8 +6,7 @@ use super::{GIB, MIB, memory, tracked_folios, write_bitmap, write_chunk};
 use crate::bitmap::{Folio, FolioRun, MAX_ORDER};
 use crate::memory::{PhysMemory, PhysRange, SimulatedMemory};
 use crate::serial::{
-    ChunkListError, DEFAULT_MAX_CHUNK_COUNT, IncomingPreservations, RestoreError, SerializeError,
-    serialize,
+    ChunkListError, DEFAULT_MAX_CHUNK_COUNT, IncomingPreservations, RestoreError, SerializeError, serialize,
 };
 use crate::tracker::PreservationTracker;
 
@@ -24,10 +23,7 @@ fn walk(memory: &SimulatedMemory, head: u64) -> Result<IncomingPreservations, Ch
 }
 
 fn incoming_folios(incoming: &IncomingPreservations, memory: &SimulatedMemory) -> Vec<Folio> {
-    incoming
-        .folios(memory)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+    incoming.folios(memory).collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 #[test]
@@ -56,11 +52,7 @@ fn chunk_layout_is_the_documented_one() {
     assert_eq!(memory.read_u64(second).unwrap(), 0);
     memory.read(second + 8, &mut header).unwrap();
     assert_eq!(u32::from_ne_bytes(header[0..4].try_into().unwrap()), 18);
-    assert_eq!(
-        memory.read_u64(second + 24).unwrap(),
-        bitmaps[1].2,
-        "bitmaps are referenced in place"
-    );
+    assert_eq!(memory.read_u64(second + 24).unwrap(), bitmaps[1].2, "bitmaps are referenced in place");
 }
 
 #[test]
@@ -79,33 +71,18 @@ fn more_than_255_bitmaps_of_one_order_take_several_chunks() {
     let mut memory = memory();
     let mut tracker = PreservationTracker::new();
     for bitmap in 0..300 {
-        tracker
-            .preserve_folio(&mut memory, bitmap * 16 * MIB + 4096, 0)
-            .unwrap();
+        tracker.preserve_folio(&mut memory, bitmap * 16 * MIB + 4096, 0).unwrap();
     }
     let chunks = serialize(&tracker, &mut memory).unwrap();
     assert_eq!(chunks.chunk_count(), 2);
     let incoming = walk(&memory, chunks.head_phys()).unwrap();
     assert_eq!(incoming.bitmap_count(), 300);
-    assert_eq!(
-        incoming_folios(&incoming, &memory),
-        tracked_folios(&tracker, &memory)
-    );
+    assert_eq!(incoming_folios(&incoming, &memory), tracked_folios(&tracker, &memory));
     assert_eq!(incoming.chunk_pages(), chunks.chunk_pages());
     let metadata: Vec<PhysRange> = incoming.metadata_ranges().collect();
     assert_eq!(metadata.len(), 2 + 300);
-    assert!(
-        metadata
-            .iter()
-            .take(2)
-            .all(|range| range.size_bytes() == 4096)
-    );
-    assert!(
-        metadata
-            .iter()
-            .skip(2)
-            .all(|range| range.size_bytes() == 512)
-    );
+    assert!(metadata.iter().take(2).all(|range| range.size_bytes() == 4096));
+    assert!(metadata.iter().skip(2).all(|range| range.size_bytes() == 512));
 }
 
 #[test]
@@ -113,9 +90,7 @@ fn freeing_chunks_returns_their_pages_and_serialise_failure_leaks_nothing() {
     let mut memory = memory();
     let mut tracker = PreservationTracker::new();
     for order in 0..5 {
-        tracker
-            .preserve_folio(&mut memory, (order as u64 + 1) * GIB, order)
-            .unwrap();
+        tracker.preserve_folio(&mut memory, (order as u64 + 1) * GIB, order).unwrap();
     }
     let bitmaps = memory.live_allocation_count();
     let chunks = serialize(&tracker, &mut memory).unwrap();
@@ -123,10 +98,7 @@ fn freeing_chunks_returns_their_pages_and_serialise_failure_leaks_nothing() {
     chunks.free(&mut memory);
     assert_eq!(memory.live_allocation_count(), bitmaps);
     memory.set_allocation_budget(Some(3));
-    assert_eq!(
-        serialize(&tracker, &mut memory),
-        Err(SerializeError::OutOfMetadataMemory)
-    );
+    assert_eq!(serialize(&tracker, &mut memory), Err(SerializeError::OutOfMetadataMemory));
     assert_eq!(memory.live_allocation_count(), bitmaps);
 }
 
@@ -134,23 +106,13 @@ fn freeing_chunks_returns_their_pages_and_serialise_failure_leaks_nothing() {
 fn round_trip_keeps_orders_and_addresses() {
     let mut memory = memory();
     let mut tracker = PreservationTracker::new();
-    tracker
-        .preserve_range(&mut memory, 0x3000, 5 * GIB + 0x5000)
-        .unwrap();
+    tracker.preserve_range(&mut memory, 0x3000, 5 * GIB + 0x5000).unwrap();
     tracker.preserve_folio(&mut memory, 10 * GIB, 18).unwrap();
-    tracker
-        .preserve_folio(&mut memory, 20 * GIB + 4096 * 4095, 0)
-        .unwrap();
+    tracker.preserve_folio(&mut memory, 20 * GIB + 4096 * 4095, 0).unwrap();
     let chunks = serialize(&tracker, &mut memory).unwrap();
     let incoming = walk(&memory, chunks.head_phys()).unwrap();
-    assert_eq!(
-        incoming_folios(&incoming, &memory),
-        tracked_folios(&tracker, &memory)
-    );
-    assert_eq!(
-        incoming.remaining_folio_count(),
-        tracker.total_folio_count()
-    );
+    assert_eq!(incoming_folios(&incoming, &memory), tracked_folios(&tracker, &memory));
+    assert_eq!(incoming.remaining_folio_count(), tracker.total_folio_count());
     assert_eq!(incoming.remaining_bytes(), tracker.preserved_bytes());
     assert_eq!(incoming.folio_counts(), tracker.folio_counts());
 }
@@ -160,31 +122,19 @@ fn round_trip_keeps_orders_and_addresses() {
 #[test]
 fn misaligned_chunk() {
     let memory = memory();
-    assert_eq!(
-        walk(&memory, CHUNKS + 8).unwrap_err(),
-        ChunkListError::MisalignedChunk { phys: CHUNKS + 8 }
-    );
+    assert_eq!(walk(&memory, CHUNKS + 8).unwrap_err(), ChunkListError::MisalignedChunk { phys: CHUNKS + 8 });
 }
 
 #[test]
 fn chunk_outside_ram() {
     let mut memory = memory();
-    assert_eq!(
-        walk(&memory, 64 * GIB).unwrap_err(),
-        ChunkListError::ChunkOutsideRam { phys: 64 * GIB }
-    );
+    assert_eq!(walk(&memory, 64 * GIB).unwrap_err(), ChunkListError::ChunkOutsideRam { phys: 64 * GIB });
     // The second chunk points past RAM.
     write_chunk(&mut memory, CHUNKS, 1 << 60, 0, 0, &[]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::ChunkOutsideRam { phys: 1 << 60 }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::ChunkOutsideRam { phys: 1 << 60 });
     // A page-aligned address whose page would wrap.
     write_chunk(&mut memory, CHUNKS, !0xfff_u64, 0, 0, &[]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::ChunkOutsideRam { phys: !0xfff_u64 }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::ChunkOutsideRam { phys: !0xfff_u64 });
 }
 
 #[test]
@@ -192,27 +142,17 @@ fn chunk_cycle() {
     let mut memory = memory();
     write_chunk(&mut memory, CHUNKS, CHUNKS + 4096, 0, 0, &[]);
     write_chunk(&mut memory, CHUNKS + 4096, CHUNKS, 0, 0, &[]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::ChunkCycle { phys: CHUNKS }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::ChunkCycle { phys: CHUNKS });
     // A chunk pointing at itself.
     write_chunk(&mut memory, CHUNKS, CHUNKS, 0, 0, &[]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::ChunkCycle { phys: CHUNKS }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::ChunkCycle { phys: CHUNKS });
 }
 
 #[test]
 fn too_many_chunks() {
     let mut memory = memory();
     for index in 0..5 {
-        let next = if index == 4 {
-            0
-        } else {
-            CHUNKS + (index + 1) * 4096
-        };
+        let next = if index == 4 { 0 } else { CHUNKS + (index + 1) * 4096 };
         write_chunk(&mut memory, CHUNKS + index * 4096, next, 0, 0, &[]);
     }
     assert_eq!(
@@ -230,10 +170,7 @@ fn bad_order() {
     write_chunk(&mut memory, CHUNKS, 0, MAX_ORDER + 1, 0, &[]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::BadOrder {
-            chunk_phys: CHUNKS,
-            order: MAX_ORDER + 1
-        }
+        ChunkListError::BadOrder { chunk_phys: CHUNKS, order: MAX_ORDER + 1 }
     );
 }
 
@@ -243,10 +180,7 @@ fn too_many_elements() {
     write_chunk(&mut memory, CHUNKS, 0, 0, 256, &[]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::TooManyElements {
-            chunk_phys: CHUNKS,
-            element_count: 256
-        }
+        ChunkListError::TooManyElements { chunk_phys: CHUNKS, element_count: 256 }
     );
 }
 
@@ -258,10 +192,7 @@ fn misaligned_phys_start() {
     write_chunk(&mut memory, CHUNKS, 0, 1, 1, &[(16 * MIB, BITMAPS)]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::MisalignedPhysStart {
-            phys_start: 16 * MIB,
-            order: 1
-        }
+        ChunkListError::MisalignedPhysStart { phys_start: 16 * MIB, order: 1 }
     );
 }
 
@@ -269,50 +200,25 @@ fn misaligned_phys_start() {
 fn phys_start_too_large() {
     let mut memory = memory();
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(1 << 52, BITMAPS)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::PhysStartTooLarge {
-            phys_start: 1 << 52
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::PhysStartTooLarge { phys_start: 1 << 52 });
 }
 
 #[test]
 fn misaligned_bitmap() {
     let mut memory = memory();
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(0, BITMAPS + 8)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::MisalignedBitmap {
-            bitmap_phys: BITMAPS + 8
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::MisalignedBitmap { bitmap_phys: BITMAPS + 8 });
 }
 
 #[test]
 fn bitmap_outside_ram() {
     let mut memory = memory();
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(0, 64 * GIB - 256)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::MisalignedBitmap {
-            bitmap_phys: 64 * GIB - 256
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::MisalignedBitmap { bitmap_phys: 64 * GIB - 256 });
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(0, 64 * GIB)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::BitmapOutsideRam {
-            bitmap_phys: 64 * GIB
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::BitmapOutsideRam { bitmap_phys: 64 * GIB });
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(0, !511_u64)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::BitmapOutsideRam {
-            bitmap_phys: !511_u64
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::BitmapOutsideRam { bitmap_phys: !511_u64 });
 }
 
 #[test]
@@ -321,31 +227,14 @@ fn bitmap_overlaps_chunk() {
     write_chunk(&mut memory, CHUNKS, CHUNKS + 4096, 0, 0, &[]);
     // The bitmap sits in the first chunk page, listed from the second chunk.
     write_chunk(&mut memory, CHUNKS + 4096, 0, 5, 1, &[(0, CHUNKS + 2048)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::BitmapOverlapsChunk {
-            bitmap_phys: CHUNKS + 2048
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::BitmapOverlapsChunk { bitmap_phys: CHUNKS + 2048 });
 }
 
 #[test]
 fn duplicate_bitmap() {
     let mut memory = memory();
-    write_chunk(
-        &mut memory,
-        CHUNKS,
-        0,
-        0,
-        2,
-        &[(0, BITMAPS), (16 * MIB, BITMAPS)],
-    );
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::DuplicateBitmap {
-            bitmap_phys: BITMAPS
-        }
-    );
+    write_chunk(&mut memory, CHUNKS, 0, 0, 2, &[(0, BITMAPS), (16 * MIB, BITMAPS)]);
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::DuplicateBitmap { bitmap_phys: BITMAPS });
 }
 
 #[test]
@@ -353,13 +242,7 @@ fn duplicate_span() {
     let mut memory = memory();
     write_chunk(&mut memory, CHUNKS, CHUNKS + 4096, 3, 1, &[(0, BITMAPS)]);
     write_chunk(&mut memory, CHUNKS + 4096, 0, 3, 1, &[(0, BITMAPS + 512)]);
-    assert_eq!(
-        walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::DuplicateSpan {
-            order: 3,
-            phys_start: 0
-        }
-    );
+    assert_eq!(walk(&memory, CHUNKS).unwrap_err(), ChunkListError::DuplicateSpan { order: 3, phys_start: 0 });
 }
 
 #[test]
@@ -378,12 +261,7 @@ fn folio_outside_ram() {
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(GIB, BITMAPS)]);
     assert_eq!(
         IncomingPreservations::walk(&memory, CHUNKS, &holes).unwrap_err(),
-        ChunkListError::FolioOutsideRam {
-            folio: Folio {
-                phys: GIB + 3 * 4096,
-                order: 0
-            }
-        }
+        ChunkListError::FolioOutsideRam { folio: Folio { phys: GIB + 3 * 4096, order: 0 } }
     );
     // An empty bitmap over the hole preserves nothing and is accepted.
     write_bitmap(&mut memory, BITMAPS, &[]);
@@ -395,24 +273,14 @@ fn folio_outside_ram() {
     write_bitmap(&mut memory, BITMAPS, &[0, 1]);
     assert_eq!(
         IncomingPreservations::walk(&memory, CHUNKS, &holes).unwrap_err(),
-        ChunkListError::FolioOutsideRam {
-            folio: Folio {
-                phys: GIB,
-                order: 18
-            }
-        }
+        ChunkListError::FolioOutsideRam { folio: Folio { phys: GIB, order: 18 } }
     );
     // A folio beyond 2^52 in an order-30 bitmap.
     write_bitmap(&mut memory, BITMAPS, &[1023, 1024]);
     write_chunk(&mut memory, CHUNKS, 0, 30, 1, &[(0, BITMAPS)]);
     assert_eq!(
         IncomingPreservations::walk(&memory, CHUNKS, &ram()).unwrap_err(),
-        ChunkListError::FolioOutsideRam {
-            folio: Folio {
-                phys: 1023 << 42,
-                order: 30
-            }
-        }
+        ChunkListError::FolioOutsideRam { folio: Folio { phys: 1023 << 42, order: 30 } }
     );
 }
 
@@ -427,14 +295,8 @@ fn overlapping_folios() {
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
         ChunkListError::OverlappingFolios {
-            smaller: Folio {
-                phys: 2 * MIB + 4096,
-                order: 0
-            },
-            larger: Folio {
-                phys: 2 * MIB,
-                order: 9
-            }
+            smaller: Folio { phys: 2 * MIB + 4096, order: 0 },
+            larger: Folio { phys: 2 * MIB, order: 9 }
         }
     );
     // Adjacent instead of overlapping: fine.
@@ -444,26 +306,13 @@ fn overlapping_folios() {
     // A 1 GiB folio over a page of a bitmap whose span is much smaller.
     write_bitmap(&mut memory, BITMAPS, &[5]);
     write_bitmap(&mut memory, BITMAPS + 512, &[1]);
-    write_chunk(
-        &mut memory,
-        CHUNKS,
-        CHUNKS + 4096,
-        0,
-        1,
-        &[(GIB + 32 * MIB, BITMAPS)],
-    );
+    write_chunk(&mut memory, CHUNKS, CHUNKS + 4096, 0, 1, &[(GIB + 32 * MIB, BITMAPS)]);
     write_chunk(&mut memory, CHUNKS + 4096, 0, 18, 1, &[(0, BITMAPS + 512)]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
         ChunkListError::OverlappingFolios {
-            smaller: Folio {
-                phys: GIB + 32 * MIB + 5 * 4096,
-                order: 0
-            },
-            larger: Folio {
-                phys: GIB,
-                order: 18
-            }
+            smaller: Folio { phys: GIB + 32 * MIB + 5 * 4096, order: 0 },
+            larger: Folio { phys: GIB, order: 18 }
         }
     );
 }
@@ -476,25 +325,13 @@ fn metadata_inside_a_preserved_folio() {
     write_chunk(&mut memory, CHUNKS, 0, 18, 1, &[(0, BITMAPS)]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::MetadataInsideFolio {
-            metadata_phys: CHUNKS,
-            folio: Folio {
-                phys: 50 * GIB,
-                order: 18
-            }
-        }
+        ChunkListError::MetadataInsideFolio { metadata_phys: CHUNKS, folio: Folio { phys: 50 * GIB, order: 18 } }
     );
     // ... or the bitmap.
     write_bitmap(&mut memory, BITMAPS, &[51]);
     assert_eq!(
         walk(&memory, CHUNKS).unwrap_err(),
-        ChunkListError::MetadataInsideFolio {
-            metadata_phys: BITMAPS,
-            folio: Folio {
-                phys: 51 * GIB,
-                order: 18
-            }
-        }
+        ChunkListError::MetadataInsideFolio { metadata_phys: BITMAPS, folio: Folio { phys: 51 * GIB, order: 18 } }
     );
 }
 
@@ -505,13 +342,7 @@ fn entries_beyond_element_count_are_ignored() {
     // Garbage in entry 1, but element_count is 1.
     write_chunk(&mut memory, CHUNKS, 0, 0, 1, &[(0, BITMAPS), (12345, 7)]);
     let incoming = walk(&memory, CHUNKS).unwrap();
-    assert_eq!(
-        incoming_folios(&incoming, &memory),
-        [Folio {
-            phys: 7 * 4096,
-            order: 0
-        }]
-    );
+    assert_eq!(incoming_folios(&incoming, &memory), [Folio { phys: 7 * 4096, order: 0 }]);
 }
 
 // ---- Restore. ------------------------------------------------------------
@@ -536,40 +367,14 @@ fn take_restores_each_folio_once() {
     assert!(incoming.contains(&memory, 2 * MIB, 9).unwrap());
     assert!(!incoming.contains(&memory, 2 * MIB, 8).unwrap());
     assert!(!incoming.contains(&memory, 2 * MIB + 1, 9).unwrap());
-    assert_eq!(
-        incoming.folio_containing(&memory, 2 * MIB + 77).unwrap(),
-        Some(Folio {
-            phys: 2 * MIB,
-            order: 9
-        })
-    );
+    assert_eq!(incoming.folio_containing(&memory, 2 * MIB + 77).unwrap(), Some(Folio { phys: 2 * MIB, order: 9 }));
     incoming.take(&mut memory, 2 * MIB, 9).unwrap();
     assert!(!incoming.contains(&memory, 2 * MIB, 9).unwrap());
-    assert_eq!(
-        incoming.take(&mut memory, 2 * MIB, 9),
-        Err(RestoreError::NotPreserved {
-            phys: 2 * MIB,
-            order: 9
-        })
-    );
-    assert_eq!(
-        incoming.take(&mut memory, 4096, 1),
-        Err(RestoreError::Misaligned { phys: 4096 })
-    );
-    assert_eq!(
-        incoming.take(&mut memory, 0, MAX_ORDER + 1),
-        Err(RestoreError::OrderTooLarge {
-            order: MAX_ORDER + 1
-        })
-    );
+    assert_eq!(incoming.take(&mut memory, 2 * MIB, 9), Err(RestoreError::NotPreserved { phys: 2 * MIB, order: 9 }));
+    assert_eq!(incoming.take(&mut memory, 4096, 1), Err(RestoreError::Misaligned { phys: 4096 }));
+    assert_eq!(incoming.take(&mut memory, 0, MAX_ORDER + 1), Err(RestoreError::OrderTooLarge { order: MAX_ORDER + 1 }));
     assert_eq!(incoming.remaining_folio_count(), 1);
-    assert_eq!(
-        incoming_folios(&incoming, &memory),
-        [Folio {
-            phys: 4096,
-            order: 0
-        }]
-    );
+    assert_eq!(incoming_folios(&incoming, &memory), [Folio { phys: 4096, order: 0 }]);
 }
 
 #[test]
@@ -582,35 +387,19 @@ fn take_range_returns_the_tiling_runs_all_or_nothing() {
     let before = incoming_folios(&incoming, &memory);
     assert_eq!(
         incoming.take_range(&mut memory, 0x5000, 4 * MIB),
-        Err(RestoreError::RangeNotPreserved {
-            phys: 0x5000 + 3 * MIB
-        })
+        Err(RestoreError::RangeNotPreserved { phys: 0x5000 + 3 * MIB })
     );
     assert_eq!(
         incoming.take_range(&mut memory, 8 * MIB, 32 * 1024),
-        Err(RestoreError::FolioStraddlesRange {
-            existing: Folio {
-                phys: 8 * MIB,
-                order: 4
-            }
-        })
+        Err(RestoreError::FolioStraddlesRange { existing: Folio { phys: 8 * MIB, order: 4 } })
     );
-    assert_eq!(
-        incoming.take_range(&mut memory, 0x5000, 0),
-        Err(RestoreError::InvalidRange { phys: 0x5000 })
-    );
+    assert_eq!(incoming.take_range(&mut memory, 0x5000, 0), Err(RestoreError::InvalidRange { phys: 0x5000 }));
     assert_eq!(incoming_folios(&incoming, &memory), before);
     let runs = incoming.take_range(&mut memory, 0x5000, 3 * MIB).unwrap();
     let bytes: u64 = runs.iter().map(FolioRun::size_bytes).sum();
     assert_eq!(bytes, 3 * MIB);
     assert!(runs.windows(2).all(|pair| pair[0].phys < pair[1].phys));
-    assert_eq!(
-        incoming_folios(&incoming, &memory),
-        [Folio {
-            phys: 8 * MIB,
-            order: 4
-        }]
-    );
+    assert_eq!(incoming_folios(&incoming, &memory), [Folio { phys: 8 * MIB, order: 4 }]);
 }
 
 #[test]
@@ -619,9 +408,7 @@ fn runs_coalesce_whole_words_across_bitmaps() {
     let incoming = handed_over(&mut memory, |tracker, memory| {
         // 40 MiB of order-0 pages (three bitmaps), one order-9 folio after them.
         for page in 0..(40 * MIB / 4096) {
-            tracker
-                .preserve_folio(memory, 8 * MIB + page * 4096, 0)
-                .unwrap();
+            tracker.preserve_folio(memory, 8 * MIB + page * 4096, 0).unwrap();
         }
         tracker.preserve_folio(memory, 48 * MIB, 9).unwrap();
         tracker.preserve_folio(memory, 52 * MIB, 9).unwrap();
@@ -630,21 +417,9 @@ fn runs_coalesce_whole_words_across_bitmaps() {
     assert_eq!(
         runs,
         [
-            FolioRun {
-                phys: 8 * MIB,
-                order: 0,
-                folio_count: 40 * MIB / 4096
-            },
-            FolioRun {
-                phys: 48 * MIB,
-                order: 9,
-                folio_count: 1
-            },
-            FolioRun {
-                phys: 52 * MIB,
-                order: 9,
-                folio_count: 1
-            },
+            FolioRun { phys: 8 * MIB, order: 0, folio_count: 40 * MIB / 4096 },
+            FolioRun { phys: 48 * MIB, order: 9, folio_count: 1 },
+            FolioRun { phys: 52 * MIB, order: 9, folio_count: 1 },
         ]
     );
 }
@@ -656,30 +431,17 @@ fn unreadable_memory_is_an_access_error() {
     let claimed = [PhysRange::new(0, 128 * GIB)];
     assert_eq!(
         IncomingPreservations::walk(&memory, 100 * GIB, &claimed).unwrap_err(),
-        ChunkListError::Access(crate::memory::AccessError::OutsideRam {
-            phys: 100 * GIB,
-            size_bytes: 4096
-        })
+        ChunkListError::Access(crate::memory::AccessError::OutsideRam { phys: 100 * GIB, size_bytes: 4096 })
     );
 }
 
 #[test]
 fn serialise_write_failure_frees_the_chunks() {
-    let mut memory = super::FaultyMemory {
-        inner: memory(),
-        writes_before_failure: None,
-    };
+    let mut memory = super::FaultyMemory { inner: memory(), writes_before_failure: None };
     let mut tracker = PreservationTracker::new();
     tracker.preserve_folio(&mut memory, 4096, 0).unwrap();
     tracker.preserve_folio(&mut memory, 2 * MIB, 9).unwrap();
     memory.writes_before_failure = Some(1);
-    assert!(matches!(
-        serialize(&tracker, &mut memory),
-        Err(SerializeError::Access(_))
-    ));
-    assert_eq!(
-        memory.inner.live_allocation_count(),
-        2,
-        "only the bitmaps remain"
-    );
+    assert!(matches!(serialize(&tracker, &mut memory), Err(SerializeError::Access(_))));
+    assert_eq!(memory.inner.live_allocation_count(), 2, "only the bitmaps remain");
 }
