@@ -66,9 +66,7 @@ impl core::fmt::Display for InterruptError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             InterruptError::Unsupported(what) => write!(f, "unsupported CPU: {what}"),
-            InterruptError::NoController => {
-                f.write_str("no interrupt controller described by firmware")
-            }
+            InterruptError::NoController => f.write_str("no interrupt controller described by firmware"),
             InterruptError::CannotMap => f.write_str("cannot map the interrupt controller"),
         }
     }

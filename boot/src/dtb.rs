@@ -33,16 +33,12 @@ fn cells_value(bytes: &[u8]) -> Option<u64> {
 
 fn reg_ranges<'b, 'a: 'b>(node: FdtNode<'b, 'a>) -> impl Iterator<Item = PhysRange> + 'a {
     node.reg().into_iter().flatten().filter_map(|region| {
-        PhysRange::from_start_size(
-            region.starting_address as u64,
-            region.size.unwrap_or(0) as u64,
-        )
+        PhysRange::from_start_size(region.starting_address as u64, region.size.unwrap_or(0) as u64)
     })
 }
 
 fn is_compatible(node: &FdtNode<'_, '_>, name: &str) -> bool {
-    node.compatible()
-        .is_some_and(|compatible| compatible.all().any(|entry| entry == name))
+    node.compatible().is_some_and(|compatible| compatible.all().any(|entry| entry == name))
 }
 
 /// Whether the device tree's memory nodes describe RAM for this boot.
@@ -77,10 +73,7 @@ pub fn parse_into(info: &mut BootInfo, blob: &[u8], blob_phys: u64, memory_nodes
 fn read_memory(info: &mut BootInfo, fdt: &Fdt<'_>) {
     for node in fdt.all_nodes() {
         let is_memory = node.name.split('@').next() == Some("memory")
-            || node
-                .property("device_type")
-                .and_then(|property| property.as_str())
-                == Some("memory");
+            || node.property("device_type").and_then(|property| property.as_str()) == Some("memory");
         if is_memory {
             for range in reg_ranges(node) {
                 info.add_memory_region(range, MemoryKind::Usable);
@@ -88,9 +81,7 @@ fn read_memory(info: &mut BootInfo, fdt: &Fdt<'_>) {
         }
     }
     for reservation in fdt.memory_reservations() {
-        if let Some(range) =
-            PhysRange::from_start_size(reservation.address() as u64, reservation.size() as u64)
-        {
+        if let Some(range) = PhysRange::from_start_size(reservation.address() as u64, reservation.size() as u64) {
             info.add_memory_region(range, MemoryKind::Reserved);
         }
     }
@@ -109,12 +100,8 @@ fn read_chosen(info: &mut BootInfo, fdt: &Fdt<'_>) {
         if let Some(arguments) = chosen.property("bootargs") {
             info.set_command_line(arguments.value);
         }
-        let start = chosen
-            .property("linux,initrd-start")
-            .and_then(|property| cells_value(property.value));
-        let end = chosen
-            .property("linux,initrd-end")
-            .and_then(|property| cells_value(property.value));
+        let start = chosen.property("linux,initrd-start").and_then(|property| cells_value(property.value));
+        let end = chosen.property("linux,initrd-end").and_then(|property| cells_value(property.value));
         if let (Some(start), Some(end)) = (start, end) {
             if start < end {
                 info.add_module(PhysRange { start, end }, b"initrd");
@@ -143,20 +130,14 @@ fn read_interrupts(info: &mut BootInfo, fdt: &Fdt<'_>) {
     if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
         let mut ranges = reg_ranges(gic);
         if let (Some(distributor), Some(redistributor)) = (ranges.next(), ranges.next()) {
-            info.interrupt_controller = Some(InterruptController::GicV3 {
-                distributor: distributor.start,
-                redistributor: redistributor.start,
-            });
+            info.interrupt_controller =
+                Some(InterruptController::GicV3 { distributor: distributor.start, redistributor: redistributor.start });
         }
-    } else if let Some(gic) =
-        fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
-    {
+    } else if let Some(gic) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"]) {
         let mut ranges = reg_ranges(gic);
         if let (Some(distributor), Some(cpu_interface)) = (ranges.next(), ranges.next()) {
-            info.interrupt_controller = Some(InterruptController::GicV2 {
-                distributor: distributor.start,
-                cpu_interface: cpu_interface.start,
-            });
+            info.interrupt_controller =
+                Some(InterruptController::GicV2 { distributor: distributor.start, cpu_interface: cpu_interface.start });
         }
     }
     // The architected timer lists four PPIs: secure, non-secure physical,
@@ -184,71 +165,40 @@ mod tests {
 
     fn qemu_like_tree(stdout: Option<&str>) -> Vec<u8> {
         let mut writer =
-            FdtWriter::new_with_mem_reserv(&[
-                vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()
-            ])
-            .unwrap();
+            FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()]).unwrap();
         let root = writer.begin_node("").unwrap();
         writer.property_u32("#address-cells", 2).unwrap();
         writer.property_u32("#size-cells", 2).unwrap();
         let memory = writer.begin_node("memory@40000000").unwrap();
         writer.property_string("device_type", "memory").unwrap();
-        writer
-            .property_array_u64("reg", &[0x4000_0000, 0x1000_0000])
-            .unwrap();
+        writer.property_array_u64("reg", &[0x4000_0000, 0x1000_0000]).unwrap();
         writer.end_node(memory).unwrap();
         for address in [0x900_0000u64, 0x904_0000] {
             let uart = writer.begin_node(&format!("pl011@{address:x}")).unwrap();
-            writer
-                .property_string_list(
-                    "compatible",
-                    vec!["arm,pl011".into(), "arm,primecell".into()],
-                )
-                .unwrap();
-            writer
-                .property_array_u64("reg", &[address, 0x1000])
-                .unwrap();
+            writer.property_string_list("compatible", vec!["arm,pl011".into(), "arm,primecell".into()]).unwrap();
+            writer.property_array_u64("reg", &[address, 0x1000]).unwrap();
             writer.end_node(uart).unwrap();
         }
         let gic = writer.begin_node("intc@8000000").unwrap();
-        writer
-            .property_string("compatible", "arm,cortex-a15-gic")
-            .unwrap();
-        writer
-            .property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000])
-            .unwrap();
+        writer.property_string("compatible", "arm,cortex-a15-gic").unwrap();
+        writer.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000]).unwrap();
         writer.end_node(gic).unwrap();
         let timer = writer.begin_node("timer").unwrap();
-        writer
-            .property_string("compatible", "arm,armv8-timer")
-            .unwrap();
-        writer
-            .property_array_u32(
-                "interrupts",
-                &[1, 13, 0x104, 1, 14, 0x104, 1, 11, 0x104, 1, 10, 0x104],
-            )
-            .unwrap();
+        writer.property_string("compatible", "arm,armv8-timer").unwrap();
+        writer.property_array_u32("interrupts", &[1, 13, 0x104, 1, 14, 0x104, 1, 11, 0x104, 1, 10, 0x104]).unwrap();
         writer.end_node(timer).unwrap();
         let reserved = writer.begin_node("reserved-memory").unwrap();
         writer.property_u32("#address-cells", 2).unwrap();
         writer.property_u32("#size-cells", 2).unwrap();
         writer.property_null("ranges").unwrap();
         let firmware = writer.begin_node("firmware@4f000000").unwrap();
-        writer
-            .property_array_u64("reg", &[0x4f00_0000, 0x10_0000])
-            .unwrap();
+        writer.property_array_u64("reg", &[0x4f00_0000, 0x10_0000]).unwrap();
         writer.end_node(firmware).unwrap();
         writer.end_node(reserved).unwrap();
         let chosen = writer.begin_node("chosen").unwrap();
-        writer
-            .property_string("bootargs", "ktest=boot kho=on")
-            .unwrap();
-        writer
-            .property_u64("linux,initrd-start", 0x4400_0000)
-            .unwrap();
-        writer
-            .property_u64("linux,initrd-end", 0x4410_0000)
-            .unwrap();
+        writer.property_string("bootargs", "ktest=boot kho=on").unwrap();
+        writer.property_u64("linux,initrd-start", 0x4400_0000).unwrap();
+        writer.property_u64("linux,initrd-end", 0x4410_0000).unwrap();
         if let Some(path) = stdout {
             writer.property_string("stdout-path", path).unwrap();
         }
@@ -263,27 +213,15 @@ mod tests {
         let mut info = BootInfo::new(BootPath::LinuxImage);
         parse_into(&mut info, &blob, 0x4820_0000, MemoryNodes::Read);
         assert_eq!(info.command_line.as_str(), "ktest=boot kho=on");
-        assert_eq!(
-            info.modules[0].range,
-            PhysRange {
-                start: 0x4400_0000,
-                end: 0x4410_0000
-            }
-        );
+        assert_eq!(info.modules[0].range, PhysRange { start: 0x4400_0000, end: 0x4410_0000 });
         assert_eq!(info.serial, Some(SerialPort::Pl011 { phys: 0x904_0000 }));
         assert_eq!(
             info.interrupt_controller,
-            Some(InterruptController::GicV2 {
-                distributor: 0x800_0000,
-                cpu_interface: 0x801_0000
-            })
+            Some(InterruptController::GicV2 { distributor: 0x800_0000, cpu_interface: 0x801_0000 })
         );
         assert_eq!(info.timer_interrupt, Some(27));
-        let regions: Vec<(u64, u64, MemoryKind)> = info
-            .memory_map
-            .iter()
-            .map(|region| (region.range.start, region.range.end, region.kind))
-            .collect();
+        let regions: Vec<(u64, u64, MemoryKind)> =
+            info.memory_map.iter().map(|region| (region.range.start, region.range.end, region.kind)).collect();
         assert_eq!(
             regions,
             [
@@ -294,10 +232,7 @@ mod tests {
         );
         assert_eq!(
             info.firmware.device_tree,
-            Some(PhysRange {
-                start: 0x4820_0000,
-                end: 0x4820_0000 + blob.len() as u64
-            })
+            Some(PhysRange { start: 0x4820_0000, end: 0x4820_0000 + blob.len() as u64 })
         );
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
     }
@@ -324,10 +259,7 @@ mod tests {
         let mut info = BootInfo::new(BootPath::LinuxImage);
         parse_into(&mut info, &[0u8; 64], 0x4000_0000, MemoryNodes::Read);
         assert!(info.memory_map.is_empty());
-        assert_eq!(
-            info.warnings.as_slice(),
-            [BootWarning::Malformed("device tree header")]
-        );
+        assert_eq!(info.warnings.as_slice(), [BootWarning::Malformed("device tree header")]);
         assert_eq!(total_size(&[0u8; 8]), None);
         let blob = qemu_like_tree(None);
         assert_eq!(total_size(&blob), Some(blob.len()));

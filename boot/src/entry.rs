@@ -37,10 +37,7 @@ static BOOT_INFO: Once<BootInfo> = Once::new();
 
 /// The linked size of the image (text, data and bss) and its link address.
 pub fn image_layout() -> (u64, u64) {
-    let (start, end) = (
-        &raw const __kernel_start as u64,
-        &raw const __kernel_end as u64,
-    );
+    let (start, end) = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
     (start, end - start)
 }
 
@@ -116,8 +113,9 @@ fn finish(info: BootInfo) -> ! {
 
 /// Continuation of the PVH, arm64 `Image` and KHO stubs: the MMU is on, the
 /// image runs at its link address and the boot stack is in use.
+/// `second_argument` is the boot description's address on a KHO entry.
 #[unsafe(no_mangle)]
-extern "C" fn boot_entry_direct(kind: u64, argument: u64, image_phys: u64) -> ! {
+extern "C" fn boot_entry_direct(kind: u64, argument: u64, image_phys: u64, second_argument: u64) -> ! {
     let memory = DirectMap::new(ENTRY_DIRECT_MAP_OFFSET, entry_direct_map_limit());
     let mut info = match kind {
         BOOT_KIND_PVH => match crate::pvh::parse(&memory, argument) {
@@ -139,27 +137,41 @@ extern "C" fn boot_entry_direct(kind: u64, argument: u64, image_phys: u64) -> ! 
         BOOT_KIND_KHO => {
             let mut info = BootInfo::new(BootPath::Kho);
             info.handover = Some(argument);
+            read_boot_description(&memory, &mut info, second_argument, argument);
             info
         }
         _ => BootInfo::new(BootPath::Pvh),
     };
     let (virt_start, size) = image_layout();
-    info.kernel.phys = PhysRange {
-        start: image_phys,
-        end: image_phys + size,
-    };
+    info.kernel.phys = PhysRange { start: image_phys, end: image_phys + size };
     info.kernel.virt_start = virt_start;
     info.entry_direct_map_offset = ENTRY_DIRECT_MAP_OFFSET;
     finish(info)
 }
 
+/// Reads the previous kernel's boot description (a KHO entry's machine
+/// description). A damaged one leaves the description empty with a warning.
+fn read_boot_description(memory: &DirectMap, info: &mut BootInfo, phys: u64, root_fdt: u64) {
+    /// Boot descriptions are at most this large.
+    const MAX_BOOT_DESCRIPTION_BYTES: usize = 1 << 20;
+    let mut header = [0; crate::dtb::HEADER_BYTES];
+    let blob = memory
+        .read_phys(phys, &mut header)
+        .then(|| crate::dtb::total_size(&header))
+        .flatten()
+        .filter(|&size| size <= MAX_BOOT_DESCRIPTION_BYTES)
+        .and_then(|size| memory.bytes(phys, size));
+    let result = match blob {
+        Some(blob) => crate::handover::parse(blob, phys, root_fdt, info),
+        None => Err(crate::handover::BootDescriptionError::NotAnFdt),
+    };
+    if let Err(error) = result {
+        info.warn(crate::info::BootWarning::BootDescription(error));
+    }
+}
+
 /// Parses the device tree at `phys`, read through the entry direct map.
-pub fn read_device_tree(
-    memory: &DirectMap,
-    info: &mut BootInfo,
-    phys: u64,
-    memory_nodes: crate::dtb::MemoryNodes,
-) {
+pub fn read_device_tree(memory: &DirectMap, info: &mut BootInfo, phys: u64, memory_nodes: crate::dtb::MemoryNodes) {
     /// Device trees Baton accepts at boot are at most this large.
     const MAX_DEVICE_TREE_BYTES: usize = 16 << 20;
     let mut header = [0; crate::dtb::HEADER_BYTES];

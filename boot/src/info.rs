@@ -58,10 +58,7 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `[start, start + size_bytes)`, or `None` if it overflows.
     pub fn from_start_size(start: u64, size_bytes: u64) -> Option<Self> {
-        Some(Self {
-            start,
-            end: start.checked_add(size_bytes)?,
-        })
+        Some(Self { start, end: start.checked_add(size_bytes)? })
     }
 
     /// Size of the range in bytes.
@@ -243,6 +240,46 @@ pub enum InterruptController {
     },
 }
 
+/// The most scratch regions a handover carries.
+pub const MAX_SCRATCH_AREAS: usize = 10;
+
+/// Which scratch region (the same kinds on both sides of a handover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchArea {
+    /// The low region.
+    Low(PhysRange),
+    /// The global region.
+    Global(PhysRange),
+    /// A NUMA node's region.
+    Node(u32, PhysRange),
+}
+
+impl ScratchArea {
+    /// Where it is.
+    pub fn range(&self) -> PhysRange {
+        match *self {
+            ScratchArea::Low(range) | ScratchArea::Global(range) | ScratchArea::Node(_, range) => range,
+        }
+    }
+}
+
+/// What a KHO entry learned beyond the ordinary boot description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KhoBoot {
+    /// Physical address of the KHO root FDT.
+    pub root_fdt: u64,
+    /// Where the previous kernel's boot description (this kernel's input) is.
+    pub boot_description: PhysRange,
+    /// The scratch regions to reuse exactly.
+    pub scratch: ArrayVec<ScratchArea, MAX_SCRATCH_AREAS>,
+    /// How many KHO boots led here (1 for the first update).
+    pub generation: u32,
+    /// The cycle counter when the previous kernel froze its handover.
+    pub freeze_cycles: u64,
+    /// The version of the kernel that handed over.
+    pub previous_version: ArrayString<32>,
+}
+
 /// Something an adapter noticed that the kernel should log once it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootWarning {
@@ -258,6 +295,8 @@ pub enum BootWarning {
     Malformed(&'static str),
     /// Limine did not confirm the base revision Baton asked for.
     LimineRevisionUnsupported,
+    /// The previous kernel's boot description could not be read.
+    BootDescription(crate::handover::BootDescriptionError),
 }
 
 impl fmt::Display for BootWarning {
@@ -268,16 +307,14 @@ impl fmt::Display for BootWarning {
             }
             BootWarning::ModulesTruncated => write!(f, "only the first {MAX_MODULES} modules kept"),
             BootWarning::CommandLineTruncated => {
-                write!(
-                    f,
-                    "command line truncated to {MAX_COMMAND_LINE_BYTES} bytes"
-                )
+                write!(f, "command line truncated to {MAX_COMMAND_LINE_BYTES} bytes")
             }
             BootWarning::CommandLineNotUtf8 => write!(f, "command line is not UTF-8; ignored"),
             BootWarning::Malformed(what) => write!(f, "malformed boot data: {what}"),
             BootWarning::LimineRevisionUnsupported => {
                 write!(f, "Limine did not confirm base revision 2; continuing")
             }
+            BootWarning::BootDescription(error) => write!(f, "{error}"),
         }
     }
 }
@@ -308,6 +345,8 @@ pub struct BootInfo {
     pub timer_interrupt: Option<u32>,
     /// Physical address of the incoming KHO root FDT (KHO boots only).
     pub handover: Option<u64>,
+    /// The rest of what a KHO entry received.
+    pub kho: Option<KhoBoot>,
     /// Offset of the direct map of physical memory in effect at entry.
     pub entry_direct_map_offset: u64,
     /// Problems the adapter noticed, for the kernel to log.
@@ -329,6 +368,7 @@ impl BootInfo {
             interrupt_controller: None,
             timer_interrupt: None,
             handover: None,
+            kho: None,
             entry_direct_map_offset: 0,
             warnings: ArrayVec::new(),
         }
@@ -351,9 +391,7 @@ impl BootInfo {
             self.warn(BootWarning::MemoryMapTruncated);
             return;
         }
-        let index = self
-            .memory_map
-            .partition_point(|region| region.range.start <= range.start);
+        let index = self.memory_map.partition_point(|region| region.range.start <= range.start);
         self.memory_map.insert(index, MemoryRegion { range, kind });
     }
 
@@ -383,32 +421,17 @@ impl BootInfo {
         let mut module_name = ArrayString::new();
         let name = name.split(|&byte| byte == 0).next().unwrap_or(&[]);
         for &byte in name.iter().take(MAX_MODULE_NAME_BYTES) {
-            let printable = if byte.is_ascii_graphic() || byte == b' ' {
-                byte as char
-            } else {
-                '?'
-            };
+            let printable = if byte.is_ascii_graphic() || byte == b' ' { byte as char } else { '?' };
             let _ = module_name.try_push(printable);
         }
-        if self
-            .modules
-            .try_push(BootModule {
-                range,
-                name: module_name,
-            })
-            .is_err()
-        {
+        if self.modules.try_push(BootModule { range, name: module_name }).is_err() {
             self.warn(BootWarning::ModulesTruncated);
         }
     }
 
     /// Total bytes of RAM described by the map.
     pub fn total_ram_bytes(&self) -> u64 {
-        self.memory_map
-            .iter()
-            .filter(|region| region.kind.is_ram())
-            .map(|region| region.range.size_bytes())
-            .sum()
+        self.memory_map.iter().filter(|region| region.kind.is_ram()).map(|region| region.range.size_bytes()).sum()
     }
 }
 
@@ -419,39 +442,11 @@ mod tests {
     #[test]
     fn memory_map_stays_sorted_and_drops_empty_regions() {
         let mut info = BootInfo::new(BootPath::Pvh);
-        info.add_memory_region(
-            PhysRange {
-                start: 0x10_0000,
-                end: 0x20_0000,
-            },
-            MemoryKind::Usable,
-        );
-        info.add_memory_region(
-            PhysRange {
-                start: 0,
-                end: 0x9_f000,
-            },
-            MemoryKind::Usable,
-        );
-        info.add_memory_region(
-            PhysRange {
-                start: 0x5000,
-                end: 0x5000,
-            },
-            MemoryKind::Reserved,
-        );
-        info.add_memory_region(
-            PhysRange {
-                start: 0xf_0000,
-                end: 0x10_0000,
-            },
-            MemoryKind::Reserved,
-        );
-        let starts: Vec<u64> = info
-            .memory_map
-            .iter()
-            .map(|region| region.range.start)
-            .collect();
+        info.add_memory_region(PhysRange { start: 0x10_0000, end: 0x20_0000 }, MemoryKind::Usable);
+        info.add_memory_region(PhysRange { start: 0, end: 0x9_f000 }, MemoryKind::Usable);
+        info.add_memory_region(PhysRange { start: 0x5000, end: 0x5000 }, MemoryKind::Reserved);
+        info.add_memory_region(PhysRange { start: 0xf_0000, end: 0x10_0000 }, MemoryKind::Reserved);
+        let starts: Vec<u64> = info.memory_map.iter().map(|region| region.range.start).collect();
         assert_eq!(starts, [0, 0xf_0000, 0x10_0000]);
         assert_eq!(info.total_ram_bytes(), 0x9_f000 + 0x10_0000);
     }
@@ -461,10 +456,7 @@ mod tests {
         let mut info = BootInfo::new(BootPath::Pvh);
         for index in 0..(MAX_MEMORY_REGIONS as u64 + 3) {
             info.add_memory_region(
-                PhysRange {
-                    start: index * 0x2000,
-                    end: index * 0x2000 + 0x1000,
-                },
+                PhysRange { start: index * 0x2000, end: index * 0x2000 + 0x1000 },
                 MemoryKind::Usable,
             );
         }
@@ -488,10 +480,7 @@ mod tests {
         long.extend_from_slice(b"tail");
         info.set_command_line(&long);
         assert_eq!(info.command_line.len(), MAX_COMMAND_LINE_BYTES - 1);
-        assert_eq!(
-            info.warnings.as_slice(),
-            [BootWarning::CommandLineTruncated]
-        );
+        assert_eq!(info.warnings.as_slice(), [BootWarning::CommandLineTruncated]);
     }
 
     #[test]
@@ -505,13 +494,7 @@ mod tests {
     #[test]
     fn module_names_are_sanitised_and_bounded() {
         let mut info = BootInfo::new(BootPath::Pvh);
-        info.add_module(
-            PhysRange {
-                start: 0x100_0000,
-                end: 0x200_0000,
-            },
-            b"baton-v2\x07.elf\0tail",
-        );
+        info.add_module(PhysRange { start: 0x100_0000, end: 0x200_0000 }, b"baton-v2\x07.elf\0tail");
         assert_eq!(info.modules[0].name.as_str(), "baton-v2?.elf");
         for _ in 0..MAX_MODULES {
             info.add_module(PhysRange { start: 0, end: 1 }, b"m");
@@ -522,18 +505,9 @@ mod tests {
 
     #[test]
     fn ranges_report_overlap_and_containment() {
-        let outer = PhysRange {
-            start: 0x1000,
-            end: 0x5000,
-        };
-        let inner = PhysRange {
-            start: 0x2000,
-            end: 0x3000,
-        };
-        let touching = PhysRange {
-            start: 0x5000,
-            end: 0x6000,
-        };
+        let outer = PhysRange { start: 0x1000, end: 0x5000 };
+        let inner = PhysRange { start: 0x2000, end: 0x3000 };
+        let touching = PhysRange { start: 0x5000, end: 0x6000 };
         assert!(outer.overlaps(&inner) && outer.contains_range(&inner));
         assert!(!outer.overlaps(&touching));
         assert_eq!(PhysRange::from_start_size(u64::MAX, 2), None);

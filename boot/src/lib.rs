@@ -8,9 +8,12 @@
 
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod dtb;
 #[cfg(target_os = "none")]
 pub mod entry;
+pub mod handover;
 pub mod info;
 #[cfg(target_os = "none")]
 mod limine;

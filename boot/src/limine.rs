@@ -11,9 +11,8 @@ use crate::info::{BootInfo, BootPath, BootWarning, Framebuffer, MemoryKind, Phys
 use limine::BaseRevision;
 use limine::memory_map::EntryType;
 use limine::request::{
-    DeviceTreeBlobRequest, EfiSystemTableRequest, ExecutableAddressRequest, ExecutableFileRequest,
-    FramebufferRequest, HhdmRequest, MemoryMapRequest, ModuleRequest, RequestsEndMarker,
-    RequestsStartMarker, RsdpRequest,
+    DeviceTreeBlobRequest, EfiSystemTableRequest, ExecutableAddressRequest, ExecutableFileRequest, FramebufferRequest,
+    HhdmRequest, MemoryMapRequest, ModuleRequest, RequestsEndMarker, RequestsStartMarker, RsdpRequest,
 };
 
 #[used]
@@ -67,11 +66,7 @@ static REQUESTS_END: RequestsEndMarker = RequestsEndMarker::new();
 /// Converts an address Limine returned to a physical address: direct-map
 /// addresses lose the offset, physical ones pass through.
 fn to_phys(address: u64, direct_map_offset: u64) -> u64 {
-    if address >= direct_map_offset {
-        address - direct_map_offset
-    } else {
-        address
-    }
+    if address >= direct_map_offset { address - direct_map_offset } else { address }
 }
 
 fn memory_kind(entry_type: EntryType) -> MemoryKind {
@@ -94,9 +89,7 @@ extern "C" fn boot_entry_limine() -> ! {
     if !BASE_REVISION.is_supported() {
         info.warn(BootWarning::LimineRevisionUnsupported);
     }
-    let direct_map_offset = DIRECT_MAP
-        .get_response()
-        .map_or(crate::entry::ENTRY_DIRECT_MAP_OFFSET, |r| r.offset());
+    let direct_map_offset = DIRECT_MAP.get_response().map_or(crate::entry::ENTRY_DIRECT_MAP_OFFSET, |r| r.offset());
     info.entry_direct_map_offset = direct_map_offset;
 
     match MEMORY_MAP.get_response() {
@@ -115,10 +108,7 @@ extern "C" fn boot_entry_limine() -> ! {
     match EXECUTABLE_ADDRESS.get_response() {
         Some(response) => {
             let start = response.physical_base() + (virt_start - response.virtual_base());
-            info.kernel.phys = PhysRange {
-                start,
-                end: start + size,
-            };
+            info.kernel.phys = PhysRange { start, end: start + size };
         }
         None => info.warn(BootWarning::Malformed("Limine gave no executable address")),
     }
@@ -133,11 +123,7 @@ extern "C" fn boot_entry_limine() -> ! {
             let start = to_phys(module.addr() as u64, direct_map_offset);
             if let Some(range) = PhysRange::from_start_size(start, module.size()) {
                 let string = module.string().to_bytes();
-                let name = if string.is_empty() {
-                    module.path().to_bytes()
-                } else {
-                    string
-                };
+                let name = if string.is_empty() { module.path().to_bytes() } else { string };
                 info.add_module(range, name);
             }
         }
@@ -146,13 +132,9 @@ extern "C" fn boot_entry_limine() -> ! {
         info.firmware.acpi_rsdp = Some(to_phys(response.address() as u64, direct_map_offset));
     }
     if let Some(response) = EFI_SYSTEM_TABLE.get_response() {
-        info.firmware.efi_system_table =
-            Some(to_phys(response.address() as u64, direct_map_offset));
+        info.firmware.efi_system_table = Some(to_phys(response.address() as u64, direct_map_offset));
     }
-    if let Some(framebuffer) = FRAMEBUFFER
-        .get_response()
-        .and_then(|response| response.framebuffers().next())
-    {
+    if let Some(framebuffer) = FRAMEBUFFER.get_response().and_then(|response| response.framebuffers().next()) {
         info.framebuffer = Some(Framebuffer {
             phys: to_phys(framebuffer.addr() as u64, direct_map_offset),
             width: framebuffer.width() as u32,
@@ -160,10 +142,7 @@ extern "C" fn boot_entry_limine() -> ! {
             pitch_bytes: framebuffer.pitch() as u32,
             bits_per_pixel: framebuffer.bpp(),
             red: (framebuffer.red_mask_shift(), framebuffer.red_mask_size()),
-            green: (
-                framebuffer.green_mask_shift(),
-                framebuffer.green_mask_size(),
-            ),
+            green: (framebuffer.green_mask_shift(), framebuffer.green_mask_size()),
             blue: (framebuffer.blue_mask_shift(), framebuffer.blue_mask_size()),
         });
     }

@@ -13,25 +13,19 @@ pub trait PhysRead {
     /// Reads a little-endian `u32`.
     fn read_u32(&self, phys: u64) -> Option<u32> {
         let mut bytes = [0; 4];
-        self.read_phys(phys, &mut bytes)
-            .then(|| u32::from_le_bytes(bytes))
+        self.read_phys(phys, &mut bytes).then(|| u32::from_le_bytes(bytes))
     }
 
     /// Reads a little-endian `u64`.
     fn read_u64(&self, phys: u64) -> Option<u64> {
         let mut bytes = [0; 8];
-        self.read_phys(phys, &mut bytes)
-            .then(|| u64::from_le_bytes(bytes))
+        self.read_phys(phys, &mut bytes).then(|| u64::from_le_bytes(bytes))
     }
 
     /// Reads a NUL-terminated string of at most `buffer.len()` bytes into
     /// `buffer` and returns the bytes before the NUL (or the whole buffer when
     /// no NUL was found in it).
-    fn read_c_string<'buffer>(
-        &self,
-        phys: u64,
-        buffer: &'buffer mut [u8],
-    ) -> Option<&'buffer [u8]> {
+    fn read_c_string<'buffer>(&self, phys: u64, buffer: &'buffer mut [u8]) -> Option<&'buffer [u8]> {
         const STEP: usize = 64;
         let mut length = 0;
         while length < buffer.len() {
@@ -50,10 +44,7 @@ pub trait PhysRead {
                 length += 1;
                 continue;
             }
-            if let Some(nul) = buffer[length..length + step]
-                .iter()
-                .position(|&byte| byte == 0)
-            {
+            if let Some(nul) = buffer[length..length + step].iter().position(|&byte| byte == 0) {
                 return Some(&buffer[..length + nul]);
             }
             length += step;
@@ -101,10 +92,7 @@ pub(crate) mod testing {
         memory.put(0x1000, b"hello\0world");
         memory.put(0x2000, b"no-terminator");
         let mut buffer = [0; 128];
-        assert_eq!(
-            memory.read_c_string(0x1000, &mut buffer),
-            Some(&b"hello"[..])
-        );
+        assert_eq!(memory.read_c_string(0x1000, &mut buffer), Some(&b"hello"[..]));
         assert_eq!(memory.read_c_string(0x2000, &mut buffer), None);
         let mut small = [0; 4];
         assert_eq!(memory.read_c_string(0x1000, &mut small), Some(&b"hell"[..]));

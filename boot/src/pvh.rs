@@ -51,18 +51,12 @@ fn e820_kind(e820_type: u32) -> MemoryKind {
 
 /// Parses the PVH start info at `start_info_phys` into a boot description.
 pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, PvhError> {
-    let field = |offset: u64| {
-        start_info_phys
-            .checked_add(offset)
-            .ok_or(PvhError::Unreadable)
-    };
+    let field = |offset: u64| start_info_phys.checked_add(offset).ok_or(PvhError::Unreadable);
     let magic = memory.read_u32(field(MAGIC)?).ok_or(PvhError::Unreadable)?;
     if magic != START_INFO_MAGIC {
         return Err(PvhError::BadMagic(magic));
     }
-    let version = memory
-        .read_u32(field(VERSION)?)
-        .ok_or(PvhError::Unreadable)?;
+    let version = memory.read_u32(field(VERSION)?).ok_or(PvhError::Unreadable)?;
     let mut info = BootInfo::new(BootPath::Pvh);
     info.serial = Some(SerialPort::Uart16550 { io_port: 0x3f8 });
 
@@ -84,8 +78,7 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
     let module_list = memory.read_u64(field(MODULE_LIST)?).unwrap_or(0);
     for index in 0..u64::from(module_count.min(crate::info::MAX_MODULES as u32 + 1)) {
         let entry = module_list + index * MODULE_ENTRY_BYTES;
-        let (Some(address), Some(size)) = (memory.read_u64(entry), memory.read_u64(entry + 8))
-        else {
+        let (Some(address), Some(size)) = (memory.read_u64(entry), memory.read_u64(entry + 8)) else {
             info.warn(BootWarning::Malformed("PVH module list unreadable"));
             break;
         };
@@ -95,13 +88,8 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
         };
         let mut name_buffer = [0; crate::info::MAX_MODULE_NAME_BYTES];
         let name_phys = memory.read_u64(entry + 16).unwrap_or(0);
-        let name = if name_phys == 0 {
-            &[][..]
-        } else {
-            memory
-                .read_c_string(name_phys, &mut name_buffer)
-                .unwrap_or(&[])
-        };
+        let name =
+            if name_phys == 0 { &[][..] } else { memory.read_c_string(name_phys, &mut name_buffer).unwrap_or(&[]) };
         info.add_module(range, name);
     }
 
@@ -109,17 +97,13 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
         let table = memory.read_u64(field(MEMORY_MAP)?).unwrap_or(0);
         let entries = memory.read_u32(field(MEMORY_MAP_ENTRIES)?).unwrap_or(0);
         if table == 0 || entries == 0 || entries > MAX_MEMORY_MAP_ENTRIES {
-            info.warn(BootWarning::Malformed(
-                "PVH memory map missing or implausible",
-            ));
+            info.warn(BootWarning::Malformed("PVH memory map missing or implausible"));
         }
         for index in 0..u64::from(entries.min(MAX_MEMORY_MAP_ENTRIES)) {
             let entry = table + index * MEMORY_MAP_ENTRY_BYTES;
-            let (Some(address), Some(size), Some(kind)) = (
-                memory.read_u64(entry),
-                memory.read_u64(entry + 8),
-                memory.read_u32(entry + 16),
-            ) else {
+            let (Some(address), Some(size), Some(kind)) =
+                (memory.read_u64(entry), memory.read_u64(entry + 8), memory.read_u32(entry + 16))
+            else {
                 info.warn(BootWarning::Malformed("PVH memory map unreadable"));
                 break;
             };
@@ -129,9 +113,7 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
             }
         }
     } else {
-        info.warn(BootWarning::Malformed(
-            "PVH start info version 0 has no memory map",
-        ));
+        info.warn(BootWarning::Malformed("PVH start info version 0 has no memory map"));
     }
     Ok(info)
 }
@@ -141,13 +123,7 @@ mod tests {
     use super::*;
     use crate::phys::testing::FakeMemory;
 
-    fn start_info(
-        version: u32,
-        modules: (u32, u64),
-        cmdline: u64,
-        rsdp: u64,
-        memmap: (u64, u32),
-    ) -> Vec<u8> {
+    fn start_info(version: u32, modules: (u32, u64), cmdline: u64, rsdp: u64, memmap: (u64, u32)) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&START_INFO_MAGIC.to_le_bytes());
         bytes.extend_from_slice(&version.to_le_bytes());
@@ -176,10 +152,7 @@ mod tests {
     #[test]
     fn parses_what_qemu_provides() {
         let mut memory = FakeMemory::default();
-        memory.put(
-            0x6000,
-            &start_info(1, (1, 0x7000), 0x8000, 0xf_5000, (0x9000, 3)),
-        );
+        memory.put(0x6000, &start_info(1, (1, 0x7000), 0x8000, 0xf_5000, (0x9000, 3)));
         let mut module = Vec::new();
         for value in [0x100_0000u64, 0x2_0000, 0x8100, 0] {
             module.extend_from_slice(&value.to_le_bytes());
@@ -187,39 +160,19 @@ mod tests {
         memory.put(0x7000, &module);
         memory.put(0x8000, b"ktest=all kho_scratch=50%\0");
         memory.put(0x8100, b"baton-v2.elf\0");
-        memory.put(
-            0x9000,
-            &e820(&[
-                (0x10_0000, 0x7ee_0000, 1),
-                (0, 0x9_fc00, 1),
-                (0xfeff_c000, 0x4000, 2),
-            ]),
-        );
+        memory.put(0x9000, &e820(&[(0x10_0000, 0x7ee_0000, 1), (0, 0x9_fc00, 1), (0xfeff_c000, 0x4000, 2)]));
         let info = parse(&memory, 0x6000).expect("valid start info");
         assert_eq!(info.path, BootPath::Pvh);
         assert_eq!(info.command_line.as_str(), "ktest=all kho_scratch=50%");
         assert_eq!(info.firmware.acpi_rsdp, Some(0xf_5000));
         assert_eq!(info.modules.len(), 1);
-        assert_eq!(
-            info.modules[0].range,
-            PhysRange {
-                start: 0x100_0000,
-                end: 0x102_0000
-            }
-        );
+        assert_eq!(info.modules[0].range, PhysRange { start: 0x100_0000, end: 0x102_0000 });
         assert_eq!(info.modules[0].name.as_str(), "baton-v2.elf");
-        let kinds: Vec<(u64, MemoryKind)> = info
-            .memory_map
-            .iter()
-            .map(|region| (region.range.start, region.kind))
-            .collect();
+        let kinds: Vec<(u64, MemoryKind)> =
+            info.memory_map.iter().map(|region| (region.range.start, region.kind)).collect();
         assert_eq!(
             kinds,
-            [
-                (0, MemoryKind::Usable),
-                (0x10_0000, MemoryKind::Usable),
-                (0xfeff_c000, MemoryKind::Reserved)
-            ]
+            [(0, MemoryKind::Usable), (0x10_0000, MemoryKind::Usable), (0xfeff_c000, MemoryKind::Reserved)]
         );
         assert_eq!(info.serial, Some(SerialPort::Uart16550 { io_port: 0x3f8 }));
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
@@ -231,10 +184,7 @@ mod tests {
         let mut bytes = start_info(1, (0, 0), 0, 0, (0, 0));
         bytes[0] ^= 1;
         memory.put(0x6000, &bytes);
-        assert_eq!(
-            parse(&memory, 0x6000).unwrap_err(),
-            PvhError::BadMagic(START_INFO_MAGIC ^ 1)
-        );
+        assert_eq!(parse(&memory, 0x6000).unwrap_err(), PvhError::BadMagic(START_INFO_MAGIC ^ 1));
         assert_eq!(parse(&memory, 0x1_0000).unwrap_err(), PvhError::Unreadable);
     }
 
@@ -242,10 +192,7 @@ mod tests {
     fn broken_pointers_become_warnings_not_failures() {
         let mut memory = FakeMemory::default();
         // Command line, modules and memory map all point at unreadable memory.
-        memory.put(
-            0x6000,
-            &start_info(1, (2, 0xdead_0000), 0xbeef_0000, 0, (0xcafe_0000, 5)),
-        );
+        memory.put(0x6000, &start_info(1, (2, 0xdead_0000), 0xbeef_0000, 0, (0xcafe_0000, 5)));
         let info = parse(&memory, 0x6000).expect("start info itself is fine");
         assert!(info.command_line.is_empty());
         assert!(info.modules.is_empty());
@@ -259,12 +206,7 @@ mod tests {
         memory.put(0x6000, &start_info(0, (0, 0), 0, 0, (0x9000, 1)));
         let info = parse(&memory, 0x6000).expect("version 0 is accepted");
         assert!(info.memory_map.is_empty());
-        assert_eq!(
-            info.warnings.as_slice(),
-            [BootWarning::Malformed(
-                "PVH start info version 0 has no memory map"
-            )]
-        );
+        assert_eq!(info.warnings.as_slice(), [BootWarning::Malformed("PVH start info version 0 has no memory map")]);
     }
 
     #[test]
@@ -274,8 +216,6 @@ mod tests {
         memory.put(0x9000, &e820(&[(0x10_0000, 0x100_0000, 1)]));
         let info = parse(&memory, 0x6000).expect("start info itself is fine");
         assert_eq!(info.memory_map.len(), 1);
-        assert!(info.warnings.contains(&BootWarning::Malformed(
-            "PVH memory map missing or implausible"
-        )));
+        assert!(info.warnings.contains(&BootWarning::Malformed("PVH memory map missing or implausible")));
     }
 }

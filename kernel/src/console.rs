@@ -31,6 +31,10 @@ impl Write for ConsoleWriter {
     }
 }
 
+/// Waits until everything written has left (the UARTs write synchronously,
+/// so there is nothing to wait for; kept so callers say what they need).
+pub fn flush() {}
+
 /// Prints formatted text to the console as one unit.
 pub fn print(arguments: fmt::Arguments<'_>) {
     let _guard = LOCK.lock();

@@ -1,19 +1,390 @@
 //! The incoming handover: what the previous kernel handed to this one, and
 //! the calls through which services take their part of it back.
+//!
+//! On a KHO boot the root FDT and the chunk list are validated before this
+//! kernel writes anywhere outside scratch: a root that is not `kho-v1`, a
+//! chunk list outside RAM or cyclic, or metadata or preserved memory inside
+//! scratch or the kernel image makes the kernel bypass the handover (with a
+//! log line saying why) and start services cold. Otherwise the preserved
+//! folios stay out of the page allocator, each waiting for its owner:
+//! `kho_fetch` maps a service's own sub-FDT, `kho_restore` hands back a folio
+//! its previous instance preserved, and `kho_done` releases what it did not
+//! take. Whatever nobody claims is released when every owner is done, or at
+//! the latest [`CLAIM_DEADLINE_NS`] after boot.
 
+use crate::kho_out::KernelMemory;
+use crate::mm::{self, direct_map};
 use crate::task::Tasks;
-use baton_abi::Error;
+use crate::task::user_memory::{Backing, HANDOVER_FDT_BASE, PRESERVABLE_BASE, user_attributes};
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::vec::Vec;
+use baton_abi::{Error, PAGE_SIZE};
+use baton_boot::BootInfo;
+use baton_kho::IncomingPreservations;
+use baton_kho::memory::PhysRange;
+use spin::Mutex;
 
-/// `kho_fetch()`: maps the sub-FDT the caller's previous instance published.
-pub fn fetch(tasks: &mut Tasks, id: u64) -> Result<u64, Error> {
-    let _ = tasks.processes.get(&id).ok_or(Error::NotFound)?;
-    // This kernel did not come from a handover that carries one.
-    Err(Error::NoHandover)
+/// Unclaimed preserved memory is released at the latest this long after a
+/// KHO boot.
+pub const CLAIM_DEADLINE_NS: u64 = 30_000_000_000;
+/// The largest FDT the kernel reads from a handover.
+const MAX_FDT_BYTES: u64 = 1 << 20;
+
+/// The incoming handover after validation.
+pub struct KhoIn {
+    preservations: IncomingPreservations,
+    memory: KernelMemory,
+    /// Sub-FDTs by user name: (physical address, size).
+    users: BTreeMap<String, (u64, u64)>,
+    /// Preserved folios by physical address: (owner, order).
+    owners: BTreeMap<u64, (String, u32)>,
+    /// Owners that still have to say `kho_done`.
+    waiting_owners: BTreeSet<String>,
+    /// Metadata kept out of the page allocator until released.
+    metadata: Vec<baton_mm::Range>,
+    freeze_cycles: u64,
+    deadline_ns: u64,
+    generation: u32,
+    previous_version: String,
+    preserved_bytes_at_boot: u64,
+    sub_fdt_count: usize,
+    is_released: bool,
 }
 
-/// `kho_restore(physical, order)`: takes back a folio the caller's previous
-/// instance preserved.
-pub fn restore(tasks: &mut Tasks, id: u64, _physical: u64, _order: u32) -> Result<u64, Error> {
-    let _ = tasks.processes.get(&id).ok_or(Error::NotFound)?;
-    Err(Error::NoHandover)
+static KHO_IN: Mutex<Option<KhoIn>> = Mutex::new(None);
+
+/// Why a handover was bypassed.
+#[derive(Debug)]
+enum Bypass {
+    RootFdt(baton_kho::fdt::ReadFdtError),
+    Root(baton_kho::KhoFdtError),
+    ChunkList(baton_kho::ChunkListError),
+    Overlap(&'static str, PhysRange),
+    Memory,
+}
+
+impl core::fmt::Display for Bypass {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Bypass::RootFdt(error) => write!(f, "root FDT unreadable: {error}"),
+            Bypass::Root(error) => write!(f, "root FDT: {error}"),
+            Bypass::ChunkList(error) => write!(f, "preserved-memory-map: {error}"),
+            Bypass::Overlap(what, range) => {
+                write!(f, "{what} at {:#x}-{:#x} overlaps scratch or the kernel", range.start, range.end)
+            }
+            Bypass::Memory => f.write_str("out of memory while reading the handover"),
+        }
+    }
+}
+
+/// What the page allocator must keep out while the handover is read.
+pub struct Incoming {
+    /// Handover metadata (root FDT, chunks, bitmaps).
+    pub reserved: Vec<baton_mm::Range>,
+    /// Preserved folios (physical address, order).
+    pub folios: Vec<(u64, u32)>,
+}
+
+fn to_kho(range: baton_mm::Range) -> PhysRange {
+    PhysRange::new(range.start, range.end)
+}
+
+fn page_rounded(start: u64, end: u64) -> baton_mm::Range {
+    baton_mm::Range::new(start & !(PAGE_SIZE - 1), end.next_multiple_of(PAGE_SIZE))
+}
+
+fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass> {
+    let kho = info.kho.as_ref().ok_or(Bypass::Memory)?;
+    let memory = KernelMemory::default();
+    let root_bytes = baton_kho::fdt::read_fdt(&memory, root_phys, MAX_FDT_BYTES).map_err(Bypass::RootFdt)?;
+    let root = baton_kho::parse_kho_fdt(&root_bytes).map_err(Bypass::Root)?;
+    let ram: Vec<PhysRange> = mm::ram_ranges().into_iter().map(to_kho).collect();
+    let preservations =
+        IncomingPreservations::walk(&memory, root.preserved_memory_map_phys(), &ram).map_err(Bypass::ChunkList)?;
+
+    // Nothing handed over may lie where this kernel is running or allocating.
+    let mut forbidden: Vec<baton_mm::Range> = kho
+        .scratch
+        .iter()
+        .map(|area| {
+            let range = area.range();
+            baton_mm::Range::new(range.start, range.end)
+        })
+        .collect();
+    forbidden.push(baton_mm::Range::new(info.kernel.phys.start, info.kernel.phys.end));
+    let check = |what: &'static str, range: PhysRange| {
+        let candidate = baton_mm::Range::new(range.start, range.end);
+        match forbidden.iter().any(|area| area.overlaps(&candidate)) {
+            true => Err(Bypass::Overlap(what, range)),
+            false => Ok(()),
+        }
+    };
+    let root_range = PhysRange::new(root_phys, root_phys + root_bytes.len() as u64);
+    check("the root FDT", root_range)?;
+    for range in preservations.metadata_ranges() {
+        check("handover metadata", range)?;
+    }
+    for run in preservations.runs(&memory) {
+        let run = run.map_err(|_| Bypass::Memory)?;
+        check("preserved memory", PhysRange::new(run.phys, run.phys + run.size_bytes()))?;
+    }
+
+    let mut users = BTreeMap::new();
+    for user in root.users() {
+        if let Ok(bytes) = baton_kho::fdt::read_fdt(&memory, user.sub_fdt_phys, MAX_FDT_BYTES) {
+            users.insert(String::from(user.name), (user.sub_fdt_phys, bytes.len() as u64));
+        } else {
+            log::warn!(target: "kho", "sub-FDT of '{}' at {:#x} is unreadable; ignored", user.name, user.sub_fdt_phys);
+        }
+    }
+    let description = kho.boot_description;
+    // SAFETY: the boot description lies in RAM (it was read at entry) and
+    // nothing writes to it.
+    let description_bytes = unsafe {
+        core::slice::from_raw_parts(
+            direct_map::to_virtual(description.start) as *const u8,
+            description.size_bytes() as usize,
+        )
+    };
+    let mut owners = BTreeMap::new();
+    let mut waiting_owners = BTreeSet::new();
+    if let Some(table) = baton_boot::handover::owners(description_bytes) {
+        for (phys, order, owner) in table {
+            owners.insert(phys, (String::from(owner), order));
+            waiting_owners.insert(String::from(owner));
+        }
+    }
+
+    let mut reserved: Vec<baton_mm::Range> =
+        preservations.metadata_ranges().map(|range| page_rounded(range.start, range.end)).collect();
+    reserved.push(page_rounded(root_range.start, root_range.end));
+    let folios = preservations.folios(&memory).filter_map(Result::ok).map(|folio| (folio.phys, folio.order)).collect();
+    let incoming = Incoming { reserved: reserved.clone(), folios };
+    let state = KhoIn {
+        preserved_bytes_at_boot: preservations.remaining_bytes(),
+        sub_fdt_count: users.len(),
+        preservations,
+        memory,
+        users,
+        owners,
+        waiting_owners,
+        metadata: reserved,
+        freeze_cycles: kho.freeze_cycles,
+        deadline_ns: baton_arch::nanoseconds() + CLAIM_DEADLINE_NS,
+        generation: kho.generation,
+        previous_version: String::from(kho.previous_version.as_str()),
+        is_released: false,
+    };
+    Ok((state, incoming))
+}
+
+/// Validates the incoming handover (after the early memory setup) and
+/// returns what the page allocator must keep out. A handover that fails
+/// validation is bypassed: the result is empty and services start cold.
+pub fn open(info: &BootInfo) -> Incoming {
+    let empty = Incoming { reserved: Vec::new(), folios: Vec::new() };
+    let Some(root_phys) = info.handover else { return empty };
+    if info.kho.is_none() {
+        log::warn!(target: "kho", "handover bypassed: the boot description is unreadable; services start cold");
+        return empty;
+    }
+    match validate(info, root_phys) {
+        Ok((state, incoming)) => {
+            log::info!(
+                target: "kho",
+                "handover from {} (generation {}): {} folios, {} KiB preserved, {} sub-FDTs",
+                state.previous_version,
+                state.generation,
+                incoming.folios.len(),
+                state.preserved_bytes_at_boot / 1024,
+                state.sub_fdt_count
+            );
+            *KHO_IN.lock() = Some(state);
+            incoming
+        }
+        Err(reason) => {
+            log::warn!(target: "kho", "handover bypassed: {reason}; services start cold");
+            empty
+        }
+    }
+}
+
+/// Claims what the kernel itself preserved (boot modules, the device tree,
+/// the kernel file, the boot description): it stays out of the allocator.
+pub fn claim_kernel_ranges(info: &BootInfo) {
+    let mut guard = KHO_IN.lock();
+    let Some(state) = guard.as_mut() else { return };
+    let mut ranges: Vec<baton_mm::Range> =
+        info.modules.iter().map(|module| page_rounded(module.range.start, module.range.end)).collect();
+    if let Some(tree) = &info.firmware.device_tree {
+        ranges.push(page_rounded(tree.start, tree.end));
+    }
+    if let Some(file) = &info.kernel.file {
+        ranges.push(page_rounded(file.start, file.end));
+    }
+    if let Some(kho) = &info.kho {
+        ranges.push(page_rounded(kho.boot_description.start, kho.boot_description.end));
+    }
+    for range in ranges {
+        if let Err(error) = state.preservations.take_range(&mut state.memory, range.start, range.size_bytes()) {
+            log::warn!(target: "kho", "kernel range {range} was not preserved as expected: {error:?}");
+        }
+    }
+    // The boot description's own folio may be larger than its blob.
+    state.waiting_owners.remove(baton_boot::handover::USER_NAME);
+}
+
+fn service_name(tasks: &Tasks, id: u64) -> Result<String, Error> {
+    tasks.processes.get(&id).map(|process| String::from(process.name.as_str())).ok_or(Error::NotFound)
+}
+
+/// `kho_fetch()`: maps the caller's own sub-FDT read-only.
+pub fn fetch(tasks: &mut Tasks, id: u64) -> Result<u64, Error> {
+    let name = service_name(tasks, id)?;
+    let guard = KHO_IN.lock();
+    let state = guard.as_ref().filter(|state| !state.is_released).ok_or(Error::NoHandover)?;
+    let &(phys, size) = state.users.get(&name).ok_or(Error::NoHandover)?;
+    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let first = phys & !(PAGE_SIZE - 1);
+    let length = (phys + size).next_multiple_of(PAGE_SIZE) - first;
+    if let Some((start, _, Backing::Borrowed { phys: mapped })) = process.space.range_containing(HANDOVER_FDT_BASE)
+        && mapped == first
+    {
+        return Ok(start + (phys - first));
+    }
+    process.space.map(
+        HANDOVER_FDT_BASE,
+        first,
+        length,
+        user_attributes(false, false),
+        Backing::Borrowed { phys: first },
+    )?;
+    Ok(HANDOVER_FDT_BASE + (phys - first))
+}
+
+/// `kho_restore(physical, order)`: hands back a folio the caller's previous
+/// instance preserved, mapped as preservable memory again.
+pub fn restore(tasks: &mut Tasks, id: u64, physical: u64, order: u32) -> Result<u64, Error> {
+    let name = service_name(tasks, id)?;
+    let mut guard = KHO_IN.lock();
+    let state = guard.as_mut().filter(|state| !state.is_released).ok_or(Error::NoHandover)?;
+    match state.owners.get(&physical) {
+        Some((owner, owned_order)) if *owner == name && *owned_order == order => {}
+        Some((owner, _)) if *owner != name => return Err(Error::PermissionDenied),
+        Some(_) => return Err(Error::InvalidArgument),
+        None => return Err(Error::NotFound),
+    }
+    state.preservations.take(&mut state.memory, physical, order).map_err(|_| Error::NotFound)?;
+    state.owners.remove(&physical);
+    drop(guard);
+    mm::note_preserved_restored(order);
+    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let size = PAGE_SIZE << order;
+    let virt = process.space.find_free(PRESERVABLE_BASE, size, size).ok_or(Error::NoMemory)?;
+    process.space.map(
+        virt,
+        physical,
+        size,
+        user_attributes(true, false),
+        Backing::Preservable { phys: physical, order },
+    )?;
+    Ok(virt)
+}
+
+/// `kho_done()`: the caller restored all it wants; what its previous
+/// instance preserved and it did not take is released, and its sub-FDT is
+/// unmapped.
+pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
+    let name = service_name(tasks, id)?;
+    if let Some(process) = tasks.processes.get_mut(&id)
+        && let Some((start, _, Backing::Borrowed { .. })) = process.space.range_containing(HANDOVER_FDT_BASE)
+    {
+        process.space.unmap(start);
+    }
+    let mut guard = KHO_IN.lock();
+    let Some(state) = guard.as_mut() else { return Ok(()) };
+    release_owner(state, &name);
+    state.waiting_owners.remove(&name);
+    if state.waiting_owners.is_empty() {
+        report_blackout(state);
+    }
+    Ok(())
+}
+
+fn release_owner(state: &mut KhoIn, name: &str) {
+    let owned: Vec<(u64, u32)> =
+        state.owners.iter().filter(|(_, (owner, _))| owner == name).map(|(&phys, &(_, order))| (phys, order)).collect();
+    for (phys, order) in owned {
+        state.owners.remove(&phys);
+        if state.preservations.take(&mut state.memory, phys, order).is_ok() {
+            mm::release_preserved(phys, order);
+        }
+    }
+}
+
+fn report_blackout(state: &KhoIn) {
+    let now = baton_arch::cpu::cycle_counter();
+    let frequency = baton_arch::cpu::cycle_counter_frequency_hz().max(1);
+    let cycles = now.saturating_sub(state.freeze_cycles);
+    let blackout_us = u128::from(cycles) * 1_000_000 / u128::from(frequency);
+    log::info!(
+        target: "kho",
+        "update-report: generation={} from={} to={} preserved_bytes={} sub_fdts={} blackout_cycles={} blackout_us={}",
+        state.generation,
+        state.previous_version,
+        crate::VERSION,
+        state.preserved_bytes_at_boot,
+        state.sub_fdt_count,
+        cycles,
+        blackout_us
+    );
+}
+
+/// Whether unclaimed memory should be released now (every owner is done,
+/// or the deadline passed).
+pub fn release_due() -> bool {
+    KHO_IN.lock().as_ref().is_some_and(|state| {
+        !state.is_released && (state.waiting_owners.is_empty() || baton_arch::nanoseconds() > state.deadline_ns)
+    })
+}
+
+/// Releases every preserved folio nobody claimed and the handover metadata.
+pub fn release_unclaimed() {
+    let mut guard = KHO_IN.lock();
+    let Some(state) = guard.as_mut() else { return };
+    if state.is_released {
+        return;
+    }
+    if !state.waiting_owners.is_empty() {
+        log::warn!(target: "kho", "services that never claimed their state: {:?}", state.waiting_owners);
+        report_blackout(state);
+    }
+    let owners: Vec<String> = state.owners.values().map(|(owner, _)| owner.clone()).collect();
+    for owner in owners {
+        release_owner(state, &owner);
+    }
+    let mut released = 0u64;
+    let leftovers: Vec<(u64, u32)> = state
+        .preservations
+        .folios(&state.memory)
+        .filter_map(Result::ok)
+        .map(|folio| (folio.phys, folio.order))
+        .collect();
+    for (phys, order) in leftovers {
+        if state.preservations.take(&mut state.memory, phys, order).is_ok() {
+            mm::release_preserved(phys, order);
+            released += PAGE_SIZE << order;
+        }
+    }
+    for range in core::mem::take(&mut state.metadata) {
+        mm::add_free_range(range);
+    }
+    state.is_released = true;
+    log::info!(target: "kho", "handover consumed: {} KiB of unowned preserved memory and the metadata released", released / 1024);
+}
+
+/// Sub-FDT names handed over, for tests.
+pub fn users() -> Vec<String> {
+    KHO_IN.lock().as_ref().map(|state| state.users.keys().cloned().collect()).unwrap_or_default()
 }

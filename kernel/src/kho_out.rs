@@ -113,6 +113,17 @@ pub struct KhoOut {
     pub owners: BTreeMap<u64, (String, u32)>,
     /// Kernel copies of published sub-FDTs, by service name.
     publications: BTreeMap<String, Publication>,
+    /// The kernel's own publication for the next kernel (while updating).
+    boot_description: Option<KernelPublication>,
+}
+
+/// The boot description and the ranges the kernel preserved with it.
+struct KernelPublication {
+    phys: u64,
+    order: u32,
+    /// Page ranges preserved for the next kernel (modules, device tree,
+    /// kernel file).
+    ranges: Vec<(u64, u64)>,
 }
 
 /// The one outgoing handover.
@@ -125,6 +136,7 @@ pub fn init() {
         memory: KernelMemory::default(),
         owners: BTreeMap::new(),
         publications: BTreeMap::new(),
+        boot_description: None,
     });
 }
 
@@ -291,6 +303,7 @@ pub fn publish(tasks: &mut Tasks, id: u64, buffer: UserBuffer) -> Result<(), Err
             return Err(to_abi(error));
         }
         out.publications.insert(name.clone(), Publication { phys, size_bytes: size as u64, order });
+        out.owners.insert(phys, (name.clone(), order));
         Ok(previous)
     });
     match result {
@@ -329,6 +342,7 @@ pub fn forget_service(name: &str, space: &mut AddressSpace) {
         out.owners.remove(&phys);
     }
     if let Some(publication) = out.publications.remove(name) {
+        out.owners.remove(&publication.phys);
         let _ = out.handover.remove_sub_fdt(name);
         let _ = out.handover.unpreserve_folio(&mut out.memory, publication.phys, publication.order);
         crate::mm::free_pages(publication.phys, publication.order);
@@ -401,4 +415,97 @@ pub fn log_finalized(summary: &baton_kho::FinalizeSummary) {
     for region in crate::mm::scratch_regions() {
         log::info!(target: "kho", "  scratch {} at {:#x} ({} KiB)", region.kind, region.range.start, region.range.size_bytes() / 1024);
     }
+}
+
+/// Pages rounded outwards.
+fn page_range(start: u64, end: u64) -> (u64, u64) {
+    let first = start & !(PAGE_SIZE - 1);
+    (first, end.next_multiple_of(PAGE_SIZE) - first)
+}
+
+/// Writes Baton's boot description for the next kernel, preserves it and
+/// what it points at (boot modules, the device tree, the kernel file) and
+/// registers it as the `baton-boot` sub-FDT. Returns its physical address.
+pub fn publish_boot_description(freeze_cycles: u64) -> Result<u64, crate::update::UpdateError> {
+    use crate::update::UpdateError;
+    use baton_boot::info::ScratchArea;
+    use baton_mm::scratch::ScratchKind;
+    let info = crate::boot_info();
+    let scratch: Vec<ScratchArea> = crate::mm::scratch_regions()
+        .iter()
+        .map(|region| {
+            let range = baton_boot::info::PhysRange { start: region.range.start, end: region.range.end };
+            match region.kind {
+                ScratchKind::Low => ScratchArea::Low(range),
+                ScratchKind::Global => ScratchArea::Global(range),
+                ScratchKind::Node(node) => ScratchArea::Node(node, range),
+            }
+        })
+        .collect();
+    let mut guard = KHO_OUT.lock();
+    let out = guard.as_mut().ok_or(UpdateError::BootDescription)?;
+    if out.boot_description.is_some() {
+        return Err(UpdateError::InProgress);
+    }
+    let owners: Vec<(u64, u32, &str)> =
+        out.owners.iter().map(|(&phys, (owner, order))| (phys, *order, owner.as_str())).collect();
+    let extras = baton_boot::handover::HandoverExtras {
+        kernel_version: crate::VERSION,
+        generation: info.kho.as_ref().map_or(0, |kho| kho.generation) + 1,
+        freeze_cycles,
+        scratch: &scratch,
+        owners: &owners,
+    };
+    let bytes = baton_boot::handover::write(info, &extras).map_err(|_| UpdateError::BootDescription)?;
+    drop(owners);
+    let order = (bytes.len() as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
+    let phys = crate::mm::allocate_pages(order).ok_or(UpdateError::OutOfMemory)?;
+    // SAFETY: the block was just allocated and holds at least `bytes.len()`.
+    unsafe {
+        core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, (PAGE_SIZE << order) as usize);
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), direct_map::to_virtual(phys) as *mut u8, bytes.len());
+    }
+    let mut ranges = Vec::new();
+    for module in &info.modules {
+        ranges.push(page_range(module.range.start, module.range.end));
+    }
+    if let Some(tree) = &info.firmware.device_tree {
+        ranges.push(page_range(tree.start, tree.end));
+    }
+    if let Some(file) = &info.kernel.file {
+        ranges.push(page_range(file.start, file.end));
+    }
+    let mut publication = KernelPublication { phys, order, ranges: Vec::new() };
+    let result = (|| {
+        out.handover.preserve_folio(&mut out.memory, phys, order)?;
+        for &(start, size) in &ranges {
+            out.handover.preserve_range(&mut out.memory, start, size)?;
+            publication.ranges.push((start, size));
+        }
+        out.handover.add_sub_fdt(baton_boot::handover::USER_NAME, phys, bytes.len() as u64)
+    })();
+    if let Err(error) = result {
+        log::warn!(target: "kho", "boot description: {error}");
+        let _ = out.handover.unpreserve_folio(&mut out.memory, phys, order);
+        for &(start, size) in &publication.ranges {
+            let _ = out.handover.unpreserve_range(&mut out.memory, start, size);
+        }
+        crate::mm::free_pages(phys, order);
+        return Err(UpdateError::BootDescription);
+    }
+    out.boot_description = Some(publication);
+    Ok(phys)
+}
+
+/// Undoes [`publish_boot_description`] after an abort.
+pub fn withdraw_boot_description() {
+    let mut guard = KHO_OUT.lock();
+    let Some(out) = guard.as_mut() else { return };
+    let Some(publication) = out.boot_description.take() else { return };
+    let _ = out.handover.remove_sub_fdt(baton_boot::handover::USER_NAME);
+    let _ = out.handover.unpreserve_folio(&mut out.memory, publication.phys, publication.order);
+    for &(start, size) in &publication.ranges {
+        let _ = out.handover.unpreserve_range(&mut out.memory, start, size);
+    }
+    crate::mm::free_pages(publication.phys, publication.order);
 }

@@ -80,14 +80,18 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if let Some(filter) = test_filter {
         ktest::run(filter);
     }
-    match task::spawn("init", 0) {
+    let updates = command_line_value(&info.command_line, "demo.updates").and_then(|value| value.parse::<u64>().ok());
+    match task::spawn("init", updates.unwrap_or(0)) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
     }
     // The main thread idles while services run, and carries out update
     // requests.
     loop {
-        task::run_until(u64::MAX, update::is_pending);
+        task::run_until(u64::MAX, || update::is_pending() || kho_in::release_due());
+        if kho_in::release_due() {
+            kho_in::release_unclaimed();
+        }
         update::run_pending();
     }
 }
@@ -95,26 +99,53 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
 /// Sets up memory: scratch, the kernel's page tables, heap and page
 /// allocator. A malformed `kho_scratch=` is reported and the default used.
 fn init_memory(info: &BootInfo) {
-    let sizing = match baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch") {
-        None => baton_kho::scratch::ScratchSizing::default(),
-        Some(value) => match baton_kho::scratch::ScratchSizing::parse(value) {
-            Ok(sizing) => {
-                log::info!(target: "mm", "kho_scratch={value}: {sizing:?}");
-                sizing
+    let source = match &info.kho {
+        Some(kho) => {
+            if baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch").is_some() {
+                log::info!(target: "mm", "kho_scratch= ignored: reusing the scratch regions of the handover");
             }
-            Err(error) => {
-                log::warn!(target: "mm", "kho_scratch={value} is malformed ({error}); using the default scale");
-                baton_kho::scratch::ScratchSizing::default()
-            }
-        },
+            let regions = kho
+                .scratch
+                .iter()
+                .map(|area| {
+                    let range = area.range();
+                    let kind = match *area {
+                        baton_boot::info::ScratchArea::Low(_) => baton_mm::scratch::ScratchKind::Low,
+                        baton_boot::info::ScratchArea::Global(_) => baton_mm::scratch::ScratchKind::Global,
+                        baton_boot::info::ScratchArea::Node(node, _) => baton_mm::scratch::ScratchKind::Node(node),
+                    };
+                    baton_mm::scratch::ScratchRegion { kind, range: baton_mm::Range::new(range.start, range.end) }
+                })
+                .collect();
+            mm::ScratchSource::Handover(regions)
+        }
+        None => {
+            let sizing = match baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch") {
+                None => baton_kho::scratch::ScratchSizing::default(),
+                Some(value) => match baton_kho::scratch::ScratchSizing::parse(value) {
+                    Ok(sizing) => {
+                        log::info!(target: "mm", "kho_scratch={value}: {sizing:?}");
+                        sizing
+                    }
+                    Err(error) => {
+                        log::warn!(target: "mm", "kho_scratch={value} is malformed ({error}); using the default scale");
+                        baton_kho::scratch::ScratchSizing::default()
+                    }
+                },
+            };
+            mm::ScratchSource::Place(sizing)
+        }
     };
-    if let Err(error) = mm::init_early(info, mm::ScratchSource::Place(sizing)) {
+    if let Err(error) = mm::init_early(info, source) {
         panic!("memory setup failed: {error}");
     }
     mm::log_scratch();
-    if let Err(error) = mm::init_page_allocator(&[], &mut core::iter::empty()) {
+    let incoming = kho_in::open(info);
+    if let Err(error) = mm::init_page_allocator(&incoming.reserved, &mut incoming.folios.iter().copied()) {
         panic!("page allocator setup failed: {error}");
     }
+    drop(incoming);
+    kho_in::claim_kernel_ranges(info);
     log::info!(target: "mm", "{}", mm::accounting());
 }
 

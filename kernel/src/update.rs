@@ -112,8 +112,16 @@ pub enum UpdateError {
     PrepareRefused(ServiceId, u64),
     /// Finalising the handover failed.
     Finalize(baton_kho::OutgoingError),
-    /// The next kernel image was refused or the jump could not be made.
-    Image(&'static str),
+    /// There is no usable next kernel image.
+    NoImage(&'static str),
+    /// The next kernel image failed validation.
+    ImageRejected(baton_image::ImageError),
+    /// Memory for the handover or the jump ran out.
+    OutOfMemory,
+    /// Another update is in progress.
+    InProgress,
+    /// The boot description for the next kernel could not be written.
+    BootDescription,
 }
 
 impl core::fmt::Display for UpdateError {
@@ -126,7 +134,11 @@ impl core::fmt::Display for UpdateError {
                 write!(f, "service {id} could not prepare (status {status})")
             }
             UpdateError::Finalize(error) => write!(f, "finalising the handover failed: {error}"),
-            UpdateError::Image(why) => write!(f, "next kernel image: {why}"),
+            UpdateError::NoImage(why) => write!(f, "next kernel image: {why}"),
+            UpdateError::ImageRejected(error) => write!(f, "next kernel image refused: {error}"),
+            UpdateError::OutOfMemory => f.write_str("out of memory for the handover"),
+            UpdateError::InProgress => f.write_str("another update is in progress"),
+            UpdateError::BootDescription => f.write_str("cannot write the boot description"),
         }
     }
 }
@@ -177,6 +189,7 @@ fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateE
 fn abort(reason: &dyn core::fmt::Display) {
     log::warn!(target: "update", "update aborted: {reason}");
     crate::kho_out::abort();
+    crate::kho_out::withdraw_boot_description();
     LIFECYCLE.lock().phase = Phase::Idle;
     broadcast(UpdateEvent::Aborted);
     broadcast(UpdateEvent::Resumed);
@@ -196,17 +209,23 @@ pub fn run_pending() {
 /// when it was aborted, or after a rehearsal.
 pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
     if LIFECYCLE.lock().phase != Phase::Idle {
-        return Err(UpdateError::Image("another update is in progress"));
+        return Err(UpdateError::InProgress);
     }
     let started = baton_arch::nanoseconds();
     let is_rehearsal = image == UpdateImage::Rehearsal;
-    let result = prepare().and_then(|()| freeze(is_rehearsal)).and_then(|summary| {
-        crate::kho_out::log_finalized(&summary);
-        match image {
-            UpdateImage::Rehearsal => Ok(()),
-            UpdateImage::BootModule | UpdateImage::RunningKernel => crate::kexec::execute(image, &summary),
-        }
-    });
+    // The image is validated before anything freezes: a bad one costs
+    // nothing but the error.
+    let staged = if is_rehearsal { None } else { Some(crate::kexec::stage(image)?) };
+    let result = prepare()
+        .and_then(|()| crate::kho_out::publish_boot_description(baton_arch::cpu::cycle_counter()))
+        .and_then(|boot_description| freeze(is_rehearsal).map(|summary| (summary, boot_description)))
+        .and_then(|(summary, boot_description)| {
+            crate::kho_out::log_finalized(&summary);
+            match &staged {
+                None => Ok(()),
+                Some(staged) => crate::kexec::jump(staged, summary.root_fdt_phys, boot_description),
+            }
+        });
     match result {
         Ok(()) => {
             abort(&"rehearsal complete");

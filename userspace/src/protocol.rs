@@ -61,6 +61,9 @@ pub mod label {
     pub const SUMMARY: u64 = 5;
     /// counter: read (and bump) the count and the uptime.
     pub const COUNTER_READ: u64 = 16;
+    /// client to init: words are failed checks, keys, checksum, counter,
+    /// uptime in ms.
+    pub const CLIENT_REPORT: u64 = 32;
 }
 
 /// Packs a key and a value into message words: word 0 holds the lengths,

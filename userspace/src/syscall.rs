@@ -177,3 +177,10 @@ pub fn kho_subscribe() -> Result<()> {
 pub fn kho_ready(event: UpdateEvent, status: u64) -> Result<()> {
     call(Syscall::KhoReady, [event as u64, status, 0, 0, 0, 0]).map(drop)
 }
+
+/// Says the caller has restored everything it wants from the handover: the
+/// rest of what its previous instance preserved is released, and the fetched
+/// sub-FDT is unmapped.
+pub fn kho_done() -> Result<()> {
+    call(Syscall::KhoDone, [0; 6]).map(drop)
+}

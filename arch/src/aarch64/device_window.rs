@@ -61,8 +61,7 @@ pub fn install(direct_map_offset: u64) {
     if level0_descriptor & DESCRIPTOR_TABLE != DESCRIPTOR_TABLE {
         return;
     }
-    let level1_entry =
-        (direct_map_offset + (level0_descriptor & ADDRESS_MASK) + 511 * 8) as *mut u64;
+    let level1_entry = (direct_map_offset + (level0_descriptor & ADDRESS_MASK) + 511 * 8) as *mut u64;
     // SAFETY: the level-1 table covering the kernel's top 512 GiB is live and
     // mapped by the direct map; slot 511 (the top GiB) is reserved for this
     // window by Baton's layout and unused by Limine's.
@@ -73,15 +72,7 @@ pub fn install(direct_map_offset: u64) {
 fn flush_tlb() {
     // SAFETY: barriers and a local TLB invalidation have no memory effects
     // beyond making the new mappings visible.
-    unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi vmalle1",
-            "dsb ish",
-            "isb",
-            options(nostack)
-        )
-    };
+    unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1", "dsb ish", "isb", options(nostack)) };
 }
 
 /// Maps `size_bytes` of device registers at physical `phys` and returns the
@@ -108,10 +99,7 @@ pub fn map(phys: u64, size_bytes: u64) -> Option<u64> {
     for index in 0..blocks {
         // SAFETY: `slot + index < 512`; the lock is held and the slots are
         // unused, so no live mapping changes.
-        unsafe {
-            (*table)[slot + index] =
-                (first_block + index as u64 * BLOCK_BYTES) | DESCRIPTOR_DEVICE_BLOCK
-        };
+        unsafe { (*table)[slot + index] = (first_block + index as u64 * BLOCK_BYTES) | DESCRIPTOR_DEVICE_BLOCK };
     }
     NEXT_SLOT.store(slot + blocks, Ordering::Relaxed);
     flush_tlb();

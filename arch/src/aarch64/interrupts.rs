@@ -52,36 +52,21 @@ fn write8(base: u64, offset: u64, value: u8) {
 pub fn init(info: &BootInfo) -> Result<(), InterruptError> {
     let timer = info.timer_interrupt.unwrap_or(DEFAULT_TIMER_INTERRUPT);
     TIMER_INTERRUPT.store(timer, Ordering::Relaxed);
-    let map = |phys: u64, size: u64| {
-        super::device_window::map(phys, size).ok_or(InterruptError::CannotMap)
-    };
-    match info
-        .interrupt_controller
-        .ok_or(InterruptError::NoController)?
-    {
-        InterruptController::GicV2 {
-            distributor,
-            cpu_interface,
-        } => {
+    let map = |phys: u64, size: u64| super::device_window::map(phys, size).ok_or(InterruptError::CannotMap);
+    match info.interrupt_controller.ok_or(InterruptError::NoController)? {
+        InterruptController::GicV2 { distributor, cpu_interface } => {
             let distributor = map(distributor, 0x1_0000)?;
             let cpu = map(cpu_interface, 0x1_0000)?;
             write32(distributor, GICD_CTLR, 1);
             write8(distributor, GICD_IPRIORITYR + u64::from(timer), 0);
-            write32(
-                distributor,
-                GICD_ISENABLER + 4 * u64::from(timer / 32),
-                1 << (timer % 32),
-            );
+            write32(distributor, GICD_ISENABLER + 4 * u64::from(timer / 32), 1 << (timer % 32));
             write32(cpu, GICC_PMR, 0xff);
             write32(cpu, GICC_CTLR, 1);
             DISTRIBUTOR.store(distributor, Ordering::Relaxed);
             CPU_INTERFACE.store(cpu, Ordering::Relaxed);
             VERSION.store(2, Ordering::Relaxed);
         }
-        InterruptController::GicV3 {
-            distributor,
-            redistributor,
-        } => {
+        InterruptController::GicV3 { distributor, redistributor } => {
             let distributor = map(distributor, 0x1_0000)?;
             let redistributor = map(redistributor, 0x2_0000)?;
             // ARE_NS | EnableGrp1NS.
@@ -95,11 +80,7 @@ pub fn init(info: &BootInfo) -> Result<(), InterruptError> {
                 }
                 core::hint::spin_loop();
             }
-            write32(
-                redistributor,
-                GICR_IGROUPR0,
-                read32(redistributor, GICR_IGROUPR0) | (1 << timer),
-            );
+            write32(redistributor, GICR_IGROUPR0, read32(redistributor, GICR_IGROUPR0) | (1 << timer));
             write8(redistributor, GICR_IPRIORITYR + u64::from(timer), 0);
             write32(redistributor, GICR_ISENABLER0, 1 << timer);
             // SAFETY: enabling the system-register CPU interface, unmasking all
@@ -158,9 +139,7 @@ pub fn claim(_frame: &super::trap::TrapFrame) -> Irq {
         3 => {
             let value: u64;
             // SAFETY: reading ICC_IAR1_EL1 acknowledges the interrupt.
-            unsafe {
-                core::arch::asm!("mrs {0}, S3_0_C12_C12_0", out(reg) value, options(nostack))
-            };
+            unsafe { core::arch::asm!("mrs {0}, S3_0_C12_C12_0", out(reg) value, options(nostack)) };
             (value & 0xff_ffff) as u32
         }
         _ => SPURIOUS_INTERRUPT,
@@ -192,9 +171,7 @@ pub fn complete(irq: Irq) {
         2 => write32(CPU_INTERFACE.load(Ordering::Relaxed), GICC_EOIR, intid),
         3 => {
             // SAFETY: writing ICC_EOIR1_EL1 ends the acknowledged interrupt.
-            unsafe {
-                core::arch::asm!("msr S3_0_C12_C12_1, {0}", "isb", in(reg) u64::from(intid), options(nostack))
-            };
+            unsafe { core::arch::asm!("msr S3_0_C12_C12_1, {0}", "isb", in(reg) u64::from(intid), options(nostack)) };
         }
         _ => {}
     }

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod debug_exit;
 pub mod device_window;
 pub mod interrupts;
+pub mod kexec;
 pub mod paging;
 pub mod serial;
 pub mod trap;

@@ -45,21 +45,11 @@ pub unsafe fn activate_user(root_phys: u64) {
 pub fn flush_page(virt: u64) {
     let page = (virt >> 12) & 0x0000_0fff_ffff_ffff;
     // SAFETY: TLB maintenance has no effect on memory contents.
-    unsafe {
-        core::arch::asm!("dsb ishst", "tlbi vaae1is, {0}", "dsb ish", "isb", in(reg) page, options(nostack))
-    };
+    unsafe { core::arch::asm!("dsb ishst", "tlbi vaae1is, {0}", "dsb ish", "isb", in(reg) page, options(nostack)) };
 }
 
 /// Invalidates every TLB entry of this CPU.
 pub fn flush_all() {
     // SAFETY: TLB maintenance has no effect on memory contents.
-    unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi vmalle1",
-            "dsb ish",
-            "isb",
-            options(nostack)
-        )
-    };
+    unsafe { core::arch::asm!("dsb ishst", "tlbi vmalle1", "dsb ish", "isb", options(nostack)) };
 }

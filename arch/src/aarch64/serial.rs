@@ -30,9 +30,7 @@ impl Uart {
             return None;
         };
         let mapped = super::device_window::map(phys, 0x1000)?;
-        Some(Self {
-            base: mapped as *mut u32,
-        })
+        Some(Self { base: mapped as *mut u32 })
     }
 
     /// Writes bytes, waiting (bounded) for room in the transmit FIFO.

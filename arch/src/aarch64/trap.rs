@@ -69,14 +69,12 @@ impl TrapFrame {
         match class {
             CLASS_SVC64 if self.is_from_user() => TrapCause::Syscall,
             CLASS_BRK => TrapCause::Breakpoint,
-            CLASS_DATA_ABORT_LOWER | CLASS_DATA_ABORT_SAME => TrapCause::PageFault {
-                address: self.far,
-                is_write: self.esr & (1 << 6) != 0,
-            },
-            CLASS_INSTRUCTION_ABORT_LOWER | CLASS_INSTRUCTION_ABORT_SAME => TrapCause::PageFault {
-                address: self.far,
-                is_write: false,
-            },
+            CLASS_DATA_ABORT_LOWER | CLASS_DATA_ABORT_SAME => {
+                TrapCause::PageFault { address: self.far, is_write: self.esr & (1 << 6) != 0 }
+            }
+            CLASS_INSTRUCTION_ABORT_LOWER | CLASS_INSTRUCTION_ABORT_SAME => {
+                TrapCause::PageFault { address: self.far, is_write: false }
+            }
             _ => TrapCause::Exception(class_name(class)),
         }
     }
@@ -94,24 +92,14 @@ impl TrapFrame {
     /// A frame that enters EL0 at `entry` with stack `stack_top` and
     /// `argument` in x0, with IRQs unmasked.
     pub fn new_user(entry: u64, stack_top: u64, argument: u64) -> Self {
-        let mut frame = Self {
-            elr: entry,
-            sp_el0: stack_top,
-            spsr: 0,
-            ..Self::default()
-        };
+        let mut frame = Self { elr: entry, sp_el0: stack_top, spsr: 0, ..Self::default() };
         frame.x[0] = argument;
         frame
     }
 
     /// System-call number and arguments (x8; x0 to x5).
     pub fn syscall_arguments(&self) -> (u64, [u64; 6]) {
-        (
-            self.x[8],
-            [
-                self.x[0], self.x[1], self.x[2], self.x[3], self.x[4], self.x[5],
-            ],
-        )
+        (self.x[8], [self.x[0], self.x[1], self.x[2], self.x[3], self.x[4], self.x[5]])
     }
 
     /// Sets the value a system call returns (x0) and a second value (x1).
@@ -124,16 +112,8 @@ impl TrapFrame {
 impl fmt::Display for TrapFrame {
     /// The register dump printed when something faults.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "register dump (vector {}, ESR {:#x}, FAR {:#018x}):",
-            self.vector, self.esr, self.far
-        )?;
-        writeln!(
-            f,
-            "  elr={:#018x} spsr={:#010x} sp_el0={:#018x}",
-            self.elr, self.spsr, self.sp_el0
-        )?;
+        writeln!(f, "register dump (vector {}, ESR {:#x}, FAR {:#018x}):", self.vector, self.esr, self.far)?;
+        writeln!(f, "  elr={:#018x} spsr={:#010x} sp_el0={:#018x}", self.elr, self.spsr, self.sp_el0)?;
         for row in 0..8 {
             write!(f, " ")?;
             for column in 0..4 {

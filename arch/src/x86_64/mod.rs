@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod debug_exit;
 pub mod interrupts;
+pub mod kexec;
 pub mod paging;
 pub mod serial;
 pub mod trap;

@@ -94,10 +94,7 @@ impl TrapFrame {
     pub fn cause(&self) -> TrapCause {
         match self.vector {
             3 => TrapCause::Breakpoint,
-            14 => TrapCause::PageFault {
-                address: Cr2::read_raw(),
-                is_write: self.error_code & 2 != 0,
-            },
+            14 => TrapCause::PageFault { address: Cr2::read_raw(), is_write: self.error_code & 2 != 0 },
             vector if vector == u64::from(SYSCALL_VECTOR) => TrapCause::Syscall,
             vector if vector < 32 => TrapCause::Exception(EXCEPTION_NAMES[vector as usize]),
             vector => TrapCause::Interrupt(vector as u8),
@@ -131,10 +128,7 @@ impl TrapFrame {
 
     /// System-call number and arguments (rax; rdi, rsi, rdx, r10, r8, r9).
     pub fn syscall_arguments(&self) -> (u64, [u64; 6]) {
-        (
-            self.rax,
-            [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9],
-        )
+        (self.rax, [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9])
     }
 
     /// Sets the value a system call returns (rax) and a second value (rdx).
@@ -147,37 +141,13 @@ impl TrapFrame {
 impl fmt::Display for TrapFrame {
     /// The register dump printed when something faults.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "register dump (vector {}, error code {:#x}):",
-            self.vector, self.error_code
-        )?;
-        writeln!(
-            f,
-            "  rip={:#018x} cs={:#06x} rflags={:#010x}",
-            self.rip, self.cs, self.rflags
-        )?;
+        writeln!(f, "register dump (vector {}, error code {:#x}):", self.vector, self.error_code)?;
+        writeln!(f, "  rip={:#018x} cs={:#06x} rflags={:#010x}", self.rip, self.cs, self.rflags)?;
         writeln!(f, "  rsp={:#018x} ss={:#06x}", self.rsp, self.ss)?;
-        writeln!(
-            f,
-            "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
-            self.rax, self.rbx, self.rcx, self.rdx
-        )?;
-        writeln!(
-            f,
-            "  rsi={:#018x} rdi={:#018x} rbp={:#018x}",
-            self.rsi, self.rdi, self.rbp
-        )?;
-        writeln!(
-            f,
-            "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
-            self.r8, self.r9, self.r10, self.r11
-        )?;
-        write!(
-            f,
-            "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
-            self.r12, self.r13, self.r14, self.r15
-        )
+        writeln!(f, "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", self.rax, self.rbx, self.rcx, self.rdx)?;
+        writeln!(f, "  rsi={:#018x} rdi={:#018x} rbp={:#018x}", self.rsi, self.rdi, self.rbp)?;
+        writeln!(f, "  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}", self.r8, self.r9, self.r10, self.r11)?;
+        write!(f, "  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}", self.r12, self.r13, self.r14, self.r15)
     }
 }
 
@@ -210,9 +180,7 @@ static DOUBLE_FAULT_STACK: EmergencyStack = EmergencyStack([0; DOUBLE_FAULT_STAC
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 
 fn selectors() -> Selectors {
-    GDT.get()
-        .expect("trap::init runs before any user frame is made")
-        .1
+    GDT.get().expect("trap::init runs before any user frame is made").1
 }
 
 /// One 16-byte interrupt gate.
@@ -251,8 +219,7 @@ pub fn init() {
     let (gdt, selectors) = GDT.call_once(|| {
         // SAFETY: the emergency stack is only ever used by the CPU as the
         // double-fault stack; the pointer is taken once here.
-        let stack_top =
-            VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + DOUBLE_FAULT_STACK_BYTES as u64;
+        let stack_top = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + DOUBLE_FAULT_STACK_BYTES as u64;
         // SAFETY: interrupts are off and nothing else holds a reference to
         // the TSS yet.
         unsafe { (*TASK_STATE.0.get()).interrupt_stack_table[0] = stack_top };
@@ -264,16 +231,7 @@ pub fn init() {
         // SAFETY: the TSS is a static that lives forever; the CPU reads it
         // when switching stacks and Baton writes it only with interrupts off.
         let tss = gdt.append(Descriptor::tss_segment(unsafe { &*TASK_STATE.0.get() }));
-        (
-            gdt,
-            Selectors {
-                kernel_code,
-                kernel_data,
-                user_code,
-                user_data,
-                tss,
-            },
-        )
+        (gdt, Selectors { kernel_code, kernel_data, user_code, user_data, tss })
     });
     gdt.load();
     // SAFETY: the selectors come from the GDT just loaded and describe flat
@@ -292,12 +250,7 @@ pub fn init() {
         for (vector, gate) in gates.iter_mut().enumerate() {
             let stack_index = if vector == 8 { 1 } else { 0 };
             let user_callable = vector == usize::from(SYSCALL_VECTOR) || vector == 3;
-            *gate = Gate::interrupt(
-                stubs + 16 * vector as u64,
-                selectors.kernel_code.0,
-                user_callable,
-                stack_index,
-            );
+            *gate = Gate::interrupt(stubs + 16 * vector as u64, selectors.kernel_code.0, user_callable, stack_index);
         }
         InterruptTable(gates)
     });

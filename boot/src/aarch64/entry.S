@@ -3,7 +3,8 @@
  *  _start_image   QEMU -kernel through the arm64 Linux Image header: MMU off,
  *                 EL1 (or EL2), x0 = physical address of the DTB.
  *  _start_kho     A previous Baton (KHO): MMU off, EL1, x0 = physical
- *                 address of the KHO root FDT.
+ *                 address of the KHO root FDT, x1 = physical address of
+ *                 Baton's boot description (a sub-FDT).
  *  _start_limine  Limine: EL1, MMU on, higher half mapped in TTBR1.
  *
  * The first two converge on `common_entry`, which is position independent:
@@ -49,12 +50,14 @@ _image_header:
 .section .text.boot, "ax"
 _start_image:
     mov x20, x0
+    mov x22, xzr
     mov x19, #BOOT_KIND_IMAGE
     b common_entry
 
 .global _start_kho
 _start_kho:
     mov x20, x0
+    mov x22, x1
     mov x19, #BOOT_KIND_KHO
     b common_entry
 
@@ -181,8 +184,9 @@ common_entry:
     mov x0, x19
     mov x1, x20
     mov x2, x21
-    ldr x3, =boot_entry_direct
-    blr x3
+    mov x3, x22
+    ldr x4, =boot_entry_direct
+    blr x4
 boot_halt:
     wfe
     b boot_halt

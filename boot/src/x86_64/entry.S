@@ -5,7 +5,8 @@
  *                 its link-time physical address (p_paddr).
  *  _start_kho     A previous Baton (KHO): 64-bit mode, identity-mapped paging
  *                 from the previous kernel's control page, rdi = physical
- *                 address of the KHO root FDT. The image sits wherever the
+ *                 address of the KHO root FDT, rsi = physical address of
+ *                 Baton's boot description (a sub-FDT). The image sits wherever the
  *                 previous kernel copied it (2 MiB aligned).
  *  _start_limine  Limine: 64-bit mode, higher half already mapped by Limine.
  *
@@ -81,6 +82,7 @@ pvh_long_mode:
     mov %eax, %gs
     mov %esi, %esi                  /* zero-extend the start info address */
     mov $BOOT_KIND_PVH, %edi
+    xor %r10d, %r10d
     jmp common64
 
 /* ---- 64-bit KHO entry -------------------------------------------------- */
@@ -89,16 +91,19 @@ pvh_long_mode:
 _start_kho:
     cli
     cld
+    mov %rsi, %r10
     mov %rdi, %rsi
     mov $BOOT_KIND_KHO, %edi
     jmp common64
 
 /* ---- Common, position-independent 64-bit path -------------------------- */
 
-/* rdi = boot kind, rsi = argument; running identity-mapped. */
+/* rdi = boot kind, rsi = argument, r10 = second argument; running
+ * identity-mapped. */
 common64:
     mov %rdi, %r12
     mov %rsi, %r13
+    mov %r10, %rbp
     lea __kernel_start(%rip), %r15  /* physical address of the image */
     mov %r15, %r14
     sub $KERNEL_PHYS_LINK, %r14     /* r14 = load offset against the link address */
@@ -175,6 +180,7 @@ common64:
     mov %rax, %cr3
 
     movabs $boot_stack_top, %rsp
+    mov %rbp, %rcx
     xor %ebp, %ebp
     mov %r12, %rdi
     mov %r13, %rsi

@@ -452,6 +452,11 @@ pub fn init_page_allocator(
     // (their owners restore them; unclaimed ones are released later).
     let mut waiting = 0;
     for (phys, order) in preserved {
+        // Folios inside ranges reserved anyway (boot modules, the device
+        // tree) are the kernel's own and stay out of the allocator as they are.
+        if memory.reserved.contains(&Range::new(phys, phys + (PAGE_SIZE << order))) {
+            continue;
+        }
         if frames.take(phys >> FRAME_SHIFT, 1 << order) {
             waiting += PAGE_SIZE << order;
         } else {
@@ -491,6 +496,25 @@ pub fn release_preserved(phys: u64, order: u32) {
 pub fn note_preserved_restored(order: u32) {
     PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
     PRESERVED_RESTORED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+}
+
+/// The RAM the direct map covers.
+pub fn ram_ranges() -> alloc::vec::Vec<Range> {
+    MEMORY.lock().as_ref().map(|memory| memory.mapped.ranges().to_vec()).unwrap_or_default()
+}
+
+/// Hands `range` (whole pages) to the page allocator: handover metadata
+/// once it has been consumed.
+pub fn add_free_range(range: Range) {
+    let mut guard = MEMORY.lock();
+    if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
+        let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
+        let last = align_down(range.end, PAGE_SIZE) >> FRAME_SHIFT;
+        if last > first {
+            frames.buddy.add_frame(first as usize, last as usize);
+            frames.free_frames += last - first;
+        }
+    }
 }
 
 /// Whether `[phys, phys + size_bytes)` is RAM (covered by the direct map).

@@ -125,6 +125,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
             crate::update::acknowledge(tasks, id, event, status).map(|()| Outcome::Done(0))
         }
         Request::KhoFetch => Ok(Outcome::Done(crate::kho_in::fetch(tasks, id)?)),
+        Request::KhoDone => crate::kho_in::done(tasks, id).map(|()| Outcome::Done(0)),
         Request::KhoRestore { physical, order } => {
             Ok(Outcome::Done(crate::kho_in::restore(tasks, id, physical, order)?))
         }

@@ -81,6 +81,7 @@ fn main(_argument: u64) -> i32 {
             state
         }
     };
+    let _ = syscall::kho_done();
     loop {
         let Ok(message) = syscall::receive() else { continue };
         if message.sender == KERNEL_SENDER {

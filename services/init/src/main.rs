@@ -1,31 +1,102 @@
-//! init: the first service. It starts the others and, when asked, drives
-//! the self-update.
+//! init: the first service. It starts the others and drives the self-update
+//! demo: with an argument N (from `demo.updates=N` on the kernel command
+//! line) it has the client fill kvstore, then updates the kernel N times in
+//! a row, checking after each update that every key and the counter came
+//! back. Its own progress survives each update in its sub-FDT.
 
 #![no_std]
 #![no_main]
 
-use baton_user::syscall;
+extern crate alloc;
+
+use baton_user::kho::fetch_sub_fdt;
+use baton_user::protocol::label;
+use baton_user::{SubFdtWriter, UpdateImage, native_u32, parse_fdt, syscall};
 
 baton_user::service!(main);
 
-/// The services init starts, in order.
-const SERVICES: [&str; 3] = ["kvstore", "counter", "client"];
+/// Client modes (see services/client).
+const CLIENT_FILL: u64 = 0;
+const CLIENT_VERIFY: u64 = 1;
 
-fn main(_argument: u64) -> i32 {
-    log::info!("init: starting {} services", SERVICES.len());
-    for name in SERVICES {
+/// The demo's progress, carried across updates.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    generation: u32,
+    remaining: u32,
+}
+
+fn restore() -> Option<Progress> {
+    let fdt = fetch_sub_fdt().ok()?;
+    let parsed = parse_fdt(fdt).ok()?;
+    let root = parsed.find_node("/")?;
+    if root.property("compatible")?.as_str()? != "baton,init-v1" {
+        return None;
+    }
+    Some(Progress {
+        generation: native_u32(root.property("generation")?.value)?,
+        remaining: native_u32(root.property("remaining")?.value)?,
+    })
+}
+
+fn publish(progress: Progress) -> baton_user::Result<()> {
+    let fdt = (|| {
+        let mut writer = SubFdtWriter::new().ok()?;
+        writer.property_string("compatible", "baton,init-v1").ok()?;
+        writer.property_u32("generation", progress.generation).ok()?;
+        writer.property_u32("remaining", progress.remaining).ok()?;
+        writer.finish().ok()
+    })()
+    .ok_or(baton_user::Error::NoMemory)?;
+    syscall::kho_publish(&fdt)
+}
+
+fn main(updates: u64) -> i32 {
+    let restored = restore();
+    let _ = syscall::kho_done();
+    let mut progress =
+        restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
+    for name in ["kvstore", "counter"] {
         match syscall::spawn(name, 0) {
             Ok(id) => log::info!("init: started {name} as service {id}"),
             Err(error) => log::warn!("init: cannot start {name}: {error}"),
         }
     }
+    let mode = if restored.is_some() { CLIENT_VERIFY } else { CLIENT_FILL };
+    if let Err(error) = syscall::spawn("client", mode) {
+        log::warn!("init: cannot start client: {error}");
+    }
     loop {
-        match syscall::receive() {
-            Ok(message) => log::info!("init: message {:#x} from {}", message.label, message.sender),
-            Err(error) => {
-                log::warn!("init: receive failed: {error}");
-                syscall::sleep(100_000_000);
-            }
+        let Ok(message) = syscall::receive() else { continue };
+        if message.label != label::CLIENT_REPORT {
+            continue;
         }
+        let [failed, keys, checksum, count, uptime_ms, _] = message.words;
+        log::info!(
+            "demo: generation {} verified {keys} keys (checksum {checksum:#018x}), counter {count}, uptime {uptime_ms} ms, {failed} failed checks",
+            progress.generation
+        );
+        if failed != 0 {
+            log::warn!("demo: state was lost or corrupted; stopping");
+            continue;
+        }
+        if progress.remaining == 0 {
+            if updates > 0 || restored.is_some() {
+                log::info!("demo: complete after {} updates", progress.generation);
+            }
+            continue;
+        }
+        let next = Progress { generation: progress.generation + 1, remaining: progress.remaining - 1 };
+        if let Err(error) = publish(next) {
+            log::warn!("demo: cannot publish init's progress: {error}");
+            continue;
+        }
+        log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
+        match syscall::update(UpdateImage::BootModule) {
+            Ok(()) => log::warn!("demo: the update returned without replacing the kernel"),
+            Err(error) => log::warn!("demo: update failed: {error}; carrying on"),
+        }
+        progress = Progress { generation: progress.generation, remaining: progress.remaining };
+        let _ = publish(progress);
     }
 }

@@ -283,6 +283,7 @@ fn main(_argument: u64) -> i32 {
             store
         }
     };
+    let _ = syscall::kho_done();
     log::info!("kvstore: ready (format {FORMAT}, {} entries)", store.entries().len());
     let mut buffers = DecodeBuffers::default();
     loop {

@@ -72,13 +72,17 @@ pub enum Syscall {
     Update = 22,
     /// `service_id() -> id` of the caller.
     ServiceId = 23,
+    /// `kho_done()`: the caller has restored everything it wants from the
+    /// handover; the rest of what its previous instance preserved is
+    /// released and its sub-FDT unmapped.
+    KhoDone = 24,
 }
 
 impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 23] = [
+        const ALL: [Syscall; 24] = [
             Log,
             Exit,
             Yield,
@@ -102,6 +106,7 @@ impl Syscall {
             Spawn,
             Update,
             ServiceId,
+            KhoDone,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -286,6 +291,8 @@ pub enum Request {
     },
     /// See [`Syscall::ServiceId`].
     ServiceId,
+    /// See [`Syscall::KhoDone`].
+    KhoDone,
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -364,6 +371,7 @@ impl Request {
                 },
             },
             Syscall::ServiceId => Request::ServiceId,
+            Syscall::KhoDone => Request::KhoDone,
         })
     }
 }
@@ -375,12 +383,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=23 {
+        for number in 1..=24 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(24, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(25, [0; 6]), Err(Error::UnknownSyscall));
     }
 
     #[test]

@@ -1,0 +1,55 @@
+/* The aarch64 kexec trampoline. It is copied into a control page outside
+ * the destination and entered at its identity-mapped physical address
+ * (TTBR0) with IRQs masked and the caches already cleaned over everything
+ * it touches:
+ *   x0 = copy list (entries of destination, source or 0 to zero, length)
+ *   x1 = number of entries
+ *   x2 = physical entry point of the next kernel
+ *   x3 = KHO root FDT, x4 = boot description (passed on in x0, x1).
+ * It turns the MMU and caches off, copies, invalidates the instruction cache
+ * and jumps. It uses no stack. */
+
+.section .rodata.kexec, "a"
+.global kexec_trampoline_start
+.global kexec_trampoline_end
+kexec_trampoline_start:
+    mrs x9, sctlr_el1
+    bic x9, x9, #1              /* M: MMU off */
+    bic x9, x9, #(1 << 2)       /* C: data cache off */
+    bic x9, x9, #(1 << 12)      /* I: instruction cache off */
+    msr sctlr_el1, x9
+    isb
+1:  cbz x1, 5f
+    ldp x5, x6, [x0]            /* destination, source */
+    ldr x7, [x0, #16]           /* length */
+    cbz x6, 3f
+2:  cmp x7, #8                  /* copy 8 bytes at a time, then bytes */
+    b.lo 21f
+    ldr x8, [x6], #8
+    str x8, [x5], #8
+    sub x7, x7, #8
+    b 2b
+21: cbz x7, 4f
+    ldrb w8, [x6], #1
+    strb w8, [x5], #1
+    sub x7, x7, #1
+    b 21b
+3:  cmp x7, #8
+    b.lo 31f
+    str xzr, [x5], #8
+    sub x7, x7, #8
+    b 3b
+31: cbz x7, 4f
+    strb wzr, [x5], #1
+    sub x7, x7, #1
+    b 31b
+4:  add x0, x0, #24
+    sub x1, x1, #1
+    b 1b
+5:  ic iallu
+    dsb sy
+    isb
+    mov x0, x3
+    mov x1, x4
+    br x2
+kexec_trampoline_end:

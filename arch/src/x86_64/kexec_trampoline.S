@@ -1,0 +1,39 @@
+/* The x86_64 kexec trampoline. It is copied into a control page outside
+ * the destination and entered at its identity-mapped physical address with
+ * interrupts off and page tables that identity-map all RAM:
+ *   rdi = copy list (entries of destination, source or 0 to zero, length)
+ *   rsi = number of entries
+ *   rdx = physical entry point of the next kernel
+ *   rcx = KHO root FDT, r8 = boot description (passed on in rdi, rsi).
+ * It uses no stack and no memory but the list, so it may overwrite the old
+ * kernel (which lives in scratch after the first update). */
+
+.section .rodata.kexec, "a"
+.global kexec_trampoline_start
+.global kexec_trampoline_end
+.code64
+kexec_trampoline_start:
+    mov %rdx, %r11
+    mov %rcx, %r12
+    mov %r8, %r13
+    mov %rdi, %r9
+    mov %rsi, %r10
+    cld
+1:  test %r10, %r10
+    jz 3f
+    mov (%r9), %rdi
+    mov 8(%r9), %rsi
+    mov 16(%r9), %rcx
+    test %rsi, %rsi
+    jz 2f
+    rep movsb
+    jmp 4f
+2:  xor %eax, %eax
+    rep stosb
+4:  add $24, %r9
+    dec %r10
+    jmp 1b
+3:  mov %r12, %rdi
+    mov %r13, %rsi
+    jmp *%r11
+kexec_trampoline_end:

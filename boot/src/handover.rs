@@ -1,0 +1,501 @@
+//! Baton's boot description: the sub-FDT through which a kernel tells the
+//! next one everything it would otherwise learn from firmware (memory map,
+//! scratch, command line, firmware pointers, framebuffer, boot modules) plus
+//! the ownership of every preserved folio.
+//!
+//! It is one KHO user like any other (`baton-boot` in the root FDT), and the
+//! KHO entry also receives its address directly, so a damaged root FDT or
+//! chunk list can be bypassed while the machine is still described. All
+//! numbers are native-endian, as in the rest of the KHO FDT.
+//!
+//! The writer runs in the outgoing kernel (with a heap); the parser runs in
+//! the KHO entry before any heap exists and never allocates.
+
+use crate::info::{
+    BootInfo, BootPath, BootWarning, Framebuffer, InterruptController, KhoBoot, MemoryKind, PhysRange, ScratchArea,
+    SerialPort,
+};
+use alloc::vec::Vec;
+use arrayvec::ArrayString;
+use baton_kho::fdt::{SubFdtWriter, native_u32, native_u64};
+
+/// The boot description's `compatible`.
+pub const COMPATIBLE: &str = "baton,boot-v1";
+/// Its name in the KHO root FDT.
+pub const USER_NAME: &str = "baton-boot";
+
+/// What the writer needs beyond the boot description of the running kernel.
+#[derive(Debug, Clone)]
+pub struct HandoverExtras<'a> {
+    /// The running kernel's version.
+    pub kernel_version: &'a str,
+    /// KHO boots so far plus one.
+    pub generation: u32,
+    /// The cycle counter at freeze.
+    pub freeze_cycles: u64,
+    /// Scratch regions.
+    pub scratch: &'a [ScratchArea],
+    /// Preserved folios: (physical address, order, owner).
+    pub owners: &'a [(u64, u32, &'a str)],
+}
+
+/// Why a boot description could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDescriptionError {
+    /// Not a valid FDT.
+    NotAnFdt,
+    /// The compatible string is not [`COMPATIBLE`].
+    Incompatible,
+    /// A property is missing or has the wrong size.
+    BadProperty(&'static str),
+}
+
+impl core::fmt::Display for BootDescriptionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootDescriptionError::NotAnFdt => f.write_str("boot description is not a valid FDT"),
+            BootDescriptionError::Incompatible => write!(f, "boot description is not {COMPATIBLE}"),
+            BootDescriptionError::BadProperty(name) => write!(f, "boot description property '{name}' is malformed"),
+        }
+    }
+}
+
+fn memory_kind_code(kind: MemoryKind) -> u64 {
+    match kind {
+        MemoryKind::Usable => 1,
+        MemoryKind::Reserved => 2,
+        MemoryKind::AcpiReclaimable => 3,
+        MemoryKind::AcpiNvs => 4,
+        MemoryKind::Unusable => 5,
+        MemoryKind::BootloaderReclaimable => 6,
+        MemoryKind::KernelAndModules => 7,
+        MemoryKind::Framebuffer => 8,
+    }
+}
+
+fn memory_kind(code: u64) -> MemoryKind {
+    match code {
+        1 => MemoryKind::Usable,
+        3 => MemoryKind::AcpiReclaimable,
+        4 => MemoryKind::AcpiNvs,
+        5 => MemoryKind::Unusable,
+        // Bootloader memory was reclaimed by the kernel that ran before.
+        6 => MemoryKind::Usable,
+        7 => MemoryKind::KernelAndModules,
+        8 => MemoryKind::Framebuffer,
+        _ => MemoryKind::Reserved,
+    }
+}
+
+fn push_u64(bytes: &mut Vec<u8>, value: u64) {
+    bytes.extend_from_slice(&value.to_ne_bytes());
+}
+
+fn push_u32(bytes: &mut Vec<u8>, value: u32) {
+    bytes.extend_from_slice(&value.to_ne_bytes());
+}
+
+/// Writes the boot description for the next kernel.
+pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, baton_kho::fdt::FdtWriteError> {
+    let mut writer = SubFdtWriter::new()?;
+    writer.property_string("compatible", COMPATIBLE)?;
+    writer.property_string("kernel-version", extras.kernel_version)?;
+    writer.property_u32("generation", extras.generation)?;
+    writer.property_u64("freeze-cycles", extras.freeze_cycles)?;
+    writer.property_string("command-line", &info.command_line)?;
+
+    let mut map = Vec::new();
+    for region in &info.memory_map {
+        // The kernel image and modules are described elsewhere; as RAM
+        // they are usable for the next kernel's purposes.
+        push_u64(&mut map, region.range.start);
+        push_u64(&mut map, region.range.size_bytes());
+        push_u64(&mut map, memory_kind_code(region.kind));
+    }
+    writer.property("memory-map", &map)?;
+
+    let mut scratch = Vec::new();
+    for area in extras.scratch {
+        let (kind, range) = match *area {
+            ScratchArea::Low(range) => (0, range),
+            ScratchArea::Global(range) => (1, range),
+            ScratchArea::Node(node, range) => (2 + u64::from(node), range),
+        };
+        push_u64(&mut scratch, range.start);
+        push_u64(&mut scratch, range.size_bytes());
+        push_u64(&mut scratch, kind);
+    }
+    writer.property("scratch", &scratch)?;
+
+    let mut modules = Vec::new();
+    let mut names = Vec::new();
+    for module in &info.modules {
+        push_u64(&mut modules, module.range.start);
+        push_u64(&mut modules, module.range.size_bytes());
+        names.extend_from_slice(module.name.as_bytes());
+        names.push(0);
+    }
+    writer.property("modules", &modules)?;
+    writer.property("module-names", &names)?;
+    if let Some(file) = &info.kernel.file {
+        let mut bytes = Vec::new();
+        push_u64(&mut bytes, file.start);
+        push_u64(&mut bytes, file.size_bytes());
+        writer.property("kernel-file", &bytes)?;
+    }
+    if let Some(rsdp) = info.firmware.acpi_rsdp {
+        writer.property_u64("acpi-rsdp", rsdp)?;
+    }
+    if let Some(tree) = &info.firmware.device_tree {
+        let mut bytes = Vec::new();
+        push_u64(&mut bytes, tree.start);
+        push_u64(&mut bytes, tree.size_bytes());
+        writer.property("device-tree", &bytes)?;
+    }
+    if let Some(table) = info.firmware.efi_system_table {
+        writer.property_u64("efi-system-table", table)?;
+    }
+    if let Some(framebuffer) = &info.framebuffer {
+        let mut bytes = Vec::new();
+        push_u64(&mut bytes, framebuffer.phys);
+        for value in [
+            framebuffer.width,
+            framebuffer.height,
+            framebuffer.pitch_bytes,
+            u32::from(framebuffer.bits_per_pixel),
+            u32::from(framebuffer.red.0) | u32::from(framebuffer.red.1) << 8,
+            u32::from(framebuffer.green.0) | u32::from(framebuffer.green.1) << 8,
+            u32::from(framebuffer.blue.0) | u32::from(framebuffer.blue.1) << 8,
+            0,
+        ] {
+            push_u32(&mut bytes, value);
+        }
+        writer.property("framebuffer", &bytes)?;
+    }
+    if let Some(serial) = info.serial {
+        let mut bytes = Vec::new();
+        let (kind, address) = match serial {
+            SerialPort::Uart16550 { io_port } => (1, u64::from(io_port)),
+            SerialPort::Pl011 { phys } => (2, phys),
+        };
+        push_u64(&mut bytes, kind);
+        push_u64(&mut bytes, address);
+        writer.property("serial", &bytes)?;
+    }
+    if let Some(controller) = info.interrupt_controller {
+        let mut bytes = Vec::new();
+        let (kind, first, second) = match controller {
+            InterruptController::GicV2 { distributor, cpu_interface } => (2, distributor, cpu_interface),
+            InterruptController::GicV3 { distributor, redistributor } => (3, distributor, redistributor),
+        };
+        for value in [kind, first, second] {
+            push_u64(&mut bytes, value);
+        }
+        writer.property("interrupt-controller", &bytes)?;
+    }
+    if let Some(timer) = info.timer_interrupt {
+        writer.property_u32("timer-interrupt", timer)?;
+    }
+
+    let mut owners = Vec::new();
+    let mut owner_names: Vec<&str> = Vec::new();
+    for &(phys, order, owner) in extras.owners {
+        let index = match owner_names.iter().position(|name| *name == owner) {
+            Some(index) => index,
+            None => {
+                owner_names.push(owner);
+                owner_names.len() - 1
+            }
+        };
+        push_u64(&mut owners, phys);
+        push_u32(&mut owners, order);
+        push_u32(&mut owners, index as u32);
+    }
+    let mut names = Vec::new();
+    for name in owner_names {
+        names.extend_from_slice(name.as_bytes());
+        names.push(0);
+    }
+    writer.property("owners", &owners)?;
+    writer.property("owner-names", &names)?;
+    writer.finish()
+}
+
+fn records<const WORDS: usize>(value: &[u8]) -> Option<impl Iterator<Item = [u64; WORDS]> + '_> {
+    (value.len() % (8 * WORDS) == 0).then(|| {
+        value.chunks_exact(8 * WORDS).map(|chunk| {
+            let mut words = [0u64; WORDS];
+            for (word, bytes) in words.iter_mut().zip(chunk.chunks_exact(8)) {
+                *word = native_u64(bytes).unwrap_or(0);
+            }
+            words
+        })
+    })
+}
+
+/// Reads a boot description into `info` (whose path becomes [`BootPath::Kho`])
+/// and returns the KHO part; `blob_phys` is where it lies.
+pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -> Result<(), BootDescriptionError> {
+    let fdt = baton_kho::fdt::parse_fdt(bytes).map_err(|_| BootDescriptionError::NotAnFdt)?;
+    let root = fdt.find_node("/").ok_or(BootDescriptionError::NotAnFdt)?;
+    let property = |name: &'static str| root.property(name).map(|property| property.value);
+    let string = |name: &'static str| {
+        property(name)
+            .and_then(|value| core::str::from_utf8(value.split(|&byte| byte == 0).next().unwrap_or(&[])).ok())
+            .ok_or(BootDescriptionError::BadProperty(name))
+    };
+    if string("compatible")? != COMPATIBLE {
+        return Err(BootDescriptionError::Incompatible);
+    }
+    info.path = BootPath::Kho;
+    info.handover = Some(root_fdt);
+    let mut kho = KhoBoot {
+        root_fdt,
+        boot_description: PhysRange::from_start_size(blob_phys, fdt.total_size() as u64).unwrap_or_default(),
+        scratch: arrayvec::ArrayVec::new(),
+        generation: property("generation")
+            .and_then(native_u32)
+            .ok_or(BootDescriptionError::BadProperty("generation"))?,
+        freeze_cycles: property("freeze-cycles")
+            .and_then(native_u64)
+            .ok_or(BootDescriptionError::BadProperty("freeze-cycles"))?,
+        previous_version: ArrayString::new(),
+    };
+    let _ = kho.previous_version.try_push_str(string("kernel-version")?);
+    info.set_command_line(string("command-line")?.as_bytes());
+
+    let map = property("memory-map").and_then(records::<3>).ok_or(BootDescriptionError::BadProperty("memory-map"))?;
+    for [start, size, kind] in map {
+        match PhysRange::from_start_size(start, size) {
+            Some(range) => info.add_memory_region(range, memory_kind(kind)),
+            None => return Err(BootDescriptionError::BadProperty("memory-map")),
+        }
+    }
+    let scratch = property("scratch").and_then(records::<3>).ok_or(BootDescriptionError::BadProperty("scratch"))?;
+    for [start, size, kind] in scratch {
+        let range = PhysRange::from_start_size(start, size).ok_or(BootDescriptionError::BadProperty("scratch"))?;
+        let area = match kind {
+            0 => ScratchArea::Low(range),
+            1 => ScratchArea::Global(range),
+            node => ScratchArea::Node((node - 2) as u32, range),
+        };
+        kho.scratch.try_push(area).map_err(|_| BootDescriptionError::BadProperty("scratch"))?;
+    }
+    let modules = property("modules").and_then(records::<2>).ok_or(BootDescriptionError::BadProperty("modules"))?;
+    let mut names = property("module-names").unwrap_or(&[]).split(|&byte| byte == 0);
+    for [start, size] in modules {
+        let range = PhysRange::from_start_size(start, size).ok_or(BootDescriptionError::BadProperty("modules"))?;
+        info.add_module(range, names.next().unwrap_or(&[]));
+    }
+    if let Some(value) = property("kernel-file") {
+        let [start, size] = records::<2>(value)
+            .and_then(|mut records| records.next())
+            .ok_or(BootDescriptionError::BadProperty("kernel-file"))?;
+        info.kernel.file = PhysRange::from_start_size(start, size);
+    }
+    info.firmware.acpi_rsdp = property("acpi-rsdp").and_then(native_u64);
+    info.firmware.efi_system_table = property("efi-system-table").and_then(native_u64);
+    if let Some(value) = property("device-tree") {
+        let [start, size] = records::<2>(value)
+            .and_then(|mut records| records.next())
+            .ok_or(BootDescriptionError::BadProperty("device-tree"))?;
+        info.firmware.device_tree = PhysRange::from_start_size(start, size);
+    }
+    if let Some(value) = property("framebuffer") {
+        if value.len() != 40 {
+            return Err(BootDescriptionError::BadProperty("framebuffer"));
+        }
+        let word = |index: usize| native_u32(&value[8 + 4 * index..12 + 4 * index]).unwrap_or(0);
+        let channel = |index: usize| ((word(index) & 0xff) as u8, ((word(index) >> 8) & 0xff) as u8);
+        info.framebuffer = Some(Framebuffer {
+            phys: native_u64(&value[..8]).unwrap_or(0),
+            width: word(0),
+            height: word(1),
+            pitch_bytes: word(2),
+            bits_per_pixel: word(3) as u16,
+            red: channel(4),
+            green: channel(5),
+            blue: channel(6),
+        });
+    }
+    if let Some(value) = property("serial") {
+        let [kind, address] = records::<2>(value)
+            .and_then(|mut records| records.next())
+            .ok_or(BootDescriptionError::BadProperty("serial"))?;
+        info.serial = match kind {
+            1 => Some(SerialPort::Uart16550 { io_port: address as u16 }),
+            2 => Some(SerialPort::Pl011 { phys: address }),
+            _ => None,
+        };
+    }
+    if let Some(value) = property("interrupt-controller") {
+        let [kind, first, second] = records::<3>(value)
+            .and_then(|mut records| records.next())
+            .ok_or(BootDescriptionError::BadProperty("interrupt-controller"))?;
+        info.interrupt_controller = match kind {
+            2 => Some(InterruptController::GicV2 { distributor: first, cpu_interface: second }),
+            3 => Some(InterruptController::GicV3 { distributor: first, redistributor: second }),
+            _ => None,
+        };
+    }
+    info.timer_interrupt = property("timer-interrupt").and_then(native_u32);
+    if info.memory_map.is_empty() {
+        info.warn(BootWarning::Malformed("boot description has an empty memory map"));
+    }
+    info.kho = Some(kho);
+    Ok(())
+}
+
+/// The preserved folios and their owners recorded in a boot description:
+/// yields (physical address, order, owner name).
+pub fn owners(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u32, &str)> + '_> {
+    let fdt = baton_kho::fdt::parse_fdt(bytes).ok()?;
+    let root = fdt.find_node("/")?;
+    let table = root.property("owners")?.value;
+    let names = root.property("owner-names")?.value;
+    if table.len() % 16 != 0 {
+        return None;
+    }
+    Some(table.chunks_exact(16).filter_map(move |entry| {
+        let phys = native_u64(&entry[..8])?;
+        let order = native_u32(&entry[8..12])?;
+        let index = native_u32(&entry[12..16])? as usize;
+        let name = names.split(|&byte| byte == 0).nth(index)?;
+        Some((phys, order, core::str::from_utf8(name).ok()?))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::info::{BootModule, MemoryRegion};
+
+    fn described() -> BootInfo {
+        let mut info = BootInfo::new(BootPath::Pvh);
+        info.add_memory_region(PhysRange { start: 0, end: 0x9_f000 }, MemoryKind::Usable);
+        info.add_memory_region(PhysRange { start: 0x10_0000, end: 0x4000_0000 }, MemoryKind::Usable);
+        info.add_memory_region(PhysRange { start: 0xfec0_0000, end: 0xfec0_1000 }, MemoryKind::Reserved);
+        info.set_command_line(b"kho_scratch=64M,64M,32M console=serial");
+        info.add_module(PhysRange { start: 0x100_0000, end: 0x180_0000 }, b"baton-0.2.0.elf");
+        info.kernel.file = Some(PhysRange { start: 0x200_0000, end: 0x260_0000 });
+        info.firmware.acpi_rsdp = Some(0xf_5a40);
+        info.firmware.device_tree = Some(PhysRange { start: 0x4800_0000, end: 0x4810_0000 });
+        info.framebuffer = Some(Framebuffer {
+            phys: 0xfd00_0000,
+            width: 1024,
+            height: 768,
+            pitch_bytes: 4096,
+            bits_per_pixel: 32,
+            red: (16, 8),
+            green: (8, 8),
+            blue: (0, 8),
+        });
+        info.serial = Some(SerialPort::Pl011 { phys: 0x900_0000 });
+        info.interrupt_controller =
+            Some(InterruptController::GicV3 { distributor: 0x800_0000, redistributor: 0x80a_0000 });
+        info.timer_interrupt = Some(27);
+        info
+    }
+
+    #[test]
+    fn round_trip_keeps_everything_the_next_kernel_needs() {
+        let info = described();
+        let scratch = [
+            ScratchArea::Low(PhysRange { start: 0x3c00_0000, end: 0x3e00_0000 }),
+            ScratchArea::Node(0, PhysRange { start: 0x3a00_0000, end: 0x3c00_0000 }),
+        ];
+        let owners = [(0x2000_0000, 4, "kvstore"), (0x2100_0000, 0, "counter"), (0x2200_0000, 0, "kvstore")];
+        let extras = HandoverExtras {
+            kernel_version: "0.1.0",
+            generation: 3,
+            freeze_cycles: 123_456_789,
+            scratch: &scratch,
+            owners: &owners,
+        };
+        let bytes = write(&info, &extras).unwrap();
+
+        let mut parsed = BootInfo::new(BootPath::Kho);
+        parse(&bytes, 0x3000_0000, 0x3100_0000, &mut parsed).unwrap();
+        assert_eq!(parsed.path, BootPath::Kho);
+        assert_eq!(parsed.memory_map.as_slice(), info.memory_map.as_slice());
+        assert_eq!(parsed.command_line, info.command_line);
+        assert_eq!(
+            parsed.modules.as_slice(),
+            [BootModule {
+                range: PhysRange { start: 0x100_0000, end: 0x180_0000 },
+                name: ArrayString::from("baton-0.2.0.elf").unwrap()
+            }]
+        );
+        assert_eq!(parsed.kernel.file, info.kernel.file);
+        assert_eq!(parsed.firmware, info.firmware);
+        assert_eq!(parsed.framebuffer, info.framebuffer);
+        assert_eq!(parsed.serial, info.serial);
+        assert_eq!(parsed.interrupt_controller, info.interrupt_controller);
+        assert_eq!(parsed.timer_interrupt, Some(27));
+        let kho = parsed.kho.unwrap();
+        assert_eq!(kho.scratch.as_slice(), scratch);
+        assert_eq!((kho.generation, kho.freeze_cycles, kho.previous_version.as_str()), (3, 123_456_789, "0.1.0"));
+        assert_eq!(kho.root_fdt, 0x3100_0000);
+        assert_eq!(kho.boot_description.start, 0x3000_0000);
+        let table: Vec<(u64, u32, &str)> = owners_of(&bytes);
+        assert_eq!(table, owners);
+    }
+
+    fn owners_of(bytes: &[u8]) -> Vec<(u64, u32, &str)> {
+        owners(bytes).unwrap().collect()
+    }
+
+    #[test]
+    fn bootloader_memory_becomes_usable_for_the_next_kernel() {
+        let mut info = described();
+        info.memory_map.push(MemoryRegion {
+            range: PhysRange { start: 0x5000_0000, end: 0x5010_0000 },
+            kind: MemoryKind::BootloaderReclaimable,
+        });
+        let extras =
+            HandoverExtras { kernel_version: "0.1.0", generation: 1, freeze_cycles: 0, scratch: &[], owners: &[] };
+        let bytes = write(&info, &extras).unwrap();
+        let mut parsed = BootInfo::new(BootPath::Kho);
+        parse(&bytes, 0, 0, &mut parsed).unwrap();
+        let region = parsed.memory_map.iter().find(|region| region.range.start == 0x5000_0000).unwrap();
+        assert_eq!(region.kind, MemoryKind::Usable);
+    }
+
+    #[test]
+    fn other_blobs_are_refused() {
+        let mut parsed = BootInfo::new(BootPath::Kho);
+        assert_eq!(parse(&[0u8; 64], 0, 0, &mut parsed), Err(BootDescriptionError::NotAnFdt));
+        let mut writer = SubFdtWriter::new().unwrap();
+        writer.property_string("compatible", "baton,kvstore-v1").unwrap();
+        let other = writer.finish().unwrap();
+        assert_eq!(parse(&other, 0, 0, &mut parsed), Err(BootDescriptionError::Incompatible));
+        let mut writer = SubFdtWriter::new().unwrap();
+        writer.property_string("compatible", COMPATIBLE).unwrap();
+        writer.property_u32("generation", 1).unwrap();
+        let missing = writer.finish().unwrap();
+        assert!(matches!(parse(&missing, 0, 0, &mut parsed), Err(BootDescriptionError::BadProperty(_))));
+    }
+
+    #[test]
+    fn truncated_or_mutated_descriptions_never_panic() {
+        let extras = HandoverExtras {
+            kernel_version: "0.1.0",
+            generation: 1,
+            freeze_cycles: 0,
+            scratch: &[],
+            owners: &[(0x1000, 0, "a")],
+        };
+        let bytes = write(&described(), &extras).unwrap();
+        for cut in 0..bytes.len() {
+            let mut parsed = BootInfo::new(BootPath::Kho);
+            let _ = parse(&bytes[..cut], 0, 0, &mut parsed);
+        }
+        for index in 0..bytes.len() {
+            let mut mutated = bytes.clone();
+            mutated[index] ^= 0x5a;
+            let mut parsed = BootInfo::new(BootPath::Kho);
+            let _ = parse(&mutated, 0, 0, &mut parsed);
+            let _ = owners(&mutated).map(|iterator| iterator.count());
+        }
+    }
+}
