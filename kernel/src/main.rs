@@ -80,8 +80,12 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if let Some(filter) = test_filter {
         ktest::run(filter);
     }
-    let updates = command_line_value(&info.command_line, "demo.updates").and_then(|value| value.parse::<u64>().ok());
-    match task::spawn("init", updates.unwrap_or(0)) {
+    // init's argument: the number of demo updates, and bit 32 to shut the
+    // machine down when the demo ends (used by `cargo xtask demo` and tests).
+    let updates = command_line_value(&info.command_line, "demo.updates").and_then(|value| value.parse::<u32>().ok());
+    let shutdown = command_line_value(&info.command_line, "demo.shutdown") == Some("1");
+    let argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32);
+    match task::spawn("init", argument) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
     }

@@ -184,3 +184,8 @@ pub fn kho_ready(event: UpdateEvent, status: u64) -> Result<()> {
 pub fn kho_done() -> Result<()> {
     call(Syscall::KhoDone, [0; 6]).map(drop)
 }
+
+/// Stops the machine (init only). Does not return on success.
+pub fn shutdown(code: u64) -> Result<()> {
+    call(Syscall::Shutdown, [code, 0, 0, 0, 0, 0]).map(drop)
+}

@@ -55,7 +55,11 @@ pub fn service_names() -> Result<Vec<String>> {
 /// stripped service ELFs for the kernel to embed.
 pub fn build_services(options: &BuildOptions) -> Result<PathBuf> {
     let names = service_names()?;
-    let target_dir = workspace_root().join("target").join("services");
+    // A second version builds in its own directory so both stay cached.
+    let target_dir = match &options.version {
+        Some(_) => workspace_root().join("target").join("version2").join("services"),
+        None => workspace_root().join("target").join("services"),
+    };
     let mut command = util::cargo();
     command.args(["build", "--target", options.arch.target()]);
     command.arg("--target-dir").arg(&target_dir);
@@ -64,6 +68,10 @@ pub fn build_services(options: &BuildOptions) -> Result<PathBuf> {
     }
     if options.release {
         command.arg("--release");
+    }
+    if options.version.is_some() {
+        // The second version's kvstore stores format 2 and migrates format 1.
+        command.args(["--features", "kvstore/format-v2"]);
     }
     let script = workspace_root().join("userspace/link").join(format!("{}.ld", options.arch));
     command.env("CARGO_ENCODED_RUSTFLAGS", format!("-Crelocation-model=static\x1f-Clink-arg=-T{}", script.display()));
@@ -95,6 +103,11 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
     let services = build_services(options)?;
     let mut command = util::cargo();
     command.env("BATON_SERVICES_DIR", &services);
+    let target_root = match &options.version {
+        Some(_) => workspace_root().join("target").join("version2"),
+        None => workspace_root().join("target"),
+    };
+    command.arg("--config").arg(format!("build.target-dir={:?}", target_root.display().to_string()));
     command.args(["build", "--package", "baton-kernel", "--target", options.arch.target()]);
     if options.release {
         command.arg("--release");
@@ -105,8 +118,7 @@ pub fn build_kernel(options: &BuildOptions) -> Result<KernelBuild> {
     };
     util::run(&mut command).context("building the kernel")?;
 
-    let built =
-        workspace_root().join("target").join(options.arch.target()).join(profile_name(options.release)).join("baton");
+    let built = target_root.join(options.arch.target()).join(profile_name(options.release)).join("baton");
     let directory = util::output_dir().join(options.arch.to_string()).join(profile_name(options.release));
     std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
     let name = match &options.version {

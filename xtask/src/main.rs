@@ -4,6 +4,7 @@
 mod arch;
 mod bench;
 mod build;
+mod demo;
 mod doctor;
 mod fuzz;
 mod limine;
@@ -37,6 +38,9 @@ enum Command {
     Iso(IsoArgs),
     /// Run every test: host unit tests, then QEMU boots on both architectures.
     Test(TestArgs),
+    /// The self-update demo: boot version 1, update to version 2, then
+    /// update again N-1 times, and show that every service's state survived.
+    Demo(DemoArgs),
     /// Check (and install where possible) what building and running needs.
     Doctor(LimineArgs),
     /// Clippy with warnings denied, for the host crates and both kernel targets.
@@ -123,6 +127,27 @@ struct IsoArgs {
 }
 
 #[derive(Args, Clone)]
+struct DemoArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Updates in a row.
+    #[arg(long, default_value_t = 5)]
+    updates: u32,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Show the whole serial console.
+    #[arg(long)]
+    verbose: bool,
+    /// Stop and fail after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+#[derive(Args, Clone)]
 struct BenchArgs {
     /// Only the host benchmarks.
     #[arg(long)]
@@ -166,6 +191,15 @@ fn main() {
         Command::Test(args) => test_command(&args),
         Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
         Command::Lint => lint_command(),
+        Command::Demo(args) => demo::run(&demo::DemoOptions {
+            arch: args.build.arch,
+            updates: args.updates,
+            release: args.build.release,
+            memory_mib: args.memory,
+            append: args.append.clone(),
+            verbose: args.verbose,
+            timeout: args.timeout.map(Duration::from_secs),
+        }),
         Command::Bench(args) => bench_command(&args),
         Command::Fuzz(args) => fuzz::run(args.seconds),
     };

@@ -210,6 +210,67 @@ pub fn run(mut command: Command, timeout: Option<Duration>, capture: bool, echo:
     Ok(Outcome { status, output, timed_out, elapsed: started.elapsed() })
 }
 
+/// Runs QEMU headless like [`run`], handing every complete line of the
+/// serial console to `on_line` as it arrives.
+pub fn run_filtered(command: Command, timeout: Option<Duration>, on_line: &dyn Fn(&str)) -> Result<Outcome> {
+    let started = Instant::now();
+    let mut command = command;
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().with_context(|| {
+        format!("cannot start {} (run `cargo xtask doctor`)", command.get_program().to_string_lossy())
+    })?;
+    let mut guard = ChildGuard(child);
+    let (sender, receiver) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut readers = Vec::new();
+    let streams: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(guard.0.stdout.take().context("QEMU stdout")?),
+        Box::new(guard.0.stderr.take().context("QEMU stderr")?),
+    ];
+    for mut stream in streams {
+        let sender = sender.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(count) = stream.read(&mut buffer) {
+                if count == 0 || sender.send(buffer[..count].to_vec()).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(sender);
+    let mut output = Vec::new();
+    let mut line_start = 0;
+    let mut timed_out = false;
+    let status = loop {
+        while let Ok(bytes) = receiver.try_recv() {
+            output.extend_from_slice(&bytes);
+            while let Some(newline) = output[line_start..].iter().position(|&byte| byte == b'\n') {
+                on_line(&String::from_utf8_lossy(&output[line_start..line_start + newline]));
+                line_start += newline + 1;
+            }
+        }
+        if let Some(status) = guard.0.try_wait()? {
+            break status.code();
+        }
+        if timeout.is_some_and(|timeout| started.elapsed() >= timeout) {
+            timed_out = true;
+            let _ = guard.0.kill();
+            let _ = guard.0.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(guard);
+    for reader in readers {
+        let _ = reader.join();
+    }
+    while let Ok(bytes) = receiver.try_recv() {
+        output.extend_from_slice(&bytes);
+    }
+    let output = String::from_utf8_lossy(&output).into_owned();
+    Ok(Outcome { status, output, timed_out, elapsed: started.elapsed() })
+}
+
 /// Fails with a clear message when a run timed out.
 pub fn check_not_timed_out(outcome: &Outcome, timeout: Option<Duration>) -> Result<()> {
     if outcome.timed_out {

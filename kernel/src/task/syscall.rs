@@ -126,6 +126,17 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
         }
         Request::KhoFetch => Ok(Outcome::Done(crate::kho_in::fetch(tasks, id)?)),
         Request::KhoDone => crate::kho_in::done(tasks, id).map(|()| Outcome::Done(0)),
+        Request::Shutdown(code) => {
+            if !tasks.processes.get(&id).is_some_and(|process| process.is_privileged) {
+                return Err(Error::PermissionDenied);
+            }
+            log::info!(target: "boot", "shutdown requested by init (code {code})");
+            baton_arch::debug_exit::exit(if code == 0 {
+                crate::ktest::EXIT_SUCCESS
+            } else {
+                crate::ktest::EXIT_FAILURE
+            })
+        }
         Request::KhoRestore { physical, order } => {
             Ok(Outcome::Done(crate::kho_in::restore(tasks, id, physical, order)?))
         }

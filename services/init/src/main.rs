@@ -51,7 +51,9 @@ fn publish(progress: Progress) -> baton_user::Result<()> {
     syscall::kho_publish(&fdt)
 }
 
-fn main(updates: u64) -> i32 {
+fn main(argument: u64) -> i32 {
+    let updates = argument & 0xffff_ffff;
+    let shutdown_when_done = argument & (1 << 32) != 0;
     let restored = restore();
     let _ = syscall::kho_done();
     let mut progress =
@@ -78,11 +80,17 @@ fn main(updates: u64) -> i32 {
         );
         if failed != 0 {
             log::warn!("demo: state was lost or corrupted; stopping");
+            if shutdown_when_done {
+                let _ = syscall::shutdown(1);
+            }
             continue;
         }
         if progress.remaining == 0 {
             if updates > 0 || restored.is_some() {
                 log::info!("demo: complete after {} updates", progress.generation);
+                if shutdown_when_done {
+                    let _ = syscall::shutdown(0);
+                }
             }
             continue;
         }
@@ -94,7 +102,12 @@ fn main(updates: u64) -> i32 {
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
         match syscall::update(UpdateImage::BootModule) {
             Ok(()) => log::warn!("demo: the update returned without replacing the kernel"),
-            Err(error) => log::warn!("demo: update failed: {error}; carrying on"),
+            Err(error) => {
+                log::warn!("demo: update failed: {error}; carrying on");
+                if shutdown_when_done {
+                    let _ = syscall::shutdown(1);
+                }
+            }
         }
         progress = Progress { generation: progress.generation, remaining: progress.remaining };
         let _ = publish(progress);

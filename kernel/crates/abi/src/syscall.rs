@@ -76,13 +76,16 @@ pub enum Syscall {
     /// handover; the rest of what its previous instance preserved is
     /// released and its sub-FDT unmapped.
     KhoDone = 24,
+    /// `shutdown(code)`: stop the machine (init only); under QEMU the exit
+    /// status says whether `code` was 0.
+    Shutdown = 25,
 }
 
 impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 24] = [
+        const ALL: [Syscall; 25] = [
             Log,
             Exit,
             Yield,
@@ -107,6 +110,7 @@ impl Syscall {
             Update,
             ServiceId,
             KhoDone,
+            Shutdown,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -293,6 +297,8 @@ pub enum Request {
     ServiceId,
     /// See [`Syscall::KhoDone`].
     KhoDone,
+    /// See [`Syscall::Shutdown`].
+    Shutdown(u64),
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -372,6 +378,7 @@ impl Request {
             },
             Syscall::ServiceId => Request::ServiceId,
             Syscall::KhoDone => Request::KhoDone,
+            Syscall::Shutdown => Request::Shutdown(a0),
         })
     }
 }
@@ -383,12 +390,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=24 {
+        for number in 1..=25 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(25, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(26, [0; 6]), Err(Error::UnknownSyscall));
     }
 
     #[test]

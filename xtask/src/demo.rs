@@ -1,0 +1,238 @@
+//! `cargo xtask demo`: boots version 1 of Baton with version 2 as the update
+//! module, lets init update the kernel N times in a row, and prints what
+//! happened: every update's versions, preserved bytes, sub-FDTs, the keys
+//! verified after it and its measured blackout.
+
+use crate::arch::Arch;
+use crate::build::{BuildOptions, KernelBuild, build_kernel};
+use crate::doctor::{Need, ensure};
+use crate::qemu::{Medium, QemuConfig};
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The version the second build reports.
+pub const SECOND_VERSION: &str = "0.2.0";
+/// Keys the client stores and verifies.
+pub const EXPECTED_KEYS: u64 = 64;
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Architecture.
+    pub arch: Arch,
+    /// Updates in a row.
+    pub updates: u32,
+    /// Optimised builds.
+    pub release: bool,
+    /// Guest RAM.
+    pub memory_mib: u32,
+    /// Extra kernel command line.
+    pub append: String,
+    /// Echo the whole serial console instead of the progress lines.
+    pub verbose: bool,
+    /// Stop after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// One update, as the guest reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateRecord {
+    /// 1 for the first update.
+    pub generation: u32,
+    /// Version before.
+    pub from: String,
+    /// Version after.
+    pub to: String,
+    /// Bytes preserved across it.
+    pub preserved_bytes: u64,
+    /// Sub-FDTs handed over.
+    pub sub_fdts: u32,
+    /// Blackout in microseconds.
+    pub blackout_us: u64,
+    /// Keys the client verified afterwards.
+    pub keys_verified: Option<u64>,
+    /// Failed checks afterwards.
+    pub failed_checks: Option<u64>,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Reads the update reports and verification lines out of a serial log.
+pub fn parse_records(output: &str) -> (Vec<UpdateRecord>, Option<(u64, u64)>) {
+    let mut records: Vec<UpdateRecord> = Vec::new();
+    let mut cold_boot_verification = None;
+    for line in output.lines() {
+        if let Some(position) = line.find("update-report:") {
+            let line = &line[position..];
+            records.push(UpdateRecord {
+                generation: field(line, "generation").and_then(|value| value.parse().ok()).unwrap_or(0),
+                from: field(line, "from").unwrap_or("?").to_string(),
+                to: field(line, "to").unwrap_or("?").to_string(),
+                preserved_bytes: field(line, "preserved_bytes").and_then(|value| value.parse().ok()).unwrap_or(0),
+                sub_fdts: field(line, "sub_fdts").and_then(|value| value.parse().ok()).unwrap_or(0),
+                blackout_us: field(line, "blackout_us").and_then(|value| value.parse().ok()).unwrap_or(0),
+                keys_verified: None,
+                failed_checks: None,
+            });
+        } else if let Some(position) = line.find("demo: generation ") {
+            // "demo: generation G verified K keys (...), ..., F failed checks"
+            let words: Vec<&str> = line[position..].split_whitespace().collect();
+            let generation: u32 = words.get(2).and_then(|word| word.parse().ok()).unwrap_or(u32::MAX);
+            let keys: Option<u64> = words.get(4).and_then(|word| word.parse().ok());
+            let failed: Option<u64> = words.iter().rev().nth(2).and_then(|word| word.parse().ok());
+            if generation == 0 {
+                cold_boot_verification = keys.zip(failed);
+            } else if let Some(record) = records.iter_mut().rev().find(|record| record.generation == generation) {
+                record.keys_verified = keys;
+                record.failed_checks = failed;
+            }
+        }
+    }
+    (records, cold_boot_verification)
+}
+
+/// The summary table.
+pub fn table(records: &[UpdateRecord]) -> String {
+    let mut text = String::from(
+        "| update | from | to | preserved | sub-FDTs | keys verified | blackout |\n|---:|---|---|---:|---:|---:|---:|\n",
+    );
+    for record in records {
+        text.push_str(&format!(
+            "| {} | {} | {} | {} KiB | {} | {} | {:.3} ms |\n",
+            record.generation,
+            record.from,
+            record.to,
+            record.preserved_bytes / 1024,
+            record.sub_fdts,
+            record.keys_verified.map_or("-".to_string(), |keys| format!("{keys}/{EXPECTED_KEYS}")),
+            record.blackout_us as f64 / 1000.0
+        ));
+    }
+    text
+}
+
+/// Checks the records: every update happened and lost nothing.
+pub fn verdict(records: &[UpdateRecord], cold: Option<(u64, u64)>, updates: u32) -> Result<(), String> {
+    if cold != Some((EXPECTED_KEYS, 0)) {
+        return Err(format!("the first boot did not verify {EXPECTED_KEYS} keys: {cold:?}"));
+    }
+    if records.len() != updates as usize {
+        return Err(format!("{} of {updates} updates completed", records.len()));
+    }
+    for record in records {
+        if record.keys_verified != Some(EXPECTED_KEYS) || record.failed_checks != Some(0) {
+            return Err(format!(
+                "after update {}: {:?} keys verified, {:?} failed checks",
+                record.generation, record.keys_verified, record.failed_checks
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds both versions for the demo.
+pub fn build_versions(arch: Arch, release: bool) -> Result<(KernelBuild, KernelBuild)> {
+    let first = build_kernel(&BuildOptions { arch, release, version: None })?;
+    let second = build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()) })?;
+    Ok((first, second))
+}
+
+fn is_progress_line(line: &str) -> bool {
+    ["booting via", "demo:", "update-report", "client:", "kvstore: migrated", "WARN", "ERROR", "kernel fault", "panic"]
+        .iter()
+        .any(|marker| line.contains(marker))
+}
+
+/// Runs the demo and prints the table; fails if anything was lost.
+pub fn run(options: &DemoOptions) -> Result<()> {
+    ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
+    let (first, second) = build_versions(options.arch, options.release)?;
+    let command_line =
+        format!("demo.updates={} demo.shutdown=1 {}", options.updates, options.append).trim().to_string();
+    let config = QemuConfig {
+        arch: options.arch,
+        medium: Medium::Direct {
+            kernel: first.direct_boot_file().clone(),
+            module: Some(second.elf.clone()),
+            command_line,
+        },
+        memory_mib: options.memory_mib,
+        headless: true,
+        kvm: false,
+        extra_args: vec![],
+    };
+    let scratch = util::output_dir().join("demo");
+    let timeout = options.timeout.unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates)));
+    println!(
+        "demo: Baton {} on {}, updating to {SECOND_VERSION} then {} more time(s)",
+        env!("CARGO_PKG_VERSION"),
+        options.arch,
+        options.updates.saturating_sub(1)
+    );
+    let outcome = crate::qemu::run_filtered(config.command(&scratch)?, Some(timeout), &|line| {
+        if options.verbose || is_progress_line(line) {
+            println!("  {}", line.trim_end());
+        }
+    })
+    .context("running the demo")?;
+    let (records, cold) = parse_records(&outcome.output);
+    println!("\n{}", table(&records));
+    let log = scratch.join(format!("{}-serial.log", options.arch));
+    std::fs::create_dir_all(&scratch)?;
+    std::fs::write(&log, &outcome.output)?;
+    if outcome.timed_out {
+        bail!("the demo did not finish within {} s (serial log: {})", timeout.as_secs(), log.display());
+    }
+    if let Err(problem) = verdict(&records, cold, options.updates) {
+        bail!("{problem} (serial log: {})", log.display());
+    }
+    if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
+        bail!("QEMU exited with {:?} (serial log: {})", outcome.status, log.display());
+    }
+    println!("demo: {} updates, every key and the counter intact after each", records.len());
+    Ok(())
+}
+
+/// Where the second build's ELF is (for tests that boot with it as module).
+pub fn second_elf(arch: Arch, release: bool) -> Result<PathBuf> {
+    Ok(build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()) })?.elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+[INFO  svc] [init] demo: generation 0 verified 64 keys (checksum 0x1), counter 2, uptime 5 ms, 0 failed checks
+[INFO  kho] update-report: generation=1 from=0.1.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=1234
+[INFO  svc] [init] demo: generation 1 verified 64 keys (checksum 0x1), counter 4, uptime 7 ms, 0 failed checks
+[INFO  kho] update-report: generation=2 from=0.2.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=900
+[INFO  svc] [init] demo: generation 2 verified 63 keys (checksum 0x2), counter 6, uptime 9 ms, 1 failed checks
+";
+
+    #[test]
+    fn reports_and_verifications_are_paired() {
+        let (records, cold) = parse_records(LOG);
+        assert_eq!(cold, Some((64, 0)));
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].from, "0.1.0");
+        assert_eq!(records[0].to, "0.2.0");
+        assert_eq!(records[0].blackout_us, 1234);
+        assert_eq!(records[0].keys_verified, Some(64));
+        assert_eq!(records[1].failed_checks, Some(1));
+        assert!(table(&records).contains("| 1 | 0.1.0 | 0.2.0 | 14508 KiB | 4 | 64/64 | 1.234 ms |"));
+    }
+
+    #[test]
+    fn a_lost_key_or_a_missing_update_fails_the_demo() {
+        let (records, cold) = parse_records(LOG);
+        assert!(verdict(&records, cold, 2).unwrap_err().contains("after update 2"));
+        assert!(verdict(&records[..1], cold, 1).is_ok());
+        assert!(verdict(&records[..1], cold, 2).unwrap_err().contains("1 of 2"));
+        assert!(verdict(&records[..1], Some((10, 0)), 1).is_err());
+    }
+}
