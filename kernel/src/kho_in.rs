@@ -388,3 +388,37 @@ pub fn release_unclaimed() {
 pub fn users() -> Vec<String> {
     KHO_IN.lock().as_ref().map(|state| state.users.keys().cloned().collect()).unwrap_or_default()
 }
+
+/// A kernel-internal KHO user's sub-FDT, copied (tests).
+pub fn kernel_fetch(name: &str) -> Option<Vec<u8>> {
+    let guard = KHO_IN.lock();
+    let state = guard.as_ref()?;
+    let &(phys, _) = state.users.get(name)?;
+    baton_kho::fdt::read_fdt(&state.memory, phys, MAX_FDT_BYTES).ok()
+}
+
+/// Claims a folio for a kernel-internal KHO user (tests): the same ownership
+/// rule as `kho_restore`.
+pub fn kernel_restore(name: &str, physical: u64, order: u32) -> Result<(), Error> {
+    let mut guard = KHO_IN.lock();
+    let state = guard.as_mut().ok_or(Error::NoHandover)?;
+    match state.owners.get(&physical) {
+        Some((owner, owned_order)) if owner == name && *owned_order == order => {}
+        Some(_) => return Err(Error::PermissionDenied),
+        None => return Err(Error::NotFound),
+    }
+    state.preservations.take(&mut state.memory, physical, order).map_err(|_| Error::NotFound)?;
+    state.owners.remove(&physical);
+    drop(guard);
+    mm::note_preserved_restored(order);
+    Ok(())
+}
+
+/// Says a kernel-internal KHO user is done (tests).
+pub fn kernel_done(name: &str) {
+    let mut guard = KHO_IN.lock();
+    if let Some(state) = guard.as_mut() {
+        release_owner(state, name);
+        state.waiting_owners.remove(name);
+    }
+}

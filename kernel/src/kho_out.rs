@@ -509,3 +509,30 @@ pub fn withdraw_boot_description() {
     }
     crate::mm::free_pages(publication.phys, publication.order);
 }
+
+/// Preserves a folio on behalf of a kernel-internal KHO user (tests).
+pub fn preserve_kernel_folio(owner: &str, phys: u64, order: u32) -> Result<(), Error> {
+    with(|out| {
+        out.handover.preserve_folio(&mut out.memory, phys, order).map_err(to_abi)?;
+        out.owners.insert(phys, (String::from(owner), order));
+        Ok(())
+    })
+}
+
+/// Publishes a sub-FDT on behalf of a kernel-internal KHO user (tests).
+pub fn publish_kernel_user(name: &str, blob: &[u8]) -> Result<(), Error> {
+    let order = (blob.len() as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
+    let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
+    // SAFETY: the block was just allocated and holds at least `blob.len()`.
+    unsafe {
+        core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, (PAGE_SIZE << order) as usize);
+        core::ptr::copy_nonoverlapping(blob.as_ptr(), direct_map::to_virtual(phys) as *mut u8, blob.len());
+    }
+    with(|out| {
+        out.handover.preserve_folio(&mut out.memory, phys, order).map_err(to_abi)?;
+        out.handover.add_sub_fdt(name, phys, blob.len() as u64).map_err(to_abi)?;
+        out.owners.insert(phys, (String::from(name), order));
+        out.publications.insert(String::from(name), Publication { phys, size_bytes: blob.len() as u64, order });
+        Ok(())
+    })
+}

@@ -25,8 +25,9 @@ pub struct KernelTest {
     pub name: &'static str,
     /// The test itself.
     pub run: fn() -> TestResult,
-    /// Scenarios that crash on purpose (run only when named exactly).
-    pub is_crash_scenario: bool,
+    /// Scenarios that crash on purpose or need a particular boot (an update
+    /// module): run only when named exactly.
+    pub is_scenario: bool,
 }
 
 /// Registers a kernel test: `kernel_test! { fn name() -> TestResult { ... } }`.
@@ -35,7 +36,7 @@ macro_rules! kernel_test {
     ($(#[$meta:meta])* fn $name:ident() -> TestResult $body:block) => {
         $crate::kernel_test!(@register $name, false, $(#[$meta])* fn $name() -> $crate::ktest::TestResult $body);
     };
-    ($(#[$meta:meta])* crash_scenario fn $name:ident() -> TestResult $body:block) => {
+    ($(#[$meta:meta])* scenario fn $name:ident() -> TestResult $body:block) => {
         $crate::kernel_test!(@register $name, true, $(#[$meta])* fn $name() -> $crate::ktest::TestResult $body);
     };
     (@register $name:ident, $crash:expr, $function:item) => {
@@ -46,7 +47,7 @@ macro_rules! kernel_test {
             static ENTRY: $crate::ktest::KernelTest = $crate::ktest::KernelTest {
                 name: concat!(module_path!(), "::", stringify!($name)),
                 run: $name,
-                is_crash_scenario: $crash,
+                is_scenario: $crash,
             };
         };
     };
@@ -113,11 +114,11 @@ pub fn display_name(test: &KernelTest) -> &'static str {
 }
 
 /// Whether `test` is selected by `filter`: `all` selects every test except
-/// crash scenarios; otherwise a test is selected when its name contains the
-/// filter, and a crash scenario only when the filter is its full name.
+/// scenarios; otherwise a test is selected when its name contains the
+/// filter, and a scenario only when the filter is its full name.
 pub fn is_selected(test: &KernelTest, filter: &str) -> bool {
     let name = display_name(test);
-    if test.is_crash_scenario {
+    if test.is_scenario {
         return name == filter;
     }
     filter == "all" || filter.split(',').any(|part| !part.is_empty() && name.contains(part))

@@ -10,9 +10,11 @@
 extern crate alloc;
 
 mod console;
+mod fault_injection;
 mod kexec;
 mod kho_in;
 mod kho_out;
+mod kho_tests;
 mod ktest;
 mod mm;
 mod task;
@@ -96,6 +98,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         if kho_in::release_due() {
             kho_in::release_unclaimed();
         }
+        mm::refill_heap_reserve();
         update::run_pending();
     }
 }

@@ -34,7 +34,7 @@ kernel_test! {
 kernel_test! {
     /// A kernel page fault prints a register dump and the faulting address,
     /// then fails the run (the xtask checks all three).
-    crash_scenario fn kernel_page_fault() -> TestResult {
+    scenario fn kernel_page_fault() -> TestResult {
         // In the kernel half, in a top-level slot Baton never maps.
         let address = 0xffff_fe00_dead_0000_u64 as *const u64;
         // SAFETY: not safe at all: this reads unmapped memory on purpose to

@@ -215,12 +215,22 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
     let is_rehearsal = image == UpdateImage::Rehearsal;
     // The image is validated before anything freezes: a bad one costs
     // nothing but the error.
-    let staged = if is_rehearsal { None } else { Some(crate::kexec::stage(image)?) };
+    let staged = match image {
+        UpdateImage::Rehearsal => None,
+        _ => match crate::kexec::stage(image) {
+            Ok(staged) => Some(staged),
+            Err(error) => {
+                log::warn!(target: "update", "update refused before freezing: {error}");
+                return Err(error);
+            }
+        },
+    };
     let result = prepare()
         .and_then(|()| crate::kho_out::publish_boot_description(baton_arch::cpu::cycle_counter()))
         .and_then(|boot_description| freeze(is_rehearsal).map(|summary| (summary, boot_description)))
         .and_then(|(summary, boot_description)| {
             crate::kho_out::log_finalized(&summary);
+            crate::fault_injection::apply(&summary)?;
             match &staged {
                 None => Ok(()),
                 Some(staged) => crate::kexec::jump(staged, summary.root_fdt_phys, boot_description),

@@ -9,7 +9,6 @@ use crate::doctor::{Need, ensure};
 use crate::qemu::{Medium, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The version the second build reports.
@@ -195,11 +194,6 @@ pub fn run(options: &DemoOptions) -> Result<()> {
     }
     println!("demo: {} updates, every key and the counter intact after each", records.len());
     Ok(())
-}
-
-/// Where the second build's ELF is (for tests that boot with it as module).
-pub fn second_elf(arch: Arch, release: bool) -> Result<PathBuf> {
-    Ok(build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()) })?.elf)
 }
 
 #[cfg(test)]

@@ -82,8 +82,29 @@ pub enum Boot {
 pub enum Expect {
     /// The in-kernel tests pass (status 33, `N passed, 0 failed`).
     KernelTestsPass,
-    /// A deliberate fault is reported: status 35 and every listed text.
-    FaultReported(Vec<String>),
+    /// QEMU exits with `status`, the output contains every text of
+    /// `present` and none of `absent`.
+    Status {
+        /// The exit status.
+        status: i32,
+        /// Texts that must appear.
+        present: Vec<String>,
+        /// Texts that must not appear.
+        absent: Vec<String>,
+    },
+    /// The update demo completes this many updates with nothing lost.
+    Demo(u32),
+}
+
+/// The boot module a case gives the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Module {
+    /// The kernel's own ELF (self-kexec into the same version).
+    SameImage,
+    /// The second version's ELF.
+    SecondVersion,
+    /// Bytes that are not a kernel image.
+    Garbage,
 }
 
 /// One QEMU run.
@@ -99,6 +120,8 @@ pub struct QemuCase {
     pub command_line: String,
     /// Guest RAM.
     pub memory_mib: u32,
+    /// The boot module, if any.
+    pub module: Option<Module>,
     /// Texts the serial output must contain.
     pub must_contain: Vec<String>,
     /// The verdict to expect.
@@ -132,6 +155,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             boot: Boot::Direct,
             command_line: "ktest=all".into(),
             memory_mib: 256,
+            module: None,
             must_contain: vec![banner(direct_path)],
             expect: Expect::KernelTestsPass,
             timeout: Duration::from_secs(120),
@@ -142,8 +166,13 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             boot: Boot::Direct,
             command_line: "ktest=tests::kernel_page_fault".into(),
             memory_mib: 256,
+            module: None,
             must_contain: vec![],
-            expect: Expect::FaultReported(vec!["register dump".into(), fault_address]),
+            expect: Expect::Status {
+                status: Arch::TEST_FAILURE_STATUS,
+                present: vec!["register dump".into(), fault_address],
+                absent: vec![],
+            },
             timeout: Duration::from_secs(60),
         },
     ];
@@ -155,6 +184,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         boot: Boot::Direct,
         command_line: format!("ktest=mm:: {extra}").trim().to_string(),
         memory_mib,
+        module: None,
         must_contain,
         expect: Expect::KernelTestsPass,
         timeout: Duration::from_secs(120),
@@ -176,6 +206,87 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         "kho_scratch=64M,1G,1G",
         vec!["scratch reduced".into()],
     ));
+    // Self-update through KHO.
+    let update_case =
+        |name: &str, module: Module, command_line: &str, expect: Expect, must_contain: Vec<String>| QemuCase {
+            name: format!("{arch} update: {name}"),
+            arch,
+            boot: Boot::Direct,
+            command_line: command_line.to_string(),
+            memory_mib: 512,
+            module: Some(module),
+            must_contain,
+            expect,
+            timeout: Duration::from_secs(600),
+        };
+    let texts = |items: &[&str]| items.iter().map(|item| item.to_string()).collect::<Vec<String>>();
+    cases.push(update_case(
+        "self-kexec into the same image",
+        Module::SameImage,
+        "demo.updates=1 demo.shutdown=1",
+        Expect::Demo(1),
+        texts(&["from=0.1.0 to=0.1.0"]),
+    ));
+    cases.push(update_case(
+        "20 updates in a row into version 2",
+        Module::SecondVersion,
+        "demo.updates=20 demo.shutdown=1",
+        Expect::Demo(20),
+        texts(&["from=0.1.0 to=0.2.0", "kvstore: migrated 64 entries from format 1 to format 2"]),
+    ));
+    cases.push(update_case(
+        "a preserved folio survives heavy allocation",
+        Module::SameImage,
+        "ktest=kho_tests::preserved_folio_survives_heavy_allocation",
+        Expect::KernelTestsPass,
+        texts(&["booting via kho"]),
+    ));
+    cases.push(update_case(
+        "a bad update image is refused",
+        Module::Garbage,
+        "ktest=kho_tests::bad_update_image_is_refused",
+        Expect::KernelTestsPass,
+        vec![],
+    ));
+    cases.push(update_case(
+        "a refused image loses nothing",
+        Module::Garbage,
+        "demo.updates=1 demo.shutdown=1",
+        Expect::Status {
+            status: Arch::TEST_FAILURE_STATUS,
+            present: texts(&["next kernel image refused", "demo: state intact after the failed update"]),
+            absent: texts(&["booting via kho"]),
+        },
+        vec![],
+    ));
+    cases.push(update_case(
+        "abort after freezing leaves everything running",
+        Module::SecondVersion,
+        "demo.updates=1 demo.shutdown=1 kho.inject=fail-jump",
+        Expect::Status {
+            status: Arch::TEST_FAILURE_STATUS,
+            present: texts(&["update aborted", "demo: state intact after the failed update"]),
+            absent: texts(&["booting via kho"]),
+        },
+        vec![],
+    ));
+    for fault in ["root", "chunks", "bitmap"] {
+        cases.push(update_case(
+            &format!("a corrupted handover ({fault}) is bypassed"),
+            Module::SecondVersion,
+            &format!("demo.updates=1 demo.shutdown=1 kho.inject={fault}"),
+            Expect::Status {
+                status: Arch::TEST_SUCCESS_STATUS,
+                present: texts(&[
+                    "handover bypassed",
+                    "kvstore: ready (format 2, 0 entries)",
+                    "demo: complete after 1 updates",
+                ]),
+                absent: texts(&["kernel fault", "panic"]),
+            },
+            vec![],
+        ));
+    }
     if with_limine {
         let firmwares: &[Firmware] = match arch {
             Arch::X86_64 => &[Firmware::Bios, Firmware::Uefi],
@@ -188,6 +299,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
                 boot: Boot::Limine(firmware),
                 command_line: "ktest=all".into(),
                 memory_mib: 256,
+                module: None,
                 must_contain: vec![banner("limine")],
                 expect: Expect::KernelTestsPass,
                 timeout: Duration::from_secs(180),
@@ -197,15 +309,53 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
     cases
 }
 
+/// The kernels a test run boots: the first version, and the second built
+/// on first use.
+pub struct Kernels {
+    /// The first version.
+    pub first: KernelBuild,
+    second: std::cell::OnceCell<KernelBuild>,
+    arch: Arch,
+    release: bool,
+}
+
+impl Kernels {
+    /// The second version, built the first time it is needed.
+    pub fn second(&self) -> Result<&KernelBuild> {
+        if self.second.get().is_none() {
+            let second = build_kernel(&BuildOptions {
+                arch: self.arch,
+                release: self.release,
+                version: Some(crate::demo::SECOND_VERSION.to_string()),
+            })?;
+            let _ = self.second.set(second);
+        }
+        self.second.get().context("second version")
+    }
+}
+
 /// Runs one case and returns its tally (kernel tests, plus one for each
 /// expectation checked by the xtask itself).
-pub fn run_case(case: &QemuCase, kernel: &KernelBuild, limine: Option<&Path>, verbose: bool) -> Result<Tally> {
+pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbose: bool) -> Result<Tally> {
+    let kernel = &kernels.first;
     let scratch = util::output_dir().join("test").join(case.arch.to_string());
     std::fs::create_dir_all(&scratch)?;
+    let module = match case.module {
+        None => None,
+        Some(Module::SameImage) => Some(kernel.elf.clone()),
+        Some(Module::SecondVersion) => Some(kernels.second()?.elf.clone()),
+        Some(Module::Garbage) => {
+            let path = scratch.join("garbage.bin");
+            let bytes: Vec<u8> =
+                (0..64 * 1024u32).map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            std::fs::write(&path, bytes)?;
+            Some(path)
+        }
+    };
     let medium = match case.boot {
         Boot::Direct => Medium::Direct {
             kernel: kernel.direct_boot_file().clone(),
-            module: None,
+            module,
             command_line: case.command_line.clone(),
         },
         Boot::Limine(firmware) => {
@@ -251,14 +401,28 @@ pub fn run_case(case: &QemuCase, kernel: &KernelBuild, limine: Option<&Path>, ve
                 problems.push("no kernel test ran".into());
             }
         }
-        Expect::FaultReported(texts) => {
-            for text in texts {
+        Expect::Status { status, present, absent } => {
+            for text in present {
                 if !outcome.output.contains(text.as_str()) {
-                    problems.push(format!("fault report lacks '{text}'"));
+                    problems.push(format!("output lacks '{text}'"));
                 }
             }
-            if outcome.status != Some(Arch::TEST_FAILURE_STATUS) {
-                problems.push(format!("QEMU exit status {:?}, expected {}", outcome.status, Arch::TEST_FAILURE_STATUS));
+            for text in absent {
+                if outcome.output.contains(text.as_str()) {
+                    problems.push(format!("output unexpectedly contains '{text}'"));
+                }
+            }
+            if outcome.status != Some(*status) {
+                problems.push(format!("QEMU exit status {:?}, expected {status}", outcome.status));
+            }
+        }
+        Expect::Demo(updates) => {
+            let (records, cold) = crate::demo::parse_records(&outcome.output);
+            if let Err(problem) = crate::demo::verdict(&records, cold, *updates) {
+                problems.push(problem);
+            }
+            if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
+                problems.push(format!("QEMU exit status {:?}, expected {}", outcome.status, Arch::TEST_SUCCESS_STATUS));
             }
         }
     }
@@ -304,9 +468,14 @@ pub fn qemu_tests(arches: &[Arch], release: bool, limine_dir: Option<&Path>, ver
     let mut tally = Tally::default();
     for &arch in arches {
         println!("== QEMU tests on {arch}");
-        let kernel = build_kernel(&BuildOptions { arch, release, version: None })?;
+        let kernels = Kernels {
+            first: build_kernel(&BuildOptions { arch, release, version: None })?,
+            second: std::cell::OnceCell::new(),
+            arch,
+            release,
+        };
         for case in cases(arch, limine.is_some()) {
-            tally.add(run_case(&case, &kernel, limine.as_deref(), verbose)?);
+            tally.add(run_case(&case, &kernels, limine.as_deref(), verbose)?);
         }
     }
     Ok(tally)

@@ -128,8 +128,6 @@ pub struct Accounting {
 
 /// The memory state after boot.
 struct Memory {
-    /// Scratch after boot: the pool for memory that is never preserved.
-    scratch_pool: EarlyAllocator,
     /// The placed or inherited scratch regions.
     scratch: ScratchPlan,
     /// The kernel's page tables.
@@ -150,6 +148,20 @@ struct Memory {
 }
 
 static MEMORY: Mutex<Option<Memory>> = Mutex::new(None);
+
+/// Scratch after boot: the pool for memory that is never preserved (page
+/// tables, and the heap when nothing else is at hand). Its own lock, so the
+/// heap can grow from it while `MEMORY` is held.
+static SCRATCH_POOL: Mutex<Option<EarlyAllocator>> = Mutex::new(None);
+
+/// Blocks taken from the page allocator ahead of time for the heap to grow
+/// into: the heap cannot call the page allocator while it allocates,
+/// because the page allocator's own bookkeeping allocates from the heap.
+static HEAP_RESERVE: Mutex<arrayvec::ArrayVec<(u64, u64), 8>> = Mutex::new(arrayvec::ArrayVec::new_const());
+/// The largest growth the heap asked for, so refills keep up with it.
+static HEAP_LARGEST_GROWTH: AtomicU64 = AtomicU64::new(2 << 20);
+/// Bytes the reserve keeps ready.
+const HEAP_RESERVE_BYTES: u64 = 4 << 20;
 
 /// buddy_system_allocator's frame allocator with the counts it does not
 /// keep publicly.
@@ -405,8 +417,8 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
             usable.add(range(&region.range))?;
         }
     }
+    *SCRATCH_POOL.lock() = Some(early);
     *MEMORY.lock() = Some(Memory {
-        scratch_pool: early,
         scratch,
         kernel_table,
         frames: None,
@@ -465,6 +477,8 @@ pub fn init_page_allocator(
     }
     PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
     memory.frames = Some(frames);
+    drop(guard);
+    refill_heap_reserve();
     Ok(())
 }
 
@@ -541,30 +555,49 @@ pub fn free_kernel_page(phys: u64) {
 /// A zeroed page from the scratch pool, falling back to the page allocator
 /// (for page tables and other memory that is never preserved).
 pub fn allocate_kernel_page() -> Option<u64> {
-    let mut guard = MEMORY.lock();
-    let memory = guard.as_mut()?;
-    let page = match memory.scratch_pool.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable) {
-        Ok(page) => page,
-        Err(_) => memory.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
+    let from_pool = SCRATCH_POOL.lock().as_mut()?.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable).ok();
+    let page = match from_pool {
+        Some(page) => page,
+        None => MEMORY.lock().as_mut()?.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
     };
-    drop(guard);
     // SAFETY: the page was just allocated and nothing else uses it.
     unsafe { direct_map::zero_page(page) };
     Some(page)
 }
 
-/// Memory for the heap to grow by: the page allocator if it exists and is
-/// not busy (it may be the one allocating), otherwise the scratch pool.
+/// Memory for the heap to grow by, taken without calling the page
+/// allocator: a block of the reserve, or the scratch pool.
 fn allocate_for_heap(size_bytes: u64) -> Option<u64> {
-    let mut guard = MEMORY.try_lock()?;
-    let memory = guard.as_mut()?;
-    let pages = size_bytes / PAGE_SIZE;
-    if let Some(frames) = memory.frames.as_mut()
-        && let Some(frame) = frames.allocate(pages)
+    HEAP_LARGEST_GROWTH.fetch_max(size_bytes, Ordering::Relaxed);
+    if let Some(mut reserve) = HEAP_RESERVE.try_lock()
+        && let Some(index) = reserve.iter().position(|&(_, size)| size >= size_bytes)
     {
-        return Some(frame << FRAME_SHIFT);
+        let (phys, size) = reserve.swap_remove(index);
+        if size > size_bytes {
+            // Keep the rest for later growth.
+            let _ = reserve.try_push((phys + size_bytes, size - size_bytes));
+        }
+        return Some(phys);
     }
-    memory.scratch_pool.allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap).ok()
+    SCRATCH_POOL.try_lock()?.as_mut()?.allocate(size_bytes, PAGE_SIZE, Purpose::BootstrapHeap).ok()
+}
+
+/// Tops the heap reserve up from the page allocator. Called where no heap
+/// allocation is in progress (timer ticks, the main loop).
+pub fn refill_heap_reserve() {
+    let block = HEAP_LARGEST_GROWTH.load(Ordering::Relaxed).next_power_of_two().max(2 << 20);
+    loop {
+        let held: u64 = HEAP_RESERVE.lock().iter().map(|&(_, size)| size).sum();
+        if held >= HEAP_RESERVE_BYTES.max(block) || HEAP_RESERVE.lock().is_full() {
+            return;
+        }
+        let order = (block / PAGE_SIZE).trailing_zeros();
+        let Some(phys) = allocate_pages(order) else { return };
+        if HEAP_RESERVE.lock().try_push((phys, block)).is_err() {
+            free_pages(phys, order);
+            return;
+        }
+    }
 }
 
 /// The scratch regions in use.
@@ -586,8 +619,8 @@ pub fn kernel_table() -> PageTable {
 /// The early allocations made so far, for tests: (range, purpose). The
 /// memory lock is held while `visit` runs: it must not call back into `mm`.
 pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {
-    if let Some(memory) = MEMORY.lock().as_ref() {
-        for &(range, purpose) in memory.scratch_pool.recorded() {
+    if let Some(pool) = SCRATCH_POOL.lock().as_ref() {
+        for &(range, purpose) in pool.recorded() {
             visit(range, purpose);
         }
     }
@@ -595,6 +628,8 @@ pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {
 
 /// The memory figures.
 pub fn accounting() -> Accounting {
+    let (early_allocations, early_allocations_outside_scratch) =
+        SCRATCH_POOL.lock().as_ref().map_or((0, 0), |pool| (pool.count(), pool.allocations_outside_scratch() as u64));
     let guard = MEMORY.lock();
     let Some(memory) = guard.as_ref() else {
         return Accounting::default();
@@ -607,8 +642,8 @@ pub fn accounting() -> Accounting {
         preserved_released_bytes: PRESERVED_RELEASED_BYTES.load(Ordering::Relaxed),
         preserved_waiting_bytes: PRESERVED_WAITING_BYTES.load(Ordering::Relaxed),
         free_bytes: memory.frames.as_ref().map_or(0, |frames| frames.free_frames * PAGE_SIZE),
-        early_allocations: memory.scratch_pool.count(),
-        early_allocations_outside_scratch: memory.scratch_pool.allocations_outside_scratch() as u64,
+        early_allocations,
+        early_allocations_outside_scratch,
     }
 }
 

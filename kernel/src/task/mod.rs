@@ -408,7 +408,10 @@ pub fn tick(frame: *mut TrapFrame) -> *mut TrapFrame {
     for id in due {
         tasks.wake(id);
     }
-    reschedule(&mut tasks, frame)
+    let next = reschedule(&mut tasks, frame);
+    drop(tasks);
+    crate::mm::refill_heap_reserve();
+    next
 }
 
 /// Ends the running service because of a fault and returns the next frame.

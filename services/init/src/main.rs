@@ -65,6 +65,7 @@ fn main(argument: u64) -> i32 {
         }
     }
     let mode = if restored.is_some() { CLIENT_VERIFY } else { CLIENT_FILL };
+    let mut update_failed = false;
     if let Err(error) = syscall::spawn("client", mode) {
         log::warn!("init: cannot start client: {error}");
     }
@@ -78,6 +79,19 @@ fn main(argument: u64) -> i32 {
             "demo: generation {} verified {keys} keys (checksum {checksum:#018x}), counter {count}, uptime {uptime_ms} ms, {failed} failed checks",
             progress.generation
         );
+        if update_failed {
+            // The update was refused or aborted: the state was checked again,
+            // and the demo stops here with a failure status.
+            if failed == 0 {
+                log::info!("demo: state intact after the failed update");
+            } else {
+                log::warn!("demo: state lost after the failed update");
+            }
+            if shutdown_when_done {
+                let _ = syscall::shutdown(1);
+            }
+            continue;
+        }
         if failed != 0 {
             log::warn!("demo: state was lost or corrupted; stopping");
             if shutdown_when_done {
@@ -102,14 +116,12 @@ fn main(argument: u64) -> i32 {
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
         match syscall::update(UpdateImage::BootModule) {
             Ok(()) => log::warn!("demo: the update returned without replacing the kernel"),
-            Err(error) => {
-                log::warn!("demo: update failed: {error}; carrying on");
-                if shutdown_when_done {
-                    let _ = syscall::shutdown(1);
-                }
-            }
+            Err(error) => log::warn!("demo: update failed: {error}; checking the state again"),
         }
-        progress = Progress { generation: progress.generation, remaining: progress.remaining };
+        update_failed = true;
         let _ = publish(progress);
+        if let Err(error) = syscall::spawn("client", CLIENT_VERIFY) {
+            log::warn!("init: cannot start client: {error}");
+        }
     }
 }
