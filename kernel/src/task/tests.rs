@@ -89,3 +89,17 @@ kernel_test! {
         Ok(())
     }
 }
+
+kernel_test! {
+    /// The example service of docs/services.md answers and counts.
+    fn documented_example_service_works() -> TestResult {
+        let Some(greeter) = ensure_running("greeter") else { return Err(crate::ktest::Failed) };
+        check!(ensure_running("kvstore").is_some());
+        check!(ensure_running("counter").is_some());
+        // The client greets the greeter twice and checks the count moves on.
+        let asker = run_to_exit("client", 0);
+        check_eq!(asker, Some(0));
+        check!(task::lookup("greeter") == Some(greeter), "greeter stopped");
+        Ok(())
+    }
+}

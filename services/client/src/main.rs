@@ -106,6 +106,12 @@ fn main(mode: u64) -> i32 {
     };
     checks.check(second_read.words[0] == first_read.words[0] + 1, "counter increments");
     checks.check(second_read.words[1] >= first_read.words[1], "uptime never goes back");
+    // The example service of docs/services.md, when it runs, counts greetings.
+    if let Ok(greeter) = syscall::lookup("greeter") {
+        let greet = || syscall::call_service(greeter, &Message::new(0, [0; 6])).ok().map(|reply| reply.words[0]);
+        let (first, second) = (greet(), greet());
+        checks.check(first.is_some() && second == first.map(|count| (count + 1) % 256), "greeter counts greetings");
+    }
     if let Ok(init) = syscall::lookup("init") {
         let report =
             [u64::from(checks.failed), count, checksum, second_read.words[0], second_read.words[1] / 1_000_000, 0];
