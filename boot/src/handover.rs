@@ -222,7 +222,7 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
 }
 
 fn records<const WORDS: usize>(value: &[u8]) -> Option<impl Iterator<Item = [u64; WORDS]> + '_> {
-    (value.len() % (8 * WORDS) == 0).then(|| {
+    value.len().is_multiple_of(8 * WORDS).then(|| {
         value.chunks_exact(8 * WORDS).map(|chunk| {
             let mut words = [0u64; WORDS];
             for (word, bytes) in words.iter_mut().zip(chunk.chunks_exact(8)) {

@@ -96,7 +96,7 @@ fn page_rounded(start: u64, end: u64) -> baton_mm::Range {
 
 fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass> {
     let kho = info.kho.as_ref().ok_or(Bypass::Memory)?;
-    let memory = KernelMemory::default();
+    let memory = KernelMemory::new();
     let root_bytes = baton_kho::fdt::read_fdt(&memory, root_phys, MAX_FDT_BYTES).map_err(Bypass::RootFdt)?;
     let root = baton_kho::parse_kho_fdt(&root_bytes).map_err(Bypass::Root)?;
     let ram: Vec<PhysRange> = mm::ram_ranges().into_iter().map(to_kho).collect();
@@ -382,11 +382,6 @@ pub fn release_unclaimed() {
     }
     state.is_released = true;
     log::info!(target: "kho", "handover consumed: {} KiB of unowned preserved memory and the metadata released", released / 1024);
-}
-
-/// Sub-FDT names handed over, for tests.
-pub fn users() -> Vec<String> {
-    KHO_IN.lock().as_ref().map(|state| state.users.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// A kernel-internal KHO user's sub-FDT, copied (tests).

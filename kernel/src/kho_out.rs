@@ -21,17 +21,31 @@ use spin::Mutex;
 /// Physical memory as the KHO code sees it: RAM through the direct map, and
 /// metadata from the page allocator (never scratch), sub-page pieces carved
 /// from whole pages.
-#[derive(Default)]
 pub struct KernelMemory {
     /// Free 512-byte slots for bitmaps.
     free_slots: Vec<u64>,
+    /// RAM (sorted, disjoint), copied once so word accesses take no lock.
+    ram: Vec<baton_mm::Range>,
+}
+
+impl KernelMemory {
+    /// Access to the RAM the direct map covers now.
+    pub fn new() -> Self {
+        Self { free_slots: Vec::new(), ram: crate::mm::ram_ranges() }
+    }
+
+    fn is_ram(&self, phys: u64, size_bytes: u64) -> bool {
+        let Some(end) = phys.checked_add(size_bytes) else { return false };
+        let index = self.ram.partition_point(|range| range.end <= phys);
+        self.ram.get(index).is_some_and(|range| range.start <= phys && end <= range.end)
+    }
 }
 
 const SLOT_BYTES: u64 = 512;
 
 impl PhysMemory for KernelMemory {
     fn read(&self, phys: u64, buffer: &mut [u8]) -> Result<(), AccessError> {
-        if !crate::mm::is_ram(phys, buffer.len() as u64) {
+        if !self.is_ram(phys, buffer.len() as u64) {
             return Err(AccessError::OutsideRam { phys, size_bytes: buffer.len() as u64 });
         }
         // SAFETY: the range is RAM, which the direct map covers; KHO reads
@@ -43,7 +57,7 @@ impl PhysMemory for KernelMemory {
     }
 
     fn write(&mut self, phys: u64, data: &[u8]) -> Result<(), AccessError> {
-        if !crate::mm::is_ram(phys, data.len() as u64) {
+        if !self.is_ram(phys, data.len() as u64) {
             return Err(AccessError::OutsideRam { phys, size_bytes: data.len() as u64 });
         }
         // SAFETY: the range is RAM the KHO code allocated as metadata (its
@@ -53,11 +67,9 @@ impl PhysMemory for KernelMemory {
     }
 
     fn read_u64(&self, phys: u64) -> Result<u64, AccessError> {
-        // SAFETY: bitmap words live in metadata pages from the page
-        // allocator, mapped by the direct map; reads of other addresses are
-        // refused by `read` above, which this fast path skips only for
-        // 8-byte-aligned RAM.
-        if phys % 8 == 0 && crate::mm::is_ram(phys, 8) {
+        if phys.is_multiple_of(8) && self.is_ram(phys, 8) {
+            // SAFETY: an aligned word of RAM, which the direct map covers;
+            // KHO reads only bitmaps and chunks through this fast path.
             return Ok(unsafe { (direct_map::to_virtual(phys) as *const u64).read() });
         }
         let mut bytes = [0; 8];
@@ -133,7 +145,7 @@ pub static KHO_OUT: Mutex<Option<KhoOut>> = Mutex::new(None);
 pub fn init() {
     *KHO_OUT.lock() = Some(KhoOut {
         handover: OutgoingHandover::new(),
-        memory: KernelMemory::default(),
+        memory: KernelMemory::new(),
         owners: BTreeMap::new(),
         publications: BTreeMap::new(),
         boot_description: None,

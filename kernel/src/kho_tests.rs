@@ -2,7 +2,7 @@
 //! same test runs on the cold boot (prepare and jump) and again on the KHO
 //! boot (check), since both kernels get the same command line.
 
-use crate::ktest::{Failed, TestResult};
+use crate::ktest::Failed;
 use crate::mm::{self, direct_map};
 use crate::{check, check_eq, kernel_test};
 use alloc::vec::Vec;

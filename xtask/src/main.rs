@@ -338,6 +338,9 @@ fn lint_command() -> Result<()> {
         for name in KERNEL_CRATES.iter().chain(test::HOST_CRATES.iter()) {
             kernel.args(["--package", name]);
         }
+        for name in build::service_names()? {
+            kernel.args(["--package", &name]);
+        }
         kernel.args(["--", "-D", "warnings"]);
         util::run(&mut kernel).with_context(|| format!("clippy for {arch}"))?;
     }

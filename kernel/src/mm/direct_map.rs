@@ -12,11 +12,6 @@ pub fn to_virtual(phys: u64) -> u64 {
     OFFSET + phys
 }
 
-/// The physical address of a direct-map virtual address.
-pub fn to_physical(virt: u64) -> u64 {
-    virt - OFFSET
-}
-
 /// Fills the 4 KiB page at `phys` with zeroes.
 ///
 /// # Safety

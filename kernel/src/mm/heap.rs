@@ -29,11 +29,6 @@ pub fn grown_bytes() -> u64 {
     GROWN_BYTES.load(Ordering::Relaxed)
 }
 
-/// Bytes currently handed out by the heap.
-pub fn used_bytes() -> u64 {
-    HEAP.lock().stats_alloc_actual() as u64
-}
-
 /// Called by the heap when it cannot satisfy `layout`: adds a contiguous run
 /// of pages from the page allocator (or, while the page allocator is busy
 /// because it is itself allocating, from the scratch pool).

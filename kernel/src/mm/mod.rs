@@ -95,6 +95,9 @@ impl From<baton_mm::region::CapacityExceeded> for MemoryError {
 }
 
 /// Where scratch comes from on this boot.
+// Built once, on the boot stack, before any heap exists: boxing the larger
+// variant is not an option.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ScratchSource {
     /// Cold boot: place new regions, sized by this rule.
@@ -273,9 +276,8 @@ fn boot_reserved(info: &BootInfo) -> Result<RegionSet<256>, MemoryError> {
     if let Some(tree) = &info.firmware.device_tree {
         reserved.add(page_range(tree))?;
     }
-    if LOW_RESERVED_BYTES > 0 {
-        reserved.add(Range::new(0, LOW_RESERVED_BYTES))?;
-    }
+    #[cfg(target_arch = "x86_64")]
+    reserved.add(Range::new(0, LOW_RESERVED_BYTES))?;
     Ok(reserved)
 }
 
@@ -400,7 +402,7 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
         baton_arch::device_window::table_phys(),
     )?;
     let empty_user_root = PageTable::new(&mut tables)?.root();
-    drop(tables);
+    // `tables` borrows the early allocator: its last use is above.
 
     // SAFETY: the new tree maps the image (at its link addresses, including
     // the boot stack and every static), the direct map of all RAM (at the

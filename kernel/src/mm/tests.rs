@@ -55,7 +55,7 @@ kernel_test! {
         let low = regions.iter().find(|region| region.kind == ScratchKind::Low);
         check!(low.is_some(), "no low scratch region");
         if let Some(low) = low {
-            check!(low.range.size_bytes() >= super::MINIMUM_LOW_SCRATCH_BYTES || !crate::command_line_value(&info.command_line, "kho_scratch").is_none());
+            check!(low.range.size_bytes() >= super::MINIMUM_LOW_SCRATCH_BYTES || crate::command_line_value(&info.command_line, "kho_scratch").is_some());
             let ram_start = info.memory_map.iter().find(|region| region.kind.is_ram()).map_or(0, |region| region.range.start);
             check!(low.range.end <= ram_start + (4 << 30), "low scratch {} is not in the first 4 GiB of RAM", low.range);
         }

@@ -13,14 +13,13 @@ pub mod user_memory;
 
 use crate::mm::direct_map;
 use alloc::collections::{BTreeMap, VecDeque};
-use alloc::string::String;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use baton_abi::{Error, Message};
 use baton_arch::trap::TrapFrame;
 use core::ptr::null_mut;
 use spin::Mutex;
-use user_memory::{AddressSpace, Backing, STACK_BYTES, STACK_TOP, user_attributes};
+use user_memory::{AddressSpace, STACK_BYTES, STACK_TOP, user_attributes};
 
 /// A service's id (1 is init).
 pub type ServiceId = u64;
@@ -282,11 +281,6 @@ pub fn exit_code(id: ServiceId) -> Option<i64> {
     TASKS.lock().exit_codes.get(&id).copied()
 }
 
-/// Names of the live services.
-pub fn live_services() -> Vec<(ServiceId, String)> {
-    TASKS.lock().processes.values().map(|process| (process.id, String::from(process.name.as_str()))).collect()
-}
-
 impl Tasks {
     /// Makes `id` runnable (if it is not already).
     pub fn wake(&mut self, id: ServiceId) {
@@ -298,12 +292,6 @@ impl Tasks {
                 self.run_queue.push_back(id);
             }
         }
-    }
-
-    /// The running service.
-    pub fn current_mut(&mut self) -> Option<&mut Process> {
-        let id = self.current?;
-        self.processes.get_mut(&id)
     }
 
     /// The running service's id.
@@ -458,18 +446,4 @@ pub(crate) fn deliver(process: &mut Process, buffer: u64, message: &Message, val
     process.space.write(buffer, &message.to_bytes())?;
     process.frame_mut().set_syscall_result(0, value);
     Ok(())
-}
-
-/// The kernel stack of a running process's backing, for debugging.
-pub fn describe(id: ServiceId) -> Option<String> {
-    let tasks = TASKS.lock();
-    let process = tasks.processes.get(&id)?;
-    Some(alloc::format!("{} ({:?})", process.name, process.state))
-}
-
-/// Frees the pages of a range removed from an address space.
-pub fn release_backing(backing: Backing) {
-    if let Backing::Owned { phys, order } = backing {
-        crate::mm::free_pages(phys, order);
-    }
 }

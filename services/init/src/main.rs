@@ -56,8 +56,7 @@ fn main(argument: u64) -> i32 {
     let shutdown_when_done = argument & (1 << 32) != 0;
     let restored = restore();
     let _ = syscall::kho_done();
-    let mut progress =
-        restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
+    let progress = restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
     for name in ["kvstore", "counter"] {
         match syscall::spawn(name, 0) {
             Ok(id) => log::info!("init: started {name} as service {id}"),

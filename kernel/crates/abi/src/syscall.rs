@@ -186,7 +186,7 @@ impl UserBuffer {
         if end > USER_ADDRESS_LIMIT || address >= USER_ADDRESS_LIMIT {
             return Err(Error::BadAddress);
         }
-        if address % alignment != 0 {
+        if !address.is_multiple_of(alignment) {
             return Err(Error::Misaligned);
         }
         Ok(Self { address, length })
@@ -312,7 +312,7 @@ fn page_range(address: u64, length: u64) -> Result<UserBuffer, Error> {
     if length == 0 {
         return Err(Error::InvalidArgument);
     }
-    if length % PAGE_SIZE != 0 {
+    if !length.is_multiple_of(PAGE_SIZE) {
         return Err(Error::Misaligned);
     }
     UserBuffer::new(address, length, USER_ADDRESS_LIMIT, PAGE_SIZE)

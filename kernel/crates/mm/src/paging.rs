@@ -178,7 +178,7 @@ impl PageTable {
         sizes: LeafSizes,
     ) -> Result<(), MapError> {
         let page = LEAF_BYTES[3];
-        if virt % page != 0 || phys % page != 0 || size_bytes % page != 0 {
+        if !virt.is_multiple_of(page) || !phys.is_multiple_of(page) || !size_bytes.is_multiple_of(page) {
             return Err(MapError::Misaligned);
         }
         virt.checked_add(size_bytes).ok_or(MapError::Overflow)?;
@@ -230,6 +230,8 @@ impl PageTable {
     }
 
     /// The physical address and attributes `virt` maps to.
+    // `level` is the walk's depth, used for more than indexing LEAF_BYTES.
+    #[allow(clippy::needless_range_loop)]
     pub fn translate<F: EntryFormat>(&self, memory: &impl TableMemory, virt: u64) -> Option<(u64, Attributes)> {
         let mut table = self.root;
         for level in 0..=3 {
@@ -254,6 +256,8 @@ impl PageTable {
     /// how many pages were mapped. Large leaves inside the range are removed
     /// whole only if the range covers them entirely; otherwise they are left
     /// and reported as `Err`.
+    // `level` is the walk's depth, used for more than indexing LEAF_BYTES.
+    #[allow(clippy::needless_range_loop)]
     pub fn unmap<F: EntryFormat>(
         &self,
         memory: &mut impl TableMemory,
@@ -261,7 +265,7 @@ impl PageTable {
         size_bytes: u64,
     ) -> Result<u64, MapError> {
         let page = LEAF_BYTES[3];
-        if virt % page != 0 || size_bytes % page != 0 {
+        if !virt.is_multiple_of(page) || !size_bytes.is_multiple_of(page) {
             return Err(MapError::Misaligned);
         }
         let end = virt.checked_add(size_bytes).ok_or(MapError::Overflow)?;
@@ -281,7 +285,7 @@ impl PageTable {
                     table = F::address(entry);
                     continue;
                 }
-                if address % span != 0 || address + span > end {
+                if !address.is_multiple_of(span) || address + span > end {
                     return Err(MapError::Misaligned);
                 }
                 memory.write_entry(table, slot, 0);
