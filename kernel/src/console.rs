@@ -35,6 +35,20 @@ impl Write for ConsoleWriter {
 /// so there is nothing to wait for; kept so callers say what they need).
 pub fn flush() {}
 
+/// Waits (at most `timeout_ns`) for a line on the serial console; returns
+/// whether one arrived.
+pub fn wait_for_line(timeout_ns: u64) -> bool {
+    let Some(uart) = UART.get() else { return false };
+    let deadline = baton_arch::nanoseconds().saturating_add(timeout_ns);
+    while baton_arch::nanoseconds() < deadline {
+        if matches!(uart.try_read_byte(), Some(b'\n' | b'\r')) {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
 /// Prints formatted text to the console as one unit.
 pub fn print(arguments: fmt::Arguments<'_>) {
     let _guard = LOCK.lock();

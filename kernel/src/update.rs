@@ -230,6 +230,7 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
         .and_then(|boot_description| freeze(is_rehearsal).map(|summary| (summary, boot_description)))
         .and_then(|(summary, boot_description)| {
             crate::kho_out::log_finalized(&summary);
+            pause_for_dump();
             crate::fault_injection::apply(&summary)?;
             match &staged {
                 None => Ok(()),
@@ -246,5 +247,19 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             abort(&error);
             Err(error)
         }
+    }
+}
+
+/// With `kho.pause=1`, the first finalisation (on a cold-booted kernel)
+/// waits for a line on the serial console, so a host tool can save the
+/// outgoing handover from guest memory (`cargo xtask demo --dump-kho DIR`).
+fn pause_for_dump() {
+    let info = crate::boot_info();
+    if info.kho.is_some() || crate::command_line_value(&info.command_line, "kho.pause") != Some("1") {
+        return;
+    }
+    log::info!(target: "kho", "paused after finalisation: send a newline on the console to continue");
+    if !crate::console::wait_for_line(120_000_000_000) {
+        log::warn!(target: "kho", "nobody answered within 120 s; continuing");
     }
 }

@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub verbose: bool,
     /// Stop after this long.
     pub timeout: Option<Duration>,
+    /// Save the first outgoing handover here (`--dump-kho`).
+    pub dump_kho: Option<std::path::PathBuf>,
 }
 
 /// One update, as the guest reported it.
@@ -150,8 +152,9 @@ fn is_progress_line(line: &str) -> bool {
 pub fn run(options: &DemoOptions) -> Result<()> {
     ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
     let (first, second) = build_versions(options.arch, options.release)?;
+    let pause = if options.dump_kho.is_some() { "kho.pause=1" } else { "" };
     let command_line =
-        format!("demo.updates={} demo.shutdown=1 {}", options.updates, options.append).trim().to_string();
+        format!("demo.updates={} demo.shutdown=1 {pause} {}", options.updates, options.append).trim().to_string();
     let config = QemuConfig {
         arch: options.arch,
         medium: Medium::Direct {
@@ -172,9 +175,19 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         options.arch,
         options.updates.saturating_sub(1)
     );
-    let outcome = crate::qemu::run_filtered(config.command(&scratch)?, Some(timeout), &|line| {
+    let mut command = config.command(&scratch)?;
+    let mut dumper = match &options.dump_kho {
+        Some(directory) => Some(crate::dump::Dumper::new(directory, &scratch, &mut command)?),
+        None => None,
+    };
+    let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, input| {
         if options.verbose || is_progress_line(line) {
             println!("  {}", line.trim_end());
+        }
+        if let Some(dumper) = dumper.as_mut()
+            && let Err(error) = dumper.on_line(line, input)
+        {
+            println!("  dump-kho: {error:#}");
         }
     })
     .context("running the demo")?;

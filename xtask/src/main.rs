@@ -6,7 +6,9 @@ mod bench;
 mod build;
 mod demo;
 mod doctor;
+mod dump;
 mod fuzz;
+mod kho_decode;
 mod limine;
 mod qemu;
 mod test;
@@ -49,6 +51,12 @@ enum Command {
     Bench(BenchArgs),
     /// Run every cargo-fuzz target for a bounded time (needs nightly).
     Fuzz(FuzzArgs),
+    /// Decode a handover saved with `--dump-kho DIR`, independently of the
+    /// kernel's KHO code.
+    KhoDecode {
+        /// The dump directory.
+        directory: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -107,6 +115,13 @@ struct RunArgs {
     /// Use KVM (x86_64; opt-in because /dev/kvm is often only paravirtual).
     #[arg(long)]
     kvm: bool,
+    /// Pause after the first finalisation and save the outgoing handover
+    /// (root FDT, sub-FDTs, guest RAM) here; implies --headless.
+    #[arg(long)]
+    dump_kho: Option<PathBuf>,
+    /// A boot module (for example the update image), direct boots only.
+    #[arg(long)]
+    module: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -145,6 +160,9 @@ struct DemoArgs {
     /// Stop and fail after this many seconds.
     #[arg(long)]
     timeout: Option<u64>,
+    /// Save the first outgoing handover (root FDT, sub-FDTs, guest RAM) here.
+    #[arg(long)]
+    dump_kho: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -178,6 +196,9 @@ struct TestArgs {
     /// Echo every QEMU run's serial console.
     #[arg(long)]
     verbose: bool,
+    /// Only the QEMU cases whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
     #[command(flatten)]
     limine: LimineArgs,
 }
@@ -199,9 +220,25 @@ fn main() {
             append: args.append.clone(),
             verbose: args.verbose,
             timeout: args.timeout.map(Duration::from_secs),
+            dump_kho: args.dump_kho.clone(),
         }),
         Command::Bench(args) => bench_command(&args),
         Command::Fuzz(args) => fuzz::run(args.seconds),
+        Command::KhoDecode { directory } => kho_decode::decode(&directory).map(|decoded| {
+            println!("compatible: {}", decoded.compatible);
+            for (name, address) in &decoded.users {
+                println!("user {name}: sub-FDT at {address:#x}");
+            }
+            println!(
+                "{} chunks, {} bitmaps, {} KiB preserved",
+                decoded.chunks,
+                decoded.bitmaps,
+                decoded.preserved_bytes / 1024
+            );
+            for (order, folios) in &decoded.folios_per_order {
+                println!("  order {order}: {folios} folios");
+            }
+        }),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -280,15 +317,27 @@ fn run_command(args: &RunArgs) -> Result<()> {
         arch,
         medium,
         memory_mib: args.memory,
-        headless: args.headless,
+        headless: args.headless || args.dump_kho.is_some(),
         kvm: args.kvm,
         extra_args: args.qemu_args.split_whitespace().map(str::to_string).collect(),
     };
     let scratch = util::output_dir().join("run");
-    let command = config.command(&scratch)?;
+    let mut command = config.command(&scratch)?;
     println!("run: {}", util::describe(&command));
     let timeout = args.timeout.map(Duration::from_secs);
-    let outcome = qemu::run(command, timeout, args.headless, true).context("running QEMU")?;
+    let outcome = match &args.dump_kho {
+        Some(directory) => {
+            let mut dumper = dump::Dumper::new(directory, &scratch, &mut command)?;
+            qemu::run_filtered(command, timeout, &mut |line, input| {
+                println!("{line}");
+                if let Err(error) = dumper.on_line(line, input) {
+                    println!("dump-kho: {error:#}");
+                }
+            })
+        }
+        None => qemu::run(command, timeout, args.headless, true),
+    }
+    .context("running QEMU")?;
     qemu::check_not_timed_out(&outcome, timeout)?;
     match outcome.status {
         Some(0) => Ok(()),
@@ -309,7 +358,13 @@ fn test_command(args: &TestArgs) -> Result<()> {
     }
     if run_qemu {
         let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |arch| vec![arch]);
-        let qemu = test::qemu_tests(&arches, args.release, args.limine.limine_dir.as_deref(), args.verbose)?;
+        let qemu = test::qemu_tests(
+            &arches,
+            args.release,
+            args.limine.limine_dir.as_deref(),
+            args.verbose,
+            args.only.as_deref(),
+        )?;
         tally.passed += qemu.passed;
         tally.failed += qemu.failed;
     }

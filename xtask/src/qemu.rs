@@ -211,15 +211,21 @@ pub fn run(mut command: Command, timeout: Option<Duration>, capture: bool, echo:
 }
 
 /// Runs QEMU headless like [`run`], handing every complete line of the
-/// serial console to `on_line` as it arrives.
-pub fn run_filtered(command: Command, timeout: Option<Duration>, on_line: &dyn Fn(&str)) -> Result<Outcome> {
+/// serial console to `on_line` as it arrives, together with the console's
+/// input (QEMU's stdin) so the caller can answer the guest.
+pub fn run_filtered(
+    command: Command,
+    timeout: Option<Duration>,
+    on_line: &mut dyn FnMut(&str, &mut dyn Write),
+) -> Result<Outcome> {
     let started = Instant::now();
     let mut command = command;
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().with_context(|| {
         format!("cannot start {} (run `cargo xtask doctor`)", command.get_program().to_string_lossy())
     })?;
     let mut guard = ChildGuard(child);
+    let mut input = guard.0.stdin.take().context("QEMU stdin")?;
     let (sender, receiver) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut readers = Vec::new();
     let streams: Vec<Box<dyn Read + Send>> = vec![
@@ -245,7 +251,7 @@ pub fn run_filtered(command: Command, timeout: Option<Duration>, on_line: &dyn F
         while let Ok(bytes) = receiver.try_recv() {
             output.extend_from_slice(&bytes);
             while let Some(newline) = output[line_start..].iter().position(|&byte| byte == b'\n') {
-                on_line(&String::from_utf8_lossy(&output[line_start..line_start + newline]));
+                on_line(&String::from_utf8_lossy(&output[line_start..line_start + newline]), &mut input);
                 line_start += newline + 1;
             }
         }

@@ -122,6 +122,9 @@ pub struct QemuCase {
     pub memory_mib: u32,
     /// The boot module, if any.
     pub module: Option<Module>,
+    /// Save the first outgoing handover (`kho.pause=1`) and decode it
+    /// independently.
+    pub dump_kho: bool,
     /// Texts the serial output must contain.
     pub must_contain: Vec<String>,
     /// The verdict to expect.
@@ -156,6 +159,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             command_line: "ktest=all".into(),
             memory_mib: 256,
             module: None,
+            dump_kho: false,
             must_contain: vec![banner(direct_path)],
             expect: Expect::KernelTestsPass,
             timeout: Duration::from_secs(120),
@@ -167,6 +171,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             command_line: "ktest=tests::kernel_page_fault".into(),
             memory_mib: 256,
             module: None,
+            dump_kho: false,
             must_contain: vec![],
             expect: Expect::Status {
                 status: Arch::TEST_FAILURE_STATUS,
@@ -185,6 +190,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         command_line: format!("ktest=mm:: {extra}").trim().to_string(),
         memory_mib,
         module: None,
+        dump_kho: false,
         must_contain,
         expect: Expect::KernelTestsPass,
         timeout: Duration::from_secs(120),
@@ -215,6 +221,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             command_line: command_line.to_string(),
             memory_mib: 512,
             module: Some(module),
+            dump_kho: false,
             must_contain,
             expect,
             timeout: Duration::from_secs(600),
@@ -234,6 +241,15 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         Expect::Demo(20),
         texts(&["from=0.1.0 to=0.2.0", "kvstore: migrated 64 entries from format 1 to format 2"]),
     ));
+    let mut dumped = update_case(
+        "the outgoing handover is dumped and decoded independently",
+        Module::SecondVersion,
+        "demo.updates=1 demo.shutdown=1 kho.pause=1",
+        Expect::Demo(1),
+        vec![],
+    );
+    dumped.dump_kho = true;
+    cases.push(dumped);
     cases.push(update_case(
         "a preserved folio survives heavy allocation",
         Module::SameImage,
@@ -300,6 +316,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
                 command_line: "ktest=all".into(),
                 memory_mib: 256,
                 module: None,
+                dump_kho: false,
                 must_contain: vec![banner("limine")],
                 expect: Expect::KernelTestsPass,
                 timeout: Duration::from_secs(180),
@@ -332,6 +349,37 @@ impl Kernels {
         }
         self.second.get().context("second version")
     }
+}
+
+/// Checks a dumped handover with the independent decoder against what the
+/// kernel logged when it finalised.
+fn check_dump(directory: &Path, output: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let decoded = match crate::kho_decode::decode(directory) {
+        Ok(decoded) => decoded,
+        Err(error) => return vec![format!("decoding the dump: {error:#}")],
+    };
+    if decoded.compatible != "kho-v1" {
+        problems.push(format!("dumped root is '{}'", decoded.compatible));
+    }
+    for user in ["baton-boot", "kvstore", "counter", "init"] {
+        if !decoded.users.iter().any(|(name, _)| name == user) {
+            problems.push(format!("dumped root has no '{user}'"));
+        }
+        if !directory.join(format!("{user}.dtb")).is_file() {
+            problems.push(format!("no {user}.dtb in the dump"));
+        }
+    }
+    let logged = output
+        .lines()
+        .find_map(|line| line.split("folios, ").nth(1)?.split(" KiB preserved").next()?.parse::<u64>().ok());
+    if logged != Some(decoded.preserved_bytes / 1024) {
+        problems.push(format!(
+            "the kernel logged {logged:?} KiB preserved, the dump decodes to {} KiB",
+            decoded.preserved_bytes / 1024
+        ));
+    }
+    problems
 }
 
 /// Runs one case and returns its tally (kernel tests, plus one for each
@@ -377,8 +425,28 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         kvm: false,
         extra_args: vec![],
     };
-    let outcome = crate::qemu::run(config.command(&scratch)?, Some(case.timeout), true, verbose)?;
+    let mut command = config.command(&scratch)?;
+    let dump_directory = scratch.join("dump");
+    let mut dumper = if case.dump_kho {
+        let _ = std::fs::remove_dir_all(&dump_directory);
+        Some(crate::dump::Dumper::new(&dump_directory, &scratch, &mut command)?)
+    } else {
+        None
+    };
+    let outcome = crate::qemu::run_filtered(command, Some(case.timeout), &mut |line, input| {
+        if verbose {
+            println!("{line}");
+        }
+        if let Some(dumper) = dumper.as_mut()
+            && let Err(error) = dumper.on_line(line, input)
+        {
+            println!("dump-kho: {error:#}");
+        }
+    })?;
     let mut problems = Vec::new();
+    if case.dump_kho {
+        problems.extend(check_dump(&dump_directory, &outcome.output));
+    }
     if outcome.timed_out {
         problems.push(format!("timed out after {} s", case.timeout.as_secs()));
     }
@@ -445,7 +513,13 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
 }
 
 /// Runs the QEMU tests for `arches`.
-pub fn qemu_tests(arches: &[Arch], release: bool, limine_dir: Option<&Path>, verbose: bool) -> Result<Tally> {
+pub fn qemu_tests(
+    arches: &[Arch],
+    release: bool,
+    limine_dir: Option<&Path>,
+    verbose: bool,
+    only: Option<&str>,
+) -> Result<Tally> {
     let mut needs = Vec::new();
     for &arch in arches {
         needs.extend([Need::Toolchain(arch), Need::Qemu(arch)]);
@@ -475,6 +549,9 @@ pub fn qemu_tests(arches: &[Arch], release: bool, limine_dir: Option<&Path>, ver
             release,
         };
         for case in cases(arch, limine.is_some()) {
+            if only.is_some_and(|only| !case.name.contains(only)) {
+                continue;
+            }
             tally.add(run_case(&case, &kernels, limine.as_deref(), verbose)?);
         }
     }

@@ -43,6 +43,18 @@ impl Uart {
         }
     }
 
+    /// A received byte, if one is waiting.
+    pub fn try_read_byte(&self) -> Option<u8> {
+        const FLAG_RECEIVE_EMPTY: u32 = 1 << 4;
+        // SAFETY: as in `write_byte`: device registers of this UART.
+        let flags = unsafe { self.base.add(FLAGS).read_volatile() };
+        if flags & FLAG_RECEIVE_EMPTY != 0 {
+            return None;
+        }
+        // SAFETY: as above; reading DATA takes the byte out of the FIFO.
+        Some(unsafe { self.base.add(DATA).read_volatile() } as u8)
+    }
+
     fn write_byte(&self, byte: u8) {
         for _ in 0..100_000 {
             // SAFETY: `base` maps the PL011's register block as device memory

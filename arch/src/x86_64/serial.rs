@@ -71,6 +71,12 @@ impl Uart {
         }
     }
 
+    /// A received byte, if one is waiting.
+    pub fn try_read_byte(&self) -> Option<u8> {
+        const LINE_STATUS_DATA_READY: u8 = 1;
+        (self.read_register(LINE_STATUS) & LINE_STATUS_DATA_READY != 0).then(|| self.read_register(DATA))
+    }
+
     fn write_byte(&self, byte: u8) {
         for _ in 0..100_000 {
             if self.read_register(LINE_STATUS) & LINE_STATUS_TRANSMIT_EMPTY != 0 {

@@ -1,0 +1,145 @@
+//! `--dump-kho DIR`: saves the first outgoing handover from guest memory
+//! while the guest waits after finalising (`kho.pause=1`): the root FDT and
+//! every sub-FDT as `.dtb` files, the guest's RAM as one file with an index,
+//! then lets the update continue.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Watches the serial console and dumps when the guest pauses.
+pub struct Dumper {
+    directory: PathBuf,
+    socket: PathBuf,
+    root: Option<(u64, u64)>,
+    sub_fdts: Vec<(String, u64, u64)>,
+    ram: Vec<(u64, u64)>,
+    is_done: bool,
+}
+
+fn hex(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.trim().trim_start_matches("0x").trim_start_matches('['), 16).ok()
+}
+
+impl Dumper {
+    /// Prepares `directory` and adds a monitor socket to the QEMU command.
+    pub fn new(directory: &Path, scratch: &Path, command: &mut Command) -> Result<Self> {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+        std::fs::create_dir_all(scratch)?;
+        let socket = scratch.join("monitor.sock");
+        let _ = std::fs::remove_file(&socket);
+        command.args(["-monitor", &format!("unix:{},server=on,wait=off", socket.display())]);
+        Ok(Self {
+            directory: directory.to_path_buf(),
+            socket,
+            root: None,
+            sub_fdts: Vec::new(),
+            ram: Vec::new(),
+            is_done: false,
+        })
+    }
+
+    /// Reads one console line; dumps and answers the guest when it pauses.
+    pub fn on_line(&mut self, line: &str, input: &mut dyn Write) -> Result<()> {
+        if self.is_done {
+            return Ok(());
+        }
+        let kind_is_ram = ["usable", "acpi-reclaimable", "kernel-and-modules", "bootloader-reclaimable"]
+            .iter()
+            .any(|kind| line.trim_end().ends_with(kind));
+        if line.contains("[INFO  boot]   [") && kind_is_ram {
+            // "[0x000000100000-0x00000ffdf000)   260988 KiB usable"
+            let range = line.split('[').nth(2).and_then(|rest| rest.split(')').next());
+            if let Some((start, end)) = range.and_then(|range| range.split_once('-'))
+                && let (Some(start), Some(end)) = (hex(start), hex(end))
+            {
+                self.ram.push((start, end - start));
+            }
+        } else if let Some(rest) = line.split("finalised: root FDT at ").nth(1) {
+            let address = rest.split_whitespace().next().and_then(hex);
+            let size = rest.split('(').nth(1).and_then(|size| size.split_whitespace().next()?.parse().ok());
+            self.root = address.zip(size);
+        } else if let Some(rest) = line.split("sub-FDT '").nth(1) {
+            let (name, rest) = rest.split_once("' at ").context("sub-FDT line")?;
+            let address = rest.split_whitespace().next().and_then(hex);
+            let size = rest.split('(').nth(1).and_then(|size| size.split_whitespace().next()?.parse().ok());
+            if let (Some(address), Some(size)) = (address, size) {
+                self.sub_fdts.push((name.to_string(), address, size));
+            }
+        } else if line.contains("paused after finalisation") {
+            self.is_done = true;
+            let result = self.dump();
+            input.write_all(b"\n").context("answering the guest")?;
+            input.flush().context("answering the guest")?;
+            result?;
+            println!("  dump-kho: saved the handover in {}", self.directory.display());
+        }
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<()> {
+        let mut monitor = Monitor::connect(&self.socket)?;
+        let (root, size) = self.root.context("the guest never logged its root FDT")?;
+        monitor.save(root, size, &self.directory.join("kho-root.dtb"))?;
+        for (name, address, size) in &self.sub_fdts {
+            monitor.save(*address, *size, &self.directory.join(format!("{name}.dtb")))?;
+        }
+        let mut index = String::from("# file offset, physical start, size (hex): RAM saved in memory.bin\n");
+        let mut memory = std::fs::File::create(self.directory.join("memory.bin"))?;
+        let mut offset = 0u64;
+        for (number, &(start, size)) in self.ram.iter().enumerate() {
+            let part = self.directory.join(format!(".ram-{number}.part"));
+            monitor.save(start, size, &part)?;
+            let mut bytes = Vec::new();
+            std::fs::File::open(&part)?.read_to_end(&mut bytes)?;
+            std::fs::remove_file(&part)?;
+            memory.write_all(&bytes)?;
+            index.push_str(&format!("{offset:#x} {start:#x} {size:#x}\n"));
+            offset += size;
+        }
+        std::fs::write(self.directory.join("memory-index.txt"), index)?;
+        Ok(())
+    }
+}
+
+/// QEMU's human monitor over a Unix socket.
+struct Monitor {
+    stream: BufReader<UnixStream>,
+}
+
+impl Monitor {
+    fn connect(socket: &Path) -> Result<Self> {
+        let stream = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut monitor = Self { stream: BufReader::new(stream) };
+        monitor.prompt()?;
+        Ok(monitor)
+    }
+
+    fn prompt(&mut self) -> Result<String> {
+        let mut text = Vec::new();
+        loop {
+            let mut byte = [0u8; 1];
+            if self.stream.read(&mut byte)? == 0 {
+                bail!("the QEMU monitor closed");
+            }
+            text.push(byte[0]);
+            if text.ends_with(b"(qemu) ") {
+                return Ok(String::from_utf8_lossy(&text).into_owned());
+            }
+        }
+    }
+
+    fn save(&mut self, address: u64, size: u64, file: &Path) -> Result<()> {
+        let command = format!("pmemsave {address:#x} {size:#x} \"{}\"\n", file.display());
+        self.stream.get_mut().write_all(command.as_bytes()).context("writing to the QEMU monitor")?;
+        let reply = self.prompt()?;
+        if reply.contains("rror") {
+            bail!("QEMU refused `{}`: {reply}", command.trim());
+        }
+        Ok(())
+    }
+}
