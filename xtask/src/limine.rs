@@ -73,13 +73,19 @@ pub fn download() -> Result<PathBuf> {
     Ok(directory)
 }
 
-/// One kernel (and optional module) to put on an ISO.
+/// What to put on an ISO.
 #[derive(Debug, Clone)]
 pub struct IsoContents {
     /// The kernel ELF.
     pub kernel: PathBuf,
-    /// The kernel command line.
+    /// The kernel command line of the plain entry.
     pub command_line: String,
+    /// The update image for the demo entry (the second version).
+    pub update: Option<PathBuf>,
+    /// The kernel command line of the demo entry.
+    pub demo_command_line: String,
+    /// Boot the demo entry by default (otherwise the plain one).
+    pub is_demo_default: bool,
 }
 
 /// Builds a Limine ISO for `arch` and returns its path.
@@ -94,13 +100,24 @@ pub fn build_iso(arch: Arch, limine: &Path, contents: &IsoContents, output: &Pat
     std::fs::create_dir_all(&limine_stage)?;
     std::fs::create_dir_all(&efi_stage)?;
     std::fs::copy(&contents.kernel, stage.join("boot/baton.elf")).context("copying the kernel")?;
+    let update = contents.update.as_ref().unwrap_or(&contents.kernel);
+    std::fs::copy(update, stage.join("boot/baton-update.elf")).context("copying the update image")?;
     for file in needed_files(arch) {
         let destination = if file.ends_with(".EFI") { efi_stage.join(file) } else { limine_stage.join(file) };
         std::fs::copy(limine.join(file), destination).with_context(|| format!("copying Limine's {file}"))?;
     }
     let template =
         std::fs::read_to_string(workspace_root().join("iso/limine.conf")).context("reading iso/limine.conf")?;
-    std::fs::write(limine_stage.join("limine.conf"), template.replace("@CMDLINE@", &contents.command_line))?;
+    let configuration = template
+        .replace("@DEFAULT_ENTRY@", if contents.is_demo_default { "1" } else { "2" })
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"))
+        .replace(
+            "@UPDATE_VERSION@",
+            if contents.update.is_some() { crate::demo::SECOND_VERSION } else { env!("CARGO_PKG_VERSION") },
+        )
+        .replace("@DEMO_CMDLINE@", &contents.demo_command_line)
+        .replace("@CMDLINE@", &contents.command_line);
+    std::fs::write(limine_stage.join("limine.conf"), configuration)?;
 
     let mut xorriso = Command::new("xorriso");
     xorriso.args(["-as", "mkisofs", "-R", "-J"]);

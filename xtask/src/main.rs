@@ -139,6 +139,15 @@ struct IsoArgs {
     /// Where to write the ISO (default: target/xtask/<arch>/baton.iso).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Updates the demo entry performs.
+    #[arg(long, default_value_t = 5)]
+    updates: u32,
+    /// Extra command line for the demo entry.
+    #[arg(long, default_value = "")]
+    demo_append: String,
+    /// Boot the plain entry by default instead of the demo.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Args, Clone)]
@@ -267,15 +276,22 @@ fn iso_command(args: &IsoArgs) -> Result<PathBuf> {
         Err(error) => return Err(error),
     };
     ensure(&[Need::Toolchain(arch), Need::Xorriso])?;
-    let kernel = build_kernel(&BuildOptions { arch, release: args.build.release, version: None })?;
+    let (first, second) = demo::build_versions(arch, args.build.release)?;
     let output = args.output.clone().unwrap_or_else(|| util::output_dir().join(arch.to_string()).join("baton.iso"));
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    let demo_command_line = format!("demo.updates={} {}", args.updates, args.demo_append).trim().to_string();
     limine::build_iso(
         arch,
         &limine,
-        &limine::IsoContents { kernel: kernel.elf, command_line: args.append.clone() },
+        &limine::IsoContents {
+            kernel: first.elf,
+            command_line: args.append.clone(),
+            update: Some(second.elf),
+            demo_command_line,
+            is_demo_default: !args.plain,
+        },
         &output,
     )
 }
@@ -309,6 +325,9 @@ fn run_command(args: &RunArgs) -> Result<()> {
                 append: args.append.clone(),
                 download_limine: false,
                 output: None,
+                updates: 5,
+                demo_append: String::new(),
+                plain: true,
             })?;
             Medium::Iso { iso, firmware }
         }

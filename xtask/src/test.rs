@@ -310,6 +310,21 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         };
         for &firmware in firmwares {
             cases.push(QemuCase {
+                name: format!("{arch} limine ({firmware:?}): self-update demo").to_lowercase(),
+                arch,
+                boot: Boot::Limine(firmware),
+                command_line: "demo.updates=2 demo.shutdown=1".into(),
+                memory_mib: 512,
+                module: Some(Module::SecondVersion),
+                dump_kho: false,
+                must_contain: vec![
+                    banner("limine"),
+                    format!("Baton {} ({arch}) booting via kho", crate::demo::SECOND_VERSION),
+                ],
+                expect: Expect::Demo(2),
+                timeout: Duration::from_secs(600),
+            });
+            cases.push(QemuCase {
                 name: format!("{arch} limine ({firmware:?}): kernel tests").to_lowercase(),
                 arch,
                 boot: Boot::Limine(firmware),
@@ -411,7 +426,16 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             let iso = crate::limine::build_iso(
                 case.arch,
                 limine,
-                &crate::limine::IsoContents { kernel: kernel.elf.clone(), command_line: case.command_line.clone() },
+                &crate::limine::IsoContents {
+                    kernel: kernel.elf.clone(),
+                    command_line: case.command_line.clone(),
+                    update: match case.module {
+                        Some(Module::SecondVersion) => Some(kernels.second()?.elf.clone()),
+                        _ => None,
+                    },
+                    demo_command_line: case.command_line.clone(),
+                    is_demo_default: case.module.is_some(),
+                },
                 &scratch.join("test.iso"),
             )?;
             Medium::Iso { iso, firmware }
