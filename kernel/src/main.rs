@@ -86,7 +86,10 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     // machine down when the demo ends (used by `cargo xtask demo` and tests).
     let updates = command_line_value(&info.command_line, "demo.updates").and_then(|value| value.parse::<u32>().ok());
     let shutdown = command_line_value(&info.command_line, "demo.shutdown") == Some("1");
-    let argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32);
+    // Bit 33: update into the running kernel's own image instead of the
+    // boot module (`demo.image=own`).
+    let own_image = command_line_value(&info.command_line, "demo.image") == Some("own");
+    let argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32) | (u64::from(own_image) << 33);
     match task::spawn("init", argument) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),

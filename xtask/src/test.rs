@@ -308,6 +308,18 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             Arch::X86_64 => &[Firmware::Bios, Firmware::Uefi],
             Arch::Aarch64 => &[Firmware::Uefi],
         };
+        cases.push(QemuCase {
+            name: format!("{arch} limine (uefi): self-kexec into its own image"),
+            arch,
+            boot: Boot::Limine(Firmware::Uefi),
+            command_line: "demo.updates=1 demo.shutdown=1 demo.image=own".into(),
+            memory_mib: 512,
+            module: Some(Module::SameImage),
+            dump_kho: false,
+            must_contain: vec![banner("limine"), "booting via kho".into()],
+            expect: Expect::Demo(1),
+            timeout: Duration::from_secs(600),
+        });
         for &firmware in firmwares {
             cases.push(QemuCase {
                 name: format!("{arch} limine ({firmware:?}): self-update demo").to_lowercase(),
@@ -593,6 +605,12 @@ mod tests {
         let tally = parse_cargo_test_line("test result: FAILED. 3 passed; 2 failed; 0 ignored").unwrap();
         assert_eq!((tally.passed, tally.failed), (3, 2));
         assert!(parse_cargo_test_line("running 3 tests").is_none());
+    }
+
+    #[test]
+    fn missing_limine_files_are_explained() {
+        let error = crate::limine::find_for(Some(Path::new("/nonexistent/limine")), None).unwrap_err();
+        assert!(format!("{error:#}").contains("does not hold Limine's boot files"));
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn publish(progress: Progress) -> baton_user::Result<()> {
 fn main(argument: u64) -> i32 {
     let updates = argument & 0xffff_ffff;
     let shutdown_when_done = argument & (1 << 32) != 0;
+    let image = if argument & (1 << 33) != 0 { UpdateImage::RunningKernel } else { UpdateImage::BootModule };
     let restored = restore();
     let _ = syscall::kho_done();
     let progress = restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
@@ -113,7 +114,7 @@ fn main(argument: u64) -> i32 {
             continue;
         }
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
-        match syscall::update(UpdateImage::BootModule) {
+        match syscall::update(image) {
             Ok(()) => log::warn!("demo: the update returned without replacing the kernel"),
             Err(error) => log::warn!("demo: update failed: {error}; checking the state again"),
         }
