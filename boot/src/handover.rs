@@ -37,7 +37,28 @@ pub struct HandoverExtras<'a> {
     pub scratch: &'a [ScratchArea],
     /// Preserved folios: (physical address, order, owner).
     pub owners: &'a [(u64, u32, &'a str)],
+    /// Cycle-counter ticks per second, so the next kernel need not measure.
+    pub cycle_frequency_hz: u64,
+    /// The timer's rate (x86_64 APIC ticks per second; 0 when not known).
+    pub timer_ticks_per_second: u64,
 }
+
+/// Entries of the `timeline` property: cycle-counter readings the outgoing
+/// kernel takes along the update, patched in place just before the jump.
+pub const TIMELINE_ENTRIES: usize = 8;
+/// `timeline` entry: services were told to prepare.
+pub const TIMELINE_PREPARE: usize = 0;
+/// `timeline` entry: every service acknowledged.
+pub const TIMELINE_PREPARED: usize = 1;
+/// `timeline` entry: the handover was finalised (serialised).
+pub const TIMELINE_FINALIZED: usize = 2;
+/// `timeline` entry: the jump is about to happen (image, control page and
+/// tables ready).
+pub const TIMELINE_JUMP: usize = 3;
+/// `timeline` entry: the trampoline starts copying (written by it).
+pub const TIMELINE_COPY_START: usize = 4;
+/// `timeline` entry: the trampoline has copied the image (written by it).
+pub const TIMELINE_COPY_END: usize = 5;
 
 /// Why a boot description could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +123,9 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
     writer.property_string("kernel-version", extras.kernel_version)?;
     writer.property_u32("generation", extras.generation)?;
     writer.property_u64("freeze-cycles", extras.freeze_cycles)?;
+    writer.property_u64("cycle-frequency-hz", extras.cycle_frequency_hz)?;
+    writer.property_u64("timer-ticks-per-second", extras.timer_ticks_per_second)?;
+    writer.property("timeline", &[0u8; 8 * TIMELINE_ENTRIES])?;
     writer.property_string("command-line", &info.command_line)?;
 
     let mut map = Vec::new();
@@ -260,7 +284,15 @@ pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -
             .and_then(native_u64)
             .ok_or(BootDescriptionError::BadProperty("freeze-cycles"))?,
         previous_version: ArrayString::new(),
+        cycle_frequency_hz: property("cycle-frequency-hz").and_then(native_u64).unwrap_or(0),
+        timer_ticks_per_second: property("timer-ticks-per-second").and_then(native_u64).unwrap_or(0),
+        timeline: [0; TIMELINE_ENTRIES],
     };
+    if let Some(value) = property("timeline").filter(|value| value.len() == 8 * TIMELINE_ENTRIES) {
+        for (entry, bytes) in kho.timeline.iter_mut().zip(value.chunks_exact(8)) {
+            *entry = native_u64(bytes).unwrap_or(0);
+        }
+    }
     let _ = kho.previous_version.try_push_str(string("kernel-version")?);
     info.set_command_line(string("command-line")?.as_bytes());
 
@@ -346,6 +378,14 @@ pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -
     Ok(())
 }
 
+/// Where the `timeline` property's value starts in a boot description, so
+/// the writer can patch it in place just before the jump.
+pub fn timeline_offset(bytes: &[u8]) -> Option<usize> {
+    let fdt = baton_kho::fdt::parse_fdt(bytes).ok()?;
+    let value = fdt.find_node("/")?.property("timeline")?.value;
+    (value.len() == 8 * TIMELINE_ENTRIES).then(|| value.as_ptr() as usize - bytes.as_ptr() as usize)
+}
+
 /// The preserved folios and their owners recorded in a boot description:
 /// yields (physical address, order, owner name).
 pub fn owners(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u32, &str)> + '_> {
@@ -411,8 +451,13 @@ mod tests {
             freeze_cycles: 123_456_789,
             scratch: &scratch,
             owners: &owners,
+            cycle_frequency_hz: 2_400_000_000,
+            timer_ticks_per_second: 1_000_000_000,
         };
-        let bytes = write(&info, &extras).unwrap();
+        let mut bytes = write(&info, &extras).unwrap();
+        // The writer patches the timeline in place before the jump.
+        let offset = timeline_offset(&bytes).unwrap();
+        bytes[offset + 8 * TIMELINE_JUMP..offset + 8 * TIMELINE_JUMP + 8].copy_from_slice(&42u64.to_ne_bytes());
 
         let mut parsed = BootInfo::new(BootPath::Kho);
         parse(&bytes, 0x3000_0000, 0x3100_0000, &mut parsed).unwrap();
@@ -436,6 +481,9 @@ mod tests {
         assert_eq!(kho.scratch.as_slice(), scratch);
         assert_eq!((kho.generation, kho.freeze_cycles, kho.previous_version.as_str()), (3, 123_456_789, "0.1.0"));
         assert_eq!(kho.root_fdt, 0x3100_0000);
+        assert_eq!((kho.cycle_frequency_hz, kho.timer_ticks_per_second), (2_400_000_000, 1_000_000_000));
+        assert_eq!(kho.timeline[TIMELINE_JUMP], 42);
+        assert_eq!(kho.timeline[TIMELINE_PREPARE], 0);
         assert_eq!(kho.boot_description.start, 0x3000_0000);
         let table: Vec<(u64, u32, &str)> = owners_of(&bytes);
         assert_eq!(table, owners);
@@ -452,8 +500,15 @@ mod tests {
             range: PhysRange { start: 0x5000_0000, end: 0x5010_0000 },
             kind: MemoryKind::BootloaderReclaimable,
         });
-        let extras =
-            HandoverExtras { kernel_version: "0.1.0", generation: 1, freeze_cycles: 0, scratch: &[], owners: &[] };
+        let extras = HandoverExtras {
+            kernel_version: "0.1.0",
+            generation: 1,
+            freeze_cycles: 0,
+            scratch: &[],
+            owners: &[],
+            cycle_frequency_hz: 0,
+            timer_ticks_per_second: 0,
+        };
         let bytes = write(&info, &extras).unwrap();
         let mut parsed = BootInfo::new(BootPath::Kho);
         parse(&bytes, 0, 0, &mut parsed).unwrap();
@@ -484,6 +539,8 @@ mod tests {
             freeze_cycles: 0,
             scratch: &[],
             owners: &[(0x1000, 0, "a")],
+            cycle_frequency_hz: 0,
+            timer_ticks_per_second: 0,
         };
         let bytes = write(&described(), &extras).unwrap();
         for cut in 0..bytes.len() {

@@ -278,6 +278,14 @@ pub struct KhoBoot {
     pub freeze_cycles: u64,
     /// The version of the kernel that handed over.
     pub previous_version: ArrayString<32>,
+    /// Cycle-counter ticks per second measured by an earlier kernel (0:
+    /// unknown).
+    pub cycle_frequency_hz: u64,
+    /// The x86_64 APIC timer's rate measured by an earlier kernel (0:
+    /// unknown).
+    pub timer_ticks_per_second: u64,
+    /// Cycle-counter readings along the update (see `handover::TIMELINE_*`).
+    pub timeline: [u64; crate::handover::TIMELINE_ENTRIES],
 }
 
 /// Something an adapter noticed that the kernel should log once it can.
@@ -349,6 +357,8 @@ pub struct BootInfo {
     pub kho: Option<KhoBoot>,
     /// Offset of the direct map of physical memory in effect at entry.
     pub entry_direct_map_offset: u64,
+    /// The cycle counter when the kernel was entered.
+    pub entry_cycles: u64,
     /// Problems the adapter noticed, for the kernel to log.
     pub warnings: ArrayVec<BootWarning, MAX_WARNINGS>,
 }
@@ -370,6 +380,7 @@ impl BootInfo {
             handover: None,
             kho: None,
             entry_direct_map_offset: 0,
+            entry_cycles: 0,
             warnings: ArrayVec::new(),
         }
     }

@@ -79,7 +79,17 @@ impl Log for Logger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            print(format_args!("[{:<5} {}] {}\n", record.level(), record.target(), record.args()));
+            // The cycle counter keeps running across updates, so times are
+            // comparable between a kernel and the one it hands over to.
+            let micros = baton_arch::nanoseconds() / 1000;
+            print(format_args!(
+                "[{:>5}.{:06}] [{:<5} {}] {}\n",
+                micros / 1_000_000,
+                micros % 1_000_000,
+                record.level(),
+                record.target(),
+                record.args()
+            ));
         }
     }
 

@@ -23,7 +23,28 @@ use baton_abi::{Error, PAGE_SIZE};
 use baton_boot::BootInfo;
 use baton_kho::IncomingPreservations;
 use baton_kho::memory::PhysRange;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
+
+/// Moments of this kernel's boot, for the update report.
+#[derive(Debug, Clone, Copy)]
+pub enum BootPhase {
+    /// The kernel's main entry.
+    Entry = 0,
+    /// Scratch, page tables and heap are up.
+    EarlyMemory = 1,
+    /// The handover has been validated and read.
+    Deserialised = 2,
+    /// The page allocator is up.
+    PageAllocator = 3,
+}
+
+static BOOT_PHASES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Records when a boot phase ended.
+pub fn note_boot_phase(phase: BootPhase, cycles: u64) {
+    BOOT_PHASES[phase as usize].store(cycles, Ordering::Relaxed);
+}
 
 /// Unclaimed preserved memory is released at the latest this long after a
 /// KHO boot.
@@ -44,6 +65,9 @@ pub struct KhoIn {
     /// Metadata kept out of the page allocator until released.
     metadata: Vec<baton_mm::Range>,
     freeze_cycles: u64,
+    timeline: [u64; baton_boot::handover::TIMELINE_ENTRIES],
+    folio_count: u64,
+    bitmap_count: u64,
     deadline_ns: u64,
     generation: u32,
     previous_version: String,
@@ -161,6 +185,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
     reserved.push(page_rounded(root_range.start, root_range.end));
     let folios = preservations.folios(&memory).filter_map(Result::ok).map(|folio| (folio.phys, folio.order)).collect();
     let incoming = Incoming { reserved: reserved.clone(), folios };
+    let state_bitmaps = preservations.bitmap_count();
     let state = KhoIn {
         preserved_bytes_at_boot: preservations.remaining_bytes(),
         sub_fdt_count: users.len(),
@@ -171,6 +196,9 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
         waiting_owners,
         metadata: reserved,
         freeze_cycles: kho.freeze_cycles,
+        timeline: kho.timeline,
+        folio_count: incoming.folios.len() as u64,
+        bitmap_count: state_bitmaps,
         deadline_ns: baton_arch::nanoseconds() + CLAIM_DEADLINE_NS,
         generation: kho.generation,
         previous_version: String::from(kho.previous_version.as_str()),
@@ -302,11 +330,11 @@ pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
     {
         process.space.unmap(start);
     }
+    // What it did not take is released by the main thread (`release_due`),
+    // after the blackout.
     let mut guard = KHO_IN.lock();
     let Some(state) = guard.as_mut() else { return Ok(()) };
-    release_owner(state, &name);
-    state.waiting_owners.remove(&name);
-    if state.waiting_owners.is_empty() {
+    if state.waiting_owners.remove(&name) && state.waiting_owners.is_empty() {
         report_blackout(state);
     }
     Ok(())
@@ -324,20 +352,37 @@ fn release_owner(state: &mut KhoIn, name: &str) {
 }
 
 fn report_blackout(state: &KhoIn) {
+    use baton_boot::handover::{
+        TIMELINE_COPY_END, TIMELINE_COPY_START, TIMELINE_FINALIZED, TIMELINE_JUMP, TIMELINE_PREPARE, TIMELINE_PREPARED,
+    };
     let now = baton_arch::cpu::cycle_counter();
-    let frequency = baton_arch::cpu::cycle_counter_frequency_hz().max(1);
+    let frequency = u128::from(baton_arch::cpu::cycle_counter_frequency_hz().max(1));
+    let micros = |from: u64, to: u64| u128::from(to.saturating_sub(from)) * 1_000_000 / frequency;
     let cycles = now.saturating_sub(state.freeze_cycles);
-    let blackout_us = u128::from(cycles) * 1_000_000 / u128::from(frequency);
+    let timeline = &state.timeline;
+    let boot = |phase: BootPhase| BOOT_PHASES[phase as usize].load(Ordering::Relaxed);
     log::info!(
         target: "kho",
-        "update-report: generation={} from={} to={} preserved_bytes={} sub_fdts={} blackout_cycles={} blackout_us={}",
+        "update-report: generation={} from={} to={} preserved_bytes={} sub_fdts={} folios={} bitmaps={} blackout_cycles={} blackout_us={} \
+         prepare_us={} serialise_us={} load_us={} jump_us={} copy_us={} early_boot_us={} deserialise_us={} seed_us={} restore_us={}",
         state.generation,
         state.previous_version,
         crate::VERSION,
         state.preserved_bytes_at_boot,
         state.sub_fdt_count,
+        state.folio_count,
+        state.bitmap_count,
         cycles,
-        blackout_us
+        micros(state.freeze_cycles, now),
+        micros(timeline[TIMELINE_PREPARE], timeline[TIMELINE_PREPARED]),
+        micros(timeline[TIMELINE_PREPARED], timeline[TIMELINE_FINALIZED]),
+        micros(timeline[TIMELINE_FINALIZED], timeline[TIMELINE_JUMP]),
+        micros(timeline[TIMELINE_JUMP], boot(BootPhase::Entry)),
+        micros(timeline[TIMELINE_COPY_START], timeline[TIMELINE_COPY_END]),
+        micros(boot(BootPhase::Entry), boot(BootPhase::EarlyMemory)),
+        micros(boot(BootPhase::EarlyMemory), boot(BootPhase::Deserialised)),
+        micros(boot(BootPhase::Deserialised), boot(BootPhase::PageAllocator)),
+        micros(boot(BootPhase::PageAllocator), now),
     );
 }
 

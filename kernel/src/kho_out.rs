@@ -133,6 +133,8 @@ pub struct KhoOut {
 struct KernelPublication {
     phys: u64,
     order: u32,
+    /// Where the `timeline` values are (physical), patched before the jump.
+    timeline_phys: Option<u64>,
     /// Page ranges preserved for the next kernel (modules, device tree,
     /// kernel file).
     ranges: Vec<(u64, u64)>,
@@ -438,7 +440,10 @@ fn page_range(start: u64, end: u64) -> (u64, u64) {
 /// Writes Baton's boot description for the next kernel, preserves it and
 /// what it points at (boot modules, the device tree, the kernel file) and
 /// registers it as the `baton-boot` sub-FDT. Returns its physical address.
-pub fn publish_boot_description(freeze_cycles: u64) -> Result<u64, crate::update::UpdateError> {
+pub fn publish_boot_description(
+    freeze_cycles: u64,
+    timeline: &[(usize, u64)],
+) -> Result<u64, crate::update::UpdateError> {
     use crate::update::UpdateError;
     use baton_boot::info::ScratchArea;
     use baton_mm::scratch::ScratchKind;
@@ -467,8 +472,11 @@ pub fn publish_boot_description(freeze_cycles: u64) -> Result<u64, crate::update
         freeze_cycles,
         scratch: &scratch,
         owners: &owners,
+        cycle_frequency_hz: baton_arch::cpu::cycle_counter_frequency_hz(),
+        timer_ticks_per_second: baton_arch::interrupts::timer_rate(),
     };
     let bytes = baton_boot::handover::write(info, &extras).map_err(|_| UpdateError::BootDescription)?;
+    let timeline_offset = baton_boot::handover::timeline_offset(&bytes);
     drop(owners);
     let order = (bytes.len() as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros();
     let phys = crate::mm::allocate_pages(order).ok_or(UpdateError::OutOfMemory)?;
@@ -487,7 +495,12 @@ pub fn publish_boot_description(freeze_cycles: u64) -> Result<u64, crate::update
     if let Some(file) = &info.kernel.file {
         ranges.push(page_range(file.start, file.end));
     }
-    let mut publication = KernelPublication { phys, order, ranges: Vec::new() };
+    let mut publication = KernelPublication {
+        phys,
+        order,
+        timeline_phys: timeline_offset.map(|offset| phys + offset as u64),
+        ranges: Vec::new(),
+    };
     let result = (|| {
         out.handover.preserve_folio(&mut out.memory, phys, order)?;
         for &(start, size) in &ranges {
@@ -506,7 +519,39 @@ pub fn publish_boot_description(freeze_cycles: u64) -> Result<u64, crate::update
         return Err(UpdateError::BootDescription);
     }
     out.boot_description = Some(publication);
+    drop(guard);
+    for &(index, cycles) in timeline {
+        stamp_timeline(index, cycles);
+    }
     Ok(phys)
+}
+
+/// Physical address of a timeline entry (for the trampoline), or 0.
+pub fn timeline_entry_phys(index: usize) -> u64 {
+    let guard = KHO_OUT.lock();
+    guard
+        .as_ref()
+        .and_then(|out| out.boot_description.as_ref())
+        .and_then(|publication| publication.timeline_phys)
+        .map_or(0, |phys| phys + 8 * index as u64)
+}
+
+/// Writes a cycle-counter reading into the boot description's timeline (see
+/// `baton_boot::handover::TIMELINE_*`); the boot description is this
+/// kernel's own preserved memory, so changing its contents is allowed.
+pub fn stamp_timeline(index: usize, cycles: u64) {
+    let guard = KHO_OUT.lock();
+    let Some(phys) =
+        guard.as_ref().and_then(|out| out.boot_description.as_ref()).and_then(|publication| publication.timeline_phys)
+    else {
+        return;
+    };
+    if index < baton_boot::handover::TIMELINE_ENTRIES {
+        // SAFETY: the timeline lies inside the boot description, which this
+        // kernel allocated and still owns; the write stays inside the
+        // property's value (checked index).
+        unsafe { (direct_map::to_virtual(phys + 8 * index as u64) as *mut u64).write_unaligned(cycles) };
+    }
 }
 
 /// Undoes [`publish_boot_description`] after an abort.

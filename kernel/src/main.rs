@@ -50,7 +50,13 @@ pub fn boot_info() -> &'static BootInfo {
 /// The common kernel entry, called by every boot adapter.
 #[unsafe(no_mangle)]
 pub fn baton_main(info: &'static BootInfo) -> ! {
+    let entry_cycles = baton_arch::cpu::cycle_counter();
     BOOT_INFO.call_once(|| info);
+    if let Some(kho) = &info.kho {
+        baton_arch::cpu::set_cycle_counter_frequency_hz(kho.cycle_frequency_hz);
+        baton_arch::interrupts::set_timer_rate(kho.timer_ticks_per_second);
+    }
+    kho_in::note_boot_phase(kho_in::BootPhase::Entry, entry_cycles);
     baton_arch::early_init(info.entry_direct_map_offset);
     console::init(info);
     baton_arch::trap::init();
@@ -150,12 +156,15 @@ fn init_memory(info: &BootInfo) {
         panic!("memory setup failed: {error}");
     }
     mm::log_scratch();
+    kho_in::note_boot_phase(kho_in::BootPhase::EarlyMemory, baton_arch::cpu::cycle_counter());
     let incoming = kho_in::open(info);
+    kho_in::note_boot_phase(kho_in::BootPhase::Deserialised, baton_arch::cpu::cycle_counter());
     if let Err(error) = mm::init_page_allocator(&incoming.reserved, &mut incoming.folios.iter().copied()) {
         panic!("page allocator setup failed: {error}");
     }
     drop(incoming);
     kho_in::claim_kernel_ranges(info);
+    kho_in::note_boot_phase(kho_in::BootPhase::PageAllocator, baton_arch::cpu::cycle_counter());
     log::info!(target: "mm", "{}", mm::accounting());
 }
 

@@ -225,10 +225,19 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             }
         },
     };
+    let prepare_started = baton_arch::cpu::cycle_counter();
     let result = prepare()
-        .and_then(|()| crate::kho_out::publish_boot_description(baton_arch::cpu::cycle_counter()))
+        .and_then(|()| {
+            use baton_boot::handover::{TIMELINE_PREPARE, TIMELINE_PREPARED};
+            let now = baton_arch::cpu::cycle_counter();
+            crate::kho_out::publish_boot_description(
+                now,
+                &[(TIMELINE_PREPARE, prepare_started), (TIMELINE_PREPARED, now)],
+            )
+        })
         .and_then(|boot_description| freeze(is_rehearsal).map(|summary| (summary, boot_description)))
         .and_then(|(summary, boot_description)| {
+            crate::kho_out::stamp_timeline(baton_boot::handover::TIMELINE_FINALIZED, baton_arch::cpu::cycle_counter());
             crate::kho_out::log_finalized(&summary);
             pause_for_dump();
             crate::fault_injection::apply(&summary)?;

@@ -107,6 +107,14 @@ pub fn init(info: &BootInfo) -> Result<(), InterruptError> {
     Ok(())
 }
 
+/// The timer's rate is the counter's: nothing to hand over.
+pub fn timer_rate() -> u64 {
+    0
+}
+
+/// Nothing to do on aarch64 (see [`timer_rate`]).
+pub fn set_timer_rate(_ticks_per_second: u64) {}
+
 /// Starts the virtual timer at `hz` ticks per second.
 pub fn start_timer(hz: u32) {
     let interval = super::cpu::cycle_counter_frequency_hz() / u64::from(hz.max(1));

@@ -34,7 +34,9 @@ pub fn clean_data_cache(virt: u64, size_bytes: u64) {
     unsafe { core::arch::asm!("dsb sy", options(nostack)) };
 }
 
-/// Quiesces this CPU and jumps into the trampoline.
+/// Quiesces this CPU and jumps into the trampoline, which stores two
+/// cycle-counter readings (before and after its copy) at `stamps_phys`
+/// unless it is 0.
 ///
 /// # Safety
 ///
@@ -51,6 +53,7 @@ pub unsafe fn jump(
     entry_phys: u64,
     handover_phys: u64,
     boot_description_phys: u64,
+    stamps_phys: u64,
 ) -> ! {
     super::cpu::disable_interrupts();
     super::interrupts::stop_timer();
@@ -74,6 +77,7 @@ pub unsafe fn jump(
             in("x2") entry_phys,
             in("x3") handover_phys,
             in("x4") boot_description_phys,
+            in("x5") stamps_phys,
             options(noreturn),
         )
     }

@@ -5,7 +5,9 @@
  *   x0 = copy list (entries of destination, source or 0 to zero, length)
  *   x1 = number of entries
  *   x2 = physical entry point of the next kernel
- *   x3 = KHO root FDT, x4 = boot description (passed on in x0, x1).
+ *   x3 = KHO root FDT, x4 = boot description (passed on in x0, x1)
+ *   x5 = where to store two counter readings (before and after the copy),
+ *        or 0.
  * It turns the MMU and caches off, copies, invalidates the instruction cache
  * and jumps. It uses no stack. */
 
@@ -13,14 +15,19 @@
 .global kexec_trampoline_start
 .global kexec_trampoline_end
 kexec_trampoline_start:
-    mrs x9, sctlr_el1
+    mov x10, x5
+    cbz x10, 0f
+    isb
+    mrs x11, cntvct_el0
+    str x11, [x10]
+0:  mrs x9, sctlr_el1
     bic x9, x9, #1              /* M: MMU off */
     bic x9, x9, #(1 << 2)       /* C: data cache off */
     bic x9, x9, #(1 << 12)      /* I: instruction cache off */
     msr sctlr_el1, x9
     isb
 1:  cbz x1, 5f
-    ldp x5, x6, [x0]            /* destination, source */
+    ldp x5, x6, [x0]            /* destination, source (x5 reused) */
     ldr x7, [x0, #16]           /* length */
     cbz x6, 3f
 2:  cmp x7, #8                  /* copy 8 bytes at a time, then bytes */
@@ -46,7 +53,11 @@ kexec_trampoline_start:
 4:  add x0, x0, #24
     sub x1, x1, #1
     b 1b
-5:  ic iallu
+5:  cbz x10, 6f
+    isb
+    mrs x11, cntvct_el0
+    str x11, [x10, #8]
+6:  ic iallu
     dsb sy
     isb
     mov x0, x3

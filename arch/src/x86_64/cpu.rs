@@ -36,10 +36,19 @@ pub fn cycle_counter() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Ticks per second of [`cycle_counter`], measured once against the PIT.
+static FREQUENCY: spin::Once<u64> = spin::Once::new();
+
+/// Ticks per second of [`cycle_counter`], measured once against the PIT
+/// unless an earlier kernel handed the figure over.
 pub fn cycle_counter_frequency_hz() -> u64 {
-    static FREQUENCY: spin::Once<u64> = spin::Once::new();
     *FREQUENCY.call_once(measure_tsc_frequency)
+}
+
+/// Uses `hz` (measured by an earlier kernel) instead of measuring.
+pub fn set_cycle_counter_frequency_hz(hz: u64) {
+    if hz != 0 {
+        FREQUENCY.call_once(|| hz);
+    }
 }
 
 /// Counts TSC ticks over 10 ms of PIT channel 2.

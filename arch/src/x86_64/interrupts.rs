@@ -73,6 +73,18 @@ fn calibrate() -> u32 {
     (elapsed * 100).min(u64::from(u32::MAX)) as u32
 }
 
+/// The APIC timer's measured rate (0 until measured).
+pub fn timer_rate() -> u64 {
+    u64::from(TIMER_TICKS_PER_SECOND.load(Ordering::Relaxed))
+}
+
+/// Uses a rate an earlier kernel measured instead of measuring.
+pub fn set_timer_rate(ticks_per_second: u64) {
+    if ticks_per_second != 0 {
+        TIMER_TICKS_PER_SECOND.store(ticks_per_second.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+    }
+}
+
 /// Starts the periodic timer at `hz` ticks per second.
 pub fn start_timer(hz: u32) {
     let mut rate = TIMER_TICKS_PER_SECOND.load(Ordering::Relaxed);

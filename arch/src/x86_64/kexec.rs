@@ -20,7 +20,9 @@ pub fn trampoline_code() -> &'static [u8] {
 /// Nothing to clean: x86 caches are coherent with memory and DMA.
 pub fn clean_data_cache(_virt: u64, _size_bytes: u64) {}
 
-/// Quiesces this CPU and jumps into the trampoline.
+/// Quiesces this CPU and jumps into the trampoline, which stores two
+/// cycle-counter readings (before and after its copy) at `stamps_phys`
+/// unless it is 0.
 ///
 /// # Safety
 ///
@@ -37,6 +39,7 @@ pub unsafe fn jump(
     entry_phys: u64,
     handover_phys: u64,
     boot_description_phys: u64,
+    stamps_phys: u64,
 ) -> ! {
     super::cpu::disable_interrupts();
     super::interrupts::stop_timer();
@@ -53,6 +56,7 @@ pub unsafe fn jump(
             in("rdx") entry_phys,
             in("rcx") handover_phys,
             in("r8") boot_description_phys,
+            in("r14") stamps_phys,
             options(noreturn),
         )
     }

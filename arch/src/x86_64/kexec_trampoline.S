@@ -4,7 +4,9 @@
  *   rdi = copy list (entries of destination, source or 0 to zero, length)
  *   rsi = number of entries
  *   rdx = physical entry point of the next kernel
- *   rcx = KHO root FDT, r8 = boot description (passed on in rdi, rsi).
+ *   rcx = KHO root FDT, r8 = boot description (passed on in rdi, rsi)
+ *   r14 = where to store two time-stamp counter readings (before and after
+ *         the copy), or 0. 
  * It uses no stack and no memory but the list, so it may overwrite the old
  * kernel (which lives in scratch after the first update). */
 
@@ -14,6 +16,13 @@
 .code64
 kexec_trampoline_start:
     mov %rdx, %r11
+    test %r14, %r14
+    jz 0f
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, (%r14)
+0:
     mov %rcx, %r12
     mov %r8, %r13
     mov %rdi, %r9
@@ -33,7 +42,13 @@ kexec_trampoline_start:
 4:  add $24, %r9
     dec %r10
     jmp 1b
-3:  mov %r12, %rdi
+3:  test %r14, %r14
+    jz 5f
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, 8(%r14)
+5:  mov %r12, %rdi
     mov %r13, %rsi
     jmp *%r11
 kexec_trampoline_end:

@@ -358,7 +358,13 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
     let scratch_set = scratch.as_set();
     let in_use: arrayvec::ArrayVec<Range, 64> =
         reserved.ranges().iter().copied().filter(|r| scratch_set.overlaps(r)).take(64).collect();
+    // The low region holds kernel images (this one after an update, the
+    // next one at the jump): early allocations go elsewhere when they can.
+    let low = scratch.regions.iter().find(|region| region.kind == ScratchKind::Low).map(|region| region.range);
     let mut early = EarlyAllocator::new(&scratch_set, &in_use);
+    if let Some(low) = low {
+        early = early.with_last_resort(low);
+    }
 
     // The kernel's page tables, from scratch.
     let mut allocate_page = || early.allocate(PAGE_SIZE, PAGE_SIZE, Purpose::PageTable).ok();

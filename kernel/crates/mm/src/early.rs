@@ -42,6 +42,9 @@ impl fmt::Display for ScratchExhausted {
 pub struct EarlyAllocator {
     scratch: RegionSet<16>,
     available: RegionSet<32>,
+    /// Used only when nothing else fits (the low scratch region, kept for
+    /// the next kernel image).
+    last_resort: Option<Range>,
     recorded: ArrayVec<(Range, Purpose), MAX_RECORDED>,
     count: u64,
     allocated_bytes: u64,
@@ -58,18 +61,37 @@ impl EarlyAllocator {
         for range in in_use {
             let _ = available.remove(*range);
         }
-        Self { scratch: scratch.clone(), available, recorded: ArrayVec::new(), count: 0, allocated_bytes: 0 }
+        Self {
+            scratch: scratch.clone(),
+            available,
+            last_resort: None,
+            recorded: ArrayVec::new(),
+            count: 0,
+            allocated_bytes: 0,
+        }
+    }
+
+    /// Serves allocations from `range` only when the rest of scratch is
+    /// full. Baton keeps the low region for kernel images this way, so the
+    /// next image never lands on this kernel's page tables.
+    pub fn with_last_resort(mut self, range: Range) -> Self {
+        self.last_resort = Some(range);
+        self
     }
 
     /// Allocates `size_bytes` aligned to `alignment` (a power of two), lowest
     /// address first.
     pub fn allocate(&mut self, size_bytes: u64, alignment: u64, purpose: Purpose) -> Result<u64, ScratchExhausted> {
         let error = ScratchExhausted { size_bytes };
-        let found = self.available.ranges().iter().find_map(|range| {
+        let fits = |range: &Range| {
             let start = crate::align_up(range.start, alignment)?;
             let end = start.checked_add(size_bytes)?;
             (end <= range.end).then_some(Range::new(start, end))
-        });
+        };
+        let is_last_resort = |range: &Range| self.last_resort.is_some_and(|last| last.overlaps(range));
+        let preferred = self.available.ranges().iter().filter(|range| !is_last_resort(range)).find_map(fits);
+        let found =
+            preferred.or_else(|| self.available.ranges().iter().filter(|range| is_last_resort(range)).find_map(fits));
         let range = found.ok_or(error)?;
         self.available.remove(range).map_err(|_| error)?;
         self.count += 1;
@@ -144,6 +166,14 @@ mod tests {
         let mut early = EarlyAllocator::new(&scratch, &[]);
         early.allocate(0x2000, 0x1000, Purpose::Tracking).unwrap();
         assert_eq!(early.allocate(0x1000, 0x1000, Purpose::Tracking), Err(ScratchExhausted { size_bytes: 0x1000 }));
+    }
+
+    #[test]
+    fn the_last_resort_region_is_used_only_when_the_rest_is_full() {
+        let scratch = scratch(&[(0x10_0000, 0x10_2000), (0x20_0000, 0x20_1000)]);
+        let mut early = EarlyAllocator::new(&scratch, &[]).with_last_resort(Range::new(0x10_0000, 0x10_2000));
+        assert_eq!(early.allocate(0x1000, 0x1000, Purpose::PageTable), Ok(0x20_0000));
+        assert_eq!(early.allocate(0x1000, 0x1000, Purpose::PageTable), Ok(0x10_0000), "the rest is full");
     }
 
     #[test]
