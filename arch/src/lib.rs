@@ -92,6 +92,9 @@ pub enum TrapCause {
     Breakpoint,
     /// A system call from user mode.
     Syscall,
+    /// The kernel's main thread giving the CPU to the scheduler
+    /// (`cpu::yield_to_scheduler`).
+    KernelYield,
     /// A hardware interrupt (the vector on x86_64; 0 on aarch64, where the
     /// interrupt controller says which).
     Interrupt(u8),

@@ -9,6 +9,49 @@ use spin::{Mutex, Once};
 static UART: Once<Uart> = Once::new();
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// Bytes the console can hold back during an update's blackout.
+const HELD_BYTES: usize = 32 * 1024;
+
+/// Output held back while an update is in its blackout: writing to an
+/// emulated UART costs an exit per byte, which would otherwise dominate the
+/// blackout. Flushed when the blackout ends, or before any panic or fault
+/// report.
+struct Held {
+    is_holding: bool,
+    bytes: [u8; HELD_BYTES],
+    length: usize,
+    dropped: usize,
+}
+
+static HELD: Mutex<Held> = Mutex::new(Held { is_holding: false, bytes: [0; HELD_BYTES], length: 0, dropped: 0 });
+
+/// Holds console output back until [`release`].
+pub fn hold() {
+    HELD.lock().is_holding = true;
+}
+
+/// Writes out what was held back and stops holding.
+pub fn release() {
+    let _guard = LOCK.lock();
+    write_held(false);
+}
+
+/// Writes held output; keeps holding if `keep_holding`.
+fn write_held(keep_holding: bool) {
+    let mut held = HELD.lock();
+    if let Some(uart) = UART.get() {
+        uart.write_bytes(&held.bytes[..held.length]);
+        if held.dropped > 0 {
+            let mut note = arrayvec::ArrayString::<64>::new();
+            let _ = write!(note, "[console: {} bytes dropped]\n", held.dropped);
+            uart.write_bytes(note.as_bytes());
+        }
+    }
+    held.length = 0;
+    held.dropped = 0;
+    held.is_holding = keep_holding;
+}
+
 /// Starts the console on the boot description's serial port, if any.
 pub fn init(info: &baton_boot::BootInfo) {
     if let Some(port) = info.serial
@@ -24,6 +67,17 @@ struct ConsoleWriter;
 
 impl Write for ConsoleWriter {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        {
+            let mut held = HELD.lock();
+            if held.is_holding {
+                let start = held.length;
+                let take = text.len().min(HELD_BYTES - start);
+                held.bytes[start..start + take].copy_from_slice(&text.as_bytes()[..take]);
+                held.length += take;
+                held.dropped += text.len() - take;
+                return Ok(());
+            }
+        }
         if let Some(uart) = UART.get() {
             uart.write_bytes(text.as_bytes());
         }
@@ -58,6 +112,14 @@ pub fn print(arguments: fmt::Arguments<'_>) {
 /// Prints to the console even if another CPU context holds the console lock
 /// (used by the panic and fault paths, which must not deadlock).
 pub fn print_emergency(arguments: fmt::Arguments<'_>) {
+    // Whatever was held back comes first, so the report has its context.
+    if let Some(mut held) = HELD.try_lock() {
+        held.is_holding = false;
+        if let Some(uart) = UART.get() {
+            uart.write_bytes(&held.bytes[..held.length]);
+        }
+        held.length = 0;
+    }
     let _ = ConsoleWriter.write_fmt(arguments);
 }
 

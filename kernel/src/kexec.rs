@@ -91,7 +91,7 @@ pub fn stage(image: UpdateImage) -> Result<Staged, UpdateError> {
         }
     }
     let entry_phys = plan.entry_phys(load_phys).ok_or(UpdateError::NoImage("the entry point is outside the image"))?;
-    touch_destination(baton_mm::Range::new(load_phys, load_phys + plan.memory_bytes()));
+    prime_destination(&copies);
     Ok(Staged {
         copies,
         entry_phys,
@@ -123,23 +123,49 @@ fn load_address(low: baton_mm::Range, image_bytes: u64) -> Result<u64, UpdateErr
     Ok(low.start)
 }
 
-/// Writes every word of the destination once, with the value it already
-/// holds, before anything freezes. On hardware this only warms the caches;
-/// emulators that track translated code (QEMU TCG) drop their stale
-/// translations of an earlier kernel's code here instead of during the
-/// trampoline's copy, inside the blackout (measured: the copy took 250 ms
-/// instead of 4 ms when it landed on an earlier kernel's code).
-fn touch_destination(range: baton_mm::Range) {
-    let mut word = range.start;
-    while word < range.end {
-        let pointer = direct_map::to_virtual(word) as *mut u64;
-        // SAFETY: the word is RAM in the low scratch region. Writing back the
-        // value just read changes nothing, even if it belongs to one of this
-        // kernel's scratch allocations: the CPU is single and nothing else
-        // runs between the read and the write (interrupts are off in the
-        // kernel).
-        unsafe { pointer.write_volatile(pointer.read_volatile()) };
-        word += 8;
+/// Prepares the destination before anything freezes: every page whose
+/// contents will change is written back word by word with the value it
+/// already holds, and pages that already hold the new contents are left
+/// alone. On hardware this only warms the caches. Emulators that track
+/// translated code (QEMU TCG) drop stale translations of an earlier
+/// kernel's code here, outside the blackout, instead of during the
+/// trampoline's copy (measured: 250 ms instead of 4 ms), and keep their
+/// translations of pages that do not change (an update into the same image).
+fn prime_destination(copies: &[CopyEntry]) {
+    const PAGE: u64 = 4096;
+    for copy in copies {
+        let mut offset = 0;
+        while offset < copy.length {
+            let length = (PAGE - (copy.destination + offset) % PAGE).min(copy.length - offset);
+            let destination = direct_map::to_virtual(copy.destination + offset) as *mut u8;
+            // SAFETY: the destination is RAM in the low scratch region and the
+            // source RAM holding the staged image; both are read through the
+            // direct map within the lengths the plan gave.
+            let differs = unsafe {
+                let target = core::slice::from_raw_parts(destination, length as usize);
+                if copy.source == 0 {
+                    target.iter().any(|&byte| byte != 0)
+                } else {
+                    let source = direct_map::to_virtual(copy.source + offset) as *const u8;
+                    target != core::slice::from_raw_parts(source, length as usize)
+                }
+            };
+            if differs {
+                let mut byte = 0;
+                while byte < length {
+                    // SAFETY: as above; writing back the byte just read
+                    // changes nothing, even where the page holds this
+                    // kernel's scratch allocations (single CPU, interrupts
+                    // off in the kernel).
+                    unsafe {
+                        let pointer = destination.add(byte as usize);
+                        pointer.write_volatile(pointer.read_volatile());
+                    }
+                    byte += 1;
+                }
+            }
+            offset += length;
+        }
     }
 }
 

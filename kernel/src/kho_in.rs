@@ -232,6 +232,7 @@ pub fn open(info: &BootInfo) -> Incoming {
             incoming
         }
         Err(reason) => {
+            crate::console::release();
             log::warn!(target: "kho", "handover bypassed: {reason}; services start cold");
             empty
         }
@@ -336,6 +337,7 @@ pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
     let Some(state) = guard.as_mut() else { return Ok(()) };
     if state.waiting_owners.remove(&name) && state.waiting_owners.is_empty() {
         report_blackout(state);
+        crate::console::release();
     }
     Ok(())
 }
@@ -396,12 +398,14 @@ pub fn release_due() -> bool {
 
 /// Releases every preserved folio nobody claimed and the handover metadata.
 pub fn release_unclaimed() {
+    crate::console::release();
     let mut guard = KHO_IN.lock();
     let Some(state) = guard.as_mut() else { return };
     if state.is_released {
         return;
     }
     if !state.waiting_owners.is_empty() {
+        crate::console::release();
         log::warn!(target: "kho", "services that never claimed their state: {:?}", state.waiting_owners);
         report_blackout(state);
     }

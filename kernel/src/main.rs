@@ -59,6 +59,11 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     kho_in::note_boot_phase(kho_in::BootPhase::Entry, entry_cycles);
     baton_arch::early_init(info.entry_direct_map_offset);
     console::init(info);
+    if info.kho.is_some() {
+        // The blackout goes on until services are back: keep the console
+        // quiet until then (kho_in releases it).
+        console::hold();
+    }
     baton_arch::trap::init();
     let test_filter = command_line_value(&info.command_line, "ktest");
     if test_filter.is_some() {

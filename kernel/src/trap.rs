@@ -31,6 +31,10 @@ pub fn baton_trap(frame: &mut TrapFrame) -> *mut TrapFrame {
             next
         }
         TrapCause::Syscall => crate::task::syscall::handle(frame),
+        TrapCause::KernelYield if !frame.is_from_user() => {
+            let mut tasks = crate::task::TASKS.lock();
+            crate::task::reschedule(&mut tasks, frame)
+        }
         _ if frame.is_from_user() => {
             let ip = frame.instruction_pointer();
             match cause {

@@ -18,6 +18,13 @@ pub fn wait_for_interrupt() {
     asm::wfi();
 }
 
+/// Traps into the kernel's scheduler from kernel code (`svc` at EL1).
+pub fn yield_to_scheduler() {
+    // SAFETY: an SVC at EL1 enters the kernel's vector, which saves and
+    // later restores this context exactly.
+    unsafe { core::arch::asm!("svc #1") };
+}
+
 /// Whether IRQs are unmasked.
 pub fn interrupts_enabled() -> bool {
     !DAIF.is_set(DAIF::I)

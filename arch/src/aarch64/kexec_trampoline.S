@@ -8,8 +8,9 @@
  *   x3 = KHO root FDT, x4 = boot description (passed on in x0, x1)
  *   x5 = where to store two counter readings (before and after the copy),
  *        or 0.
- * It turns the MMU and caches off, copies, invalidates the instruction cache
- * and jumps. It uses no stack. */
+ * It turns the MMU and caches off, writes only words that differ from what
+ * the destination holds, invalidates the instruction cache and jumps. It
+ * uses no stack. */
 
 .section .rodata.kexec, "a"
 .global kexec_trampoline_start
@@ -26,38 +27,40 @@ kexec_trampoline_start:
     bic x9, x9, #(1 << 12)      /* I: instruction cache off */
     msr sctlr_el1, x9
     isb
-1:  cbz x1, 5f
-    ldp x5, x6, [x0]            /* destination, source (x5 reused) */
+1:  cbz x1, 9f
+    ldp x5, x6, [x0]            /* destination, source or 0 */
     ldr x7, [x0, #16]           /* length */
+2:  cmp x7, #8                  /* whole words */
+    b.lo 5f
+    mov x8, xzr
     cbz x6, 3f
-2:  cmp x7, #8                  /* copy 8 bytes at a time, then bytes */
-    b.lo 21f
     ldr x8, [x6], #8
-    str x8, [x5], #8
+3:  ldr x12, [x5]
+    cmp x8, x12
+    b.eq 4f
+    str x8, [x5]
+4:  add x5, x5, #8
     sub x7, x7, #8
     b 2b
-21: cbz x7, 4f
+5:  cbz x7, 8f                  /* the tail, byte by byte */
+    mov w8, wzr
+    cbz x6, 6f
     ldrb w8, [x6], #1
-    strb w8, [x5], #1
+6:  ldrb w12, [x5]
+    cmp w8, w12
+    b.eq 7f
+    strb w8, [x5]
+7:  add x5, x5, #1
     sub x7, x7, #1
-    b 21b
-3:  cmp x7, #8
-    b.lo 31f
-    str xzr, [x5], #8
-    sub x7, x7, #8
-    b 3b
-31: cbz x7, 4f
-    strb wzr, [x5], #1
-    sub x7, x7, #1
-    b 31b
-4:  add x0, x0, #24
+    b 5b
+8:  add x0, x0, #24
     sub x1, x1, #1
     b 1b
-5:  cbz x10, 6f
+9:  cbz x10, 10f
     isb
     mrs x11, cntvct_el0
     str x11, [x10, #8]
-6:  ic iallu
+10: ic iallu
     dsb sy
     isb
     mov x0, x3

@@ -68,6 +68,7 @@ impl TrapFrame {
         let class = self.esr >> 26;
         match class {
             CLASS_SVC64 if self.is_from_user() => TrapCause::Syscall,
+            CLASS_SVC64 => TrapCause::KernelYield,
             CLASS_BRK => TrapCause::Breakpoint,
             CLASS_DATA_ABORT_LOWER | CLASS_DATA_ABORT_SAME => {
                 TrapCause::PageFault { address: self.far, is_write: self.esr & (1 << 6) != 0 }

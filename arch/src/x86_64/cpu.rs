@@ -15,6 +15,14 @@ pub fn wait_for_interrupt() {
     interrupts::enable_and_hlt();
 }
 
+/// Traps into the kernel's scheduler from kernel code (a software
+/// interrupt, taken even with interrupts masked).
+pub fn yield_to_scheduler() {
+    // SAFETY: vector 0x81 is the kernel-yield gate; its handler saves and
+    // later restores this context exactly.
+    unsafe { core::arch::asm!("int 0x81") };
+}
+
 /// Whether maskable interrupts are enabled.
 pub fn interrupts_enabled() -> bool {
     interrupts::are_enabled()

@@ -6,9 +6,12 @@
  *   rdx = physical entry point of the next kernel
  *   rcx = KHO root FDT, r8 = boot description (passed on in rdi, rsi)
  *   r14 = where to store two time-stamp counter readings (before and after
- *         the copy), or 0. 
- * It uses no stack and no memory but the list, so it may overwrite the old
- * kernel (which lives in scratch after the first update). */
+ *         the copy), or 0.
+ * It writes only words that differ from what the destination holds, so an
+ * update into the same image rewrites little (and emulators keep their
+ * translations of it). It uses no stack and no memory but the list, so it
+ * may overwrite the old kernel (which lives in scratch after the first
+ * update). */
 
 .section .rodata.kexec, "a"
 .global kexec_trampoline_start
@@ -22,33 +25,51 @@ kexec_trampoline_start:
     shl $32, %rdx
     or %rdx, %rax
     mov %rax, (%r14)
-0:
-    mov %rcx, %r12
+0:  mov %rcx, %r12
     mov %r8, %r13
     mov %rdi, %r9
     mov %rsi, %r10
-    cld
 1:  test %r10, %r10
-    jz 3f
-    mov (%r9), %rdi
-    mov 8(%r9), %rsi
-    mov 16(%r9), %rcx
+    jz 9f
+    mov (%r9), %rdi             /* destination */
+    mov 8(%r9), %rsi            /* source, or 0 */
+    mov 16(%r9), %rcx           /* length */
+2:  cmp $8, %rcx                /* whole words */
+    jb 5f
+    xor %eax, %eax
     test %rsi, %rsi
-    jz 2f
-    rep movsb
-    jmp 4f
-2:  xor %eax, %eax
-    rep stosb
-4:  add $24, %r9
+    jz 3f
+    mov (%rsi), %rax
+    add $8, %rsi
+3:  cmp (%rdi), %rax
+    je 4f
+    mov %rax, (%rdi)
+4:  add $8, %rdi
+    sub $8, %rcx
+    jmp 2b
+5:  test %rcx, %rcx             /* the tail, byte by byte */
+    jz 8f
+    xor %eax, %eax
+    test %rsi, %rsi
+    jz 6f
+    movb (%rsi), %al
+    inc %rsi
+6:  cmpb (%rdi), %al
+    je 7f
+    movb %al, (%rdi)
+7:  inc %rdi
+    dec %rcx
+    jmp 5b
+8:  add $24, %r9
     dec %r10
     jmp 1b
-3:  test %r14, %r14
-    jz 5f
+9:  test %r14, %r14
+    jz 10f
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
     mov %rax, 8(%r14)
-5:  mov %r12, %rdi
+10: mov %r12, %rdi
     mov %r13, %rsi
     jmp *%r11
 kexec_trampoline_end:

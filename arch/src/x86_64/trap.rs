@@ -51,6 +51,8 @@ pub struct TrapFrame {
 
 /// The vector user programs use for system calls (`int 0x80`).
 pub const SYSCALL_VECTOR: u8 = 0x80;
+/// The vector the kernel uses to give the CPU to the scheduler.
+pub const KERNEL_YIELD_VECTOR: u8 = 0x81;
 /// First vector used for hardware interrupts.
 pub const FIRST_INTERRUPT_VECTOR: u8 = 32;
 
@@ -96,6 +98,7 @@ impl TrapFrame {
             3 => TrapCause::Breakpoint,
             14 => TrapCause::PageFault { address: Cr2::read_raw(), is_write: self.error_code & 2 != 0 },
             vector if vector == u64::from(SYSCALL_VECTOR) => TrapCause::Syscall,
+            vector if vector == u64::from(KERNEL_YIELD_VECTOR) => TrapCause::KernelYield,
             vector if vector < 32 => TrapCause::Exception(EXCEPTION_NAMES[vector as usize]),
             vector => TrapCause::Interrupt(vector as u8),
         }

@@ -294,6 +294,11 @@ impl Tasks {
         }
     }
 
+    /// Whether a service waits in the run queue.
+    pub fn has_ready_service(&self) -> bool {
+        self.run_queue.iter().any(|&id| id != MAIN_THREAD)
+    }
+
     /// The running service's id.
     pub fn current_id(&self) -> Option<ServiceId> {
         self.current
@@ -426,8 +431,14 @@ pub fn run_until(timeout_ns: u64, mut condition: impl FnMut() -> bool) -> bool {
         if baton_arch::nanoseconds() > deadline {
             break false;
         }
-        baton_arch::cpu::wait_for_interrupt();
-        baton_arch::cpu::disable_interrupts();
+        // Services that are ready run first; only when none is, wait for
+        // an interrupt.
+        if TASKS.lock().has_ready_service() {
+            baton_arch::cpu::yield_to_scheduler();
+        } else {
+            baton_arch::cpu::wait_for_interrupt();
+            baton_arch::cpu::disable_interrupts();
+        }
     };
     TASKS.lock().main_is_polling = false;
     met
