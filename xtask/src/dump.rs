@@ -52,7 +52,8 @@ impl Dumper {
             .any(|kind| line.trim_end().ends_with(kind));
         if line.contains("[INFO  boot]   [") && kind_is_ram {
             // "[0x000000100000-0x00000ffdf000)   260988 KiB usable"
-            let range = line.split('[').nth(2).and_then(|rest| rest.split(')').next());
+            // Timestamped or not, the range follows the line's last '['.
+            let range = line.rsplit('[').next().and_then(|rest| rest.split(')').next());
             if let Some((start, end)) = range.and_then(|range| range.split_once('-'))
                 && let (Some(start), Some(end)) = (hex(start), hex(end))
             {
@@ -141,5 +142,27 @@ impl Monitor {
             bail!("QEMU refused `{}`: {reply}", command.trim());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_map_lines_are_read_with_or_without_timestamps() {
+        let mut command = Command::new("true");
+        let scratch = std::env::temp_dir().join(format!("baton-dump-test-{}", std::process::id()));
+        let mut dumper = Dumper::new(&scratch.join("dump"), &scratch, &mut command).unwrap();
+        let mut sink = Vec::new();
+        for line in [
+            "[    0.131233] [INFO  boot]   [0x000000000000-0x00000009fc00)      639 KiB usable",
+            "[    0.131678] [INFO  boot]   [0x00000009fc00-0x0000000a0000)        1 KiB reserved",
+            "[INFO  boot]   [0x000000100000-0x00001ffdf000)   523132 KiB usable\r",
+        ] {
+            dumper.on_line(line, &mut sink).unwrap();
+        }
+        assert_eq!(dumper.ram, vec![(0, 0x9fc00), (0x100000, 0x1ffdf000 - 0x100000)]);
+        let _ = std::fs::remove_dir_all(&scratch);
     }
 }

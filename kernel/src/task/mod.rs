@@ -200,20 +200,13 @@ fn load(image: &[u8]) -> Result<(AddressSpace, u64), SpawnError> {
         let start = segment.virt_start & !(baton_abi::PAGE_SIZE - 1);
         let end = (segment.virt_start + segment.memory_bytes).next_multiple_of(baton_abi::PAGE_SIZE);
         let attributes = user_attributes(segment.is_writable, segment.is_executable);
-        let phys = match space.map_new(start, end - start, attributes) {
-            Ok(phys) => phys,
-            Err(error) => {
-                log::warn!(target: "sched", "cannot map segment at {start:#x}: {error}");
-                space.destroy();
-                return Err(SpawnError::NoMemory);
-            }
-        };
         let data = elf.segment_data(segment).unwrap_or(&[]);
-        let destination = direct_map::to_virtual(phys + (segment.virt_start - start)) as *mut u8;
-        // SAFETY: the pages were just allocated and zeroed for this segment
-        // and are large enough for `file_bytes` at this offset (validated by
-        // the image crate: file_bytes <= memory_bytes).
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), destination, data.len()) };
+        let offset = (segment.virt_start - start) as usize;
+        if let Err(error) = space.map_filled(start, end - start, attributes, offset, data) {
+            log::warn!(target: "sched", "cannot map segment at {start:#x}: {error}");
+            space.destroy();
+            return Err(SpawnError::NoMemory);
+        }
     }
     if space.map_new(STACK_TOP - STACK_BYTES, STACK_BYTES, user_attributes(true, false)).is_err() {
         space.destroy();

@@ -102,6 +102,49 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Allocates pages, fills them with `contents` followed by zeroes, maps
+    /// them at `virt` and returns their physical address. Only bytes that
+    /// differ from what the pages held are written: code loaded into the same
+    /// pages as at an earlier boot stays untouched, so emulators keep their
+    /// translations of it (a plain copy on hardware).
+    pub fn map_filled(
+        &mut self,
+        virt: u64,
+        size_bytes: u64,
+        attributes: Attributes,
+        contents_offset: usize,
+        contents: &[u8],
+    ) -> Result<u64, Error> {
+        let pages = size_bytes.div_ceil(PAGE_SIZE);
+        let order = pages.next_power_of_two().trailing_zeros();
+        let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
+        let length = (pages * PAGE_SIZE) as usize;
+        // SAFETY: the block was just allocated for this address space and is
+        // at least `length` bytes; nothing else uses it.
+        let target = unsafe { core::slice::from_raw_parts_mut(direct_map::to_virtual(phys) as *mut u8, length) };
+        let contents_end = contents_offset + contents.len();
+        for (chunk_index, chunk) in target.chunks_exact_mut(8).enumerate() {
+            let start = chunk_index * 8;
+            let mut wanted = [0u8; 8];
+            if start + 8 > contents_offset && start < contents_end {
+                for (position, byte) in wanted.iter_mut().enumerate() {
+                    let index = start + position;
+                    if index >= contents_offset && index < contents_end {
+                        *byte = contents[index - contents_offset];
+                    }
+                }
+            }
+            if chunk != wanted {
+                chunk.copy_from_slice(&wanted);
+            }
+        }
+        if let Err(error) = self.map(virt, phys, pages * PAGE_SIZE, attributes, Backing::Owned { phys, order }) {
+            crate::mm::free_pages(phys, order);
+            return Err(error);
+        }
+        Ok(phys)
+    }
+
     /// Allocates zeroed pages, maps them at `virt` and returns their physical
     /// address.
     pub fn map_new(&mut self, virt: u64, size_bytes: u64, attributes: Attributes) -> Result<u64, Error> {
