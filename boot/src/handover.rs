@@ -1,7 +1,7 @@
 //! Baton's boot description: the sub-FDT through which a kernel tells the
 //! next one everything it would otherwise learn from firmware (memory map,
 //! scratch, command line, firmware pointers, framebuffer, boot modules) plus
-//! the ownership of every preserved folio.
+//! who owns the preserved memory.
 //!
 //! It is one KHO user like any other (`baton-boot` in the root FDT), and the
 //! KHO entry also receives its address directly, so a damaged root FDT or
@@ -35,12 +35,34 @@ pub struct HandoverExtras<'a> {
     pub freeze_cycles: u64,
     /// Scratch regions.
     pub scratch: &'a [ScratchArea],
-    /// Preserved folios: (physical address, order, owner).
-    pub owners: &'a [(u64, u32, &'a str)],
+    /// Who owns the preserved memory, as runs of folios.
+    pub owners: &'a [OwnedRun<'a>],
     /// Cycle-counter ticks per second, so the next kernel need not measure.
     pub cycle_frequency_hz: u64,
     /// The timer's rate (x86_64 APIC ticks per second; 0 when not known).
     pub timer_ticks_per_second: u64,
+}
+
+/// `folios` consecutive folios of `2^order` pages from `phys`, owned by the
+/// service (or kernel user) `owner`. Which of them are preserved is the
+/// bitmaps' business; the run says who may take them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedRun<'a> {
+    /// Physical address of the first folio.
+    pub phys: u64,
+    /// The folios' order.
+    pub order: u32,
+    /// How many folios.
+    pub folios: u64,
+    /// The owner's name.
+    pub owner: &'a str,
+}
+
+impl OwnedRun<'_> {
+    /// One past the run's last byte.
+    pub fn end(&self) -> u64 {
+        self.phys.saturating_add(self.folios.saturating_mul(4096 << self.order.min(40)))
+    }
 }
 
 /// Entries of the `timeline` property: cycle-counter readings the outgoing
@@ -223,16 +245,17 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
 
     let mut owners = Vec::new();
     let mut owner_names: Vec<&str> = Vec::new();
-    for &(phys, order, owner) in extras.owners {
-        let index = match owner_names.iter().position(|name| *name == owner) {
+    for run in extras.owners {
+        let index = match owner_names.iter().position(|name| *name == run.owner) {
             Some(index) => index,
             None => {
-                owner_names.push(owner);
+                owner_names.push(run.owner);
                 owner_names.len() - 1
             }
         };
-        push_u64(&mut owners, phys);
-        push_u32(&mut owners, order);
+        push_u64(&mut owners, run.phys);
+        push_u64(&mut owners, run.folios);
+        push_u32(&mut owners, run.order);
         push_u32(&mut owners, index as u32);
     }
     let mut names = Vec::new();
@@ -240,7 +263,7 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
         names.extend_from_slice(name.as_bytes());
         names.push(0);
     }
-    writer.property("owners", &owners)?;
+    writer.property("owned-runs", &owners)?;
     writer.property("owner-names", &names)?;
     writer.finish()
 }
@@ -386,22 +409,32 @@ pub fn timeline_offset(bytes: &[u8]) -> Option<usize> {
     (value.len() == 8 * TIMELINE_ENTRIES).then(|| value.as_ptr() as usize - bytes.as_ptr() as usize)
 }
 
-/// The preserved folios and their owners recorded in a boot description:
-/// yields (physical address, order, owner name).
-pub fn owners(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u32, &str)> + '_> {
+/// Who owns the preserved memory, as recorded in a boot description. Reads
+/// `owned-runs` (24-byte records: phys u64, folios u64, order u32, owner
+/// index u32) and, from Baton 0.1 kernels, `owners` (16-byte records of one
+/// folio each: phys u64, order u32, owner index u32).
+pub fn owners(bytes: &[u8]) -> Option<impl Iterator<Item = OwnedRun<'_>> + '_> {
     let fdt = baton_kho::fdt::parse_fdt(bytes).ok()?;
     let root = fdt.find_node("/")?;
-    let table = root.property("owners")?.value;
     let names = root.property("owner-names")?.value;
-    if table.len() % 16 != 0 {
+    let (table, record_bytes) = match root.property("owned-runs") {
+        Some(property) => (property.value, 24),
+        None => (root.property("owners")?.value, 16),
+    };
+    if table.len() % record_bytes != 0 {
         return None;
     }
-    Some(table.chunks_exact(16).filter_map(move |entry| {
+    Some(table.chunks_exact(record_bytes).filter_map(move |entry| {
         let phys = native_u64(&entry[..8])?;
-        let order = native_u32(&entry[8..12])?;
-        let index = native_u32(&entry[12..16])? as usize;
+        let (folios, rest) = match record_bytes {
+            24 => (native_u64(&entry[8..16])?, &entry[16..]),
+            _ => (1, &entry[8..]),
+        };
+        let order = native_u32(&rest[..4])?;
+        let index = native_u32(&rest[4..8])? as usize;
         let name = names.split(|&byte| byte == 0).nth(index)?;
-        Some((phys, order, core::str::from_utf8(name).ok()?))
+        let run = OwnedRun { phys, order, folios, owner: core::str::from_utf8(name).ok()? };
+        (folios > 0 && order <= 40).then_some(run)
     }))
 }
 
@@ -444,13 +477,17 @@ mod tests {
             ScratchArea::Low(PhysRange { start: 0x3c00_0000, end: 0x3e00_0000 }),
             ScratchArea::Node(0, PhysRange { start: 0x3a00_0000, end: 0x3c00_0000 }),
         ];
-        let owners = [(0x2000_0000, 4, "kvstore"), (0x2100_0000, 0, "counter"), (0x2200_0000, 0, "kvstore")];
+        let runs = [
+            OwnedRun { phys: 0x2000_0000, order: 4, folios: 1, owner: "kvstore" },
+            OwnedRun { phys: 0x2100_0000, order: 0, folios: 262_144, owner: "counter" },
+            OwnedRun { phys: 0x6200_0000, order: 0, folios: 3, owner: "kvstore" },
+        ];
         let extras = HandoverExtras {
             kernel_version: "0.1.0",
             generation: 3,
             freeze_cycles: 123_456_789,
             scratch: &scratch,
-            owners: &owners,
+            owners: &runs,
             cycle_frequency_hz: 2_400_000_000,
             timer_ticks_per_second: 1_000_000_000,
         };
@@ -485,12 +522,32 @@ mod tests {
         assert_eq!(kho.timeline[TIMELINE_JUMP], 42);
         assert_eq!(kho.timeline[TIMELINE_PREPARE], 0);
         assert_eq!(kho.boot_description.start, 0x3000_0000);
-        let table: Vec<(u64, u32, &str)> = owners_of(&bytes);
-        assert_eq!(table, owners);
+        let table: Vec<OwnedRun> = owners(&bytes).unwrap().collect();
+        assert_eq!(table, runs);
+        assert_eq!(table[1].end(), 0x2100_0000 + (1 << 30));
     }
 
-    fn owners_of(bytes: &[u8]) -> Vec<(u64, u32, &str)> {
-        owners(bytes).unwrap().collect()
+    #[test]
+    fn single_folio_owner_records_of_baton_0_1_are_read_as_runs() {
+        let mut writer = SubFdtWriter::new().unwrap();
+        writer.property_string("compatible", COMPATIBLE).unwrap();
+        let mut table = Vec::new();
+        for (phys, order, index) in [(0x4000u64, 2u32, 1u32), (0x9000, 0, 0)] {
+            push_u64(&mut table, phys);
+            push_u32(&mut table, order);
+            push_u32(&mut table, index);
+        }
+        writer.property("owners", &table).unwrap();
+        writer.property("owner-names", b"init\0kvstore\0").unwrap();
+        let bytes = writer.finish().unwrap();
+        let runs: Vec<OwnedRun> = owners(&bytes).unwrap().collect();
+        assert_eq!(
+            runs,
+            [
+                OwnedRun { phys: 0x4000, order: 2, folios: 1, owner: "kvstore" },
+                OwnedRun { phys: 0x9000, order: 0, folios: 1, owner: "init" },
+            ]
+        );
     }
 
     #[test]
@@ -538,7 +595,7 @@ mod tests {
             generation: 1,
             freeze_cycles: 0,
             scratch: &[],
-            owners: &[(0x1000, 0, "a")],
+            owners: &[OwnedRun { phys: 0x1000, order: 0, folios: 2, owner: "a" }],
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
         };

@@ -7,9 +7,11 @@
 //! scratch or the kernel image makes the kernel bypass the handover (with a
 //! log line saying why) and start services cold. Otherwise the preserved
 //! folios stay out of the page allocator, each waiting for its owner:
-//! `kho_fetch` maps a service's own sub-FDT, `kho_restore` hands back a folio
-//! its previous instance preserved, and `kho_done` releases what it did not
-//! take. Whatever nobody claims is released when every owner is done, or at
+//! `kho_fetch` maps a service's own sub-FDT, `kho_restore` and
+//! `kho_restore_run` hand back folios its previous instance preserved, and
+//! `kho_done` releases what it did not take. Everything here works on runs
+//! of folios (bitmap words at a time), so nothing grows with the bytes
+//! preserved, only with the runs. Whatever nobody claims is released when every owner is done, or at
 //! the latest [`CLAIM_DEADLINE_NS`] after boot.
 
 use crate::kho_out::KernelMemory;
@@ -46,6 +48,28 @@ pub fn note_boot_phase(phase: BootPhase, cycles: u64) {
     BOOT_PHASES[phase as usize].store(cycles, Ordering::Relaxed);
 }
 
+/// When a boot phase ended (0 if it has not).
+pub fn boot_phase(phase: BootPhase) -> u64 {
+    BOOT_PHASES[phase as usize].load(Ordering::Relaxed)
+}
+
+/// Logs, once per boot, how long after the kernel's entry the first service
+/// was dispatched (`cargo xtask bench` reads it for cold boots).
+pub fn note_first_service() {
+    static LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if LOGGED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let elapsed = baton_arch::cpu::cycle_counter().saturating_sub(boot_phase(BootPhase::Entry));
+    let frequency = u128::from(baton_arch::cpu::cycle_counter_frequency_hz().max(1));
+    log::info!(
+        target: "boot",
+        "first service running {} us after entry (via {})",
+        u128::from(elapsed) * 1_000_000 / frequency,
+        crate::boot_info().path.name()
+    );
+}
+
 /// Unclaimed preserved memory is released at the latest this long after a
 /// KHO boot.
 pub const CLAIM_DEADLINE_NS: u64 = 30_000_000_000;
@@ -58,8 +82,9 @@ pub struct KhoIn {
     memory: KernelMemory,
     /// Sub-FDTs by user name: (physical address, size).
     users: BTreeMap<String, (u64, u64)>,
-    /// Preserved folios by physical address: (owner, order).
-    owners: BTreeMap<u64, (String, u32)>,
+    /// Who owns the preserved memory: runs by the physical address of
+    /// their first folio.
+    owners: BTreeMap<u64, OwnedRun>,
     /// Owners that still have to say `kho_done`.
     waiting_owners: BTreeSet<String>,
     /// Metadata kept out of the page allocator until released.
@@ -77,6 +102,19 @@ pub struct KhoIn {
 }
 
 static KHO_IN: Mutex<Option<KhoIn>> = Mutex::new(None);
+
+/// `folios` folios of `order` that `owner` may take back.
+struct OwnedRun {
+    owner: String,
+    order: u32,
+    folios: u64,
+}
+
+impl OwnedRun {
+    fn end(&self, phys: u64) -> u64 {
+        phys + self.folios * (PAGE_SIZE << self.order)
+    }
+}
 
 /// Why a handover was bypassed.
 #[derive(Debug)]
@@ -106,8 +144,8 @@ impl core::fmt::Display for Bypass {
 pub struct Incoming {
     /// Handover metadata (root FDT, chunks, bitmaps).
     pub reserved: Vec<baton_mm::Range>,
-    /// Preserved folios (physical address, order).
-    pub folios: Vec<(u64, u32)>,
+    /// Preserved memory, as runs of consecutive folios.
+    pub preserved: Vec<baton_mm::Range>,
 }
 
 fn to_kho(range: baton_mm::Range) -> PhysRange {
@@ -149,9 +187,13 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
     for range in preservations.metadata_ranges() {
         check("handover metadata", range)?;
     }
+    let mut preserved = Vec::new();
+    let mut folio_count = 0;
     for run in preservations.runs(&memory) {
         let run = run.map_err(|_| Bypass::Memory)?;
         check("preserved memory", PhysRange::new(run.phys, run.phys + run.size_bytes()))?;
+        preserved.push(baton_mm::Range::new(run.phys, run.phys + run.size_bytes()));
+        folio_count += run.folio_count;
     }
 
     let mut users = BTreeMap::new();
@@ -174,17 +216,16 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
     let mut owners = BTreeMap::new();
     let mut waiting_owners = BTreeSet::new();
     if let Some(table) = baton_boot::handover::owners(description_bytes) {
-        for (phys, order, owner) in table {
-            owners.insert(phys, (String::from(owner), order));
-            waiting_owners.insert(String::from(owner));
+        for run in table {
+            owners.insert(run.phys, OwnedRun { owner: String::from(run.owner), order: run.order, folios: run.folios });
+            waiting_owners.insert(String::from(run.owner));
         }
     }
 
     let mut reserved: Vec<baton_mm::Range> =
         preservations.metadata_ranges().map(|range| page_rounded(range.start, range.end)).collect();
     reserved.push(page_rounded(root_range.start, root_range.end));
-    let folios = preservations.folios(&memory).filter_map(Result::ok).map(|folio| (folio.phys, folio.order)).collect();
-    let incoming = Incoming { reserved: reserved.clone(), folios };
+    let incoming = Incoming { reserved: reserved.clone(), preserved };
     let state_bitmaps = preservations.bitmap_count();
     let state = KhoIn {
         preserved_bytes_at_boot: preservations.remaining_bytes(),
@@ -197,7 +238,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
         metadata: reserved,
         freeze_cycles: kho.freeze_cycles,
         timeline: kho.timeline,
-        folio_count: incoming.folios.len() as u64,
+        folio_count,
         bitmap_count: state_bitmaps,
         deadline_ns: baton_arch::nanoseconds() + CLAIM_DEADLINE_NS,
         generation: kho.generation,
@@ -211,7 +252,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
 /// returns what the page allocator must keep out. A handover that fails
 /// validation is bypassed: the result is empty and services start cold.
 pub fn open(info: &BootInfo) -> Incoming {
-    let empty = Incoming { reserved: Vec::new(), folios: Vec::new() };
+    let empty = Incoming { reserved: Vec::new(), preserved: Vec::new() };
     let Some(root_phys) = info.handover else { return empty };
     if info.kho.is_none() {
         log::warn!(target: "kho", "handover bypassed: the boot description is unreadable; services start cold");
@@ -221,10 +262,11 @@ pub fn open(info: &BootInfo) -> Incoming {
         Ok((state, incoming)) => {
             log::info!(
                 target: "kho",
-                "handover from {} (generation {}): {} folios, {} KiB preserved, {} sub-FDTs",
+                "handover from {} (generation {}): {} folios in {} runs, {} KiB preserved, {} sub-FDTs",
                 state.previous_version,
                 state.generation,
-                incoming.folios.len(),
+                state.folio_count,
+                incoming.preserved.len(),
                 state.preserved_bytes_at_boot / 1024,
                 state.sub_fdt_count
             );
@@ -292,32 +334,65 @@ pub fn fetch(tasks: &mut Tasks, id: u64) -> Result<u64, Error> {
     Ok(HANDOVER_FDT_BASE + (phys - first))
 }
 
+/// The owned run containing `[phys, phys + size_bytes)`, if one does.
+fn owner_of(owners: &BTreeMap<u64, OwnedRun>, phys: u64, size_bytes: u64) -> Option<&OwnedRun> {
+    let (&start, run) = owners.range(..=phys).next_back()?;
+    (phys + size_bytes <= run.end(start)).then_some(run)
+}
+
+/// Checks that `name` may take back `[phys, phys + size_bytes)` as folios
+/// of `order`.
+fn check_owner(state: &KhoIn, name: &str, phys: u64, order: u32, size_bytes: u64) -> Result<(), Error> {
+    match owner_of(&state.owners, phys, size_bytes) {
+        Some(run) if run.owner != name => Err(Error::PermissionDenied),
+        Some(run) if run.order != order => Err(Error::InvalidArgument),
+        Some(_) => Ok(()),
+        // Not (entirely) inside one owned run: someone else's, or nobody's.
+        None => match owner_of(&state.owners, phys, PAGE_SIZE) {
+            Some(run) if run.owner != name => Err(Error::PermissionDenied),
+            Some(_) => Err(Error::InvalidArgument),
+            None => Err(Error::NotFound),
+        },
+    }
+}
+
 /// `kho_restore(physical, order)`: hands back a folio the caller's previous
 /// instance preserved, mapped as preservable memory again.
 pub fn restore(tasks: &mut Tasks, id: u64, physical: u64, order: u32) -> Result<u64, Error> {
+    restore_run(tasks, id, physical, order, 1)
+}
+
+/// `kho_restore_run(physical, order, count)`: hands back `count` physically
+/// consecutive folios the caller's previous instance preserved, mapped
+/// consecutively (with 2 MiB leaves where the addresses allow). The cost is
+/// the bitmap words covering the run and one page-table entry per leaf.
+pub fn restore_run(tasks: &mut Tasks, id: u64, physical: u64, order: u32, count: u64) -> Result<u64, Error> {
     let name = service_name(tasks, id)?;
+    let size = count.checked_mul(PAGE_SIZE << order).ok_or(Error::Overflow)?;
+    // Place it first, so nothing is taken that cannot be mapped.
+    const LEAF: u64 = 2 << 20;
+    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let virt = if size >= LEAF {
+        // Same offset within 2 MiB as the physical address: 2 MiB leaves.
+        let offset = physical % LEAF;
+        process.space.find_free(PRESERVABLE_BASE, size + offset, LEAF).ok_or(Error::NoMemory)? + offset
+    } else {
+        process.space.find_free(PRESERVABLE_BASE, size, PAGE_SIZE << order).ok_or(Error::NoMemory)?
+    };
     let mut guard = KHO_IN.lock();
     let state = guard.as_mut().filter(|state| !state.is_released).ok_or(Error::NoHandover)?;
-    match state.owners.get(&physical) {
-        Some((owner, owned_order)) if *owner == name && *owned_order == order => {}
-        Some((owner, _)) if *owner != name => return Err(Error::PermissionDenied),
-        Some(_) => return Err(Error::InvalidArgument),
-        None => return Err(Error::NotFound),
-    }
-    state.preservations.take(&mut state.memory, physical, order).map_err(|_| Error::NotFound)?;
-    state.owners.remove(&physical);
+    check_owner(state, &name, physical, order, size)?;
+    state.preservations.take_range(&mut state.memory, physical, size).map_err(|_| Error::NotFound)?;
     drop(guard);
-    mm::note_preserved_restored(order);
+    mm::note_preserved_restored(size);
+    crate::kho_out::adopt(&name, physical, order, count);
     let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-    let size = PAGE_SIZE << order;
-    let virt = process.space.find_free(PRESERVABLE_BASE, size, size).ok_or(Error::NoMemory)?;
-    process.space.map(
-        virt,
-        physical,
-        size,
-        user_attributes(true, false),
-        Backing::Preservable { phys: physical, order },
-    )?;
+    let backing = Backing::Preservable { phys: physical, order, folios: count };
+    if let Err(error) = process.space.map(virt, physical, size, user_attributes(true, false), backing) {
+        // Out of page-table memory: the state cannot reach its owner.
+        log::warn!(target: "kho", "'{name}': restoring {physical:#x} ({size} bytes) failed: {error:?}");
+        return Err(error);
+    }
     Ok(virt)
 }
 
@@ -342,15 +417,23 @@ pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
     Ok(())
 }
 
-fn release_owner(state: &mut KhoIn, name: &str) {
-    let owned: Vec<(u64, u32)> =
-        state.owners.iter().filter(|(_, (owner, _))| owner == name).map(|(&phys, &(_, order))| (phys, order)).collect();
-    for (phys, order) in owned {
+/// Releases what `name` owned and did not take back.
+fn release_owner(state: &mut KhoIn, name: &str) -> u64 {
+    let owned: Vec<(u64, u64)> = state
+        .owners
+        .iter()
+        .filter(|(_, run)| run.owner == name)
+        .map(|(&phys, run)| (phys, run.end(phys) - phys))
+        .collect();
+    let mut released = 0;
+    for (phys, size) in owned {
         state.owners.remove(&phys);
-        if state.preservations.take(&mut state.memory, phys, order).is_ok() {
-            mm::release_preserved(phys, order);
+        for run in state.preservations.take_inside(&mut state.memory, phys, size).unwrap_or_default() {
+            mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes()));
+            released += run.size_bytes();
         }
     }
+    released
 }
 
 fn report_blackout(state: &KhoIn) {
@@ -409,28 +492,31 @@ pub fn release_unclaimed() {
         log::warn!(target: "kho", "services that never claimed their state: {:?}", state.waiting_owners);
         report_blackout(state);
     }
-    let owners: Vec<String> = state.owners.values().map(|(owner, _)| owner.clone()).collect();
+    let owners: BTreeSet<String> = state.owners.values().map(|run| run.owner.clone()).collect();
+    let mut not_taken = 0;
     for owner in owners {
-        release_owner(state, &owner);
+        not_taken += release_owner(state, &owner);
     }
-    let mut released = 0u64;
-    let leftovers: Vec<(u64, u32)> = state
-        .preservations
-        .folios(&state.memory)
-        .filter_map(Result::ok)
-        .map(|folio| (folio.phys, folio.order))
-        .collect();
-    for (phys, order) in leftovers {
-        if state.preservations.take(&mut state.memory, phys, order).is_ok() {
-            mm::release_preserved(phys, order);
-            released += PAGE_SIZE << order;
+    let mut unowned = 0u64;
+    let leftovers: Vec<baton_kho::FolioRun> = state.preservations.runs(&state.memory).filter_map(Result::ok).collect();
+    for run in leftovers {
+        if let Ok(taken) = state.preservations.take_inside(&mut state.memory, run.phys, run.size_bytes()) {
+            for run in taken {
+                mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes()));
+                unowned += run.size_bytes();
+            }
         }
     }
     for range in core::mem::take(&mut state.metadata) {
         mm::add_free_range(range);
     }
     state.is_released = true;
-    log::info!(target: "kho", "handover consumed: {} KiB of unowned preserved memory and the metadata released", released / 1024);
+    log::info!(
+        target: "kho",
+        "handover consumed: released {} KiB that owners did not take back, {} KiB unowned, and the metadata",
+        not_taken / 1024,
+        unowned / 1024
+    );
 }
 
 /// A kernel-internal KHO user's sub-FDT, copied (tests).
@@ -446,15 +532,10 @@ pub fn kernel_fetch(name: &str) -> Option<Vec<u8>> {
 pub fn kernel_restore(name: &str, physical: u64, order: u32) -> Result<(), Error> {
     let mut guard = KHO_IN.lock();
     let state = guard.as_mut().ok_or(Error::NoHandover)?;
-    match state.owners.get(&physical) {
-        Some((owner, owned_order)) if owner == name && *owned_order == order => {}
-        Some(_) => return Err(Error::PermissionDenied),
-        None => return Err(Error::NotFound),
-    }
+    check_owner(state, name, physical, order, PAGE_SIZE << order)?;
     state.preservations.take(&mut state.memory, physical, order).map_err(|_| Error::NotFound)?;
-    state.owners.remove(&physical);
     drop(guard);
-    mm::note_preserved_restored(order);
+    mm::note_preserved_restored(PAGE_SIZE << order);
     Ok(())
 }
 

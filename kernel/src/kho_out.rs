@@ -4,8 +4,10 @@
 //! The bookkeeping is `baton-kho`'s `OutgoingHandover`; this module connects
 //! it to services: it checks that a service preserves only memory it
 //! allocated as preservable, copies published sub-FDTs into kernel pages
-//! (preserved on the service's behalf), and records which service preserved
-//! which folio so the next kernel can hand each folio back to its owner only.
+//! (preserved on the service's behalf), and records which service owns
+//! which preservable memory so the next kernel can hand it back to its owner
+//! only. Ownership is kept per allocation (a run of folios), never per page,
+//! so its cost does not grow with the bytes a service preserves.
 
 use crate::mm::direct_map;
 use crate::task::Tasks;
@@ -15,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use baton_abi::{Error, PAGE_SIZE, UserBuffer};
 use baton_kho::memory::{AccessError, MetadataAllocator, PhysMemory};
-use baton_kho::{OutgoingError, OutgoingHandover, TrackerError};
+use baton_kho::{FolioRun, OutgoingError, OutgoingHandover, TrackerError};
 use spin::Mutex;
 
 /// Physical memory as the KHO code sees it: RAM through the direct map, and
@@ -115,14 +117,34 @@ struct Publication {
     order: u32,
 }
 
+/// Preservable memory one owner holds: `folios` consecutive folios of
+/// `order` (one allocation, restored run or kernel publication).
+#[derive(Debug, Clone)]
+pub struct Owned {
+    /// The owning service or kernel user.
+    pub owner: String,
+    /// The folios' order.
+    pub order: u32,
+    /// How many folios.
+    pub folios: u64,
+    /// How many of them are preserved now.
+    pub preserved: u64,
+}
+
+impl Owned {
+    fn size_bytes(&self) -> u64 {
+        self.folios * (PAGE_SIZE << self.order)
+    }
+}
+
 /// The outgoing handover state.
 pub struct KhoOut {
     /// The bookkeeping (tracker, sub-FDT registry, finalise/abort).
     pub handover: OutgoingHandover,
     /// Physical memory access for it.
     pub memory: KernelMemory,
-    /// Preserved folios by physical address: (owner, order).
-    pub owners: BTreeMap<u64, (String, u32)>,
+    /// Preservable memory by physical address of its first folio.
+    pub owners: BTreeMap<u64, Owned>,
     /// Kernel copies of published sub-FDTs, by service name.
     publications: BTreeMap<String, Publication>,
     /// The kernel's own publication for the next kernel (while updating).
@@ -167,7 +189,9 @@ pub fn to_abi(error: OutgoingError) -> Error {
             Error::NoMemory
         }
         OutgoingError::Tracker(TrackerError::AlreadyPreserved { .. }) => Error::AlreadyExists,
-        OutgoingError::Tracker(TrackerError::NotPreserved { .. }) => Error::NotFound,
+        OutgoingError::Tracker(TrackerError::NotPreserved { .. } | TrackerError::RangeNotPreserved { .. }) => {
+            Error::NotFound
+        }
         OutgoingError::Tracker(TrackerError::OverlapsPreserved { .. }) => Error::AlreadyExists,
         OutgoingError::Tracker(_) => Error::InvalidArgument,
         OutgoingError::InvalidSubFdt { .. } | OutgoingError::InvalidUserName => Error::InvalidArgument,
@@ -182,100 +206,153 @@ fn is_finalized() -> bool {
 /// `allocate_preservable(order)`: a zeroed folio from the page allocator
 /// (never scratch), mapped into the caller.
 pub fn allocate(tasks: &mut Tasks, id: u64, order: u32) -> Result<u64, Error> {
+    allocate_run(tasks, id, order, 1)
+}
+
+/// `allocate_preservable_run(order, count)`: `count` zeroed folios mapped
+/// consecutively, placed in physically contiguous blocks of up to
+/// `MAX_USER_FOLIO_ORDER` pages (each block one mapping, mapped with 2 MiB
+/// leaves where it is large enough). All or nothing.
+pub fn allocate_run(tasks: &mut Tasks, id: u64, order: u32, count: u64) -> Result<u64, Error> {
     let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-    let size = PAGE_SIZE << order;
-    let virt = process.space.find_free(PRESERVABLE_BASE, size, size).ok_or(Error::NoMemory)?;
-    let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
-    // SAFETY: the folio was just allocated for this service.
-    unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, size as usize) };
-    if let Err(error) =
-        process.space.map(virt, phys, size, user_attributes(true, false), Backing::Preservable { phys, order })
-    {
-        crate::mm::free_pages(phys, order);
+    let folio_bytes = PAGE_SIZE << order;
+    let total = count.checked_mul(folio_bytes).ok_or(Error::Overflow)?;
+    let pages = total / PAGE_SIZE;
+    let block_order = pages.ilog2().min(baton_abi::MAX_USER_FOLIO_ORDER).max(order);
+    let virt = process.space.find_free(PRESERVABLE_BASE, total, PAGE_SIZE << block_order).ok_or(Error::NoMemory)?;
+    let mut blocks: Vec<(u64, u64, u32)> = Vec::new();
+    let mut offset = 0;
+    let result = (|| {
+        while offset < total {
+            // The largest block that fits what is left, never below a folio.
+            let order_left = ((total - offset) / PAGE_SIZE).ilog2();
+            let this_order = block_order.min(order_left).max(order);
+            let bytes = PAGE_SIZE << this_order;
+            let phys = crate::mm::allocate_pages(this_order).ok_or(Error::NoMemory)?;
+            // SAFETY: the block was just allocated for this service.
+            unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, bytes as usize) };
+            let backing = Backing::Preservable { phys, order, folios: bytes / folio_bytes };
+            if let Err(error) = process.space.map(virt + offset, phys, bytes, user_attributes(true, false), backing) {
+                crate::mm::free_pages(phys, this_order);
+                return Err(error);
+            }
+            blocks.push((virt + offset, phys, this_order));
+            offset += bytes;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        for (start, phys, block_order) in blocks {
+            process.space.unmap(start);
+            crate::mm::free_pages(phys, block_order);
+        }
         return Err(error);
     }
+    let name = String::from(process.name.as_str());
+    with(|out| {
+        for &(_, phys, block_order) in &blocks {
+            let folios = 1 << (block_order - order);
+            out.owners.insert(phys, Owned { owner: name.clone(), order, folios, preserved: 0 });
+        }
+        Ok(())
+    })?;
     Ok(virt)
 }
 
-fn preservable_at(space: &AddressSpace, address: u64) -> Result<(u64, u64, u32), Error> {
+/// Records that `name` took back preserved memory from the previous kernel
+/// (`kho_restore`): it owns it here as if it had allocated it.
+pub fn adopt(name: &str, phys: u64, order: u32, folios: u64) {
+    let _ = with(|out| {
+        out.owners.insert(phys, Owned { owner: String::from(name), order, folios, preserved: 0 });
+        Ok(())
+    });
+}
+
+/// The preservable mapping containing `address`: (start, phys, order,
+/// folios).
+fn preservable_at(space: &AddressSpace, address: u64) -> Result<(u64, u64, u32, u64), Error> {
     match space.range_containing(address) {
-        Some((start, _, Backing::Preservable { phys, order })) => Ok((start, phys, order)),
+        Some((start, _, Backing::Preservable { phys, order, folios })) => Ok((start, phys, order, folios)),
         Some(_) => Err(Error::PermissionDenied),
         None => Err(Error::BadAddress),
     }
 }
 
-/// `free_preservable(address)`: unmaps and frees a folio; refused while it
-/// is preserved (unpreserve first) or when the handover is frozen.
+/// `free_preservable(address)`: unmaps and frees a folio, or the whole
+/// block of a run that `address` starts; refused while any of it is
+/// preserved (unpreserve first) or when the handover is frozen.
 pub fn free(tasks: &mut Tasks, id: u64, address: u64) -> Result<(), Error> {
     let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-    let (start, phys, order) = preservable_at(&process.space, address)?;
+    let (start, phys, order, folios) = preservable_at(&process.space, address)?;
     if start != address {
         return Err(Error::Misaligned);
     }
-    if is_finalized() {
-        return Err(Error::Busy);
-    }
-    if with(|out| Ok(out.owners.contains_key(&phys)))? {
-        return Err(Error::Busy);
-    }
+    with(|out| {
+        if out.handover.is_finalized() || out.owners.get(&phys).is_some_and(|owned| owned.preserved > 0) {
+            return Err(Error::Busy);
+        }
+        out.owners.remove(&phys);
+        Ok(())
+    })?;
     process.space.unmap(start);
-    crate::mm::free_pages(phys, order);
+    crate::mm::free_range(baton_mm::Range::new(phys, phys + folios * (PAGE_SIZE << order)));
     Ok(())
 }
 
 /// `physical_address(address)` of the caller's preservable memory.
 pub fn physical_address(tasks: &mut Tasks, id: u64, address: u64) -> Result<u64, Error> {
     let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
-    let (start, phys, _) = preservable_at(&process.space, address)?;
+    let (start, phys, _, _) = preservable_at(&process.space, address)?;
     Ok(phys + (address - start))
 }
 
 /// `kho_preserve` / `kho_unpreserve`: the range must consist of whole
-/// preservable folios of the caller.
+/// preservable folios of the caller; each mapping it crosses becomes one
+/// run of folios for the tracker (whole bitmap words at a time). All or
+/// nothing.
 pub fn preserve(tasks: &mut Tasks, id: u64, range: UserBuffer, is_preserve: bool) -> Result<(), Error> {
     let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
-    let mut folios = Vec::new();
+    // (first folio of the owning mapping, the run inside it)
+    let mut pieces: Vec<(u64, FolioRun)> = Vec::new();
     let mut cursor = range.address;
     while cursor < range.end() {
-        let (start, phys, order) = preservable_at(&process.space, cursor)?;
-        let end = start + (PAGE_SIZE << order);
-        if start != cursor || end > range.end() {
+        let (start, phys, order, folios) = preservable_at(&process.space, cursor)?;
+        let folio_bytes = PAGE_SIZE << order;
+        let end = (start + folios * folio_bytes).min(range.end());
+        if !(cursor - start).is_multiple_of(folio_bytes) || !(end - start).is_multiple_of(folio_bytes) {
             return Err(Error::Misaligned);
         }
-        folios.push((phys, order));
+        let run = FolioRun { phys: phys + (cursor - start), order, folio_count: (end - cursor) / folio_bytes };
+        pieces.push((phys, run));
         cursor = end;
     }
-    let name = String::from(process.name.as_str());
+    let name = process.name.as_str();
     with(|out| {
-        let mut done = Vec::new();
-        for &(phys, order) in &folios {
-            let result = if is_preserve {
-                out.handover.preserve_folio(&mut out.memory, phys, order)
+        if pieces.iter().any(|(owner_phys, _)| out.owners.get(owner_phys).is_none_or(|owned| owned.owner != name)) {
+            return Err(Error::PermissionDenied);
+        }
+        let change = |out: &mut KhoOut, run: FolioRun, is_preserve: bool| {
+            if is_preserve {
+                out.handover.preserve_folio_run(&mut out.memory, run)
             } else {
-                if out.owners.get(&phys).is_some_and(|(owner, _)| *owner != name) {
-                    return Err(Error::PermissionDenied);
-                }
-                out.handover.unpreserve_folio(&mut out.memory, phys, order)
-            };
-            if let Err(error) = result {
+                out.handover.unpreserve_range(&mut out.memory, run.phys, run.size_bytes())
+            }
+        };
+        for (done, &(_, run)) in pieces.iter().enumerate() {
+            if let Err(error) = change(out, run, is_preserve) {
                 // All or nothing: undo what this call already changed.
-                for &(phys, order) in &done {
-                    let _ = if is_preserve {
-                        out.handover.unpreserve_folio(&mut out.memory, phys, order)
-                    } else {
-                        out.handover.preserve_folio(&mut out.memory, phys, order)
-                    };
+                for &(_, undo) in &pieces[..done] {
+                    let _ = change(out, undo, !is_preserve);
                 }
                 return Err(to_abi(error));
             }
-            done.push((phys, order));
         }
-        for (phys, order) in done {
-            if is_preserve {
-                out.owners.insert(phys, (name.clone(), order));
-            } else {
-                out.owners.remove(&phys);
+        for (owner_phys, run) in pieces {
+            if let Some(owned) = out.owners.get_mut(&owner_phys) {
+                owned.preserved = match is_preserve {
+                    true => owned.preserved + run.folio_count,
+                    false => owned.preserved.saturating_sub(run.folio_count),
+                };
             }
         }
         Ok(())
@@ -317,7 +394,10 @@ pub fn publish(tasks: &mut Tasks, id: u64, buffer: UserBuffer) -> Result<(), Err
             return Err(to_abi(error));
         }
         out.publications.insert(name.clone(), Publication { phys, size_bytes: size as u64, order });
-        out.owners.insert(phys, (name.clone(), order));
+        out.owners.insert(phys, Owned { owner: name.clone(), order, folios: 1, preserved: 1 });
+        if let Some(previous) = &previous {
+            out.owners.remove(&previous.phys);
+        }
         Ok(previous)
     });
     match result {
@@ -349,31 +429,37 @@ pub fn forget_service(name: &str, space: &mut AddressSpace) {
         // (the update goes ahead or is aborted); the memory is not freed.
         return;
     }
-    let owned: Vec<(u64, u32)> =
-        out.owners.iter().filter(|(_, (owner, _))| owner == name).map(|(&phys, &(_, order))| (phys, order)).collect();
-    for (phys, order) in owned {
-        let _ = out.handover.unpreserve_folio(&mut out.memory, phys, order);
+    let publication = out.publications.remove(name);
+    let owned: Vec<(u64, u64, u64)> = out
+        .owners
+        .iter()
+        .filter(|(_, owned)| owned.owner == name)
+        .map(|(&phys, owned)| (phys, owned.size_bytes(), owned.preserved))
+        .collect();
+    for (phys, size_bytes, preserved) in owned {
         out.owners.remove(&phys);
+        if preserved > 0 && publication.is_none_or(|publication| publication.phys != phys) {
+            let _ = out.handover.unpreserve_inside(&mut out.memory, phys, size_bytes);
+        }
     }
-    if let Some(publication) = out.publications.remove(name) {
-        out.owners.remove(&publication.phys);
+    if let Some(publication) = publication {
         let _ = out.handover.remove_sub_fdt(name);
         let _ = out.handover.unpreserve_folio(&mut out.memory, publication.phys, publication.order);
         crate::mm::free_pages(publication.phys, publication.order);
     }
     drop(guard);
-    // Free the service's preservable folios (its other memory goes with its
+    // Free the service's preservable memory (its other memory goes with its
     // address space).
-    let folios: Vec<(u64, u64, u32)> = space
+    let mappings: Vec<(u64, u64, u64)> = space
         .ranges()
-        .filter_map(|(start, _, backing)| match backing {
-            Backing::Preservable { phys, order } => Some((start, phys, order)),
+        .filter_map(|(start, size, backing)| match backing {
+            Backing::Preservable { phys, .. } => Some((start, phys, size)),
             _ => None,
         })
         .collect();
-    for (start, phys, order) in folios {
+    for (start, phys, size) in mappings {
         space.unmap(start);
-        crate::mm::free_pages(phys, order);
+        crate::mm::free_range(baton_mm::Range::new(phys, phys + size));
     }
 }
 
@@ -464,8 +550,22 @@ pub fn publish_boot_description(
     if out.boot_description.is_some() {
         return Err(UpdateError::InProgress);
     }
-    let owners: Vec<(u64, u32, &str)> =
-        out.owners.iter().map(|(&phys, (owner, order))| (phys, *order, owner.as_str())).collect();
+    // Ownership of what is preserved, adjacent runs of one owner and order
+    // merged: the table grows with allocations, never with pages.
+    let mut owners: Vec<baton_boot::handover::OwnedRun> = Vec::new();
+    for (&phys, owned) in out.owners.iter().filter(|(_, owned)| owned.preserved > 0) {
+        match owners.last_mut() {
+            Some(last) if last.owner == owned.owner && last.order == owned.order && last.end() == phys => {
+                last.folios += owned.folios;
+            }
+            _ => owners.push(baton_boot::handover::OwnedRun {
+                phys,
+                order: owned.order,
+                folios: owned.folios,
+                owner: owned.owner.as_str(),
+            }),
+        }
+    }
     let extras = baton_boot::handover::HandoverExtras {
         kernel_version: crate::VERSION,
         generation: info.kho.as_ref().map_or(0, |kho| kho.generation) + 1,
@@ -571,7 +671,7 @@ pub fn withdraw_boot_description() {
 pub fn preserve_kernel_folio(owner: &str, phys: u64, order: u32) -> Result<(), Error> {
     with(|out| {
         out.handover.preserve_folio(&mut out.memory, phys, order).map_err(to_abi)?;
-        out.owners.insert(phys, (String::from(owner), order));
+        out.owners.insert(phys, Owned { owner: String::from(owner), order, folios: 1, preserved: 1 });
         Ok(())
     })
 }
@@ -588,7 +688,7 @@ pub fn publish_kernel_user(name: &str, blob: &[u8]) -> Result<(), Error> {
     with(|out| {
         out.handover.preserve_folio(&mut out.memory, phys, order).map_err(to_abi)?;
         out.handover.add_sub_fdt(name, phys, blob.len() as u64).map_err(to_abi)?;
-        out.owners.insert(phys, (String::from(name), order));
+        out.owners.insert(phys, Owned { owner: String::from(name), order, folios: 1, preserved: 1 });
         out.publications.insert(String::from(name), Publication { phys, size_bytes: blob.len() as u64, order });
         Ok(())
     })

@@ -100,7 +100,20 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     // Bit 33: update into the running kernel's own image instead of the
     // boot module (`demo.image=own`).
     let own_image = command_line_value(&info.command_line, "demo.image") == Some("own");
-    let argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32) | (u64::from(own_image) << 33);
+    let mut argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32) | (u64::from(own_image) << 33);
+    // `bench.ballast=MiB` (with `bench.order=N`, `bench.copy=1`): start the
+    // ballast service with that much state, and have init wait until it is
+    // ready before updating (bit 34). Used by `cargo xtask bench`.
+    let number = |key| command_line_value(&info.command_line, key).and_then(|value| value.parse::<u64>().ok());
+    if let Some(mebibytes) = number("bench.ballast") {
+        let order = number("bench.order").unwrap_or(0).min(u64::from(baton_abi::MAX_USER_FOLIO_ORDER));
+        let copying = number("bench.copy") == Some(1);
+        let ballast = mebibytes.min(u64::from(u32::MAX)) | (order << 32) | (u64::from(copying) << 40);
+        match task::spawn("ballast", ballast) {
+            Ok(_) => argument |= 1 << 34,
+            Err(error) => log::error!(target: "boot", "cannot start ballast: {error}"),
+        }
+    }
     match task::spawn("init", argument) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
@@ -164,7 +177,7 @@ fn init_memory(info: &BootInfo) {
     kho_in::note_boot_phase(kho_in::BootPhase::EarlyMemory, baton_arch::cpu::cycle_counter());
     let incoming = kho_in::open(info);
     kho_in::note_boot_phase(kho_in::BootPhase::Deserialised, baton_arch::cpu::cycle_counter());
-    if let Err(error) = mm::init_page_allocator(&incoming.reserved, &mut incoming.folios.iter().copied()) {
+    if let Err(error) = mm::init_page_allocator(&incoming.reserved, &mut incoming.preserved.iter().copied()) {
         panic!("page allocator setup failed: {error}");
     }
     drop(incoming);

@@ -64,6 +64,9 @@ pub mod label {
     /// client to init: words are failed checks, keys, checksum, counter,
     /// uptime in ms.
     pub const CLIENT_REPORT: u64 = 32;
+    /// anyone to ballast: reply once the ballast is allocated and filled;
+    /// words are bytes, order, mode (0 in place, 1 copying).
+    pub const BALLAST_READY: u64 = 48;
 }
 
 /// Packs a key and a value into message words: word 0 holds the lengths,

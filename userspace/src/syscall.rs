@@ -90,7 +90,15 @@ pub fn allocate_preservable(order: u32) -> Result<u64> {
     call(Syscall::AllocatePreservable, [u64::from(order), 0, 0, 0, 0, 0])
 }
 
-/// Frees a folio from [`allocate_preservable`].
+/// Allocates `count` zeroed folios of `2^order` pages, mapped one after the
+/// other; physically they come in contiguous blocks of up to 4 MiB (ask
+/// [`physical_address`] at each 4 MiB boundary).
+pub fn allocate_preservable_run(order: u32, count: u64) -> Result<u64> {
+    call(Syscall::AllocatePreservableRun, [u64::from(order), count, 0, 0, 0, 0])
+}
+
+/// Frees a folio from [`allocate_preservable`] (or the block of a run that
+/// starts at `address`).
 pub fn free_preservable(address: u64) -> Result<()> {
     call(Syscall::FreePreservable, [address, 0, 0, 0, 0, 0]).map(drop)
 }
@@ -166,6 +174,12 @@ pub fn kho_fetch() -> Result<u64> {
 /// mapped now.
 pub fn kho_restore(physical: u64, order: u32) -> Result<u64> {
     call(Syscall::KhoRestore, [physical, u64::from(order), 0, 0, 0, 0])
+}
+
+/// Takes back `count` physically consecutive folios the previous instance
+/// preserved; returns where they are mapped now (consecutively).
+pub fn kho_restore_run(physical: u64, order: u32, count: u64) -> Result<u64> {
+    call(Syscall::KhoRestoreRun, [physical, u64::from(order), count, 0, 0, 0])
 }
 
 /// Asks for update lifecycle events as messages.

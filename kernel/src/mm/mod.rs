@@ -188,6 +188,21 @@ impl PageAllocator {
         taken
     }
 
+    /// Takes the aligned block of `2^order` frames at `frame`, or as much of
+    /// it as is free (halving the block where a part is not): returns the
+    /// frames taken and the frames that were not free.
+    fn take_best_effort(&mut self, frame: u64, order: u32) -> (u64, u64) {
+        if self.take(frame, 1 << order) {
+            return (1 << order, 0);
+        }
+        if order == 0 {
+            return (0, 1);
+        }
+        let (low_taken, low_absent) = self.take_best_effort(frame, order - 1);
+        let (high_taken, high_absent) = self.take_best_effort(frame + (1 << (order - 1)), order - 1);
+        (low_taken + high_taken, low_absent + high_absent)
+    }
+
     fn free(&mut self, frame: u64, frames: u64) {
         self.buddy.dealloc(frame as usize, frames as usize);
         self.free_frames += frames.next_power_of_two();
@@ -444,7 +459,7 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
 /// minus the folios `preserved` yields (physical address, order).
 pub fn init_page_allocator(
     extra_reserved: &[Range],
-    preserved: &mut dyn Iterator<Item = (u64, u32)>,
+    preserved: &mut dyn Iterator<Item = Range>,
 ) -> Result<(), MemoryError> {
     let mut guard = MEMORY.lock();
     let memory = guard.as_mut().expect("init_early ran");
@@ -468,20 +483,29 @@ pub fn init_page_allocator(
             frames.free_frames += last - first;
         }
     }
-    // Preserved folios keep their place: take each one out of the allocator
-    // (their owners restore them; unclaimed ones are released later).
-    let mut waiting = 0;
-    for (phys, order) in preserved {
-        // Folios inside ranges reserved anyway (boot modules, the device
-        // tree) are the kernel's own and stay out of the allocator as they are.
-        if memory.reserved.contains(&Range::new(phys, phys + (PAGE_SIZE << order))) {
-            continue;
+    // Preserved memory keeps its place: each run is taken out of the
+    // allocator as its naturally aligned blocks, so the cost grows with the
+    // runs, not the pages (owners restore them; the rest is released later).
+    let (mut waiting, mut missing) = (0, 0);
+    for run in preserved {
+        // What lies in ranges reserved anyway (boot modules, the device
+        // tree) is the kernel's own and already out of the allocator.
+        let mut parts = RegionSet::<16>::new();
+        parts.add(run)?;
+        if parts.remove_all(&memory.reserved).is_err() {
+            parts = RegionSet::new();
+            parts.add(run)?;
         }
-        if frames.take(phys >> FRAME_SHIFT, 1 << order) {
-            waiting += PAGE_SIZE << order;
-        } else {
-            log::warn!(target: "mm", "preserved folio {phys:#x} (order {order}) is not in free RAM");
+        for part in parts.ranges() {
+            for (phys, order) in baton_mm::aligned_blocks(*part) {
+                let (taken, absent) = frames.take_best_effort(phys >> FRAME_SHIFT, order);
+                waiting += taken << FRAME_SHIFT;
+                missing += absent << FRAME_SHIFT;
+            }
         }
+    }
+    if missing > 0 {
+        log::warn!(target: "mm", "{} KiB of preserved memory was not in free RAM", missing / 1024);
     }
     PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
     memory.frames = Some(frames);
@@ -506,18 +530,29 @@ pub fn free_pages(phys: u64, order: u32) {
     }
 }
 
-/// Gives a preserved folio nobody claimed back to the page allocator.
-pub fn release_preserved(phys: u64, order: u32) {
-    free_pages(phys, order);
-    PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
-    PRESERVED_RELEASED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+/// Returns physically contiguous pages (any alignment) to the page
+/// allocator, as naturally aligned blocks so that buddies merge.
+pub fn free_range(range: Range) {
+    let mut guard = MEMORY.lock();
+    if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
+        for (phys, order) in baton_mm::aligned_blocks(range) {
+            frames.free(phys >> FRAME_SHIFT, 1 << order);
+        }
+    }
 }
 
-/// Records that the owner of a preserved folio took it back (it stays out
-/// of the page allocator, now as the owner's memory).
-pub fn note_preserved_restored(order: u32) {
-    PRESERVED_WAITING_BYTES.fetch_sub(PAGE_SIZE << order, Ordering::Relaxed);
-    PRESERVED_RESTORED_BYTES.fetch_add(PAGE_SIZE << order, Ordering::Relaxed);
+/// Gives preserved memory nobody claimed back to the page allocator.
+pub fn release_preserved(range: Range) {
+    free_range(range);
+    PRESERVED_WAITING_BYTES.fetch_sub(range.size_bytes(), Ordering::Relaxed);
+    PRESERVED_RELEASED_BYTES.fetch_add(range.size_bytes(), Ordering::Relaxed);
+}
+
+/// Records that the owner of preserved memory took `bytes` of it back (it
+/// stays out of the page allocator, now as the owner's memory).
+pub fn note_preserved_restored(bytes: u64) {
+    PRESERVED_WAITING_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+    PRESERVED_RESTORED_BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// The RAM the direct map covers.

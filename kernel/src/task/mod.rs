@@ -331,6 +331,7 @@ impl Tasks {
                 continue;
             }
             self.current = Some(id);
+            crate::kho_in::note_first_service();
             baton_arch::trap::set_kernel_stack(process.kernel_stack_top());
             // SAFETY: the address space shares the kernel half (x86_64) or is
             // only the user half (aarch64), so the kernel stays mapped.

@@ -110,6 +110,9 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
             Ok(Outcome::Done(super::spawn_locked(tasks, &name, argument)?))
         }
         Request::AllocatePreservable { order } => Ok(Outcome::Done(crate::kho_out::allocate(tasks, id, order)?)),
+        Request::AllocatePreservableRun { order, count } => {
+            Ok(Outcome::Done(crate::kho_out::allocate_run(tasks, id, order, count)?))
+        }
         Request::FreePreservable { address } => crate::kho_out::free(tasks, id, address).map(|()| Outcome::Done(0)),
         Request::PhysicalAddress { address } => {
             Ok(Outcome::Done(crate::kho_out::physical_address(tasks, id, address)?))
@@ -139,6 +142,9 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
         }
         Request::KhoRestore { physical, order } => {
             Ok(Outcome::Done(crate::kho_in::restore(tasks, id, physical, order)?))
+        }
+        Request::KhoRestoreRun { physical, order, count } => {
+            Ok(Outcome::Done(crate::kho_in::restore_run(tasks, id, physical, order, count)?))
         }
         Request::Update { image } => {
             if !tasks.processes.get(&id).is_some_and(|process| process.is_privileged) {

@@ -31,12 +31,15 @@ pub enum Backing {
         /// Allocation order.
         order: u32,
     },
-    /// A preservable folio (the KHO code tracks its preservation).
+    /// Physically contiguous preservable folios (the KHO code tracks their
+    /// preservation): `folios` folios of `order`, one after the other.
     Preservable {
-        /// Physical address.
+        /// Physical address of the first folio.
         phys: u64,
-        /// Its order.
+        /// The folios' order.
         order: u32,
+        /// How many folios.
+        folios: u64,
     },
     /// Memory owned elsewhere, mapped read-only (the incoming sub-FDT).
     Borrowed {
@@ -90,14 +93,21 @@ impl AddressSpace {
         if end > USER_ADDRESS_LIMIT {
             return Err(Error::BadAddress);
         }
-        self.table
-            .map::<EntryFormat>(&mut tables(), virt, phys, size_bytes, attributes, LeafSizes::PAGES_ONLY)
-            .map_err(|error| match error {
+        // Preservable memory may be large and physically contiguous: 2 MiB
+        // leaves wherever both addresses allow keep restoring a gigabyte to
+        // hundreds of entries instead of a quarter of a million.
+        let leaves = match backing {
+            Backing::Preservable { .. } => LeafSizes { gigabyte: false, two_megabyte: true },
+            _ => LeafSizes::PAGES_ONLY,
+        };
+        self.table.map::<EntryFormat>(&mut tables(), virt, phys, size_bytes, attributes, leaves).map_err(|error| {
+            match error {
                 baton_mm::paging::MapError::AlreadyMapped { .. } => Error::AlreadyExists,
                 baton_mm::paging::MapError::OutOfTables => Error::NoMemory,
                 baton_mm::paging::MapError::Misaligned => Error::Misaligned,
                 baton_mm::paging::MapError::Overflow => Error::Overflow,
-            })?;
+            }
+        })?;
         self.ranges.insert(virt, (size_bytes, backing));
         Ok(())
     }

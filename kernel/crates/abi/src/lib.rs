@@ -26,6 +26,10 @@ pub const PAGE_SIZE: u64 = 4096;
 /// The largest folio order a service may allocate (4 MiB).
 pub const MAX_USER_FOLIO_ORDER: u32 = 10;
 
+/// The most bytes one `allocate_preservable_run` or `kho_restore_run` call
+/// covers (the size of the preservable window of an address space).
+pub const MAX_PRESERVABLE_RUN_BYTES: u64 = 64 << 30;
+
 /// The longest service name, in bytes.
 pub const MAX_NAME_BYTES: usize = 32;
 

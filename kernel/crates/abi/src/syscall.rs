@@ -79,13 +79,24 @@ pub enum Syscall {
     /// `shutdown(code)`: stop the machine (init only); under QEMU the exit
     /// status says whether `code` was 0.
     Shutdown = 25,
+    /// `allocate_preservable_run(order, count) -> address`: `count` folios of
+    /// `2^order` pages mapped consecutively into the caller, zeroed. Each
+    /// folio is preserved and restored like one from `allocate_preservable`;
+    /// the kernel places them in physically contiguous blocks of up to
+    /// [`crate::MAX_USER_FOLIO_ORDER`] pages, so `physical_address` of each
+    /// block start gives the physical runs to record.
+    AllocatePreservableRun = 26,
+    /// `kho_restore_run(physical, order, count) -> address`: take back
+    /// `count` physically consecutive folios of `2^order` pages that the
+    /// caller's previous instance preserved, mapped consecutively.
+    KhoRestoreRun = 27,
 }
 
 impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 25] = [
+        const ALL: [Syscall; 27] = [
             Log,
             Exit,
             Yield,
@@ -111,6 +122,8 @@ impl Syscall {
             ServiceId,
             KhoDone,
             Shutdown,
+            AllocatePreservableRun,
+            KhoRestoreRun,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -299,6 +312,22 @@ pub enum Request {
     KhoDone,
     /// See [`Syscall::Shutdown`].
     Shutdown(u64),
+    /// See [`Syscall::AllocatePreservableRun`].
+    AllocatePreservableRun {
+        /// Folio order.
+        order: u32,
+        /// Number of folios (at least one).
+        count: u64,
+    },
+    /// See [`Syscall::KhoRestoreRun`].
+    KhoRestoreRun {
+        /// Physical address of the first folio.
+        physical: u64,
+        /// The folios' order.
+        order: u32,
+        /// Number of folios (at least one).
+        count: u64,
+    },
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -306,6 +335,19 @@ fn order(value: u64) -> Result<u32, Error> {
         return Err(Error::InvalidArgument);
     }
     Ok(value as u32)
+}
+
+/// `count` folios of `order`: at least one, at most
+/// [`crate::MAX_PRESERVABLE_RUN_BYTES`] in all.
+fn folio_count(order: u32, count: u64) -> Result<u64, Error> {
+    if count == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    match count.checked_mul(PAGE_SIZE << order) {
+        Some(bytes) if bytes <= crate::MAX_PRESERVABLE_RUN_BYTES => Ok(count),
+        Some(_) => Err(Error::TooLarge),
+        None => Err(Error::Overflow),
+    }
 }
 
 fn page_range(address: u64, length: u64) -> Result<UserBuffer, Error> {
@@ -379,6 +421,17 @@ impl Request {
             Syscall::ServiceId => Request::ServiceId,
             Syscall::KhoDone => Request::KhoDone,
             Syscall::Shutdown => Request::Shutdown(a0),
+            Syscall::AllocatePreservableRun => {
+                let order = order(a0)?;
+                Request::AllocatePreservableRun { order, count: folio_count(order, a1)? }
+            }
+            Syscall::KhoRestoreRun => {
+                let order = order(a1)?;
+                if a0 % (PAGE_SIZE << order) != 0 {
+                    return Err(Error::Misaligned);
+                }
+                Request::KhoRestoreRun { physical: a0, order, count: folio_count(order, arguments[2])? }
+            }
         })
     }
 }
@@ -390,12 +443,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=25 {
+        for number in 1..=27 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(26, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(28, [0; 6]), Err(Error::UnknownSyscall));
     }
 
     #[test]
@@ -439,6 +492,22 @@ mod tests {
             Request::decode(Syscall::KhoRestore as u64, [0x2000, 1, 0, 0, 0, 0]),
             Ok(Request::KhoRestore { physical: 0x2000, order: 1 })
         );
+    }
+
+    #[test]
+    fn runs_need_a_count_within_bounds() {
+        let allocate =
+            |order, count| Request::decode(Syscall::AllocatePreservableRun as u64, [order, count, 0, 0, 0, 0]);
+        assert_eq!(allocate(0, 256), Ok(Request::AllocatePreservableRun { order: 0, count: 256 }));
+        assert_eq!(allocate(0, 0), Err(Error::InvalidArgument));
+        assert_eq!(allocate(11, 1), Err(Error::InvalidArgument));
+        assert_eq!(allocate(10, crate::MAX_PRESERVABLE_RUN_BYTES / (4 << 20) + 1), Err(Error::TooLarge));
+        assert_eq!(allocate(10, u64::MAX), Err(Error::Overflow));
+        let restore =
+            |physical, order, count| Request::decode(Syscall::KhoRestoreRun as u64, [physical, order, count, 0, 0, 0]);
+        assert_eq!(restore(0x20_0000, 9, 3), Ok(Request::KhoRestoreRun { physical: 0x20_0000, order: 9, count: 3 }));
+        assert_eq!(restore(0x1000, 9, 3), Err(Error::Misaligned));
+        assert_eq!(restore(0x1000, 0, 0), Err(Error::InvalidArgument));
     }
 
     #[test]

@@ -241,6 +241,18 @@ impl OutgoingHandover {
         Ok(self.tracker.unpreserve_range(memory, phys, size_bytes)?)
     }
 
+    /// Unpreserve every folio entirely inside `[phys, phys + size_bytes)`
+    /// (see [`PreservationTracker::unpreserve_inside`]); returns the bytes.
+    pub fn unpreserve_inside<M: HandoverMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        phys: u64,
+        size_bytes: u64,
+    ) -> Result<u64, OutgoingError> {
+        self.ensure_open()?;
+        Ok(self.tracker.unpreserve_inside(memory, phys, size_bytes)?)
+    }
+
     /// Register the sub-FDT of user `name`: `size_bytes` at `phys`. The
     /// memory must be preserved (by the user) before finalisation.
     pub fn add_sub_fdt(&mut self, name: &str, phys: u64, size_bytes: u64) -> Result<(), OutgoingError> {

@@ -779,4 +779,25 @@ impl IncomingPreservations {
         }
         Ok(runs)
     }
+
+    /// Claim every folio not yet taken that lies entirely inside
+    /// `[phys, phys + size_bytes)`, whatever its order, and return them as
+    /// runs by address; folios reaching outside the range stay. What an
+    /// owner left behind is released this way, at the cost of the bitmap
+    /// words covering the range.
+    pub fn take_inside<M: PhysMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        phys: u64,
+        size_bytes: u64,
+    ) -> Result<Vec<FolioRun>, RestoreError> {
+        let range = PhysRange::from_start_size(phys, size_bytes)
+            .filter(|range| range.end <= PHYS_ADDRESS_LIMIT)
+            .ok_or(RestoreError::InvalidRange { phys })?;
+        let runs = self.index.runs_inside(memory, range)?;
+        for run in &runs {
+            self.index.update_run(memory, *run, false)?;
+        }
+        Ok(runs)
+    }
 }

@@ -401,6 +401,29 @@ impl PreservationTracker {
         Ok(())
     }
 
+    /// Remove the preservation of every folio that lies entirely inside
+    /// `[phys, phys + size_bytes)`, whatever its order; returns the bytes
+    /// unpreserved. Folios reaching outside the range stay preserved.
+    pub fn unpreserve_inside<M: HandoverMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        phys: u64,
+        size_bytes: u64,
+    ) -> Result<u64, TrackerError> {
+        let range = check_range(phys, size_bytes)?;
+        let runs = self.index.runs_inside(memory, range)?;
+        let mut emptied = Vec::new();
+        for run in &runs {
+            emptied.extend(self.index.update_run(memory, *run, false)?);
+        }
+        for key in emptied {
+            if self.index.map.get(&key).is_some_and(|slot| slot.set_bit_count == 0) {
+                self.release_bitmap(memory, &key);
+            }
+        }
+        Ok(runs.iter().map(FolioRun::size_bytes).sum())
+    }
+
     /// Remove every preservation and free every bitmap.
     pub fn clear<M: MetadataAllocator + ?Sized>(&mut self, memory: &mut M) {
         for slot in self.index.map.values() {

@@ -30,3 +30,45 @@ pub fn align_down(value: u64, alignment: u64) -> u64 {
     debug_assert!(alignment.is_power_of_two());
     value & !(alignment - 1)
 }
+
+/// The naturally aligned power-of-two blocks of pages that tile `range`
+/// (shrunk to whole pages), in address order, each as large as its
+/// alignment and the bytes left allow: (physical address, order in pages).
+/// A buddy allocator takes and frees memory in exactly these blocks.
+pub fn aligned_blocks(range: Range) -> impl Iterator<Item = (u64, u32)> {
+    let end = align_down(range.end, PAGE_SIZE);
+    let mut cursor = align_up(range.start, PAGE_SIZE).unwrap_or(end);
+    core::iter::from_fn(move || {
+        if cursor >= end {
+            return None;
+        }
+        let alignment_order = (cursor / PAGE_SIZE).trailing_zeros();
+        let size_order = ((end - cursor) / PAGE_SIZE).ilog2();
+        let order = alignment_order.min(size_order);
+        let block = (cursor, order);
+        cursor += PAGE_SIZE << order;
+        Some(block)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_blocks_tile_a_range_with_the_fewest_natural_blocks() {
+        let blocks: Vec<(u64, u32)> = aligned_blocks(Range::new(0x3000, 0x20_0000 + 0x2000)).collect();
+        assert_eq!(blocks.first(), Some(&(0x3000, 0)));
+        assert_eq!(blocks.last(), Some(&(0x20_0000, 1)));
+        let mut cursor = 0x3000;
+        for &(phys, order) in &blocks {
+            assert_eq!(phys, cursor, "blocks are contiguous");
+            assert_eq!(phys % (PAGE_SIZE << order), 0, "each block is naturally aligned");
+            cursor += PAGE_SIZE << order;
+        }
+        assert_eq!(cursor, 0x20_2000);
+        assert!(blocks.len() <= 2 * 10, "at most two blocks per order");
+        assert_eq!(aligned_blocks(Range::new(1 << 30, 2 << 30)).collect::<Vec<_>>(), [(1 << 30, 18)]);
+        assert_eq!(aligned_blocks(Range::new(0x1800, 0x2800)).count(), 0, "no whole page");
+    }
+}

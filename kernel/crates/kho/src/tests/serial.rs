@@ -403,6 +403,25 @@ fn take_range_returns_the_tiling_runs_all_or_nothing() {
 }
 
 #[test]
+fn take_inside_claims_only_what_lies_inside() {
+    let mut memory = memory();
+    let mut incoming = handed_over(&mut memory, |tracker, memory| {
+        // Order-0 pages straddling a bitmap boundary, a large folio, and a
+        // folio that reaches past the range's end.
+        tracker.preserve_range(memory, 16 * MIB - 8 * 4096, 16 * 4096).unwrap();
+        tracker.preserve_folio(memory, 18 * MIB, 9).unwrap();
+        tracker.preserve_folio(memory, 20 * MIB, 10).unwrap();
+    });
+    let runs = incoming.take_inside(&mut memory, 16 * MIB - 8 * 4096, 4 * MIB + 8 * 4096).unwrap();
+    let bytes: u64 = runs.iter().map(FolioRun::size_bytes).sum();
+    assert_eq!(bytes, 16 * 4096 + 2 * MIB);
+    assert_eq!(incoming_folios(&incoming, &memory), [Folio { phys: 20 * MIB, order: 10 }]);
+    assert_eq!(incoming.take_inside(&mut memory, 0, 64 * MIB).unwrap().len(), 1);
+    assert!(incoming_folios(&incoming, &memory).is_empty());
+    assert!(incoming.take_inside(&mut memory, 0, 64 * MIB).unwrap().is_empty(), "nothing is taken twice");
+}
+
+#[test]
 fn runs_coalesce_whole_words_across_bitmaps() {
     let mut memory = memory();
     let incoming = handed_over(&mut memory, |tracker, memory| {

@@ -271,6 +271,23 @@ fn unpreserve_range_accepts_any_exact_tiling() {
 }
 
 #[test]
+fn unpreserve_inside_clears_a_partly_preserved_block_and_frees_its_bitmaps() {
+    let mut memory = memory();
+    let mut tracker = PreservationTracker::new();
+    // Every other page of a block, then a folio reaching past the range.
+    for page in (0..1008).step_by(2) {
+        tracker.preserve_folio(&mut memory, 16 * MIB + page * 4096, 0).unwrap();
+    }
+    tracker.preserve_folio(&mut memory, 20 * MIB - 64 * KIB, 4).unwrap();
+    let removed = tracker.unpreserve_inside(&mut memory, 16 * MIB, 4 * MIB - 32 * KIB).unwrap();
+    assert_eq!(removed, 504 * 4096);
+    assert_eq!(tracked_folios(&tracker, &memory), [Folio { phys: 20 * MIB - 64 * KIB, order: 4 }]);
+    assert_eq!(tracker.unpreserve_inside(&mut memory, 0, 64 * MIB).unwrap(), 64 * KIB);
+    assert!(tracker.is_empty());
+    assert_eq!(memory.live_allocation_count(), 0, "emptied bitmaps are freed");
+}
+
+#[test]
 fn unpreserve_range_refuses_gaps_and_straddlers_without_change() {
     let mut memory = memory();
     let mut tracker = PreservationTracker::new();
