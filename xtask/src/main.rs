@@ -179,6 +179,23 @@ struct BenchArgs {
     /// Only the host benchmarks.
     #[arg(long)]
     host: bool,
+    /// Guest architecture of the QEMU benchmarks.
+    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
+    arch: Arch,
+    /// Preserved state sizes in MiB.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 64, 1024])]
+    sizes: Vec<u64>,
+    /// Updates per scenario (figures are medians of updates 3 and up).
+    #[arg(long, default_value_t = 5)]
+    updates: u32,
+    /// Cold boots per boot path.
+    #[arg(long, default_value_t = 3)]
+    cold_boots: u32,
+    /// Use KVM (x86_64; the report says which accelerator ran).
+    #[arg(long)]
+    kvm: bool,
+    #[command(flatten)]
+    limine: LimineArgs,
 }
 
 #[derive(Args, Clone)]
@@ -424,8 +441,18 @@ fn lint_command() -> Result<()> {
 
 fn bench_command(args: &BenchArgs) -> Result<()> {
     bench::host()?;
-    if !args.host {
-        println!("bench: the QEMU update benchmarks are not part of this build yet; only host figures were measured");
+    if args.host {
+        return Ok(());
     }
-    Ok(())
+    if args.sizes.is_empty() || args.sizes.iter().any(|&size| size == 0 || size > 16 * 1024) {
+        anyhow::bail!("--sizes takes sizes from 1 to 16384 MiB");
+    }
+    bench::qemu(&bench::BenchOptions {
+        arch: args.arch,
+        sizes_mib: args.sizes.clone(),
+        updates: args.updates.max(1),
+        cold_boots: args.cold_boots.max(1),
+        kvm: args.kvm,
+        limine_dir: args.limine.limine_dir.clone(),
+    })
 }
