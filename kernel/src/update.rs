@@ -15,8 +15,16 @@ use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Error, Message, UpdateEvent, UpdateImage};
 use spin::Mutex;
 
-/// How long services get to acknowledge `prepare`.
+/// How long services get to acknowledge `prepare`, unless the command line
+/// says otherwise (`update.prepare_timeout_ms=`).
 pub const PREPARE_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// The prepare deadline in effect.
+fn prepare_timeout_ns() -> u64 {
+    crate::command_line_value(&crate::boot_info().command_line, "update.prepare_timeout_ms")
+        .and_then(|value| value.parse::<u64>().ok())
+        .map_or(PREPARE_TIMEOUT_NS, |milliseconds| milliseconds.saturating_mul(1_000_000))
+}
 
 /// Where the lifecycle is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +156,7 @@ fn prepare() -> Result<(), UpdateError> {
     let subscribers = broadcast(UpdateEvent::Prepare);
     LIFECYCLE.lock().phase = Phase::Preparing { waiting: subscribers.iter().copied().collect(), refused: None };
     log::info!(target: "update", "prepare: waiting for {} service(s)", subscribers.len());
-    task::run_until(PREPARE_TIMEOUT_NS, || {
+    task::run_until(prepare_timeout_ns(), || {
         let lifecycle = LIFECYCLE.lock();
         match &lifecycle.phase {
             Phase::Preparing { waiting, refused } => {
@@ -176,7 +184,7 @@ fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateE
     let subscribers = broadcast(UpdateEvent::Frozen);
     if wait_for_services {
         LIFECYCLE.lock().phase = Phase::FrozenWaiting { waiting: subscribers.into_iter().collect() };
-        task::run_until(PREPARE_TIMEOUT_NS, || match &LIFECYCLE.lock().phase {
+        task::run_until(prepare_timeout_ns(), || match &LIFECYCLE.lock().phase {
             Phase::FrozenWaiting { waiting } => waiting.iter().all(|&id| task::exit_code(id).is_some()),
             _ => true,
         });

@@ -94,6 +94,16 @@ pub enum Expect {
     },
     /// The update demo completes this many updates with nothing lost.
     Demo(u32),
+    /// As `Demo`, and each text appears (at least) as often as given, and
+    /// none of `absent` appears.
+    DemoWith {
+        /// Updates.
+        updates: u32,
+        /// Texts and how often each must appear.
+        repeated: Vec<(String, usize)>,
+        /// Texts that must not appear.
+        absent: Vec<String>,
+    },
 }
 
 /// The boot module a case gives the kernel.
@@ -241,6 +251,27 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         Expect::Demo(20),
         texts(&["from=0.1.0 to=0.2.0", "kvstore: migrated 64 entries from format 1 to format 2"]),
     ));
+    // Larger state, handed over as runs: the ballast checks every page
+    // after each update.
+    for (layout, mebibytes, arguments) in [
+        ("preserved as 4 KiB pages", 96, "bench.order=0"),
+        ("preserved as 2 MiB folios", 96, "bench.order=9"),
+        ("handed over by copying", 32, "bench.order=9 bench.copy=1"),
+    ] {
+        let mut ballast = update_case(
+            &format!("{mebibytes} MiB {layout} come back intact"),
+            Module::SecondVersion,
+            &format!("demo.updates=3 demo.shutdown=1 bench.ballast={mebibytes} {arguments}"),
+            Expect::DemoWith {
+                updates: 3,
+                repeated: vec![(format!("all {} pages intact", mebibytes * 256), 3)],
+                absent: texts(&["lost their contents", "not in free RAM", "handover bypassed", "kernel fault"]),
+            },
+            vec![],
+        );
+        ballast.memory_mib = 640;
+        cases.push(ballast);
+    }
     let mut dumped = update_case(
         "the outgoing handover is dumped and decoded independently",
         Module::SecondVersion,
@@ -518,6 +549,26 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             }
             if outcome.status != Some(*status) {
                 problems.push(format!("QEMU exit status {:?}, expected {status}", outcome.status));
+            }
+        }
+        Expect::DemoWith { updates, repeated, absent } => {
+            let (records, cold) = crate::demo::parse_records(&outcome.output);
+            if let Err(problem) = crate::demo::verdict(&records, cold, *updates) {
+                problems.push(problem);
+            }
+            for (text, count) in repeated {
+                let seen = outcome.output.matches(text.as_str()).count();
+                if seen < *count {
+                    problems.push(format!("'{text}' appears {seen} times, expected {count}"));
+                }
+            }
+            for text in absent {
+                if outcome.output.contains(text.as_str()) {
+                    problems.push(format!("output unexpectedly contains '{text}'"));
+                }
+            }
+            if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
+                problems.push(format!("QEMU exit status {:?}, expected {}", outcome.status, Arch::TEST_SUCCESS_STATUS));
             }
         }
         Expect::Demo(updates) => {

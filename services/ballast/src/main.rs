@@ -29,6 +29,8 @@ const PAGE: u64 = baton_user::PAGE_SIZE;
 const BLOCK_BYTES: u64 = PAGE << baton_user::MAX_USER_FOLIO_ORDER;
 const SEED: u64 = 0xba11_a570_0000_0000;
 const COMPATIBLE: &str = "baton,ballast-v1";
+/// How long after an update the ballast waits before checking its pages.
+const VERIFY_DELAY_NS: u64 = 200_000_000;
 
 /// Physically contiguous memory mapped at `address`.
 #[derive(Debug, Clone, Copy)]
@@ -84,13 +86,6 @@ fn allocate(config: &Config, bytes: u64) -> Result<Vec<Block>, Error> {
     Ok(blocks)
 }
 
-fn free(blocks: &[Block]) {
-    for block in blocks {
-        let _ = syscall::kho_unpreserve(block.address, block.bytes);
-        let _ = syscall::free_preservable(block.address);
-    }
-}
-
 fn fill(blocks: &[Block]) {
     let mut page = 0;
     for block in blocks {
@@ -114,12 +109,25 @@ fn damaged_pages(blocks: &[Block]) -> u64 {
     damaged
 }
 
-/// Copies the contents of `from` into `to` (same total size), block by block.
+/// Copies the contents of `from` into `to` (same total size) with the
+/// largest slice copies the two block layouts allow.
 fn copy(from: &[Block], to: &[Block]) {
-    let mut source = from.iter().flat_map(|block| block.words().iter());
+    let mut sources = from.iter().map(|block| block.words());
+    let mut source: &[u64] = &[];
     for block in to {
-        for word in block.words().iter_mut() {
-            *word = source.next().copied().unwrap_or(0);
+        let mut destination: &mut [u64] = block.words();
+        while !destination.is_empty() {
+            if source.is_empty() {
+                match sources.next() {
+                    Some(next) => source = next,
+                    None => return,
+                }
+            }
+            let length = source.len().min(destination.len());
+            let (head, rest) = destination.split_at_mut(length);
+            head.copy_from_slice(&source[..length]);
+            destination = rest;
+            source = &source[length..];
         }
     }
 }
@@ -147,6 +155,8 @@ struct Ballast {
 impl Ballast {
     fn prepare(&mut self) -> Result<(), Error> {
         let handed_over = if self.config.copying {
+            // The buffer is allocated ahead (at start and after each
+            // update), so an update pays for the copies only.
             if self.buffer.is_empty() {
                 self.buffer = allocate(&self.config, self.config.bytes)?;
             }
@@ -179,9 +189,12 @@ impl Ballast {
         syscall::kho_publish(&fdt)
     }
 
-    /// After an abandoned update: the copying buffer is not needed.
+    /// After an abandoned update the buffer stays for the next attempt,
+    /// but is no longer preserved.
     fn aborted(&mut self) {
-        free(&core::mem::take(&mut self.buffer));
+        for block in &self.buffer {
+            let _ = syscall::kho_unpreserve(block.address, block.bytes);
+        }
     }
 }
 
@@ -231,6 +244,10 @@ fn main(argument: u64) -> i32 {
     let mode = if config.copying { "copying" } else { "in place" };
     let state = match restored {
         Some(Ok(state)) => {
+            // Check every page once the other services are back too, so the
+            // check does not compete with their restoring (the blackout ends
+            // when the last of them is done).
+            syscall::sleep(VERIFY_DELAY_NS);
             let pages = config.bytes / PAGE;
             match damaged_pages(&state) {
                 0 => log::info!(
@@ -259,7 +276,17 @@ fn main(argument: u64) -> i32 {
             }
         },
     };
-    let mut ballast = Ballast { config, state, buffer: Vec::new() };
+    let buffer = match config.copying {
+        true => match allocate(&config, config.bytes) {
+            Ok(buffer) => buffer,
+            Err(error) => {
+                log::warn!("ballast: cannot allocate the copying buffer: {error}");
+                return 1;
+            }
+        },
+        false => Vec::new(),
+    };
+    let mut ballast = Ballast { config, state, buffer };
     loop {
         let Ok(message) = syscall::receive() else { continue };
         if message.sender == KERNEL_SENDER {
