@@ -21,6 +21,29 @@
 
 #![no_std]
 
+/// Everything the kexec trampoline is handed (all physical addresses), in
+/// the registers its assembly expects; see each architecture's
+/// `kexec::jump`.
+#[derive(Debug, Clone, Copy)]
+pub struct JumpPlan {
+    /// Page tables that identity-map all RAM and share the kernel half.
+    pub identity_root: u64,
+    /// The control page holding the trampoline.
+    pub control_phys: u64,
+    /// The copy list (destination, source, length triples).
+    pub copy_list_phys: u64,
+    /// Entries in the copy list.
+    pub copy_count: u64,
+    /// The next kernel's entry.
+    pub entry_phys: u64,
+    /// The KHO root FDT.
+    pub handover_phys: u64,
+    /// Baton's boot description.
+    pub boot_description_phys: u64,
+    /// Where the trampoline stores its two cycle-counter readings (0: none).
+    pub stamps_phys: u64,
+}
+
 /// Prepares what the rest of the layer needs before the console exists.
 /// `direct_map_offset` is where physical memory is mapped at entry.
 pub fn early_init(direct_map_offset: u64) {

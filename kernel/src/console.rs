@@ -43,7 +43,7 @@ fn write_held(keep_holding: bool) {
         uart.write_bytes(&held.bytes[..held.length]);
         if held.dropped > 0 {
             let mut note = arrayvec::ArrayString::<64>::new();
-            let _ = write!(note, "[console: {} bytes dropped]\n", held.dropped);
+            let _ = writeln!(note, "[console: {} bytes dropped]", held.dropped);
             uart.write_bytes(note.as_bytes());
         }
     }

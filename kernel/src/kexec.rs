@@ -260,15 +260,15 @@ pub fn jump(staged: &Staged, handover_phys: u64, boot_description_phys: u64) -> 
     // destination in low scratch, which overlaps none of its inputs (checked
     // above); every preserved page lies outside scratch.
     unsafe {
-        baton_arch::kexec::jump(
-            identity.root(),
-            control,
-            list,
-            staged.copies.len() as u64,
-            staged.entry_phys,
+        baton_arch::kexec::jump(&baton_arch::JumpPlan {
+            identity_root: identity.root(),
+            control_phys: control,
+            copy_list_phys: list,
+            copy_count: staged.copies.len() as u64,
+            entry_phys: staged.entry_phys,
             handover_phys,
             boot_description_phys,
-            stamps,
-        )
+            stamps_phys: stamps,
+        })
     }
 }

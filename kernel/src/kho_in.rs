@@ -99,6 +99,8 @@ pub struct KhoIn {
     preserved_bytes_at_boot: u64,
     sub_fdt_count: usize,
     is_released: bool,
+    /// Bytes owners gave up with `kho_done` without taking them back.
+    not_taken_bytes: u64,
 }
 
 static KHO_IN: Mutex<Option<KhoIn>> = Mutex::new(None);
@@ -230,6 +232,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
     let state = KhoIn {
         preserved_bytes_at_boot: preservations.remaining_bytes(),
         sub_fdt_count: users.len(),
+        not_taken_bytes: 0,
         preservations,
         memory,
         users,
@@ -406,13 +409,20 @@ pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
     {
         process.space.unmap(start);
     }
-    // What it did not take is released by the main thread (`release_due`),
-    // after the blackout.
+    // What it did not take goes back to the page allocator now (its runs,
+    // a few bitmap words each), so a service that gives its state up makes
+    // room for the others at once; the handover metadata and unowned
+    // memory follow when every owner is done.
     let mut guard = KHO_IN.lock();
     let Some(state) = guard.as_mut() else { return Ok(()) };
-    if state.waiting_owners.remove(&name) && state.waiting_owners.is_empty() {
-        report_blackout(state);
-        crate::console::release();
+    if state.waiting_owners.remove(&name) {
+        if !state.is_released {
+            state.not_taken_bytes += release_owner(state, &name);
+        }
+        if state.waiting_owners.is_empty() {
+            report_blackout(state);
+            crate::console::release();
+        }
     }
     Ok(())
 }
@@ -493,10 +503,10 @@ pub fn release_unclaimed() {
         report_blackout(state);
     }
     let owners: BTreeSet<String> = state.owners.values().map(|run| run.owner.clone()).collect();
-    let mut not_taken = 0;
     for owner in owners {
-        not_taken += release_owner(state, &owner);
+        state.not_taken_bytes += release_owner(state, &owner);
     }
+    let not_taken = state.not_taken_bytes;
     let mut unowned = 0u64;
     let leftovers: Vec<baton_kho::FolioRun> = state.preservations.runs(&state.memory).filter_map(Result::ok).collect();
     for run in leftovers {

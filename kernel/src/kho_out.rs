@@ -217,6 +217,12 @@ pub fn allocate_run(tasks: &mut Tasks, id: u64, order: u32, count: u64) -> Resul
     let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
     let folio_bytes = PAGE_SIZE << order;
     let total = count.checked_mul(folio_bytes).ok_or(Error::Overflow)?;
+    let held = with(|out| {
+        Ok(out.owners.values().filter(|owned| owned.owner == process.name.as_str()).map(Owned::size_bytes).sum::<u64>())
+    })?;
+    if held.saturating_add(total) > crate::mm::service_limit_bytes() {
+        return Err(Error::NoMemory);
+    }
     let pages = total / PAGE_SIZE;
     let block_order = pages.ilog2().min(baton_abi::MAX_USER_FOLIO_ORDER).max(order);
     let virt = process.space.find_free(PRESERVABLE_BASE, total, PAGE_SIZE << block_order).ok_or(Error::NoMemory)?;
@@ -228,7 +234,7 @@ pub fn allocate_run(tasks: &mut Tasks, id: u64, order: u32, count: u64) -> Resul
             let order_left = ((total - offset) / PAGE_SIZE).ilog2();
             let this_order = block_order.min(order_left).max(order);
             let bytes = PAGE_SIZE << this_order;
-            let phys = crate::mm::allocate_pages(this_order).ok_or(Error::NoMemory)?;
+            let phys = crate::mm::allocate_service_pages(this_order).ok_or(Error::NoMemory)?;
             // SAFETY: the block was just allocated for this service.
             unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, bytes as usize) };
             let backing = Backing::Preservable { phys, order, folios: bytes / folio_bytes };

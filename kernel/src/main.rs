@@ -114,6 +114,13 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
             Err(error) => log::error!(target: "boot", "cannot start ballast: {error}"),
         }
     }
+    // `test.adversary=N`: start the adversary service in mode N (the
+    // reliability tests).
+    if let Some(mode) = number("test.adversary")
+        && let Err(error) = task::spawn("adversary", mode)
+    {
+        log::error!(target: "boot", "cannot start adversary: {error}");
+    }
     match task::spawn("init", argument) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),

@@ -45,16 +45,7 @@ pub fn clean_data_cache(virt: u64, size_bytes: u64) {
 /// `control_phys` must hold the trampoline code; every range the trampoline
 /// touches must have been cleaned with [`clean_data_cache`]; the copy list
 /// must never overlap the control page, the list, or the sources.
-pub unsafe fn jump(
-    identity_root: u64,
-    control_phys: u64,
-    copy_list_phys: u64,
-    copy_count: u64,
-    entry_phys: u64,
-    handover_phys: u64,
-    boot_description_phys: u64,
-    stamps_phys: u64,
-) -> ! {
+pub unsafe fn jump(plan: &crate::JumpPlan) -> ! {
     super::cpu::disable_interrupts();
     super::interrupts::stop_timer();
     // SAFETY: TTBR0 gets the identity tables (the kernel keeps running from
@@ -70,14 +61,14 @@ pub unsafe fn jump(
             "dsb nsh",
             "isb",
             "br {target}",
-            root = in(reg) identity_root,
-            target = in(reg) control_phys,
-            in("x0") copy_list_phys,
-            in("x1") copy_count,
-            in("x2") entry_phys,
-            in("x3") handover_phys,
-            in("x4") boot_description_phys,
-            in("x5") stamps_phys,
+            root = in(reg) plan.identity_root,
+            target = in(reg) plan.control_phys,
+            in("x0") plan.copy_list_phys,
+            in("x1") plan.copy_count,
+            in("x2") plan.entry_phys,
+            in("x3") plan.handover_phys,
+            in("x4") plan.boot_description_phys,
+            in("x5") plan.stamps_phys,
             options(noreturn),
         )
     }

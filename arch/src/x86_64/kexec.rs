@@ -31,16 +31,7 @@ pub fn clean_data_cache(_virt: u64, _size_bytes: u64) {}
 /// kernel's half as the kernel's own tables do; `control_phys` must hold the
 /// trampoline code; the copy list must describe the next kernel's image and
 /// never overlap the control page, the list, or the sources.
-pub unsafe fn jump(
-    identity_root: u64,
-    control_phys: u64,
-    copy_list_phys: u64,
-    copy_count: u64,
-    entry_phys: u64,
-    handover_phys: u64,
-    boot_description_phys: u64,
-    stamps_phys: u64,
-) -> ! {
+pub unsafe fn jump(plan: &crate::JumpPlan) -> ! {
     super::cpu::disable_interrupts();
     super::interrupts::stop_timer();
     // SAFETY: the caller guarantees the tables map this code (kernel half)
@@ -49,14 +40,14 @@ pub unsafe fn jump(
         core::arch::asm!(
             "mov cr3, {root}",
             "jmp {target}",
-            root = in(reg) identity_root,
-            target = in(reg) control_phys,
-            in("rdi") copy_list_phys,
-            in("rsi") copy_count,
-            in("rdx") entry_phys,
-            in("rcx") handover_phys,
-            in("r8") boot_description_phys,
-            in("r14") stamps_phys,
+            root = in(reg) plan.identity_root,
+            target = in(reg) plan.control_phys,
+            in("rdi") plan.copy_list_phys,
+            in("rsi") plan.copy_count,
+            in("rdx") plan.entry_phys,
+            in("rcx") plan.handover_phys,
+            in("r8") plan.boot_description_phys,
+            in("r14") plan.stamps_phys,
             options(noreturn),
         )
     }

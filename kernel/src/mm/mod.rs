@@ -508,6 +508,10 @@ pub fn init_page_allocator(
         log::warn!(target: "mm", "{} KiB of preserved memory was not in free RAM", missing / 1024);
     }
     PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
+    let limit = crate::command_line_value(&crate::boot_info().command_line, "mem.service_limit_mib")
+        .and_then(|value| value.parse::<u64>().ok())
+        .map_or(frames.free_frames * PAGE_SIZE / 2, |mebibytes| mebibytes.saturating_mul(1 << 20));
+    SERVICE_LIMIT_BYTES.store(limit, Ordering::Relaxed);
     memory.frames = Some(frames);
     drop(guard);
     refill_heap_reserve();
@@ -519,6 +523,37 @@ pub fn init_page_allocator(
 pub fn allocate_pages(order: u32) -> Option<u64> {
     let mut guard = MEMORY.lock();
     let frames = guard.as_mut()?.frames.as_mut()?;
+    frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
+}
+
+/// Memory services' own allocations may not take: the kernel's page
+/// tables, heap and handover metadata always find room, so a service that
+/// allocates until refused cannot stop an update or the kernel.
+pub fn service_reserve_bytes(total_ram_bytes: u64) -> u64 {
+    (total_ram_bytes / 32).clamp(8 << 20, 64 << 20)
+}
+
+/// The most preservable memory one service may hold (set when the page
+/// allocator starts).
+static SERVICE_LIMIT_BYTES: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The most preservable memory one service may hold: half of what was free
+/// when the page allocator started, or `mem.service_limit_mib=`. One
+/// service that allocates until refused leaves the rest to the others.
+pub fn service_limit_bytes() -> u64 {
+    SERVICE_LIMIT_BYTES.load(Ordering::Relaxed)
+}
+
+/// As [`allocate_pages`], for memory a service asked for: refused when it
+/// would leave less than [`service_reserve_bytes`] free.
+pub fn allocate_service_pages(order: u32) -> Option<u64> {
+    let mut guard = MEMORY.lock();
+    let memory = guard.as_mut()?;
+    let reserve_frames = service_reserve_bytes(memory.total_ram_bytes) >> FRAME_SHIFT;
+    let frames = memory.frames.as_mut()?;
+    if frames.free_frames < reserve_frames + (1 << order) {
+        return None;
+    }
     frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
 }
 

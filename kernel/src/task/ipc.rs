@@ -3,9 +3,12 @@
 //! `send` queues a message (or hands it straight to a waiting receiver);
 //! `receive` takes one or blocks; `call` sends and blocks until the callee
 //! `reply`s. Mailboxes are bounded, so a flooding sender gets `WouldBlock`
-//! instead of exhausting kernel memory.
+//! instead of exhausting kernel memory, and one sender may fill only its
+//! share of a mailbox, so it cannot crowd out the others. The kernel's own
+//! lifecycle events are always delivered.
 
-use super::{MAILBOX_CAPACITY, ServiceId, State, Tasks, deliver};
+use super::{MAILBOX_CAPACITY, MAILBOX_SHARE, ServiceId, State, Tasks, deliver};
+use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Error, Message};
 
 /// Delivers `message` from `sender` to `target`: straight into its buffer if
@@ -26,7 +29,15 @@ pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Mess
             tasks.wake(target);
             Ok(())
         }
+        // Lifecycle events: a few per update, never refused.
+        _ if sender == KERNEL_SENDER => {
+            process.mailbox.push_back(message);
+            Ok(())
+        }
         _ if process.mailbox.len() >= MAILBOX_CAPACITY => Err(Error::WouldBlock),
+        _ if process.mailbox.iter().filter(|queued| queued.sender == sender).count() >= MAILBOX_SHARE => {
+            Err(Error::WouldBlock)
+        }
         _ => {
             process.mailbox.push_back(message);
             Ok(())

@@ -29,6 +29,9 @@ const KERNEL_STACK_ORDER: u32 = 2;
 const KERNEL_STACK_BYTES: u64 = 4096 << KERNEL_STACK_ORDER;
 /// Messages a service's mailbox holds before senders get `WouldBlock`.
 pub const MAILBOX_CAPACITY: usize = 16;
+/// Messages one sender may have waiting in one mailbox, so a flooding
+/// sender cannot crowd the others out.
+pub const MAILBOX_SHARE: usize = 4;
 /// Timer ticks per second.
 pub const TICK_HZ: u32 = 100;
 
