@@ -244,11 +244,17 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         Expect::Demo(1),
         texts(&["from=0.1.0 to=0.1.0"]),
     ));
+    // A bounded soak: every key, the counter and every ballast page are
+    // checked after each update (`cargo xtask soak` runs longer ones).
     cases.push(update_case(
-        "20 updates in a row into version 2",
+        "30 updates in a row into version 2 lose nothing",
         Module::SecondVersion,
-        "demo.updates=20 demo.shutdown=1",
-        Expect::Demo(20),
+        "demo.updates=30 demo.shutdown=1 bench.ballast=16 bench.order=0",
+        Expect::DemoWith {
+            updates: 30,
+            repeated: vec![("all 4096 pages intact".into(), 30)],
+            absent: texts(&["lost their contents", "handover bypassed", "never claimed their state"]),
+        },
         texts(&["from=0.1.0 to=0.2.0", "kvstore: migrated 64 entries from format 1 to format 2"]),
     ));
     // Larger state, handed over as runs: the ballast checks every page
@@ -271,6 +277,44 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         );
         ballast.memory_mib = 640;
         cases.push(ballast);
+    }
+    // Hostile services attacking while an update runs.
+    let survives = |texts_present: &[&str]| Expect::DemoWith {
+        updates: 1,
+        repeated: texts_present.iter().map(|text| (text.to_string(), 1)).collect(),
+        absent: texts(&["kernel fault", "kernel panic", "handover bypassed", "never claimed their state"]),
+    };
+    for (mode, what, expect) in [
+        (1, "flooding IPC does not stop the update or lose state", survives(&["adversary: flood"])),
+        (2, "allocating until refused does not stop the update or lose state", survives(&["adversary: hog: holding"])),
+        (3, "preserving until refused does not stop the update or lose state", survives(&["adversary: preserve:"])),
+        (
+            4,
+            "publishing bad sub-FDTs does not stop the update or lose state",
+            survives(&["adversary: publish: 5 of 5 bad sub-FDTs refused"]),
+        ),
+        (
+            6,
+            "crashing in the middle of prepare does not stop the update or lose state",
+            survives(&["faulting in the middle of prepare"]),
+        ),
+        (
+            5,
+            "spinning without acknowledging makes the update abort cleanly",
+            Expect::Status {
+                status: Arch::TEST_FAILURE_STATUS,
+                present: texts(&["did not finish preparing in time", "demo: state intact after the failed update"]),
+                absent: texts(&["kernel fault", "kernel panic", "booting via kho"]),
+            },
+        ),
+    ] {
+        cases.push(update_case(
+            &format!("a service {what}"),
+            Module::SecondVersion,
+            &format!("demo.updates=1 demo.shutdown=1 test.adversary={mode}"),
+            expect,
+            vec![],
+        ));
     }
     let mut dumped = update_case(
         "the outgoing handover is dumped and decoded independently",
