@@ -11,6 +11,7 @@ mod fuzz;
 mod kho_decode;
 mod limine;
 mod qemu;
+mod soak;
 mod test;
 mod util;
 
@@ -43,6 +44,9 @@ enum Command {
     /// The self-update demo: boot version 1, update to version 2, then
     /// update again N-1 times, and show that every service's state survived.
     Demo(DemoArgs),
+    /// Many updates in a row in one run, every piece of preserved state
+    /// checked after each; fails on any loss.
+    Soak(SoakArgs),
     /// Check (and install where possible) what building and running needs.
     Doctor(LimineArgs),
     /// Clippy with warnings denied, for the host crates and both kernel targets.
@@ -175,6 +179,22 @@ struct DemoArgs {
 }
 
 #[derive(Args, Clone)]
+struct SoakArgs {
+    /// Guest architecture.
+    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
+    arch: Arch,
+    /// Updates in a row.
+    #[arg(long, default_value_t = 100)]
+    updates: u32,
+    /// Ballast state in MiB, preserved as 4 KiB pages.
+    #[arg(long, default_value_t = 16)]
+    ballast: u64,
+    /// Optimised kernels.
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(Args, Clone)]
 struct BenchArgs {
     /// Only the host benchmarks.
     #[arg(long)]
@@ -238,6 +258,12 @@ fn main() {
         Command::Test(args) => test_command(&args),
         Command::Doctor(args) => doctor::doctor(args.limine_dir.as_deref()),
         Command::Lint => lint_command(),
+        Command::Soak(args) => soak::run(&soak::SoakOptions {
+            arch: args.arch,
+            updates: args.updates.max(1),
+            ballast_mib: args.ballast.max(1),
+            release: args.release,
+        }),
         Command::Demo(args) => demo::run(&demo::DemoOptions {
             arch: args.build.arch,
             updates: args.updates,

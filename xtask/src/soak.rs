@@ -1,0 +1,170 @@
+//! `cargo xtask soak --updates N`: N updates in a row in one QEMU run, with
+//! every piece of preserved state checked after each: the client reads back
+//! kvstore's 64 keys and their checksum and the counter, and the ballast
+//! checks every page of its state. Any loss fails the run; the summary gives
+//! the blackout's spread.
+
+use crate::arch::Arch;
+use crate::demo::{self, EXPECTED_KEYS};
+use crate::doctor::{Need, ensure};
+use crate::qemu::{Medium, QemuConfig};
+use crate::util;
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+/// How a soak runs.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Guest architecture.
+    pub arch: Arch,
+    /// Updates in a row.
+    pub updates: u32,
+    /// Ballast state in MiB (preserved as 4 KiB pages).
+    pub ballast_mib: u64,
+    /// Optimised kernels.
+    pub release: bool,
+}
+
+/// What a soak found, from its serial log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoakSummary {
+    /// Updates reported by the kernels.
+    pub updates: usize,
+    /// Updates after which the client verified every key with no failure.
+    pub verified: usize,
+    /// Updates after which the ballast found every page intact.
+    pub ballast_intact: usize,
+    /// Pages the ballast found damaged, over all updates.
+    pub damaged_reports: usize,
+    /// Blackout min, median, max in µs (updates 3 and up).
+    pub blackout_us: (u64, u64, u64),
+}
+
+/// Reads a soak's serial log.
+pub fn summarise(output: &str) -> SoakSummary {
+    let (records, _) = demo::parse_records(output);
+    let verified = records
+        .iter()
+        .filter(|record| record.keys_verified == Some(EXPECTED_KEYS) && record.failed_checks == Some(0))
+        .count();
+    let mut steady: Vec<u64> =
+        records.iter().filter(|record| record.generation >= 3).map(|record| record.blackout_us).collect();
+    steady.sort_unstable();
+    let blackout_us = match (steady.first(), steady.last()) {
+        (Some(&min), Some(&max)) => (min, steady[(steady.len() - 1) / 2], max),
+        _ => (0, 0, 0),
+    };
+    SoakSummary {
+        updates: records.len(),
+        verified,
+        ballast_intact: output.matches("pages intact").count(),
+        damaged_reports: output.matches("lost their contents").count(),
+        blackout_us,
+    }
+}
+
+/// Runs the soak; fails on any loss.
+pub fn run(options: &SoakOptions) -> Result<()> {
+    ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
+    let (first, second) = demo::build_versions(options.arch, options.release)?;
+    let config = QemuConfig {
+        arch: options.arch,
+        medium: Medium::Direct {
+            kernel: first.direct_boot_file().clone(),
+            module: Some(second.elf.clone()),
+            command_line: format!(
+                "demo.updates={} demo.shutdown=1 bench.ballast={} bench.order=0",
+                options.updates, options.ballast_mib
+            ),
+        },
+        memory_mib: (512 + 2 * options.ballast_mib) as u32,
+        headless: true,
+        kvm: false,
+        extra_args: vec![],
+    };
+    let scratch = util::output_dir().join("soak");
+    let timeout = Duration::from_secs(120 + 2 * u64::from(options.updates));
+    println!(
+        "soak: {} updates on {} with {} MiB of ballast, every key, the counter and every page checked after each",
+        options.updates, options.arch, options.ballast_mib
+    );
+    let command = config.command(&scratch)?;
+    let step = (options.updates / 10).max(1);
+    let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, _| {
+        if let Some(generation) = line
+            .split("update-report: generation=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u32>().ok())
+            && generation.is_multiple_of(step)
+        {
+            println!("soak: {generation} updates done");
+        }
+        if line.contains("lost their contents") || line.contains("failed checks") && !line.contains(" 0 failed checks")
+        {
+            println!("soak: {}", line.trim());
+        }
+    })
+    .context("running the soak")?;
+    std::fs::create_dir_all(&scratch)?;
+    let log = scratch.join(format!("{}-serial.log", options.arch));
+    std::fs::write(&log, &outcome.output)?;
+    let summary = summarise(&outcome.output);
+    let (min, median, max) = summary.blackout_us;
+    println!(
+        "soak: {} of {} updates completed; keys and counter intact after {}, ballast intact after {}; \
+         blackout min {:.2} / median {:.2} / max {:.2} ms (serial log: {})",
+        summary.updates,
+        options.updates,
+        summary.verified,
+        summary.ballast_intact,
+        min as f64 / 1000.0,
+        median as f64 / 1000.0,
+        max as f64 / 1000.0,
+        log.display()
+    );
+    let expected = options.updates as usize;
+    if outcome.timed_out {
+        bail!("the soak did not finish within {} s", timeout.as_secs());
+    }
+    if summary.updates != expected || summary.verified != expected || summary.ballast_intact != expected {
+        bail!("state was lost or an update did not happen (serial log: {})", log.display());
+    }
+    if summary.damaged_reports > 0 {
+        bail!("the ballast found damaged pages (serial log: {})", log.display());
+    }
+    if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
+        bail!("QEMU exited with {:?} (serial log: {})", outcome.status, log.display());
+    }
+    println!("soak: nothing lost in {expected} updates");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_soak_log_is_summarised() {
+        let mut log = String::new();
+        for generation in 1..=4u32 {
+            log.push_str(&format!(
+                "[INFO  kho] update-report: generation={generation} from=0.1.0 to=0.2.0 preserved_bytes=1 sub_fdts=5 \
+                 blackout_us={}\n",
+                1000 * u64::from(generation)
+            ));
+            log.push_str(
+                "[INFO  svc] [ballast] ballast: 16 MiB handed over in place (1 runs, order 0), all 4096 pages intact\n",
+            );
+            let failed = if generation == 4 { 1 } else { 0 };
+            log.push_str(&format!(
+                "[INFO  svc] [init] demo: generation {generation} verified 64 keys (checksum 0x1), counter 2, uptime 5 ms, \
+                 {failed} failed checks\n"
+            ));
+        }
+        let summary = summarise(&log);
+        assert_eq!(summary.updates, 4);
+        assert_eq!(summary.verified, 3, "the fourth update lost a check");
+        assert_eq!(summary.ballast_intact, 4);
+        assert_eq!(summary.blackout_us, (3000, 3000, 4000));
+    }
+}
