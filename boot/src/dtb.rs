@@ -62,6 +62,13 @@ pub fn parse_into(info: &mut BootInfo, blob: &[u8], blob_phys: u64, memory_nodes
             return;
         }
     };
+    // The `fdt` crate panics on some malformed structure blocks while
+    // walking them: check the whole structure first (found by fuzzing:
+    // boot/fuzz, `device_tree`).
+    if baton_kho::fdt::validate_fdt(blob).is_err() {
+        info.warn(BootWarning::Malformed("device tree structure"));
+        return;
+    }
     info.firmware.device_tree = PhysRange::from_start_size(blob_phys, fdt.total_size() as u64);
 
     if memory_nodes == MemoryNodes::Read {
@@ -162,6 +169,21 @@ mod tests {
     use super::*;
     use crate::info::BootPath;
     use vm_fdt::FdtWriter;
+
+    #[test]
+    fn a_malformed_structure_block_is_a_warning_not_a_panic() {
+        // Found by fuzzing (boot/fuzz, `device_tree`): the `fdt` crate
+        // asserts on a node that does not end where it should.
+        let blob = include_bytes!("../fuzz/corpus/device_tree/seed-regression-bad-node");
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, blob, 0x4000_0000, MemoryNodes::Read);
+        assert!(info.memory_map.is_empty());
+        assert!(!info.warnings.is_empty());
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        let good = qemu_like_tree(None);
+        parse_into(&mut info, &good, 0x4000_0000, MemoryNodes::Read);
+        assert!(info.warnings.is_empty(), "a well-formed tree still parses: {:?}", info.warnings);
+    }
 
     fn qemu_like_tree(stdout: Option<&str>) -> Vec<u8> {
         let mut writer =

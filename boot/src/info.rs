@@ -442,7 +442,12 @@ impl BootInfo {
 
     /// Total bytes of RAM described by the map.
     pub fn total_ram_bytes(&self) -> u64 {
-        self.memory_map.iter().filter(|region| region.kind.is_ram()).map(|region| region.range.size_bytes()).sum()
+        // Saturating: a firmware map may overlap itself up to the top of the
+        // address space (found by fuzzing: boot/fuzz, `pvh_start_info`).
+        self.memory_map
+            .iter()
+            .filter(|region| region.kind.is_ram())
+            .fold(0u64, |total, region| total.saturating_add(region.range.size_bytes()))
     }
 }
 

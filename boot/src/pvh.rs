@@ -77,8 +77,11 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
     let module_count = memory.read_u32(field(MODULE_COUNT)?).unwrap_or(0);
     let module_list = memory.read_u64(field(MODULE_LIST)?).unwrap_or(0);
     for index in 0..u64::from(module_count.min(crate::info::MAX_MODULES as u32 + 1)) {
-        let entry = module_list + index * MODULE_ENTRY_BYTES;
-        let (Some(address), Some(size)) = (memory.read_u64(entry), memory.read_u64(entry + 8)) else {
+        let entry = module_list.checked_add(index * MODULE_ENTRY_BYTES);
+        let field = |offset: u64| entry.and_then(|entry| entry.checked_add(offset));
+        let (Some(address), Some(size)) =
+            (field(0).and_then(|at| memory.read_u64(at)), field(8).and_then(|at| memory.read_u64(at)))
+        else {
             info.warn(BootWarning::Malformed("PVH module list unreadable"));
             break;
         };
@@ -87,7 +90,7 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
             continue;
         };
         let mut name_buffer = [0; crate::info::MAX_MODULE_NAME_BYTES];
-        let name_phys = memory.read_u64(entry + 16).unwrap_or(0);
+        let name_phys = field(16).and_then(|at| memory.read_u64(at)).unwrap_or(0);
         let name =
             if name_phys == 0 { &[][..] } else { memory.read_c_string(name_phys, &mut name_buffer).unwrap_or(&[]) };
         info.add_module(range, name);
@@ -100,10 +103,13 @@ pub fn parse(memory: &impl PhysRead, start_info_phys: u64) -> Result<BootInfo, P
             info.warn(BootWarning::Malformed("PVH memory map missing or implausible"));
         }
         for index in 0..u64::from(entries.min(MAX_MEMORY_MAP_ENTRIES)) {
-            let entry = table + index * MEMORY_MAP_ENTRY_BYTES;
-            let (Some(address), Some(size), Some(kind)) =
-                (memory.read_u64(entry), memory.read_u64(entry + 8), memory.read_u32(entry + 16))
-            else {
+            let entry = table.checked_add(index * MEMORY_MAP_ENTRY_BYTES);
+            let field = |offset: u64| entry.and_then(|entry| entry.checked_add(offset));
+            let (Some(address), Some(size), Some(kind)) = (
+                field(0).and_then(|at| memory.read_u64(at)),
+                field(8).and_then(|at| memory.read_u64(at)),
+                field(16).and_then(|at| memory.read_u32(at)),
+            ) else {
                 info.warn(BootWarning::Malformed("PVH memory map unreadable"));
                 break;
             };
@@ -147,6 +153,32 @@ mod tests {
             bytes.extend_from_slice(&0u32.to_le_bytes());
         }
         bytes
+    }
+
+    #[test]
+    fn tables_at_the_top_of_the_address_space_are_refused_not_overflowed() {
+        // Found by fuzzing (boot/fuzz, `pvh_start_info`): a module list at
+        // u64::MAX overflowed the entry address.
+        let mut memory = FakeMemory::default();
+        memory.put(0x1000, include_bytes!("../fuzz/corpus/pvh_start_info/seed-regression-module-list-overflow"));
+        let info = parse(&memory, 0x1000).unwrap();
+        assert!(info.modules.is_empty());
+        let mut memory = FakeMemory::default();
+        memory.put(0x1000, &start_info(1, (3, u64::MAX - 40), 0, 0, (u64::MAX - 30, 2)));
+        let info = parse(&memory, 0x1000).unwrap();
+        assert!(info.modules.is_empty() && info.memory_map.is_empty());
+        assert!(!info.warnings.is_empty());
+        // A map whose RAM adds up past 2^64 bytes (fuzzing again).
+        let mut memory = FakeMemory::default();
+        memory.put(0x1000, include_bytes!("../fuzz/corpus/pvh_start_info/seed-regression-ram-sum-overflow"));
+        if let Ok(info) = parse(&memory, 0x1000) {
+            let _ = info.total_ram_bytes();
+        }
+        let mut memory = FakeMemory::default();
+        memory.put(0x1000, &start_info(1, (0, 0), 0, 0, (0x2000, 2)));
+        memory.put(0x2000, &e820(&[(0, u64::MAX / 2 + 1, 1), (0x1000, u64::MAX / 2 + 1, 1)]));
+        let info = parse(&memory, 0x1000).unwrap();
+        assert!(info.total_ram_bytes() >= u64::MAX / 2);
     }
 
     #[test]

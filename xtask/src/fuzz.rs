@@ -10,9 +10,12 @@ use std::process::Command;
 /// The fuzz crates and their targets.
 fn fuzz_crates() -> Result<Vec<(PathBuf, Vec<String>)>> {
     let mut crates = Vec::new();
-    let root = workspace_root().join("kernel/crates");
-    for entry in std::fs::read_dir(&root)? {
-        let fuzz = entry?.path().join("fuzz");
+    let mut candidates = vec![workspace_root().join("boot")];
+    for entry in std::fs::read_dir(workspace_root().join("kernel/crates"))? {
+        candidates.push(entry?.path());
+    }
+    for candidate in candidates {
+        let fuzz = candidate.join("fuzz");
         let targets_dir = fuzz.join("fuzz_targets");
         if !targets_dir.is_dir() {
             continue;
