@@ -264,6 +264,17 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         },
         texts(&["from=0.1.0 to=0.2.0", "kvstore: migrated 64 entries from format 1 to format 2"]),
     ));
+    // The smallest memory the update demo is tested with (the update image
+    // alone is about 15 MiB in a debug build).
+    let mut smallest = update_case(
+        "64 MiB of RAM is enough for two updates",
+        Module::SecondVersion,
+        "demo.updates=2 demo.shutdown=1",
+        Expect::Demo(2),
+        vec![],
+    );
+    smallest.memory_mib = 64;
+    cases.push(smallest);
     // Larger state, handed over as runs: the ballast checks every page
     // after each update.
     for (layout, mebibytes, arguments) in [

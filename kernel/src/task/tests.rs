@@ -103,3 +103,33 @@ kernel_test! {
         Ok(())
     }
 }
+
+kernel_test! {
+    /// Two update requests at once: the second is refused with `Busy` while
+    /// the first waits, the first is carried out (a rehearsal here) and
+    /// answered, and a request after it is accepted again.
+    fn second_update_request_is_refused_while_one_is_pending() -> TestResult {
+        // Service names are unique: the spinner stands in for both callers.
+        let first = task::spawn("spinner", 0).map_err(|_| crate::ktest::Failed)?;
+        let second = first;
+        {
+            let mut tasks = task::TASKS.lock();
+            check_eq!(crate::update::request(&mut tasks, first, baton_abi::UpdateImage::Rehearsal), Ok(()));
+            check_eq!(
+                crate::update::request(&mut tasks, second, baton_abi::UpdateImage::Rehearsal),
+                Err(baton_abi::Error::Busy)
+            );
+        }
+        check!(crate::update::is_pending());
+        crate::update::run_pending();
+        check!(!crate::update::is_pending());
+        check!(!crate::kho_out::is_frozen(), "the rehearsal leaves the handover open");
+        {
+            let mut tasks = task::TASKS.lock();
+            check_eq!(crate::update::request(&mut tasks, second, baton_abi::UpdateImage::Rehearsal), Ok(()));
+        }
+        crate::update::run_pending();
+        task::TASKS.lock().end(first, -2);
+        Ok(())
+    }
+}
