@@ -71,6 +71,11 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     }
 
     println!("Baton {VERSION} ({}) booting via {}", baton_arch::NAME, info.path.name());
+    // `test.fault_early=1`: a kernel booted through KHO faults right away, so
+    // tests can show what an update into a broken kernel does.
+    if info.kho.is_some() && command_line_value(&info.command_line, "test.fault_early") == Some("1") {
+        fault_on_purpose();
+    }
     log::info!(target: "boot", "command line: '{}'", info.command_line.as_str());
     for warning in &info.warnings {
         log::warn!(target: "boot", "{warning}");
@@ -191,6 +196,16 @@ fn init_memory(info: &BootInfo) {
     kho_in::claim_kernel_ranges(info);
     kho_in::note_boot_phase(kho_in::BootPhase::PageAllocator, baton_arch::cpu::cycle_counter());
     log::info!(target: "mm", "{}", mm::accounting());
+}
+
+/// Reads unmapped memory (for `test.fault_early=1`).
+fn fault_on_purpose() {
+    // In the kernel half, in a top-level slot Baton never maps.
+    let address = 0xffff_fe00_dead_0000_u64 as *const u64;
+    // SAFETY: not safe at all: this faults on purpose; the fault handler
+    // reports it and stops the machine.
+    let value = unsafe { address.read_volatile() };
+    log::error!(target: "boot", "read {value:#x} from unmapped memory?");
 }
 
 #[panic_handler]

@@ -396,6 +396,19 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             vec![],
         ));
     }
+    // An update into a kernel that faults at once: reported, and the
+    // machine stops (no rollback; see docs/reliability.md).
+    cases.push(update_case(
+        "a next kernel that faults at once is reported and stops the machine",
+        Module::SecondVersion,
+        "demo.updates=1 demo.shutdown=1 test.fault_early=1",
+        Expect::Status {
+            status: Arch::TEST_FAILURE_STATUS,
+            present: texts(&["jumping", "booting via kho", "kernel fault", "handed-over state is still in memory"]),
+            absent: texts(&["demo: generation 1"]),
+        },
+        vec![],
+    ));
     // Random bit flips in the handover: bypassed, or read with some state
     // lost, but never a crash.
     for region in ["root", "chunks", "bitmap"] {
