@@ -205,8 +205,8 @@ struct BenchArgs {
     /// Preserved state sizes in MiB.
     #[arg(long, value_delimiter = ',', default_values_t = [1u64, 64, 1024])]
     sizes: Vec<u64>,
-    /// Updates per scenario (figures are medians of updates 3 and up).
-    #[arg(long, default_value_t = 5)]
+    /// Updates per scenario (figures are medians of updates 5 and up).
+    #[arg(long, default_value_t = 11)]
     updates: u32,
     /// Cold boots per boot path.
     #[arg(long, default_value_t = 3)]
