@@ -1,5 +1,7 @@
-//! The kernel console: where log lines go (the serial port for now) and the
-//! `log` facade implementation.
+//! The kernel console: where log lines go (the serial port, and the
+//! framebuffer when the boot description has one) and the `log` facade
+//! implementation. Nothing waits for a serial port that does not exist:
+//! without one, output goes to the screen only (or nowhere).
 
 use baton_arch::serial::Uart;
 use core::fmt::{self, Write};
@@ -25,6 +27,160 @@ struct Held {
 
 static HELD: Mutex<Held> = Mutex::new(Held { is_holding: false, bytes: [0; HELD_BYTES], length: 0, dropped: 0 });
 
+/// Output kept from boot until the screen is attached, replayed onto it so
+/// the screen shows the boot from its first line.
+const EARLY_BYTES: usize = 16 * 1024;
+
+struct Early {
+    bytes: [u8; EARLY_BYTES],
+    length: usize,
+    is_done: bool,
+}
+
+static EARLY: Mutex<Early> = Mutex::new(Early { bytes: [0; EARLY_BYTES], length: 0, is_done: false });
+
+/// The framebuffer console: the text state, a shadow copy of the pixels in
+/// RAM that glyphs are drawn into (reading a write-combining framebuffer
+/// back, as scrolling does, is very slow on real machines), and the screen
+/// the changed rows are copied to.
+struct Screen {
+    console: baton_fbcon::TextConsole,
+    shadow: &'static mut [u8],
+    screen: &'static mut [u8],
+    width: usize,
+    height: usize,
+    pitch: usize,
+    format: baton_fbcon::PixelFormat,
+}
+
+impl Screen {
+    fn write(&mut self, text: &str) {
+        let mut surface = baton_fbcon::Surface {
+            pixels: &mut self.shadow[..],
+            width: self.width,
+            height: self.height,
+            pitch: self.pitch,
+            format: self.format,
+        };
+        self.console.write_str(&mut surface, text);
+        if let Some((first, end)) = self.console.take_dirty() {
+            let range = (first * self.pitch).min(self.screen.len())..(end * self.pitch).min(self.screen.len());
+            if let Some(source) = self.shadow.get(range.clone()) {
+                self.screen[range].copy_from_slice(source);
+            }
+        }
+    }
+}
+
+// SAFETY: the slices point at the framebuffer and at pages the console owns;
+// only the holder of the `SCREEN` lock touches them.
+unsafe impl Send for Screen {}
+
+static SCREEN: Mutex<Option<Screen>> = Mutex::new(None);
+
+/// Draws `bytes` on the screen if there is one (and keeps them for it until
+/// there is). Never blocks: a screen busy elsewhere (a fault in the middle
+/// of drawing) is skipped.
+fn to_screen(bytes: &[u8]) {
+    if let Some(mut early) = EARLY.try_lock()
+        && !early.is_done
+    {
+        let start = early.length;
+        let take = bytes.len().min(EARLY_BYTES - start);
+        early.bytes[start..start + take].copy_from_slice(&bytes[..take]);
+        early.length += take;
+        return;
+    }
+    if let Some(mut screen) = SCREEN.try_lock()
+        && let Some(screen) = screen.as_mut()
+    {
+        for chunk in bytes.utf8_chunks() {
+            screen.write(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                screen.write("?");
+            }
+        }
+    }
+}
+
+/// Puts the console on the framebuffer (after the page allocator is up: the
+/// shadow copy comes from it). On a KHO boot the previous kernel's lines
+/// stay on the screen and scroll up; otherwise it is cleared. The output
+/// so far is replayed.
+pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
+    let Some(framebuffer) = &info.framebuffer else {
+        EARLY.lock().is_done = true;
+        return;
+    };
+    let Some((virt, bytes)) = crate::mm::framebuffer() else {
+        EARLY.lock().is_done = true;
+        log::warn!(target: "console", "the framebuffer could not be mapped; serial only");
+        return;
+    };
+    let format = baton_fbcon::PixelFormat {
+        bytes_per_pixel: usize::from(framebuffer.bits_per_pixel).div_ceil(8),
+        red: framebuffer.red,
+        green: framebuffer.green,
+        blue: framebuffer.blue,
+    };
+    // SAFETY: `mm` mapped `bytes` of framebuffer at `virt` for the kernel
+    // alone, and only the console writes there.
+    let screen = unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, bytes as usize) };
+    let order = bytes.div_ceil(4096).next_power_of_two().trailing_zeros();
+    let shadow = match crate::mm::allocate_pages(order) {
+        // SAFETY: the pages were just allocated for the console, which keeps
+        // them; the direct map covers them.
+        Some(phys) => unsafe {
+            core::slice::from_raw_parts_mut(crate::mm::direct_map::to_virtual(phys) as *mut u8, bytes as usize)
+        },
+        None => {
+            EARLY.lock().is_done = true;
+            log::warn!(target: "console", "no memory for the framebuffer console's shadow; serial only");
+            return;
+        }
+    };
+    let is_kho = info.kho.is_some();
+    if is_kho {
+        shadow.copy_from_slice(screen);
+    } else {
+        shadow.fill(0);
+    }
+    let (width, height, pitch) =
+        (framebuffer.width as usize, framebuffer.height as usize, framebuffer.pitch_bytes as usize);
+    let surface = baton_fbcon::Surface { pixels: &mut shadow[..], width, height, pitch, format };
+    let Some(mut console) = baton_fbcon::TextConsole::new(&surface) else {
+        EARLY.lock().is_done = true;
+        log::warn!(target: "console", "framebuffer {width}x{height} is not usable for text; serial only");
+        return;
+    };
+    let mut surface = baton_fbcon::Surface { pixels: &mut shadow[..], width, height, pitch, format };
+    if is_kho {
+        console.continue_at_bottom(&mut surface);
+    } else {
+        console.clear(&mut surface);
+    }
+    let columns = console.columns();
+    let rows = console.rows();
+    // A third of the screen at a time: scrolling moves every pixel, and
+    // under QEMU's emulation line-by-line scrolling of a 4 MiB framebuffer
+    // made a rehearsed update take seconds.
+    console.set_scroll_step(rows / 3);
+    let mut state = Screen { console, shadow, screen, width, height, pitch, format };
+    {
+        let mut early = EARLY.lock();
+        early.is_done = true;
+        // On a KHO boot the previous kernel's screen already shows what
+        // came before; only this boot's lines are replayed.
+        let length = early.length;
+        for chunk in early.bytes[..length].utf8_chunks() {
+            state.write(chunk.valid());
+        }
+        early.length = 0;
+    }
+    *SCREEN.lock() = Some(state);
+    log::info!(target: "console", "framebuffer console {width}x{height} ({columns}x{rows} characters)");
+}
+
 /// Holds console output back until [`release`].
 pub fn hold() {
     HELD.lock().is_holding = true;
@@ -41,11 +197,15 @@ fn write_held(keep_holding: bool) {
     let mut held = HELD.lock();
     if let Some(uart) = UART.get() {
         uart.write_bytes(&held.bytes[..held.length]);
-        if held.dropped > 0 {
-            let mut note = arrayvec::ArrayString::<64>::new();
-            let _ = writeln!(note, "[console: {} bytes dropped]", held.dropped);
+    }
+    to_screen(&held.bytes[..held.length]);
+    if held.dropped > 0 {
+        let mut note = arrayvec::ArrayString::<64>::new();
+        let _ = writeln!(note, "[console: {} bytes dropped]", held.dropped);
+        if let Some(uart) = UART.get() {
             uart.write_bytes(note.as_bytes());
         }
+        to_screen(note.as_bytes());
     }
     held.length = 0;
     held.dropped = 0;
@@ -81,6 +241,7 @@ impl Write for ConsoleWriter {
         if let Some(uart) = UART.get() {
             uart.write_bytes(text.as_bytes());
         }
+        to_screen(text.as_bytes());
         Ok(())
     }
 }
@@ -118,6 +279,7 @@ pub fn print_emergency(arguments: fmt::Arguments<'_>) {
         if let Some(uart) = UART.get() {
             uart.write_bytes(&held.bytes[..held.length]);
         }
+        to_screen(&held.bytes[..held.length]);
         held.length = 0;
     }
     let _ = ConsoleWriter.write_fmt(arguments);

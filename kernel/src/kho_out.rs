@@ -469,9 +469,9 @@ pub fn forget_service(name: &str, space: &mut AddressSpace) {
     }
 }
 
-/// Bytes preserved and published right now, for logs and tests.
-pub fn figures() -> (u64, usize) {
-    KHO_OUT.lock().as_ref().map_or((0, 0), |out| (out.handover.tracker().preserved_bytes(), out.publications.len()))
+/// Whether the service `name` has a sub-FDT published right now.
+pub fn has_published(name: &str) -> bool {
+    KHO_OUT.lock().as_ref().is_some_and(|out| out.publications.contains_key(name))
 }
 
 /// Finalises: serialises the preservation bitmaps, builds the root FDT and

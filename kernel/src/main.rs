@@ -90,6 +90,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     }
 
     init_memory(info);
+    console::attach_framebuffer(info);
     kho_out::init();
     if let Err(error) = task::start_scheduler(info) {
         log::error!(target: "boot", "interrupts: {error}; services will not be preempted");

@@ -36,8 +36,9 @@ enum Phase {
         refused: Option<(ServiceId, u64)>,
     },
     Frozen,
-    /// Frozen, waiting for these services to acknowledge it (rehearsals
-    /// only: a real update does not wait).
+    /// Frozen, waiting for these services to acknowledge it or to go back
+    /// to waiting for messages with nothing left in their mailbox
+    /// (rehearsals only: a real update does not wait).
     FrozenWaiting {
         waiting: BTreeSet<ServiceId>,
     },
@@ -185,7 +186,7 @@ fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateE
     if wait_for_services {
         LIFECYCLE.lock().phase = Phase::FrozenWaiting { waiting: subscribers.into_iter().collect() };
         task::run_until(prepare_timeout_ns(), || match &LIFECYCLE.lock().phase {
-            Phase::FrozenWaiting { waiting } => waiting.iter().all(|&id| task::exit_code(id).is_some()),
+            Phase::FrozenWaiting { waiting } => waiting.iter().all(|&id| task::is_idle(id)),
             _ => true,
         });
         LIFECYCLE.lock().phase = Phase::Frozen;

@@ -106,6 +106,70 @@ impl Dumper {
     }
 }
 
+/// Takes a screenshot of the guest's display when the kernel pauses before
+/// shutting down (`demo.screenshot=1`), then lets it go on.
+pub struct Screenshot {
+    socket: PathBuf,
+    output: PathBuf,
+    is_done: bool,
+}
+
+impl Screenshot {
+    /// Adds a monitor socket to the QEMU command; the picture goes to
+    /// `output` (PPM, as QEMU writes it).
+    pub fn new(scratch: &Path, output: &Path, command: &mut Command) -> Result<Self> {
+        std::fs::create_dir_all(scratch)?;
+        let socket = scratch.join("screenshot-monitor.sock");
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(output);
+        command.args(["-monitor", &format!("unix:{},server=on,wait=off", socket.display())]);
+        Ok(Self { socket, output: output.to_path_buf(), is_done: false })
+    }
+
+    /// Reads one console line; takes the screenshot when the guest pauses.
+    pub fn on_line(&mut self, line: &str, input: &mut dyn Write) -> Result<()> {
+        if self.is_done || !line.contains("paused before shutdown") {
+            return Ok(());
+        }
+        self.is_done = true;
+        let result = Monitor::connect(&self.socket).and_then(|mut monitor| {
+            let command = format!("screendump \"{}\"\n", self.output.display());
+            monitor.stream.get_mut().write_all(command.as_bytes())?;
+            monitor.prompt().map(drop)
+        });
+        input.write_all(b"\n").context("answering the guest")?;
+        input.flush().context("answering the guest")?;
+        result
+    }
+}
+
+/// Fraction of pixels of a binary PPM (P6) that are not black, or an error
+/// when the file is not one.
+pub fn lit_fraction(ppm: &[u8]) -> Result<f64> {
+    // Header: "P6" width height maxval, whitespace-separated, then one
+    // whitespace byte and the pixels.
+    let mut fields = Vec::new();
+    let mut position = 0;
+    while fields.len() < 4 {
+        while ppm.get(position).is_some_and(u8::is_ascii_whitespace) {
+            position += 1;
+        }
+        let start = position;
+        while ppm.get(position).is_some_and(|byte| !byte.is_ascii_whitespace()) {
+            position += 1;
+        }
+        anyhow::ensure!(position > start, "truncated PPM header");
+        fields.push(std::str::from_utf8(&ppm[start..position])?.to_string());
+    }
+    anyhow::ensure!(fields[0] == "P6", "not a binary PPM");
+    let (width, height): (usize, usize) = (fields[1].parse()?, fields[2].parse()?);
+    let pixels = ppm.get(position + 1..).context("no pixels")?;
+    anyhow::ensure!(pixels.len() >= width * height * 3 && width * height > 0, "PPM shorter than its size");
+    let lit =
+        pixels[..width * height * 3].chunks_exact(3).filter(|pixel| pixel.iter().any(|&value| value > 16)).count();
+    Ok(lit as f64 / (width * height) as f64)
+}
+
 /// QEMU's human monitor over a Unix socket.
 struct Monitor {
     stream: BufReader<UnixStream>,
@@ -148,6 +212,16 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lit_pixels_of_a_screenshot_are_counted() {
+        let mut ppm = b"P6\n4 2\n255\n".to_vec();
+        ppm.extend([0u8; 3 * 6]);
+        ppm.extend([200, 200, 200, 0, 0, 90]);
+        assert_eq!(lit_fraction(&ppm).unwrap(), 0.25);
+        assert!(lit_fraction(b"P5\n1 1\n255\n\0").is_err());
+        assert!(lit_fraction(b"P6\n4 2\n255\n\0").is_err(), "too short");
+    }
 
     #[test]
     fn memory_map_lines_are_read_with_or_without_timestamps() {

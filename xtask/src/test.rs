@@ -441,10 +441,10 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         });
         for &firmware in firmwares {
             cases.push(QemuCase {
-                name: format!("{arch} limine ({firmware:?}): self-update demo").to_lowercase(),
+                name: format!("{arch} limine ({firmware:?}): self-update demo, shown on the screen").to_lowercase(),
                 arch,
                 boot: Boot::Limine(firmware),
-                command_line: "demo.updates=2 demo.shutdown=1".into(),
+                command_line: "demo.updates=2 demo.shutdown=1 demo.screenshot=1".into(),
                 memory_mib: 512,
                 module: Some(Module::SecondVersion),
                 dump_kho: false,
@@ -588,6 +588,16 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
     } else {
         None
     };
+    // `demo.screenshot=1`: capture the screen before shutdown and keep it.
+    let screenshot_path = scratch.join(format!(
+        "screen-{}.ppm",
+        case.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>()
+    ));
+    let mut screenshot = if case.command_line.contains("demo.screenshot=1") {
+        Some(crate::dump::Screenshot::new(&scratch, &screenshot_path, &mut command)?)
+    } else {
+        None
+    };
     let outcome = crate::qemu::run_filtered(command, Some(case.timeout), &mut |line, input| {
         if verbose {
             println!("{line}");
@@ -597,8 +607,26 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         {
             println!("dump-kho: {error:#}");
         }
+        if let Some(screenshot) = screenshot.as_mut()
+            && let Err(error) = screenshot.on_line(line, input)
+        {
+            println!("screenshot: {error:#}");
+        }
     })?;
     let mut problems = Vec::new();
+    if screenshot.is_some() {
+        match std::fs::read(&screenshot_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|ppm| crate::dump::lit_fraction(&ppm))
+        {
+            // Text on a black screen: a few percent of the pixels are lit.
+            Ok(fraction) if fraction > 0.005 => {
+                println!("  screenshot: {} ({:.1}% lit)", screenshot_path.display(), fraction * 100.0)
+            }
+            Ok(fraction) => problems.push(format!("the screen is blank ({:.2}% lit)", fraction * 100.0)),
+            Err(error) => problems.push(format!("no screenshot: {error:#}")),
+        }
+    }
     if case.dump_kho {
         problems.extend(check_dump(&dump_directory, &outcome.output));
     }
@@ -689,8 +717,20 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         tally.failed += 1;
         println!("qemu: {} ... FAILED: {}", case.name, problems.join("; "));
         if !verbose {
-            println!("---- serial output (last 40 lines) ----");
             let lines: Vec<&str> = outcome.output.lines().collect();
+            // The kernel's failed checks, wherever they are in the output.
+            let failures: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|line| line.contains("check failed") || line.ends_with("... FAILED"))
+                .collect();
+            if !failures.is_empty() {
+                println!("---- failed kernel checks ----");
+                for line in failures {
+                    println!("  {line}");
+                }
+            }
+            println!("---- serial output (last 40 lines) ----");
             for line in &lines[lines.len().saturating_sub(40)..] {
                 println!("  {line}");
             }

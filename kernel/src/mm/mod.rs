@@ -26,7 +26,7 @@ use baton_boot::BootInfo;
 use baton_boot::info::MemoryKind;
 use baton_kho::scratch::{BATON_SCRATCH_ALIGNMENT_BYTES, ScratchSizing};
 use baton_mm::early::{EarlyAllocator, Purpose, ScratchExhausted};
-use baton_mm::paging::{Attributes, LeafSizes, MapError, PageTable};
+use baton_mm::paging::{Attributes, LeafSizes, MapError, MemoryType, PageTable};
 use baton_mm::scratch::{PlacementRequest, ScratchKind, ScratchPlan, ScratchRegion};
 use baton_mm::{PAGE_SIZE, Range, RegionSet, align_down, align_up};
 use buddy_system_allocator::FrameAllocator;
@@ -46,6 +46,20 @@ pub const MINIMUM_SCRATCH_BYTES: u64 = 4 << 20;
 const LOW_RESERVED_BYTES: u64 = 1 << 20;
 #[cfg(target_arch = "aarch64")]
 const LOW_RESERVED_BYTES: u64 = 0;
+
+/// Where the framebuffer is mapped (write-combining) when it is not RAM.
+pub const FRAMEBUFFER_WINDOW: u64 = 0xffff_fd80_0000_0000;
+/// The largest framebuffer mapped (8K at 32 bits per pixel fits).
+const FRAMEBUFFER_WINDOW_BYTES: u64 = 256 << 20;
+
+/// The framebuffer's kernel address and size, once mapped.
+static FRAMEBUFFER: spin::Once<(u64, u64)> = spin::Once::new();
+
+/// The framebuffer's kernel address and size in bytes, if the boot
+/// description has one and it is mapped.
+pub fn framebuffer() -> Option<(u64, u64)> {
+    FRAMEBUFFER.get().copied()
+}
 
 /// Frame numbers of the page allocator are 4 KiB pages.
 const FRAME_SHIFT: u64 = 12;
@@ -415,6 +429,26 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
             virt += PAGE_SIZE;
         }
     }
+    let framebuffer = info.framebuffer.as_ref().and_then(|framebuffer| {
+        let bytes = u64::from(framebuffer.pitch_bytes) * u64::from(framebuffer.height);
+        let start = align_down(framebuffer.phys, PAGE_SIZE);
+        let end = align_up(framebuffer.phys.checked_add(bytes)?, PAGE_SIZE)?;
+        if mapped.overlaps(&Range::new(start, end)) {
+            // A framebuffer in RAM (QEMU's ramfb) is reached through the
+            // direct map: one mapping, one set of attributes.
+            return Some((direct_map::to_virtual(framebuffer.phys), bytes));
+        }
+        if end - start > FRAMEBUFFER_WINDOW_BYTES {
+            return None;
+        }
+        let attributes =
+            Attributes { is_writable: true, is_executable: false, is_user: false, memory: MemoryType::WriteCombining };
+        let leaves = LeafSizes { gigabyte: false, two_megabyte: true };
+        kernel_table
+            .map::<arch_paging::EntryFormat>(&mut tables, FRAMEBUFFER_WINDOW, start, end - start, attributes, leaves)
+            .ok()?;
+        Some((FRAMEBUFFER_WINDOW + (framebuffer.phys - start), bytes))
+    });
     #[cfg(target_arch = "aarch64")]
     kernel_table.install_table::<arch_paging::EntryFormat>(
         &mut tables,
@@ -433,6 +467,9 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
 
     let heap_phys = early.allocate(BOOTSTRAP_HEAP_BYTES, PAGE_SIZE, Purpose::BootstrapHeap)?;
     heap::init(heap_phys, BOOTSTRAP_HEAP_BYTES);
+    if let Some(framebuffer) = framebuffer {
+        FRAMEBUFFER.call_once(|| framebuffer);
+    }
 
     // Limine's own structures are no longer needed once its tables are gone.
     for region in &info.memory_map {

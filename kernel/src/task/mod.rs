@@ -277,6 +277,20 @@ pub fn exit_code(id: ServiceId) -> Option<i64> {
     TASKS.lock().exit_codes.get(&id).copied()
 }
 
+/// Whether `id` has nothing left to do with what it was sent: it waits for
+/// a message with an empty mailbox, or it has exited.
+pub fn is_idle(id: ServiceId) -> bool {
+    let tasks = TASKS.lock();
+    match tasks.processes.get(&id) {
+        Some(process) => match process.state {
+            State::Receiving { .. } => process.mailbox.is_empty(),
+            State::Exited(_) => true,
+            _ => false,
+        },
+        None => true,
+    }
+}
+
 impl Tasks {
     /// Makes `id` runnable (if it is not already).
     pub fn wake(&mut self, id: ServiceId) {

@@ -134,6 +134,13 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
                 return Err(Error::PermissionDenied);
             }
             log::info!(target: "boot", "shutdown requested by init (code {code})");
+            // `demo.screenshot=1`: the screen stays as it is until a line
+            // arrives on the serial console, so a test can capture it.
+            let info = crate::boot_info();
+            if crate::command_line_value(&info.command_line, "demo.screenshot") == Some("1") {
+                log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
+                crate::console::wait_for_line(60_000_000_000);
+            }
             baton_arch::debug_exit::exit(if code == 0 {
                 crate::ktest::EXIT_SUCCESS
             } else {

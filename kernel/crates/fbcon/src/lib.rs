@@ -115,6 +115,10 @@ pub struct TextConsole {
     column: usize,
     row: usize,
     escape: Escape,
+    /// Lines a full screen moves up by at once.
+    scroll_step: usize,
+    /// Pixel rows changed since the last [`TextConsole::take_dirty`].
+    dirty: Option<(usize, usize)>,
 }
 
 impl TextConsole {
@@ -126,7 +130,23 @@ impl TextConsole {
         }
         let columns = surface.width.saturating_sub(2 * MARGIN) / CELL_WIDTH;
         let rows = surface.height.saturating_sub(2 * MARGIN) / CELL_HEIGHT;
-        (columns >= 10 && rows >= 1).then_some(Self { columns, rows, column: 0, row: 0, escape: Escape::None })
+        (columns >= 10 && rows >= 1).then_some(Self {
+            columns,
+            rows,
+            column: 0,
+            row: 0,
+            escape: Escape::None,
+            scroll_step: 1,
+            dirty: None,
+        })
+    }
+
+    /// Makes a full screen move up by `lines` at once (clamped to the
+    /// screen) instead of one. Scrolling moves every pixel, so on a large
+    /// framebuffer scrolling a third of the screen at a time costs a
+    /// fraction of scrolling line by line, and the newest lines stay in view.
+    pub fn set_scroll_step(&mut self, lines: usize) {
+        self.scroll_step = lines.clamp(1, self.rows);
     }
 
     /// Characters per line.
@@ -144,11 +164,25 @@ impl TextConsole {
         (self.column, self.row)
     }
 
+    /// The pixel rows `[first, end)` changed since the last call, if any:
+    /// what a caller drawing into a shadow buffer must copy to the screen.
+    pub fn take_dirty(&mut self) -> Option<(usize, usize)> {
+        self.dirty.take()
+    }
+
+    fn mark(&mut self, first: usize, end: usize) {
+        self.dirty = Some(match self.dirty {
+            Some((low, high)) => (low.min(first), high.max(end)),
+            None => (first, end),
+        });
+    }
+
     /// Blanks the screen and puts the cursor top left.
     pub fn clear(&mut self, surface: &mut Surface<'_>) {
         surface.fill_rows(0, surface.height);
         self.column = 0;
         self.row = 0;
+        self.mark(0, surface.height);
     }
 
     /// Continues below whatever is on the screen (after an update, the
@@ -156,7 +190,7 @@ impl TextConsole {
     pub fn continue_at_bottom(&mut self, surface: &mut Surface<'_>) {
         self.row = self.rows - 1;
         self.column = 0;
-        self.scroll(surface);
+        self.scroll(surface, 1);
     }
 
     /// Draws `text`, wrapping and scrolling as needed.
@@ -196,23 +230,30 @@ impl TextConsole {
         if self.row + 1 < self.rows {
             self.row += 1;
         } else {
-            self.scroll(surface);
+            self.scroll(surface, self.scroll_step);
+            self.row = self.rows - self.scroll_step;
         }
     }
 
-    /// Moves every line up by one and blanks the last.
-    fn scroll(&mut self, surface: &mut Surface<'_>) {
-        let line_bytes = CELL_HEIGHT * surface.pitch;
+    /// Moves every line up by `lines` (at most the screen) and blanks the
+    /// lines that opened at the bottom.
+    fn scroll(&mut self, surface: &mut Surface<'_>, lines: usize) {
+        let lines = lines.min(self.rows);
+        let shift = lines * CELL_HEIGHT * surface.pitch;
         let top = MARGIN * surface.pitch;
-        let end = (MARGIN + self.rows * CELL_HEIGHT) * surface.pitch;
-        surface.pixels.copy_within(top + line_bytes..end, top);
-        surface.fill_rows(MARGIN + (self.rows - 1) * CELL_HEIGHT, CELL_HEIGHT);
+        let end = ((MARGIN + self.rows * CELL_HEIGHT) * surface.pitch).min(surface.pixels.len());
+        if top + shift < end {
+            surface.pixels.copy_within(top + shift..end, top);
+        }
+        surface.fill_rows(MARGIN + (self.rows - lines) * CELL_HEIGHT, lines * CELL_HEIGHT);
+        self.mark(MARGIN, MARGIN + self.rows * CELL_HEIGHT);
     }
 
     fn draw(&mut self, surface: &mut Surface<'_>, character: char) {
         let raster = get_raster(character, WEIGHT, SIZE).or_else(|| get_raster('?', WEIGHT, SIZE));
         let x0 = MARGIN + self.column * CELL_WIDTH;
         let y0 = MARGIN + self.row * CELL_HEIGHT;
+        self.mark(y0, y0 + CELL_HEIGHT);
         for y in 0..CELL_HEIGHT {
             for x in 0..CELL_WIDTH {
                 surface.put(x0 + x, y0 + y, 0);
@@ -248,7 +289,10 @@ mod tests {
     /// Lit pixels inside the character cell (column, row).
     fn lit(surface: &Surface<'_>, column: usize, row: usize) -> usize {
         let (x0, y0) = (MARGIN + column * CELL_WIDTH, MARGIN + row * CELL_HEIGHT);
-        (0..CELL_HEIGHT).flat_map(|y| (0..CELL_WIDTH).map(move |x| (x, y))).filter(|&(x, y)| surface.get(x0 + x, y0 + y) != 0).count()
+        (0..CELL_HEIGHT)
+            .flat_map(|y| (0..CELL_WIDTH).map(move |x| (x, y)))
+            .filter(|&(x, y)| surface.get(x0 + x, y0 + y) != 0)
+            .count()
     }
 
     fn cell(surface: &Surface<'_>, column: usize, row: usize) -> Vec<u32> {
@@ -282,11 +326,37 @@ mod tests {
         console.write_str(&mut surface, "1\n2\n3");
         let two = cell(&surface, 0, 1);
         let three = cell(&surface, 0, 2);
+        assert_eq!(console.take_dirty(), Some((0, HEIGHT)), "the clear dirtied everything");
         console.write_str(&mut surface, "\n4");
         assert_eq!(console.cursor(), (1, 2), "the cursor stays on the last line");
         assert_eq!(cell(&surface, 0, 0), two, "every line moved up by one");
+        assert_eq!(console.take_dirty(), Some((MARGIN, MARGIN + 3 * CELL_HEIGHT)), "a scroll dirties every line");
+        assert_eq!(console.take_dirty(), None);
+        console.write_str(&mut surface, "5");
+        assert_eq!(console.take_dirty(), Some((MARGIN + 2 * CELL_HEIGHT, MARGIN + 3 * CELL_HEIGHT)));
         assert_eq!(cell(&surface, 0, 1), three);
-        assert!(lit(&surface, 0, 2) > 10 && cell(&surface, 0, 2) != three, "4 is on the last line");
+        assert!(lit(&surface, 0, 2) > 10, "4 is on the last line");
+        assert_ne!(cell(&surface, 0, 2), three);
+    }
+
+    #[test]
+    fn a_scroll_step_moves_several_lines_at_once() {
+        let mut pixels = buffer(4);
+        let mut surface = surface(&mut pixels, PixelFormat::XRGB8888);
+        let mut console = TextConsole::new(&surface).unwrap();
+        console.set_scroll_step(2);
+        console.write_str(&mut surface, "1\n2\n3");
+        let three = cell(&surface, 0, 2);
+        console.write_str(&mut surface, "\n4");
+        assert_eq!(console.cursor(), (1, 1), "two lines opened; 4 goes on the first of them");
+        assert_eq!(cell(&surface, 0, 0), three, "3 moved up by two lines");
+        assert!(lit(&surface, 0, 1) > 10, "4 is drawn");
+        assert_eq!(lit(&surface, 0, 2), 0, "the last line is blank");
+        console.set_scroll_step(99);
+        console.write_str(&mut surface, "\n5\n6");
+        assert_eq!(console.cursor(), (1, 0), "a step larger than the screen clears it");
+        assert!(lit(&surface, 0, 0) > 10);
+        assert_eq!(lit(&surface, 0, 1) + lit(&surface, 0, 2), 0);
     }
 
     #[test]
@@ -317,11 +387,17 @@ mod tests {
     #[test]
     fn impossible_geometry_is_refused() {
         let mut pixels = vec![0u8; 100];
-        let too_small = Surface { pixels: &mut pixels, width: 10, height: 10, pitch: 40, format: PixelFormat::XRGB8888 };
+        let too_small =
+            Surface { pixels: &mut pixels, width: 10, height: 10, pitch: 40, format: PixelFormat::XRGB8888 };
         assert!(TextConsole::new(&too_small).is_none());
         let mut pixels = buffer(4);
-        let short_buffer =
-            Surface { pixels: &mut pixels, width: WIDTH, height: HEIGHT * 2, pitch: WIDTH * 4, format: PixelFormat::XRGB8888 };
+        let short_buffer = Surface {
+            pixels: &mut pixels,
+            width: WIDTH,
+            height: HEIGHT * 2,
+            pitch: WIDTH * 4,
+            format: PixelFormat::XRGB8888,
+        };
         assert!(!short_buffer.is_valid());
         let mut pixels = buffer(4);
         let narrow_pitch =
