@@ -16,7 +16,7 @@ use crate::info::{
     SerialPort,
 };
 use alloc::vec::Vec;
-use arrayvec::ArrayString;
+use arrayvec::{ArrayString, ArrayVec};
 use baton_kho::fdt::{SubFdtWriter, native_u32, native_u64};
 
 /// The boot description's `compatible`.
@@ -41,6 +41,65 @@ pub struct HandoverExtras<'a> {
     pub cycle_frequency_hz: u64,
     /// The timer's rate (x86_64 APIC ticks per second; 0 when not known).
     pub timer_ticks_per_second: u64,
+    /// The most recent updates, oldest first (at most
+    /// [`crate::info::HISTORY_ENTRIES`] are written).
+    pub history: &'a [UpdateRecord],
+}
+
+/// One update the machine went through, carried from kernel to kernel so
+/// the last one can show them all (`update-history`: 64 bytes each, native
+/// endian: generation, blackout in µs, preserved bytes, sub-FDTs, then the
+/// versions before and after as 16 NUL-padded bytes each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateRecord {
+    /// 1 for the first update.
+    pub generation: u32,
+    /// From freeze to every service running again, in µs.
+    pub blackout_us: u64,
+    /// Bytes preserved across it.
+    pub preserved_bytes: u64,
+    /// Sub-FDTs handed over.
+    pub sub_fdts: u32,
+    /// The version that handed over.
+    pub from: ArrayString<16>,
+    /// The version that took over.
+    pub to: ArrayString<16>,
+}
+
+const HISTORY_RECORD_BYTES: usize = 64;
+
+fn push_version(bytes: &mut Vec<u8>, version: &str) {
+    let mut field = [0u8; 16];
+    let length = version.len().min(16);
+    field[..length].copy_from_slice(&version.as_bytes()[..length]);
+    bytes.extend_from_slice(&field);
+}
+
+fn version_field(bytes: &[u8]) -> Option<ArrayString<16>> {
+    let text = core::str::from_utf8(bytes.split(|&byte| byte == 0).next()?).ok()?;
+    ArrayString::from(text).ok()
+}
+
+/// Reads an `update-history` property; `None` when it is malformed.
+pub fn parse_history(value: &[u8]) -> Option<ArrayVec<UpdateRecord, { crate::info::HISTORY_ENTRIES }>> {
+    if !value.len().is_multiple_of(HISTORY_RECORD_BYTES) {
+        return None;
+    }
+    let mut history = ArrayVec::new();
+    // Only the most recent entries are kept.
+    let skip = (value.len() / HISTORY_RECORD_BYTES).saturating_sub(crate::info::HISTORY_ENTRIES);
+    for record in value.chunks_exact(HISTORY_RECORD_BYTES).skip(skip) {
+        let word = |index: usize| native_u64(&record[8 * index..8 * index + 8]);
+        history.push(UpdateRecord {
+            generation: u32::try_from(word(0)?).ok()?,
+            blackout_us: word(1)?,
+            preserved_bytes: word(2)?,
+            sub_fdts: u32::try_from(word(3)?).ok()?,
+            from: version_field(&record[32..48])?,
+            to: version_field(&record[48..64])?,
+        });
+    }
+    Some(history)
 }
 
 /// `folios` consecutive folios of `2^order` pages from `phys`, owned by the
@@ -265,6 +324,19 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
     }
     writer.property("owned-runs", &owners)?;
     writer.property("owner-names", &names)?;
+
+    let mut history = Vec::new();
+    let skip = extras.history.len().saturating_sub(crate::info::HISTORY_ENTRIES);
+    for record in &extras.history[skip..] {
+        for value in
+            [u64::from(record.generation), record.blackout_us, record.preserved_bytes, u64::from(record.sub_fdts)]
+        {
+            push_u64(&mut history, value);
+        }
+        push_version(&mut history, &record.from);
+        push_version(&mut history, &record.to);
+    }
+    writer.property("update-history", &history)?;
     writer.finish()
 }
 
@@ -310,6 +382,11 @@ pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -
         cycle_frequency_hz: property("cycle-frequency-hz").and_then(native_u64).unwrap_or(0),
         timer_ticks_per_second: property("timer-ticks-per-second").and_then(native_u64).unwrap_or(0),
         timeline: [0; TIMELINE_ENTRIES],
+        // Optional: a kernel from before it was added writes none.
+        history: match property("update-history") {
+            None => ArrayVec::new(),
+            Some(value) => parse_history(value).ok_or(BootDescriptionError::BadProperty("update-history"))?,
+        },
     };
     if let Some(value) = property("timeline").filter(|value| value.len() == 8 * TIMELINE_ENTRIES) {
         for (entry, bytes) in kho.timeline.iter_mut().zip(value.chunks_exact(8)) {
@@ -482,6 +559,7 @@ mod tests {
             OwnedRun { phys: 0x2100_0000, order: 0, folios: 262_144, owner: "counter" },
             OwnedRun { phys: 0x6200_0000, order: 0, folios: 3, owner: "kvstore" },
         ];
+        let history = [update_record(1, "0.1.0", "0.2.0"), update_record(2, "0.2.0", "a-very-long-version-string")];
         let extras = HandoverExtras {
             kernel_version: "0.1.0",
             generation: 3,
@@ -490,6 +568,7 @@ mod tests {
             owners: &runs,
             cycle_frequency_hz: 2_400_000_000,
             timer_ticks_per_second: 1_000_000_000,
+            history: &history,
         };
         let mut bytes = write(&info, &extras).unwrap();
         // The writer patches the timeline in place before the jump.
@@ -522,9 +601,52 @@ mod tests {
         assert_eq!(kho.timeline[TIMELINE_JUMP], 42);
         assert_eq!(kho.timeline[TIMELINE_PREPARE], 0);
         assert_eq!(kho.boot_description.start, 0x3000_0000);
+        assert_eq!(kho.history[0], history[0]);
+        assert_eq!(kho.history[1].to.as_str(), "a-very-long-vers", "versions are cut to 16 bytes");
+        assert_eq!(kho.history.len(), 2);
         let table: Vec<OwnedRun> = owners(&bytes).unwrap().collect();
         assert_eq!(table, runs);
         assert_eq!(table[1].end(), 0x2100_0000 + (1 << 30));
+    }
+
+    fn update_record(generation: u32, from: &str, to: &str) -> UpdateRecord {
+        let mut record = UpdateRecord {
+            generation,
+            blackout_us: 1000 + u64::from(generation),
+            preserved_bytes: 1 << 20,
+            sub_fdts: 4,
+            ..UpdateRecord::default()
+        };
+        let _ = record.from.try_push_str(from);
+        let _ = record.to.try_push_str(&to[..to.len().min(16)]);
+        record
+    }
+
+    #[test]
+    fn the_update_history_keeps_the_most_recent_entries() {
+        let history: Vec<UpdateRecord> =
+            (1..=40).map(|generation| update_record(generation, "0.1.0", "0.2.0")).collect();
+        let extras = HandoverExtras {
+            kernel_version: "0.2.0",
+            generation: 41,
+            freeze_cycles: 0,
+            scratch: &[],
+            owners: &[],
+            cycle_frequency_hz: 0,
+            timer_ticks_per_second: 0,
+            history: &history,
+        };
+        let bytes = write(&described(), &extras).unwrap();
+        let mut parsed = BootInfo::new(BootPath::Kho);
+        parse(&bytes, 0, 0, &mut parsed).unwrap();
+        let kept = parsed.kho.unwrap().history;
+        assert_eq!(kept.len(), crate::info::HISTORY_ENTRIES);
+        assert_eq!(kept.first().unwrap().generation, 41 - crate::info::HISTORY_ENTRIES as u32);
+        assert_eq!(kept.last().unwrap(), history.last().unwrap());
+        assert!(parse_history(&[0u8; 63]).is_none(), "a partial record is malformed");
+        let mut bad_version = [0u8; 64];
+        bad_version[32] = 0xff;
+        assert!(parse_history(&bad_version).is_none(), "versions must be UTF-8");
     }
 
     #[test]
@@ -565,6 +687,7 @@ mod tests {
             owners: &[],
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
+            history: &[],
         };
         let bytes = write(&info, &extras).unwrap();
         let mut parsed = BootInfo::new(BootPath::Kho);
@@ -598,6 +721,7 @@ mod tests {
             owners: &[OwnedRun { phys: 0x1000, order: 0, folios: 2, owner: "a" }],
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
+            history: &[],
         };
         let bytes = write(&described(), &extras).unwrap();
         for cut in 0..bytes.len() {

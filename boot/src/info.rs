@@ -286,7 +286,12 @@ pub struct KhoBoot {
     pub timer_ticks_per_second: u64,
     /// Cycle-counter readings along the update (see `handover::TIMELINE_*`).
     pub timeline: [u64; crate::handover::TIMELINE_ENTRIES],
+    /// The updates before this one, oldest first.
+    pub history: ArrayVec<crate::handover::UpdateRecord, HISTORY_ENTRIES>,
 }
+
+/// Updates a boot description remembers.
+pub const HISTORY_ENTRIES: usize = 16;
 
 /// Something an adapter noticed that the kernel should log once it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -479,6 +479,56 @@ fn report_blackout(state: &KhoIn) {
         micros(boot(BootPhase::Deserialised), boot(BootPhase::PageAllocator)),
         micros(boot(BootPhase::PageAllocator), now),
     );
+    let mut record = baton_boot::handover::UpdateRecord {
+        generation: state.generation,
+        blackout_us: micros(state.freeze_cycles, now) as u64,
+        preserved_bytes: state.preserved_bytes_at_boot,
+        sub_fdts: state.sub_fdt_count as u32,
+        ..Default::default()
+    };
+    let _ = record.from.try_push_str(&state.previous_version[..state.previous_version.len().min(16)]);
+    let _ = record.to.try_push_str(&crate::VERSION[..crate::VERSION.len().min(16)]);
+    let mut history = HISTORY.lock();
+    if let Some(kho) = &crate::boot_info().kho {
+        history.clone_from(&kho.history);
+    }
+    if history.is_full() {
+        history.remove(0);
+    }
+    history.push(record);
+}
+
+/// The updates that led to this kernel, oldest first, this boot's last.
+static HISTORY: Mutex<arrayvec::ArrayVec<baton_boot::handover::UpdateRecord, { baton_boot::info::HISTORY_ENTRIES }>> =
+    Mutex::new(arrayvec::ArrayVec::new_const());
+
+/// The updates that led to this kernel (for the next one, and the summary).
+pub fn history() -> arrayvec::ArrayVec<baton_boot::handover::UpdateRecord, { baton_boot::info::HISTORY_ENTRIES }> {
+    HISTORY.lock().clone()
+}
+
+/// Logs the updates that led here as a table (at shutdown, so a person at
+/// the screen sees the whole demo summed up).
+pub fn log_history() {
+    let history = history();
+    if history.is_empty() {
+        return;
+    }
+    log::info!(target: "kho", "updates that led to this kernel (most recent {}):", history.len());
+    log::info!(target: "kho", "  update  from          to            preserved   sub-FDTs  blackout");
+    for record in &history {
+        log::info!(
+            target: "kho",
+            "  {:>6}  {:<12}  {:<12}  {:>6} KiB  {:>8}  {:>5}.{:03} ms",
+            record.generation,
+            record.from.as_str(),
+            record.to.as_str(),
+            record.preserved_bytes / 1024,
+            record.sub_fdts,
+            record.blackout_us / 1000,
+            record.blackout_us % 1000
+        );
+    }
 }
 
 /// Whether unclaimed memory should be released now (every owner is done,

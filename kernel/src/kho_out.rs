@@ -572,6 +572,7 @@ pub fn publish_boot_description(
             }),
         }
     }
+    let history = crate::kho_in::history();
     let extras = baton_boot::handover::HandoverExtras {
         kernel_version: crate::VERSION,
         generation: info.kho.as_ref().map_or(0, |kho| kho.generation) + 1,
@@ -580,6 +581,7 @@ pub fn publish_boot_description(
         owners: &owners,
         cycle_frequency_hz: baton_arch::cpu::cycle_counter_frequency_hz(),
         timer_ticks_per_second: baton_arch::interrupts::timer_rate(),
+        history: &history,
     };
     let bytes = baton_boot::handover::write(info, &extras).map_err(|_| UpdateError::BootDescription)?;
     let timeline_offset = baton_boot::handover::timeline_offset(&bytes);

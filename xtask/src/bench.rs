@@ -327,7 +327,7 @@ fn cold_boots(options: &BenchOptions, kernels: &(KernelBuild, KernelBuild)) -> R
                     },
                     &output_dir().join("scratch").join("bench.iso"),
                 )?;
-                Medium::Iso { iso, firmware }
+                Medium::Iso { iso, firmware, drive: crate::qemu::Drive::Cd }
             }
         };
         let config = QemuConfig {

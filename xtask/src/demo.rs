@@ -35,6 +35,19 @@ pub struct DemoOptions {
     pub timeout: Option<Duration>,
     /// Save the first outgoing handover here (`--dump-kho`).
     pub dump_kho: Option<std::path::PathBuf>,
+    /// Boot the ISO's demo entry through Limine instead of `-kernel`.
+    pub limine: Option<LimineBoot>,
+}
+
+/// How `demo --boot limine` boots.
+#[derive(Debug, Clone)]
+pub struct LimineBoot {
+    /// Limine's files.
+    pub directory: std::path::PathBuf,
+    /// The firmware.
+    pub firmware: crate::qemu::Firmware,
+    /// The drive the ISO is in.
+    pub drive: crate::qemu::Drive,
 }
 
 /// One update, as the guest reported it.
@@ -153,21 +166,43 @@ pub fn run(options: &DemoOptions) -> Result<()> {
     ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
     let (first, second) = build_versions(options.arch, options.release)?;
     let pause = if options.dump_kho.is_some() { "kho.pause=1" } else { "" };
-    let command_line =
-        format!("demo.updates={} demo.shutdown=1 {pause} {}", options.updates, options.append).trim().to_string();
+    // Through Limine the screen is captured at the end, as a person at the
+    // machine would see it.
+    let screen = if options.limine.is_some() { "demo.screenshot=1" } else { "" };
+    let command_line = format!("demo.updates={} demo.shutdown=1 {pause} {screen} {}", options.updates, options.append)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let scratch = util::output_dir().join("demo");
+    let medium = match &options.limine {
+        None => {
+            Medium::Direct { kernel: first.direct_boot_file().clone(), module: Some(second.elf.clone()), command_line }
+        }
+        Some(limine) => {
+            std::fs::create_dir_all(&scratch)?;
+            let iso = crate::limine::build_iso(
+                options.arch,
+                &limine.directory,
+                &crate::limine::IsoContents {
+                    kernel: first.elf.clone(),
+                    command_line: String::new(),
+                    update: Some(second.elf.clone()),
+                    demo_command_line: command_line,
+                    is_demo_default: true,
+                },
+                &scratch.join(format!("{}-demo.iso", options.arch)),
+            )?;
+            Medium::Iso { iso, firmware: limine.firmware, drive: limine.drive }
+        }
+    };
     let config = QemuConfig {
         arch: options.arch,
-        medium: Medium::Direct {
-            kernel: first.direct_boot_file().clone(),
-            module: Some(second.elf.clone()),
-            command_line,
-        },
+        medium,
         memory_mib: options.memory_mib,
         headless: true,
         kvm: false,
         extra_args: vec![],
     };
-    let scratch = util::output_dir().join("demo");
     let timeout = options.timeout.unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates)));
     println!(
         "demo: Baton {} on {}, updating to {SECOND_VERSION} then {} more time(s)",
@@ -180,6 +215,14 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         Some(directory) => Some(crate::dump::Dumper::new(directory, &scratch, &mut command)?),
         None => None,
     };
+    let mut screenshot = match &options.limine {
+        Some(_) => Some(crate::dump::Screenshot::new(
+            &scratch,
+            &scratch.join(format!("{}-screen.ppm", options.arch)),
+            &mut command,
+        )?),
+        None => None,
+    };
     let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, input| {
         if options.verbose || is_progress_line(line) {
             println!("  {}", line.trim_end());
@@ -189,8 +232,19 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         {
             println!("  dump-kho: {error:#}");
         }
+        if let Some(screenshot) = screenshot.as_mut()
+            && let Err(error) = screenshot.on_line(line, input)
+        {
+            println!("  screenshot: {error:#}");
+        }
     })
     .context("running the demo")?;
+    if let Some(screenshot) = &screenshot {
+        match screenshot.finish() {
+            Ok((png, _)) => println!("demo: the screen at the end is in {}", png.display()),
+            Err(error) => println!("demo: no screenshot: {error:#}"),
+        }
+    }
     let (records, cold) = parse_records(&outcome.output);
     println!("\n{}", table(&records));
     let log = scratch.join(format!("{}-serial.log", options.arch));

@@ -141,33 +141,75 @@ impl Screenshot {
         input.flush().context("answering the guest")?;
         result
     }
+
+    /// After QEMU exits: keeps the screenshot as a PNG next to where QEMU
+    /// wrote it and returns that path and the fraction of lit pixels.
+    pub fn finish(&self) -> Result<(PathBuf, f64)> {
+        anyhow::ensure!(self.is_done, "the guest never paused before shutdown");
+        let ppm = std::fs::read(&self.output).with_context(|| format!("reading {}", self.output.display()))?;
+        let picture = Picture::from_ppm(&ppm)?;
+        let png = self.output.with_extension("png");
+        picture.write_png(&png)?;
+        std::fs::remove_file(&self.output)?;
+        Ok((png, picture.lit_fraction()))
+    }
 }
 
-/// Fraction of pixels of a binary PPM (P6) that are not black, or an error
-/// when the file is not one.
-pub fn lit_fraction(ppm: &[u8]) -> Result<f64> {
-    // Header: "P6" width height maxval, whitespace-separated, then one
-    // whitespace byte and the pixels.
-    let mut fields = Vec::new();
-    let mut position = 0;
-    while fields.len() < 4 {
-        while ppm.get(position).is_some_and(u8::is_ascii_whitespace) {
-            position += 1;
+/// A binary PPM (P6) picture, as QEMU's `screendump` writes it.
+#[derive(Debug)]
+pub struct Picture {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// RGB bytes, row by row.
+    pub rgb: Vec<u8>,
+}
+
+impl Picture {
+    /// Reads a P6 PPM with 8-bit channels.
+    pub fn from_ppm(ppm: &[u8]) -> Result<Self> {
+        // Header: "P6" width height maxval, whitespace-separated, then one
+        // whitespace byte and the pixels.
+        let mut fields = Vec::new();
+        let mut position = 0;
+        while fields.len() < 4 {
+            while ppm.get(position).is_some_and(u8::is_ascii_whitespace) {
+                position += 1;
+            }
+            let start = position;
+            while ppm.get(position).is_some_and(|byte| !byte.is_ascii_whitespace()) {
+                position += 1;
+            }
+            anyhow::ensure!(position > start, "truncated PPM header");
+            fields.push(std::str::from_utf8(&ppm[start..position])?.to_string());
         }
-        let start = position;
-        while ppm.get(position).is_some_and(|byte| !byte.is_ascii_whitespace()) {
-            position += 1;
-        }
-        anyhow::ensure!(position > start, "truncated PPM header");
-        fields.push(std::str::from_utf8(&ppm[start..position])?.to_string());
+        anyhow::ensure!(fields[0] == "P6", "not a binary PPM");
+        anyhow::ensure!(fields[3] == "255", "not an 8-bit PPM");
+        let (width, height): (usize, usize) = (fields[1].parse()?, fields[2].parse()?);
+        let size = width.checked_mul(height).and_then(|pixels| pixels.checked_mul(3)).context("PPM too large")?;
+        let pixels = ppm.get(position + 1..).context("no pixels")?;
+        anyhow::ensure!(pixels.len() >= size && size > 0, "PPM shorter than its size");
+        Ok(Self { width, height, rgb: pixels[..size].to_vec() })
     }
-    anyhow::ensure!(fields[0] == "P6", "not a binary PPM");
-    let (width, height): (usize, usize) = (fields[1].parse()?, fields[2].parse()?);
-    let pixels = ppm.get(position + 1..).context("no pixels")?;
-    anyhow::ensure!(pixels.len() >= width * height * 3 && width * height > 0, "PPM shorter than its size");
-    let lit =
-        pixels[..width * height * 3].chunks_exact(3).filter(|pixel| pixel.iter().any(|&value| value > 16)).count();
-    Ok(lit as f64 / (width * height) as f64)
+
+    /// Fraction of pixels that are not black.
+    pub fn lit_fraction(&self) -> f64 {
+        let lit = self.rgb.chunks_exact(3).filter(|pixel| pixel.iter().any(|&value| value > 16)).count();
+        lit as f64 / (self.width * self.height) as f64
+    }
+
+    /// Writes the picture as a PNG, which every image viewer opens.
+    pub fn write_png(&self, path: &Path) -> Result<()> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&self.rgb)?;
+        writer.finish()?;
+        Ok(())
+    }
 }
 
 /// QEMU's human monitor over a Unix socket.
@@ -218,9 +260,27 @@ mod tests {
         let mut ppm = b"P6\n4 2\n255\n".to_vec();
         ppm.extend([0u8; 3 * 6]);
         ppm.extend([200, 200, 200, 0, 0, 90]);
-        assert_eq!(lit_fraction(&ppm).unwrap(), 0.25);
-        assert!(lit_fraction(b"P5\n1 1\n255\n\0").is_err());
-        assert!(lit_fraction(b"P6\n4 2\n255\n\0").is_err(), "too short");
+        assert_eq!(Picture::from_ppm(&ppm).unwrap().lit_fraction(), 0.25);
+        assert!(Picture::from_ppm(b"P5\n1 1\n255\n\0").is_err());
+        assert!(Picture::from_ppm(b"P6\n4 2\n255\n\0").is_err(), "too short");
+        assert!(Picture::from_ppm(b"P6\n99999999999 99999999999\n255\n\0").is_err(), "absurd size");
+    }
+
+    #[test]
+    fn screenshots_are_kept_as_png_with_the_same_pixels() {
+        let mut ppm = b"P6 3 2 255\n".to_vec();
+        let rgb: Vec<u8> = (0..18).map(|value| value * 13).collect();
+        ppm.extend(&rgb);
+        let picture = Picture::from_ppm(&ppm).unwrap();
+        let path = std::env::temp_dir().join(format!("baton-screenshot-{}.png", std::process::id()));
+        picture.write_png(&path).unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut decoded = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut decoded).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((info.width, info.height, info.color_type), (3, 2, png::ColorType::Rgb));
+        assert_eq!(&decoded[..info.buffer_size()], &rgb[..]);
     }
 
     #[test]

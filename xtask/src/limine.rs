@@ -142,5 +142,54 @@ pub fn build_iso(arch: Arch, limine: &Path, contents: &IsoContents, output: &Pat
     xorriso.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     util::run(&mut xorriso).context("building the ISO with xorriso")?;
     std::fs::remove_dir_all(&stage)?;
+    if arch == Arch::X86_64 {
+        match host_tool(limine) {
+            Ok(tool) => {
+                util::run(Command::new(&tool).arg("bios-install").arg(output).stdout(std::process::Stdio::null()))
+                    .context("making the ISO boot from a disk under BIOS (limine bios-install)")?
+            }
+            Err(why) => println!(
+                "note: {}: boots from a CD under BIOS and UEFI and from a USB stick under UEFI only \
+                 ({why}; `limine bios-install` on the ISO adds BIOS USB boot)",
+                output.display()
+            ),
+        }
+    }
     Ok(output.to_path_buf())
+}
+
+/// Limine's host tool (`limine`, which installs the BIOS boot sector that
+/// lets the ISO boot from a disk or USB stick under BIOS): the one in the
+/// Limine directory, or built there from the binary release's `limine.c`
+/// with the host's C compiler into target/xtask/limine-host.
+pub fn host_tool(limine: &Path) -> std::result::Result<PathBuf, String> {
+    let shipped = limine.join("limine");
+    if shipped.is_file() {
+        return Ok(shipped);
+    }
+    let source = limine.join("limine.c");
+    if !source.is_file() || !limine.join("limine-bios-hdd.h").is_file() {
+        return Err(format!(
+            "{} has no limine.c and limine-bios-hdd.h to build Limine's host tool from",
+            limine.display()
+        ));
+    }
+    let built = util::output_dir().join("limine-host").join("limine");
+    let is_fresh = |built: &Path| -> Option<bool> {
+        Some(built.metadata().ok()?.modified().ok()? >= source.metadata().ok()?.modified().ok()?)
+    };
+    if is_fresh(&built) == Some(true) {
+        return Ok(built);
+    }
+    std::fs::create_dir_all(built.parent().unwrap_or(limine)).map_err(|error| error.to_string())?;
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let mut command = Command::new(&compiler);
+    command.args(["-O2", "-std=c99", "-o"]).arg(&built).arg(&source).arg("-I").arg(limine);
+    match command.output() {
+        Ok(output) if output.status.success() => Ok(built),
+        Ok(output) => {
+            Err(format!("building Limine's host tool failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        }
+        Err(error) => Err(format!("no C compiler ({compiler}: {error})")),
+    }
 }

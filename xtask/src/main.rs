@@ -20,7 +20,7 @@ use arch::Arch;
 use build::{BuildOptions, build_kernel};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doctor::{Need, ensure};
-use qemu::{Firmware, Medium, QemuConfig};
+use qemu::{Drive, Firmware, Medium, QemuConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,6 +101,9 @@ struct RunArgs {
     /// Firmware for Limine boots on x86_64 (aarch64 is always UEFI).
     #[arg(long, value_enum, default_value = "bios")]
     firmware: Firmware,
+    /// The drive holding the ISO for Limine boots: a CD, or a USB stick.
+    #[arg(long, value_enum, default_value = "cd")]
+    drive: Drive,
     /// Kernel command line.
     #[arg(long, default_value = "")]
     append: String,
@@ -176,6 +179,18 @@ struct DemoArgs {
     /// Save the first outgoing handover (root FDT, sub-FDTs, guest RAM) here.
     #[arg(long)]
     dump_kho: Option<PathBuf>,
+    /// Entry path: `limine` boots the demo entry of the ISO, as a machine
+    /// would, and keeps a screenshot of the screen at the end.
+    #[arg(long, value_enum, default_value = "direct")]
+    boot: BootMode,
+    /// Firmware for Limine boots on x86_64 (aarch64 is always UEFI).
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: Firmware,
+    /// The drive holding the ISO for Limine boots: a CD, or a USB stick.
+    #[arg(long, value_enum, default_value = "cd")]
+    drive: Drive,
+    #[command(flatten)]
+    limine: LimineArgs,
 }
 
 #[derive(Args, Clone)]
@@ -264,16 +279,7 @@ fn main() {
             ballast_mib: args.ballast.max(1),
             release: args.release,
         }),
-        Command::Demo(args) => demo::run(&demo::DemoOptions {
-            arch: args.build.arch,
-            updates: args.updates,
-            release: args.build.release,
-            memory_mib: args.memory,
-            append: args.append.clone(),
-            verbose: args.verbose,
-            timeout: args.timeout.map(Duration::from_secs),
-            dump_kho: args.dump_kho.clone(),
-        }),
+        Command::Demo(args) => demo_command(&args),
         Command::Bench(args) => bench_command(&args),
         Command::Fuzz(args) => fuzz::run(args.seconds),
         Command::KhoDecode { directory } => kho_decode::decode(&directory).map(|decoded| {
@@ -296,6 +302,33 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+fn demo_command(args: &DemoArgs) -> Result<()> {
+    let arch = args.build.arch;
+    let limine = match args.boot {
+        BootMode::Direct => None,
+        BootMode::Limine => {
+            let directory = limine::find_for(args.limine.limine_dir.as_deref(), Some(arch))?;
+            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.firmware };
+            if firmware == Firmware::Uefi {
+                ensure(&[Need::Uefi(arch)])?;
+            }
+            ensure(&[Need::Xorriso])?;
+            Some(demo::LimineBoot { directory, firmware, drive: args.drive })
+        }
+    };
+    demo::run(&demo::DemoOptions {
+        arch,
+        updates: args.updates,
+        release: args.build.release,
+        memory_mib: args.memory,
+        append: args.append.clone(),
+        verbose: args.verbose,
+        timeout: args.timeout.map(Duration::from_secs),
+        dump_kho: args.dump_kho.clone(),
+        limine,
+    })
 }
 
 fn build_command(args: &BuildArgs) -> Result<()> {
@@ -372,7 +405,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
                 demo_append: String::new(),
                 plain: true,
             })?;
-            Medium::Iso { iso, firmware }
+            Medium::Iso { iso, firmware, drive: args.drive }
         }
     };
     let config = QemuConfig {

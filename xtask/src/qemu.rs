@@ -18,6 +18,16 @@ pub enum Firmware {
     Uefi,
 }
 
+/// Which drive holds the ISO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Drive {
+    /// A CD-ROM drive.
+    Cd,
+    /// A USB mass-storage device on an xHCI controller: the ISO written to a
+    /// USB stick, which firmware boots as a disk (not as El Torito).
+    Usb,
+}
+
 /// What QEMU boots.
 #[derive(Debug, Clone)]
 pub enum Medium {
@@ -30,12 +40,14 @@ pub enum Medium {
         /// The kernel command line.
         command_line: String,
     },
-    /// A Limine ISO on a CD drive.
+    /// A Limine ISO on a CD drive or a USB stick.
     Iso {
         /// The ISO image.
         iso: PathBuf,
         /// The firmware to boot it with.
         firmware: Firmware,
+        /// The drive it is in.
+        drive: Drive,
     },
 }
 
@@ -98,7 +110,7 @@ impl QemuConfig {
                     command.arg("-initrd").arg(module);
                 }
             }
-            Medium::Iso { iso, firmware } => {
+            Medium::Iso { iso, firmware, drive } => {
                 if self.arch == Arch::Aarch64 || *firmware == Firmware::Uefi {
                     let (code, vars) = uefi_firmware(self.arch);
                     let vars_copy = scratch_dir.join(format!("{}-vars.fd", self.arch));
@@ -108,16 +120,29 @@ impl QemuConfig {
                     command.args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}")]);
                     command.args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display())]);
                 }
-                match self.arch {
-                    Arch::X86_64 => {
+                match (self.arch, drive) {
+                    (_, Drive::Usb) => {
+                        // snapshot=on: the guest may write to its stick; the
+                        // ISO on the host stays as built.
+                        command.args(["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=stick"]);
+                        command.args([
+                            "-drive",
+                            &format!("if=none,id=stick,format=raw,snapshot=on,file={}", iso.display()),
+                        ]);
+                    }
+                    (Arch::X86_64, Drive::Cd) => {
                         command.arg("-cdrom").arg(iso);
                     }
-                    Arch::Aarch64 => {
+                    (Arch::Aarch64, Drive::Cd) => {
                         command.args(["-device", "virtio-scsi-pci,id=scsi", "-device", "scsi-cd,drive=cd0"]);
                         command
                             .args(["-drive", &format!("if=none,id=cd0,media=cdrom,format=raw,file={}", iso.display())]);
-                        command.args(["-device", "ramfb"]);
                     }
+                }
+                if self.arch == Arch::Aarch64 {
+                    // The virt machine has no display of its own; AAVMF
+                    // gives ramfb to the loader as its GOP framebuffer.
+                    command.args(["-device", "ramfb"]);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use crate::arch::Arch;
 use crate::build::{BuildOptions, KernelBuild, build_kernel};
 use crate::doctor::{Need, ensure};
-use crate::qemu::{Firmware, Medium, QemuConfig};
+use crate::qemu::{Drive, Firmware, Medium, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader};
@@ -73,8 +73,8 @@ pub fn host_tests() -> Result<Tally> {
 pub enum Boot {
     /// QEMU `-kernel`.
     Direct,
-    /// A Limine ISO with this firmware.
-    Limine(Firmware),
+    /// A Limine ISO with this firmware, in this drive.
+    Limine(Firmware, Drive),
 }
 
 /// What a QEMU case must show.
@@ -160,7 +160,7 @@ pub fn parse_kernel_tally(output: &str) -> Option<Tally> {
 }
 
 /// The QEMU cases for `arch`.
-pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
+pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase> {
     let version = env!("CARGO_PKG_VERSION");
     let banner = |path: &str| format!("Baton {version} ({arch}) booting via {path}");
     let direct_path = match arch {
@@ -430,7 +430,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
         cases.push(QemuCase {
             name: format!("{arch} limine (uefi): self-kexec into its own image"),
             arch,
-            boot: Boot::Limine(Firmware::Uefi),
+            boot: Boot::Limine(Firmware::Uefi, Drive::Cd),
             command_line: "demo.updates=1 demo.shutdown=1 demo.image=own".into(),
             memory_mib: 512,
             module: Some(Module::SameImage),
@@ -443,7 +443,7 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
             cases.push(QemuCase {
                 name: format!("{arch} limine ({firmware:?}): self-update demo, shown on the screen").to_lowercase(),
                 arch,
-                boot: Boot::Limine(firmware),
+                boot: Boot::Limine(firmware, Drive::Cd),
                 command_line: "demo.updates=2 demo.shutdown=1 demo.screenshot=1".into(),
                 memory_mib: 512,
                 module: Some(Module::SecondVersion),
@@ -455,10 +455,27 @@ pub fn cases(arch: Arch, with_limine: bool) -> Vec<QemuCase> {
                 expect: Expect::Demo(2),
                 timeout: Duration::from_secs(600),
             });
+            if firmware == Firmware::Uefi || with_bios_usb {
+                // The ISO written to a USB stick: firmware boots it as a
+                // disk (GPT/MBR and the EFI partition, or Limine's BIOS
+                // boot sector), not through the CD's El Torito catalogue.
+                cases.push(QemuCase {
+                    name: format!("{arch} limine ({firmware:?}, usb stick): self-update demo").to_lowercase(),
+                    arch,
+                    boot: Boot::Limine(firmware, Drive::Usb),
+                    command_line: "demo.updates=1 demo.shutdown=1".into(),
+                    memory_mib: 512,
+                    module: Some(Module::SecondVersion),
+                    dump_kho: false,
+                    must_contain: vec![banner("limine")],
+                    expect: Expect::Demo(1),
+                    timeout: Duration::from_secs(600),
+                });
+            }
             cases.push(QemuCase {
                 name: format!("{arch} limine ({firmware:?}): kernel tests").to_lowercase(),
                 arch,
-                boot: Boot::Limine(firmware),
+                boot: Boot::Limine(firmware, Drive::Cd),
                 command_line: "ktest=all".into(),
                 memory_mib: 256,
                 module: None,
@@ -552,7 +569,7 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             module,
             command_line: case.command_line.clone(),
         },
-        Boot::Limine(firmware) => {
+        Boot::Limine(firmware, drive) => {
             let limine = limine.context("Limine case without Limine files")?;
             let iso = crate::limine::build_iso(
                 case.arch,
@@ -569,7 +586,7 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
                 },
                 &scratch.join("test.iso"),
             )?;
-            Medium::Iso { iso, firmware }
+            Medium::Iso { iso, firmware, drive }
         }
     };
     let config = QemuConfig {
@@ -614,16 +631,13 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         }
     })?;
     let mut problems = Vec::new();
-    if screenshot.is_some() {
-        match std::fs::read(&screenshot_path)
-            .map_err(anyhow::Error::from)
-            .and_then(|ppm| crate::dump::lit_fraction(&ppm))
-        {
+    if let Some(screenshot) = &screenshot {
+        match screenshot.finish() {
             // Text on a black screen: a few percent of the pixels are lit.
-            Ok(fraction) if fraction > 0.005 => {
-                println!("  screenshot: {} ({:.1}% lit)", screenshot_path.display(), fraction * 100.0)
+            Ok((png, fraction)) if fraction > 0.005 => {
+                println!("  screenshot: {} ({:.1}% lit)", png.display(), fraction * 100.0)
             }
-            Ok(fraction) => problems.push(format!("the screen is blank ({:.2}% lit)", fraction * 100.0)),
+            Ok((_, fraction)) => problems.push(format!("the screen is blank ({:.2}% lit)", fraction * 100.0)),
             Err(error) => problems.push(format!("no screenshot: {error:#}")),
         }
     }
@@ -722,10 +736,12 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             let failures: Vec<&str> = lines
                 .iter()
                 .copied()
-                .filter(|line| line.contains("check failed") || line.ends_with("... FAILED"))
+                .filter(|line| {
+                    line.contains("check failed") || line.ends_with("... FAILED") || line.contains("[WARN  svc]")
+                })
                 .collect();
             if !failures.is_empty() {
-                println!("---- failed kernel checks ----");
+                println!("---- failed kernel checks and services' warnings ----");
                 for line in failures {
                     println!("  {line}");
                 }
@@ -776,7 +792,17 @@ pub fn qemu_tests(
             arch,
             release,
         };
-        for case in cases(arch, limine.is_some()) {
+        let with_bios_usb = match (&limine, arch) {
+            (Some(directory), Arch::X86_64) => match crate::limine::host_tool(directory) {
+                Ok(_) => true,
+                Err(why) => {
+                    println!("qemu: skipped: booting from a USB stick under BIOS ({why})");
+                    false
+                }
+            },
+            _ => false,
+        };
+        for case in cases(arch, limine.is_some(), with_bios_usb) {
             if only.is_some_and(|only| !case.name.contains(only)) {
                 continue;
             }

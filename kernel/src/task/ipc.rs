@@ -6,6 +6,10 @@
 //! instead of exhausting kernel memory, and one sender may fill only its
 //! share of a mailbox, so it cannot crowd out the others. The kernel's own
 //! lifecycle events are always delivered.
+//!
+//! A `reply` goes only to a caller whose `call` the replier has received:
+//! a service that both sent plain messages and then called gets the answer
+//! to its call, never a reply meant for one of its earlier sends.
 
 use super::{MAILBOX_CAPACITY, MAILBOX_SHARE, ServiceId, State, Tasks, deliver};
 use baton_abi::message::KERNEL_SENDER;
@@ -15,10 +19,14 @@ use baton_abi::{Error, Message};
 /// it is waiting in `receive`, otherwise into its mailbox.
 pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Message) -> Result<(), Error> {
     message.sender = sender;
+    let is_call = is_calling(tasks, sender, target);
     let process = tasks.processes.get_mut(&target).ok_or(Error::NotFound)?;
     match process.state {
         State::Exited(_) => Err(Error::NotFound),
         State::Receiving { buffer } => {
+            if is_call {
+                process.answerable.insert(sender);
+            }
             if deliver(process, buffer, &message, sender).is_err() {
                 // The receiver's buffer went bad: it gets the error, the
                 // message is queued for its next receive.
@@ -45,21 +53,43 @@ pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Mess
     }
 }
 
-/// Takes the next message for `receiver` if there is one.
-pub fn take(tasks: &mut Tasks, receiver: ServiceId) -> Option<Message> {
-    tasks.processes.get_mut(&receiver)?.mailbox.pop_front()
+/// Whether `sender` is blocked calling `target`.
+fn is_calling(tasks: &Tasks, sender: u64, target: ServiceId) -> bool {
+    tasks
+        .processes
+        .get(&sender)
+        .is_some_and(|process| matches!(process.state, State::Calling { target: called, .. } if called == target))
 }
 
-/// Answers `caller`, which must be blocked calling `replier`.
+/// Takes the next message for `receiver` if there is one.
+pub fn take(tasks: &mut Tasks, receiver: ServiceId) -> Option<Message> {
+    let message = tasks.processes.get_mut(&receiver)?.mailbox.pop_front()?;
+    let is_call = is_calling(tasks, message.sender, receiver);
+    let process = tasks.processes.get_mut(&receiver)?;
+    // A caller sends nothing after its call, so its call is the last of its
+    // messages in the mailbox.
+    if is_call && !process.mailbox.iter().any(|queued| queued.sender == message.sender) {
+        process.answerable.insert(message.sender);
+    }
+    Some(message)
+}
+
+/// Answers `caller`, which must be blocked calling `replier`, whose call
+/// `replier` has received.
 pub fn answer(tasks: &mut Tasks, replier: ServiceId, caller: ServiceId, mut message: Message) -> Result<(), Error> {
     message.sender = replier;
-    let process = tasks.processes.get_mut(&caller).ok_or(Error::NotFound)?;
-    let State::Calling { target, buffer } = process.state else {
+    let State::Calling { target, buffer } = tasks.processes.get(&caller).ok_or(Error::NotFound)?.state else {
         return Err(Error::InvalidArgument);
     };
     if target != replier {
         return Err(Error::PermissionDenied);
     }
+    // The caller's call is still in the replier's mailbox: this reply
+    // answers one of its earlier plain sends.
+    if !tasks.processes.get_mut(&replier).ok_or(Error::NotFound)?.answerable.remove(&caller) {
+        return Err(Error::InvalidArgument);
+    }
+    let process = tasks.processes.get_mut(&caller).ok_or(Error::NotFound)?;
     if deliver(process, buffer, &message, replier).is_err() {
         let (status, value) = baton_abi::error::encode_result(Err(Error::BadAddress));
         process.frame_mut().set_syscall_result(status, value);

@@ -12,7 +12,7 @@ mod tests;
 pub mod user_memory;
 
 use crate::mm::direct_map;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use baton_abi::{Error, Message};
@@ -79,6 +79,9 @@ pub struct Process {
     pub state: State,
     /// Messages waiting for it.
     pub mailbox: VecDeque<Message>,
+    /// Callers whose `call` it has received and not yet answered: the only
+    /// services its `reply` may go to.
+    pub answerable: BTreeSet<ServiceId>,
     /// Whether it asked for update lifecycle events.
     pub is_subscribed: bool,
     /// Whether it may spawn services and request updates.
@@ -248,6 +251,7 @@ pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<Serv
         frame: null_mut(),
         state: State::Ready,
         mailbox: VecDeque::new(),
+        answerable: BTreeSet::new(),
         is_subscribed: false,
         is_privileged: name == "init",
     };

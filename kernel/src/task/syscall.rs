@@ -84,9 +84,14 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
             let message = read_message(tasks, id, buffer.address)?;
             // The reply will be written here: it must be writable now.
             tasks.processes.get(&id).ok_or(Error::NotFound)?.space.write(buffer.address, &message.to_bytes())?;
-            ipc::post(tasks, id, target, message)?;
-            let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
-            process.state = State::Calling { target, buffer: buffer.address };
+            // Calling before the post, so the callee's kernel side knows
+            // this message is a call it may answer.
+            tasks.processes.get_mut(&id).ok_or(Error::NotFound)?.state =
+                State::Calling { target, buffer: buffer.address };
+            if let Err(error) = ipc::post(tasks, id, target, message) {
+                tasks.processes.get_mut(&id).ok_or(Error::NotFound)?.state = State::Ready;
+                return Err(error);
+            }
             Ok(Outcome::Blocked)
         }
         Request::Reply { target, message } => {
@@ -134,6 +139,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
                 return Err(Error::PermissionDenied);
             }
             log::info!(target: "boot", "shutdown requested by init (code {code})");
+            crate::kho_in::log_history();
             // `demo.screenshot=1`: the screen stays as it is until a line
             // arrives on the serial console, so a test can capture it.
             let info = crate::boot_info();
