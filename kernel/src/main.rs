@@ -9,6 +9,8 @@
 
 extern crate alloc;
 
+#[cfg(target_arch = "x86_64")]
+mod acpi;
 mod console;
 mod fault_injection;
 mod kexec;
@@ -91,6 +93,8 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
 
     init_memory(info);
     console::attach_framebuffer(info);
+    #[cfg(target_arch = "x86_64")]
+    acpi::discover(info);
     kho_out::init();
     if let Err(error) = task::start_scheduler(info) {
         log::error!(target: "boot", "interrupts: {error}; services will not be preempted");

@@ -44,3 +44,27 @@ kernel_test! {
         Err(crate::ktest::Failed)
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+kernel_test! {
+    /// ACPI describes the machine: the MADT lists a processor, the local
+    /// APIC and an I/O APIC; QEMU's q35 has an HPET, and its measure of the
+    /// time-stamp counter agrees with the clock the kernel runs on.
+    fn acpi_describes_the_platform() -> TestResult {
+        let Some(platform) = crate::acpi::platform() else {
+            check!(false, "no ACPI tables were read");
+            return Ok(());
+        };
+        check!(platform.processors >= 1);
+        check_eq!(platform.local_apic, 0xfee0_0000);
+        check!(platform.io_apics >= 1);
+        check!(platform.first_io_apic.is_some_and(|(address, _)| address != 0));
+        check!(platform.hpet.is_some(), "q35 has an HPET");
+        let by_hpet = platform.tsc_hz_by_hpet.unwrap_or(0);
+        let clock = baton_arch::cpu::cycle_counter_frequency_hz();
+        // Generous: under emulation a 10 ms window can be stretched by the
+        // host, but a wrong unit or period would be off by orders.
+        check!(by_hpet.abs_diff(clock) < clock / 4, "HPET says {by_hpet} Hz, the clock runs at {clock} Hz");
+        Ok(())
+    }
+}

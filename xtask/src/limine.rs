@@ -145,8 +145,9 @@ pub fn build_iso(arch: Arch, limine: &Path, contents: &IsoContents, output: &Pat
     if arch == Arch::X86_64 {
         match host_tool(limine) {
             Ok(tool) => {
-                util::run(Command::new(&tool).arg("bios-install").arg(output).stdout(std::process::Stdio::null()))
-                    .context("making the ISO boot from a disk under BIOS (limine bios-install)")?
+                // Quiet unless it fails (`output` puts its stderr in the error).
+                util::output(Command::new(&tool).arg("bios-install").arg(output))
+                    .context("making the ISO boot from a disk under BIOS (limine bios-install)")?;
             }
             Err(why) => println!(
                 "note: {}: boots from a CD under BIOS and UEFI and from a USB stick under UEFI only \

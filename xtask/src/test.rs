@@ -147,6 +147,8 @@ pub struct QemuCase {
     /// The verdict to expect.
     pub expect: Expect,
     /// Timeout.
+    /// Extra QEMU arguments (machine options such as `hpet=off`).
+    pub qemu_args: Vec<String>,
     pub timeout: Duration,
 }
 
@@ -179,6 +181,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
             dump_kho: false,
             must_contain: vec![banner(direct_path)],
             expect: Expect::KernelTestsPass,
+            qemu_args: vec![],
             timeout: Duration::from_secs(120),
         },
         QemuCase {
@@ -195,6 +198,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
                 present: vec!["register dump".into(), fault_address],
                 absent: vec![],
             },
+            qemu_args: vec![],
             timeout: Duration::from_secs(60),
         },
     ];
@@ -210,6 +214,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
         dump_kho: false,
         must_contain,
         expect: Expect::KernelTestsPass,
+        qemu_args: vec![],
         timeout: Duration::from_secs(120),
     };
     cases.push(memory_case("", 128, "", vec!["scratch lowmem".into()]));
@@ -241,6 +246,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
             dump_kho: false,
             must_contain,
             expect,
+            qemu_args: vec![],
             timeout: Duration::from_secs(600),
         };
     let texts = |items: &[&str]| items.iter().map(|item| item.to_string()).collect::<Vec<String>>();
@@ -251,6 +257,20 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
         Expect::Demo(1),
         texts(&["from=0.1.0 to=0.1.0"]),
     ));
+    if arch == Arch::X86_64 {
+        // A PC without an HPET: ACPI says so, the kernel logs it and the
+        // update works as before.
+        cases.push(QemuCase {
+            qemu_args: texts(&["-machine", "hpet=off"]),
+            ..update_case(
+                "a machine without an HPET updates as usual",
+                Module::SecondVersion,
+                "demo.updates=1 demo.shutdown=1",
+                Expect::Demo(1),
+                texts(&["no HPET", "MADT: 1 processor(s)"]),
+            )
+        });
+    }
     // A bounded soak: every key, the counter and every ballast page are
     // checked after each update (`cargo xtask soak` runs longer ones).
     cases.push(update_case(
@@ -437,6 +457,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
             dump_kho: false,
             must_contain: vec![banner("limine"), "booting via kho".into()],
             expect: Expect::Demo(1),
+            qemu_args: vec![],
             timeout: Duration::from_secs(600),
         });
         for &firmware in firmwares {
@@ -453,6 +474,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
                     format!("Baton {} ({arch}) booting via kho", crate::demo::SECOND_VERSION),
                 ],
                 expect: Expect::Demo(2),
+                qemu_args: vec![],
                 timeout: Duration::from_secs(600),
             });
             if firmware == Firmware::Uefi || with_bios_usb {
@@ -469,6 +491,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
                     dump_kho: false,
                     must_contain: vec![banner("limine")],
                     expect: Expect::Demo(1),
+                    qemu_args: vec![],
                     timeout: Duration::from_secs(600),
                 });
             }
@@ -482,6 +505,7 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
                 dump_kho: false,
                 must_contain: vec![banner("limine")],
                 expect: Expect::KernelTestsPass,
+                qemu_args: vec![],
                 timeout: Duration::from_secs(180),
             });
         }
@@ -595,7 +619,7 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         memory_mib: case.memory_mib,
         headless: true,
         kvm: false,
-        extra_args: vec![],
+        extra_args: case.qemu_args.clone(),
     };
     let mut command = config.command(&scratch)?;
     let dump_directory = scratch.join("dump");
@@ -829,6 +853,15 @@ mod tests {
     fn missing_limine_files_are_explained() {
         let error = crate::limine::find_for(Some(Path::new("/nonexistent/limine")), None).unwrap_err();
         assert!(format!("{error:#}").contains("does not hold Limine's boot files"));
+    }
+
+    #[test]
+    fn a_missing_limine_host_tool_is_explained() {
+        let empty = std::env::temp_dir().join(format!("baton-no-limine-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let why = crate::limine::host_tool(&empty).unwrap_err();
+        std::fs::remove_dir_all(&empty).unwrap();
+        assert!(why.contains("has no limine.c"), "{why}");
     }
 
     #[test]

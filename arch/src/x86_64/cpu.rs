@@ -46,21 +46,82 @@ pub fn cycle_counter() -> u64 {
 
 static FREQUENCY: spin::Once<u64> = spin::Once::new();
 
+/// Where the cycle counter's frequency came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrequencySource {
+    /// Measured against the PIT.
+    Pit,
+    /// Handed over by an earlier kernel.
+    Handover,
+    /// The PIT did not count (a PC without one): a guess of 2 GHz until a
+    /// better clock (the HPET) is found.
+    Guess,
+}
+
+impl FrequencySource {
+    /// How logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrequencySource::Pit => "PIT",
+            FrequencySource::Handover => "previous kernel",
+            FrequencySource::Guess => "initial guess",
+        }
+    }
+}
+
+static SOURCE: spin::Once<FrequencySource> = spin::Once::new();
+
+/// Where [`cycle_counter_frequency_hz`] came from.
+pub fn cycle_counter_frequency_source() -> FrequencySource {
+    let _ = cycle_counter_frequency_hz();
+    SOURCE.get().copied().unwrap_or(FrequencySource::Guess)
+}
+
+/// Replaces a guessed frequency with a measured one (`hz` from the HPET).
+/// Only a guess is replaced: a measured rate stays, so the clock never
+/// jumps on a machine where the PIT worked.
+pub fn correct_guessed_frequency(hz: u64) -> bool {
+    if cycle_counter_frequency_source() != FrequencySource::Guess || hz == 0 {
+        return false;
+    }
+    CORRECTED.store(hz, core::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+static CORRECTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Ticks per second of [`cycle_counter`], measured once against the PIT
 /// unless an earlier kernel handed the figure over.
 pub fn cycle_counter_frequency_hz() -> u64 {
-    *FREQUENCY.call_once(measure_tsc_frequency)
+    let corrected = CORRECTED.load(core::sync::atomic::Ordering::Relaxed);
+    if corrected != 0 {
+        return corrected;
+    }
+    *FREQUENCY.call_once(|| match measure_tsc_frequency() {
+        Some(hz) => {
+            SOURCE.call_once(|| FrequencySource::Pit);
+            hz
+        }
+        None => {
+            SOURCE.call_once(|| FrequencySource::Guess);
+            2_000_000_000
+        }
+    })
 }
 
 /// Uses `hz` (measured by an earlier kernel) instead of measuring.
 pub fn set_cycle_counter_frequency_hz(hz: u64) {
     if hz != 0 {
-        FREQUENCY.call_once(|| hz);
+        FREQUENCY.call_once(|| {
+            SOURCE.call_once(|| FrequencySource::Handover);
+            hz
+        });
     }
 }
 
-/// Counts TSC ticks over 10 ms of PIT channel 2.
-fn measure_tsc_frequency() -> u64 {
+/// Counts TSC ticks over 10 ms of PIT channel 2; `None` when the PIT
+/// never finishes counting (machines without one).
+fn measure_tsc_frequency() -> Option<u64> {
     use x86_64::instructions::port::Port;
     const PIT_HZ: u64 = 1_193_182;
     const WINDOW_TICKS: u64 = PIT_HZ / 100;
@@ -82,6 +143,6 @@ fn measure_tsc_frequency() -> u64 {
             spins += 1;
         }
         let elapsed = cycle_counter() - start;
-        elapsed * 100
+        (gate.read() & 0x20 != 0 && elapsed > 0).then_some(elapsed * 100)
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod debug_exit;
+pub mod hpet;
 pub mod interrupts;
 pub mod kexec;
 pub mod paging;

@@ -55,6 +55,32 @@ const FRAMEBUFFER_WINDOW_BYTES: u64 = 256 << 20;
 /// The framebuffer's kernel address and size, once mapped.
 static FRAMEBUFFER: spin::Once<(u64, u64)> = spin::Once::new();
 
+/// Where the first 4 GiB of physical memory are mapped uncached (x86_64):
+/// firmware tables in reserved memory (ACPI) and device registers such as
+/// the HPET, which the direct map of RAM does not cover.
+#[cfg(target_arch = "x86_64")]
+const FIRMWARE_WINDOW: u64 = 0xffff_fd00_0000_0000;
+#[cfg(target_arch = "x86_64")]
+const FIRMWARE_WINDOW_BYTES: u64 = 4 << 30;
+
+/// Whether the firmware window is mapped.
+#[cfg(target_arch = "x86_64")]
+static FIRMWARE_WINDOW_MAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A kernel address for `size_bytes` of firmware memory (tables, device
+/// registers) at `phys`: RAM through the direct map, anything else below
+/// 4 GiB through the uncached firmware window (x86_64); `None` otherwise.
+#[cfg(target_arch = "x86_64")]
+pub fn firmware_address(phys: u64, size_bytes: u64) -> Option<u64> {
+    if is_ram(phys, size_bytes.max(1)) {
+        return Some(direct_map::to_virtual(phys));
+    }
+    if FIRMWARE_WINDOW_MAPPED.load(Ordering::Relaxed) && phys.checked_add(size_bytes)? <= FIRMWARE_WINDOW_BYTES {
+        return Some(FIRMWARE_WINDOW + phys);
+    }
+    None
+}
+
 /// The framebuffer's kernel address and size in bytes, if the boot
 /// description has one and it is mapped.
 pub fn framebuffer() -> Option<(u64, u64)> {
@@ -428,6 +454,22 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
             }
             virt += PAGE_SIZE;
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // 2 MiB leaves: five table pages for the whole window.
+        let attributes =
+            Attributes { is_writable: true, is_executable: false, is_user: false, memory: MemoryType::Device };
+        let leaves = LeafSizes { gigabyte: false, two_megabyte: true };
+        let mapped = kernel_table.map::<arch_paging::EntryFormat>(
+            &mut tables,
+            FIRMWARE_WINDOW,
+            0,
+            FIRMWARE_WINDOW_BYTES,
+            attributes,
+            leaves,
+        );
+        FIRMWARE_WINDOW_MAPPED.store(mapped.is_ok(), Ordering::Relaxed);
     }
     let framebuffer = info.framebuffer.as_ref().and_then(|framebuffer| {
         let bytes = u64::from(framebuffer.pitch_bytes) * u64::from(framebuffer.height);
