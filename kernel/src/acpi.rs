@@ -151,6 +151,12 @@ fn use_hpet(tables: &AcpiTables<Handler>, platform: &mut Platform) {
         log::warn!(target: "acpi", "HPET at {address:#x} is out of reach; not used");
         return;
     };
+    if baton_arch::cpu::cycle_counter_frequency_source() == baton_arch::cpu::FrequencySource::Handover {
+        // After an update the rate came with the handover: measuring again
+        // would add 10 ms to the blackout for the same figure.
+        log::info!(target: "acpi", "HPET at {address:#x}; the clock's rate came from the previous kernel");
+        return;
+    }
     // SAFETY: the firmware window maps the HPET's register block uncached
     // for the kernel's lifetime; nothing else in Baton programs the HPET.
     let Some(hpet) = (unsafe { baton_arch::hpet::Hpet::new(virt) }) else {
