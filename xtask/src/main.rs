@@ -89,12 +89,10 @@ enum BootMode {
     Limine,
 }
 
+/// How QEMU boots Baton: the entry path, and for Limine the firmware and
+/// the drive holding the ISO.
 #[derive(Args, Clone)]
-struct RunArgs {
-    #[command(flatten)]
-    build: BuildArgs,
-    #[command(flatten)]
-    limine: LimineArgs,
+struct EntryArgs {
     /// Entry path.
     #[arg(long, value_enum, default_value = "direct")]
     boot: BootMode,
@@ -104,6 +102,16 @@ struct RunArgs {
     /// The drive holding the ISO for Limine boots: a CD, or a USB stick.
     #[arg(long, value_enum, default_value = "cd")]
     drive: Drive,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    #[command(flatten)]
+    limine: LimineArgs,
+    #[command(flatten)]
+    entry: EntryArgs,
     /// Kernel command line.
     #[arg(long, default_value = "")]
     append: String,
@@ -179,16 +187,10 @@ struct DemoArgs {
     /// Save the first outgoing handover (root FDT, sub-FDTs, guest RAM) here.
     #[arg(long)]
     dump_kho: Option<PathBuf>,
-    /// Entry path: `limine` boots the demo entry of the ISO, as a machine
-    /// would, and keeps a screenshot of the screen at the end.
-    #[arg(long, value_enum, default_value = "direct")]
-    boot: BootMode,
-    /// Firmware for Limine boots on x86_64 (aarch64 is always UEFI).
-    #[arg(long, value_enum, default_value = "bios")]
-    firmware: Firmware,
-    /// The drive holding the ISO for Limine boots: a CD, or a USB stick.
-    #[arg(long, value_enum, default_value = "cd")]
-    drive: Drive,
+    /// How the demo boots (`--boot limine` boots the ISO's demo entry, as
+    /// a machine would, and keeps a screenshot of the screen at the end).
+    #[command(flatten)]
+    entry: EntryArgs,
     #[command(flatten)]
     limine: LimineArgs,
 }
@@ -306,16 +308,16 @@ fn main() {
 
 fn demo_command(args: &DemoArgs) -> Result<()> {
     let arch = args.build.arch;
-    let limine = match args.boot {
+    let limine = match args.entry.boot {
         BootMode::Direct => None,
         BootMode::Limine => {
             let directory = limine::find_for(args.limine.limine_dir.as_deref(), Some(arch))?;
-            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.firmware };
+            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.entry.firmware };
             if firmware == Firmware::Uefi {
                 ensure(&[Need::Uefi(arch)])?;
             }
             ensure(&[Need::Xorriso])?;
-            Some(demo::LimineBoot { directory, firmware, drive: args.drive })
+            Some(demo::LimineBoot { directory, firmware, drive: args.entry.drive })
         }
     };
     demo::run(&demo::DemoOptions {
@@ -381,7 +383,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
         bail!("--kvm: /dev/kvm does not exist on this machine");
     }
     ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
-    let medium = match args.boot {
+    let medium = match args.entry.boot {
         BootMode::Direct => {
             let kernel = build_kernel(&BuildOptions { arch, release: args.build.release, version: None })?;
             Medium::Direct {
@@ -391,7 +393,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
             }
         }
         BootMode::Limine => {
-            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.firmware };
+            let firmware = if arch == Arch::Aarch64 { Firmware::Uefi } else { args.entry.firmware };
             if firmware == Firmware::Uefi {
                 ensure(&[Need::Uefi(arch)])?;
             }
@@ -405,7 +407,7 @@ fn run_command(args: &RunArgs) -> Result<()> {
                 demo_append: String::new(),
                 plain: true,
             })?;
-            Medium::Iso { iso, firmware, drive: args.drive }
+            Medium::Iso { iso, firmware, drive: args.entry.drive }
         }
     };
     let config = QemuConfig {
