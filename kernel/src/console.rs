@@ -29,7 +29,7 @@ static HELD: Mutex<Held> = Mutex::new(Held { is_holding: false, bytes: [0; HELD_
 
 /// Output kept from boot until the screen is attached, replayed onto it so
 /// the screen shows the boot from its first line.
-const EARLY_BYTES: usize = 16 * 1024;
+const EARLY_BYTES: usize = 32 * 1024;
 
 struct Early {
     bytes: [u8; EARLY_BYTES],
@@ -112,6 +112,12 @@ pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
         EARLY.lock().is_done = true;
         return;
     };
+    // `console.screen=off`: serial only (a slow or broken framebuffer).
+    if crate::command_line_value(&info.command_line, "console.screen") == Some("off") {
+        EARLY.lock().is_done = true;
+        log::info!(target: "console", "console.screen=off: the framebuffer is left alone");
+        return;
+    }
     let Some((virt, bytes)) = crate::mm::framebuffer() else {
         EARLY.lock().is_done = true;
         log::warn!(target: "console", "the framebuffer could not be mapped; serial only");
@@ -179,6 +185,36 @@ pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
     }
     *SCREEN.lock() = Some(state);
     log::info!(target: "console", "framebuffer console {width}x{height} ({columns}x{rows} characters)");
+}
+
+/// Stops drawing on the screen for an update's blackout: under emulation
+/// each line drawn cost milliseconds, and the next kernel continues from
+/// what is on the screen anyway. Serial output goes on; the lines logged
+/// meanwhile are drawn by [`resume_screen`] if the update is aborted, and
+/// stay off the screen if this kernel is replaced.
+pub fn pause_screen() {
+    if SCREEN.lock().is_none() {
+        return;
+    }
+    let mut early = EARLY.lock();
+    early.length = 0;
+    early.is_done = false;
+}
+
+/// Draws what was logged since [`pause_screen`] and goes on drawing.
+pub fn resume_screen() {
+    let mut early = EARLY.lock();
+    if early.is_done {
+        return;
+    }
+    early.is_done = true;
+    if let Some(screen) = SCREEN.lock().as_mut() {
+        let length = early.length;
+        for chunk in early.bytes[..length].utf8_chunks() {
+            screen.write(chunk.valid());
+        }
+    }
+    early.length = 0;
 }
 
 /// Holds console output back until [`release`].

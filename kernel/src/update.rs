@@ -196,6 +196,7 @@ fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateE
 
 /// Unfreezes and tells services to carry on.
 fn abort(reason: &dyn core::fmt::Display) {
+    crate::console::resume_screen();
     log::warn!(target: "update", "update aborted: {reason}");
     crate::kho_out::abort();
     crate::kho_out::withdraw_boot_description();
@@ -244,7 +245,11 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
                 &[(TIMELINE_PREPARE, prepare_started), (TIMELINE_PREPARED, now)],
             )
         })
-        .and_then(|boot_description| freeze(is_rehearsal).map(|summary| (summary, boot_description)))
+        .and_then(|boot_description| {
+            // The blackout starts here: the screen waits (see console).
+            crate::console::pause_screen();
+            freeze(is_rehearsal).map(|summary| (summary, boot_description))
+        })
         .and_then(|(summary, boot_description)| {
             crate::kho_out::stamp_timeline(baton_boot::handover::TIMELINE_FINALIZED, baton_arch::cpu::cycle_counter());
             crate::kho_out::log_finalized(&summary);
