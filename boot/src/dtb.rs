@@ -69,6 +69,16 @@ pub fn parse_into(info: &mut BootInfo, blob: &[u8], blob_phys: u64, memory_nodes
         info.warn(BootWarning::Malformed("device tree structure"));
         return;
     }
+    // It also panics on a `#address-cells` or `#size-cells` shorter than
+    // one cell, when a child's `reg` is read (found by fuzzing too).
+    let has_bad_cells = fdt.all_nodes().any(|node| {
+        node.properties()
+            .any(|property| matches!(property.name, "#address-cells" | "#size-cells") && property.value.len() != 4)
+    });
+    if has_bad_cells {
+        info.warn(BootWarning::Malformed("device tree cell sizes"));
+        return;
+    }
     info.firmware.device_tree = PhysRange::from_start_size(blob_phys, fdt.total_size() as u64);
 
     if memory_nodes == MemoryNodes::Read {
@@ -183,6 +193,30 @@ mod tests {
         let good = qemu_like_tree(None);
         parse_into(&mut info, &good, 0x4000_0000, MemoryNodes::Read);
         assert!(info.warnings.is_empty(), "a well-formed tree still parses: {:?}", info.warnings);
+    }
+
+    #[test]
+    fn a_short_cell_size_is_a_warning_not_a_panic() {
+        // Found by fuzzing (`device_tree`): a two-byte `#address-cells`
+        // made the `fdt` crate panic while reading the memory node's `reg`.
+        let blob = include_bytes!("../fuzz/corpus/device_tree/seed-regression-short-cells");
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, blob, 0x4000_0000, MemoryNodes::Read);
+        assert!(!info.warnings.is_empty());
+        let mut writer = FdtWriter::new().unwrap();
+        let root = writer.begin_node("").unwrap();
+        writer.property("#address-cells", &[0, 2]).unwrap();
+        writer.property_u32("#size-cells", 2).unwrap();
+        let memory = writer.begin_node("memory@40000000").unwrap();
+        writer.property_string("device_type", "memory").unwrap();
+        writer.property_array_u64("reg", &[0x4000_0000, 0x1000_0000]).unwrap();
+        writer.end_node(memory).unwrap();
+        writer.end_node(root).unwrap();
+        let blob = writer.finish().unwrap();
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &blob, 0x4000_0000, MemoryNodes::Read);
+        assert_eq!(info.warnings.as_slice(), [BootWarning::Malformed("device tree cell sizes")]);
+        assert!(info.memory_map.is_empty());
     }
 
     fn qemu_like_tree(stdout: Option<&str>) -> Vec<u8> {

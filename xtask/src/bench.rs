@@ -228,6 +228,17 @@ fn run_logged(config: &QemuConfig, timeout: Duration, log: &Path) -> Result<crat
     Ok(outcome)
 }
 
+/// Guest RAM for every scenario of `layout`: room for the largest state
+/// (three times over when copying: the state, the buffer, and the fresh
+/// copy) plus the system. The same for every size, so that what changes
+/// between the sizes is the state and nothing else: the kernel's own work
+/// grows with RAM (the direct map, the page allocator's free lists).
+fn guest_memory_mib(options: &BenchOptions, layout: Layout) -> u32 {
+    let copies = if layout == Layout::Copying { 3 } else { 1 };
+    let largest = options.sizes_mib.iter().max().copied().unwrap_or(1);
+    u32::try_from(768 + largest * copies).unwrap_or(u32::MAX)
+}
+
 fn run_scenario(
     options: &BenchOptions,
     kernels: &(KernelBuild, KernelBuild),
@@ -238,9 +249,8 @@ fn run_scenario(
     // Copying a gigabyte under emulation takes longer than the default
     // prepare deadline.
     let copy = if layout == Layout::Copying { " bench.copy=1 update.prepare_timeout_ms=120000" } else { "" };
-    // Room for the state (three times over when copying: the state, the
-    // buffer, and the fresh copy), plus the system; the ballast may hold it
-    // all (a service gets half of memory unless told otherwise).
+    // The ballast may hold all its state (a service gets half of memory
+    // unless told otherwise).
     let copies = if layout == Layout::Copying { 3 } else { 1 };
     let command_line = format!(
         "demo.updates={} demo.shutdown=1 bench.ballast={size_mib} bench.order={order}{copy} mem.service_limit_mib={}",
@@ -254,7 +264,7 @@ fn run_scenario(
             module: Some(kernels.1.elf.clone()),
             command_line,
         },
-        memory_mib: (768 + size_mib * copies) as u32,
+        memory_mib: guest_memory_mib(options, layout),
         headless: true,
         kvm: options.kvm,
         extra_args: vec![],
@@ -680,6 +690,21 @@ mod tests {
         assert_eq!(Layout::Folios.order(1), 8, "1 MiB of state holds one 1 MiB folio");
         assert_eq!(median(&mut [5, 1, 3]), 3);
         assert_eq!(median(&mut []), 0);
+    }
+
+    #[test]
+    fn every_size_of_a_layout_runs_in_the_same_guest() {
+        let options = BenchOptions {
+            arch: Arch::X86_64,
+            sizes_mib: vec![1, 1024, 64],
+            updates: 3,
+            cold_boots: 1,
+            kvm: false,
+            limine_dir: None,
+        };
+        assert_eq!(guest_memory_mib(&options, Layout::Pages), 768 + 1024);
+        assert_eq!(guest_memory_mib(&options, Layout::Folios), 768 + 1024);
+        assert_eq!(guest_memory_mib(&options, Layout::Copying), 768 + 3 * 1024);
     }
 
     #[test]
