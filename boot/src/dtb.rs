@@ -84,7 +84,26 @@ pub fn parse_into(info: &mut BootInfo, blob: &[u8], blob_phys: u64, memory_nodes
     if memory_nodes == MemoryNodes::Read {
         read_memory(info, &fdt);
     }
+    read_numa(info, &fdt);
     read_chosen(info, &fdt);
+}
+
+/// Memory nodes' `numa-node-id`: which node each range of RAM belongs to.
+fn read_numa(info: &mut BootInfo, fdt: &Fdt<'_>) {
+    let memory_nodes =
+        fdt.all_nodes().filter(|node| node.property("device_type").and_then(|kind| kind.as_str()) == Some("memory"));
+    for node in memory_nodes {
+        let Some(id) = node.property("numa-node-id").and_then(|property| cells_value(property.value)) else {
+            continue;
+        };
+        for range in reg_ranges(node) {
+            let numa = crate::info::NumaRange { node: id as u32, range };
+            if info.numa.try_push(numa).is_err() {
+                info.warn(BootWarning::Malformed("more NUMA ranges than Baton keeps"));
+                return;
+            }
+        }
+    }
 }
 
 fn read_memory(info: &mut BootInfo, fdt: &Fdt<'_>) {
@@ -193,6 +212,37 @@ mod tests {
         let good = qemu_like_tree(None);
         parse_into(&mut info, &good, 0x4000_0000, MemoryNodes::Read);
         assert!(info.warnings.is_empty(), "a well-formed tree still parses: {:?}", info.warnings);
+    }
+
+    #[test]
+    fn numa_node_ids_of_memory_nodes_are_read_even_when_memory_is_not() {
+        let mut writer = FdtWriter::new().unwrap();
+        let root = writer.begin_node("").unwrap();
+        writer.property_u32("#address-cells", 2).unwrap();
+        writer.property_u32("#size-cells", 2).unwrap();
+        for (node, base) in [(0u32, 0x4000_0000u64), (1, 0x6000_0000)] {
+            let memory = writer.begin_node(&format!("memory@{base:x}")).unwrap();
+            writer.property_string("device_type", "memory").unwrap();
+            writer.property_array_u64("reg", &[base, 0x2000_0000]).unwrap();
+            writer.property_u32("numa-node-id", node).unwrap();
+            writer.end_node(memory).unwrap();
+        }
+        writer.end_node(root).unwrap();
+        let blob = writer.finish().unwrap();
+        for memory_nodes in [MemoryNodes::Read, MemoryNodes::Ignore] {
+            let mut info = BootInfo::new(BootPath::LinuxImage);
+            parse_into(&mut info, &blob, 0x4000_0000, memory_nodes);
+            assert_eq!(
+                info.numa.as_slice(),
+                [
+                    crate::info::NumaRange { node: 0, range: PhysRange { start: 0x4000_0000, end: 0x6000_0000 } },
+                    crate::info::NumaRange { node: 1, range: PhysRange { start: 0x6000_0000, end: 0x8000_0000 } },
+                ]
+            );
+        }
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &qemu_like_tree(None), 0x4000_0000, MemoryNodes::Read);
+        assert!(info.numa.is_empty(), "no numa-node-id, no NUMA ranges (one node)");
     }
 
     #[test]

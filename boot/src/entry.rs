@@ -142,6 +142,11 @@ extern "C" fn boot_entry_direct(kind: u64, argument: u64, image_phys: u64, secon
         }
         _ => BootInfo::new(BootPath::Pvh),
     };
+    if kind == BOOT_KIND_PVH
+        && let Some(rsdp) = info.firmware.acpi_rsdp
+    {
+        crate::srat::read_numa(&memory, rsdp, &mut info);
+    }
     let (virt_start, size) = image_layout();
     info.kernel.phys = PhysRange { start: image_phys, end: image_phys + size };
     info.kernel.virt_start = virt_start;

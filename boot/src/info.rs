@@ -332,6 +332,19 @@ impl fmt::Display for BootWarning {
     }
 }
 
+/// NUMA memory ranges Baton keeps.
+pub const MAX_NUMA_RANGES: usize = 32;
+
+/// A range of RAM and the NUMA node it belongs to (ACPI SRAT, or the DT's
+/// `numa-node-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumaRange {
+    /// The node (proximity domain).
+    pub node: u32,
+    /// Its memory.
+    pub range: PhysRange,
+}
+
 /// Everything the common kernel learns from its entry path.
 #[derive(Debug, Clone)]
 pub struct BootInfo {
@@ -366,6 +379,9 @@ pub struct BootInfo {
     pub entry_cycles: u64,
     /// Problems the adapter noticed, for the kernel to log.
     pub warnings: ArrayVec<BootWarning, MAX_WARNINGS>,
+    /// Which NUMA node each range of RAM belongs to; empty when the
+    /// firmware describes none (one node).
+    pub numa: ArrayVec<NumaRange, MAX_NUMA_RANGES>,
 }
 
 impl BootInfo {
@@ -387,6 +403,7 @@ impl BootInfo {
             entry_direct_map_offset: 0,
             entry_cycles: 0,
             warnings: ArrayVec::new(),
+            numa: ArrayVec::new(),
         }
     }
 

@@ -19,5 +19,6 @@ pub mod info;
 mod limine;
 pub mod phys;
 pub mod pvh;
+pub mod srat;
 
 pub use info::{BootInfo, BootPath};

@@ -129,7 +129,14 @@ extern "C" fn boot_entry_limine() -> ! {
         }
     }
     if let Some(response) = RSDP.get_response() {
-        info.firmware.acpi_rsdp = Some(to_phys(response.address() as u64, direct_map_offset));
+        let rsdp = to_phys(response.address() as u64, direct_map_offset);
+        info.firmware.acpi_rsdp = Some(rsdp);
+        // Limine's direct map covers the first 4 GiB and every memory-map
+        // entry, which is where ACPI tables live.
+        if cfg!(target_arch = "x86_64") {
+            let memory = DirectMap::new(direct_map_offset, u64::MAX - direct_map_offset);
+            crate::srat::read_numa(&memory, rsdp, &mut info);
+        }
     }
     if let Some(response) = EFI_SYSTEM_TABLE.get_response() {
         info.firmware.efi_system_table = Some(to_phys(response.address() as u64, direct_map_offset));

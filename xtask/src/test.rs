@@ -185,6 +185,32 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
             timeout: Duration::from_secs(120),
         },
         QemuCase {
+            // Two NUMA nodes: the SRAT (x86_64) or the device tree's
+            // `numa-node-id` (aarch64) gives each its scratch region.
+            name: format!("{arch} direct: two NUMA nodes get a scratch region each"),
+            arch,
+            boot: Boot::Direct,
+            command_line: "ktest=mm::tests::numa_nodes_each_have_scratch".into(),
+            memory_mib: 1024,
+            module: None,
+            dump_kho: false,
+            must_contain: vec!["NUMA: 2 node(s)".into(), "scratch node 1".into()],
+            expect: Expect::KernelTestsPass,
+            qemu_args: [
+                "-object",
+                "memory-backend-ram,id=m0,size=512M",
+                "-object",
+                "memory-backend-ram,id=m1,size=512M",
+                "-numa",
+                "node,nodeid=0,memdev=m0",
+                "-numa",
+                "node,nodeid=1,memdev=m1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeout: Duration::from_secs(120),
+        },
+        QemuCase {
             name: format!("{arch} direct: kernel page fault is reported"),
             arch,
             boot: Boot::Direct,

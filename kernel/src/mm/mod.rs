@@ -346,10 +346,42 @@ fn low_window(usable: &RegionSet<256>) -> Range {
     }
 }
 
+/// The NUMA nodes scratch goes into: each node the firmware describes, as
+/// the span of its ranges (a node whose ranges enclose another node's
+/// memory is rare; the span is what the placer searches), or one node over
+/// all RAM when the firmware describes none.
+fn numa_nodes(
+    numa: &[baton_boot::info::NumaRange],
+    node_bytes: u64,
+) -> arrayvec::ArrayVec<(u32, Range, u64), { baton_mm::scratch::MAX_NODES }> {
+    let mut nodes: arrayvec::ArrayVec<(u32, Range, u64), { baton_mm::scratch::MAX_NODES }> = arrayvec::ArrayVec::new();
+    for numa_range in numa {
+        let range = Range::new(numa_range.range.start, numa_range.range.end);
+        match nodes.iter_mut().find(|(node, _, _)| *node == numa_range.node) {
+            Some((_, span, _)) => *span = Range::new(span.start.min(range.start), span.end.max(range.end)),
+            None => {
+                if nodes.try_push((numa_range.node, range, node_bytes)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if nodes.is_empty() {
+        nodes.push((0, Range::new(0, u64::MAX), node_bytes));
+    }
+    nodes.sort_unstable_by_key(|(node, _, _)| *node);
+    nodes
+}
+
 /// Places scratch on a cold boot. Scratch may take at most half of free RAM:
 /// larger requests are reduced (and logged) so the page allocator keeps the
 /// rest.
-fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes: u64) -> ScratchPlan {
+fn place_scratch(
+    sizing: &ScratchSizing,
+    free: &mut RegionSet<256>,
+    kernel_bytes: u64,
+    numa: &[baton_boot::info::NumaRange],
+) -> ScratchPlan {
     // What boot allocates before the page allocator is up: the kernel image,
     // the bootstrap heap and its page tables (one table page per 2 MiB of
     // 4 KiB mappings plus the direct map's few).
@@ -363,16 +395,14 @@ fn place_scratch(sizing: &ScratchSizing, free: &mut RegionSet<256>, kernel_bytes
         ScratchSizing::Explicit { .. } => sizes.lowmem_bytes,
     };
     let node_bytes = sizing.per_node_size(allocated, alignment).unwrap_or(0);
-    // One node until firmware NUMA tables are read: it spans all RAM.
-    let all_ram = Range::new(0, u64::MAX);
-    let nodes = [(0u32, all_ram, node_bytes)];
+    let nodes = numa_nodes(numa, node_bytes);
     let window = low_window(free);
     baton_mm::scratch::place(
         free,
         &PlacementRequest {
             lowmem_bytes,
             global_bytes: sizes.global_bytes,
-            nodes: &nodes,
+            nodes: &nodes[..],
             low_window: window,
             alignment,
             minimum_bytes: MINIMUM_SCRATCH_BYTES,
@@ -391,7 +421,7 @@ pub fn init_early(info: &BootInfo, source: ScratchSource) -> Result<(), MemoryEr
     let mut free = usable.clone();
     free.remove_all(&reserved)?;
     let scratch = match source {
-        ScratchSource::Place(sizing) => place_scratch(&sizing, &mut free, kernel_bytes),
+        ScratchSource::Place(sizing) => place_scratch(&sizing, &mut free, kernel_bytes, &info.numa),
         ScratchSource::Handover(regions) => {
             let mut plan = ScratchPlan::default();
             for region in regions {
@@ -824,11 +854,16 @@ impl fmt::Display for Accounting {
 
 /// Logs where scratch is.
 pub fn log_scratch() {
+    let info = crate::boot_info();
+    if !info.numa.is_empty() {
+        let nodes = numa_nodes(&info.numa, 0);
+        log::info!(target: "mm", "NUMA: {} node(s) in {} range(s) from the firmware", nodes.len(), info.numa.len());
+    }
     for region in scratch_regions() {
         let kind = match region.kind {
-            ScratchKind::Low => "lowmem",
-            ScratchKind::Global => "global",
-            ScratchKind::Node(_) => "node",
+            ScratchKind::Low => alloc::string::String::from("lowmem"),
+            ScratchKind::Global => alloc::string::String::from("global"),
+            ScratchKind::Node(node) => alloc::format!("node {node}"),
         };
         log::info!(target: "mm", "scratch {kind:<6} {} ({} MiB)", region.range, region.range.size_bytes() >> 20);
     }

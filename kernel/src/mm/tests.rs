@@ -216,3 +216,28 @@ kernel_test! {
         Ok(())
     }
 }
+
+kernel_test! {
+    /// With NUMA nodes from the firmware (QEMU `-numa`: the SRAT on x86_64,
+    /// `numa-node-id` on aarch64), every node gets a scratch region inside
+    /// its own memory. A scenario: it needs a machine with two nodes.
+    scenario fn numa_nodes_each_have_scratch() -> TestResult {
+        let info = crate::boot_info();
+        check!(info.numa.len() >= 2, "the firmware described {} NUMA range(s)", info.numa.len());
+        let regions = super::scratch_regions();
+        let mut nodes: alloc::vec::Vec<u32> = info.numa.iter().map(|range| range.node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        check!(nodes.len() >= 2);
+        for node in nodes {
+            let region = regions.iter().find(|region| region.kind == ScratchKind::Node(node));
+            check!(region.is_some(), "node {node} has no scratch region");
+            let Some(region) = region else { continue };
+            let inside = info.numa.iter().any(|numa| {
+                numa.node == node && numa.range.start <= region.range.start && region.range.end <= numa.range.end
+            });
+            check!(inside, "node {node}'s scratch {} lies outside its memory", region.range);
+        }
+        Ok(())
+    }
+}
