@@ -228,6 +228,9 @@ struct BenchArgs {
     /// Cold boots per boot path.
     #[arg(long, default_value_t = 3)]
     cold_boots: u32,
+    /// QEMU runs per in-place scenario (their steady updates are pooled).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
     /// Use KVM (x86_64; the report says which accelerator ran).
     #[arg(long)]
     kvm: bool,
@@ -513,6 +516,7 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
         sizes_mib: args.sizes.clone(),
         updates: args.updates.max(1),
         cold_boots: args.cold_boots.max(1),
+        runs: args.runs.max(1),
         kvm: args.kvm,
         limine_dir: args.limine.limine_dir.clone(),
     })
