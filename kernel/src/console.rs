@@ -53,8 +53,23 @@ struct Screen {
     format: baton_fbcon::PixelFormat,
 }
 
+/// Lines drawn on the screen so far (tests).
+static SCREEN_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Whether the log is drawn on a screen.
+pub fn has_screen() -> bool {
+    SCREEN.lock().is_some()
+}
+
+/// Lines drawn on the screen so far.
+pub fn screen_lines() -> u64 {
+    SCREEN_LINES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 impl Screen {
     fn write(&mut self, text: &str) {
+        let lines = text.bytes().filter(|&byte| byte == b'\n').count() as u64;
+        SCREEN_LINES.fetch_add(lines, core::sync::atomic::Ordering::Relaxed);
         let mut surface = baton_fbcon::Surface {
             pixels: &mut self.shadow[..],
             width: self.width,

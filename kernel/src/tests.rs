@@ -68,3 +68,22 @@ kernel_test! {
         Ok(())
     }
 }
+
+kernel_test! {
+    /// While the screen is paused (an update's blackout) nothing is drawn
+    /// on it, and resuming (an aborted update) draws what was logged
+    /// meanwhile. Direct boots have no screen: there it checks only that
+    /// pausing and resuming leave the console working.
+    fn a_paused_screen_draws_nothing_until_resumed() -> TestResult {
+        let before = crate::console::screen_lines();
+        crate::console::pause_screen();
+        log::info!(target: "ktest", "logged while the screen is paused");
+        check_eq!(crate::console::screen_lines(), before);
+        crate::console::resume_screen();
+        if crate::console::has_screen() {
+            check!(crate::console::screen_lines() > before, "the held line was not drawn");
+        }
+        log::info!(target: "ktest", "logged after the screen resumed");
+        Ok(())
+    }
+}
