@@ -53,6 +53,31 @@ pub trait PhysRead {
     }
 }
 
+/// Physical memory simulated by one byte slice starting at `base`: what
+/// the fuzz targets give the parsers.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceMemory<'bytes> {
+    /// The physical address of `bytes[0]`.
+    pub base: u64,
+    /// The memory's contents.
+    pub bytes: &'bytes [u8],
+}
+
+impl PhysRead for SliceMemory<'_> {
+    fn read_phys(&self, phys: u64, buffer: &mut [u8]) -> bool {
+        let Some(offset) = phys.checked_sub(self.base) else { return false };
+        let Some(end) = offset.checked_add(buffer.len() as u64) else { return false };
+        let (Ok(offset), Ok(end)) = (usize::try_from(offset), usize::try_from(end)) else { return false };
+        match self.bytes.get(offset..end) {
+            Some(bytes) => {
+                buffer.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use super::PhysRead;
@@ -84,6 +109,17 @@ pub(crate) mod testing {
             }
             false
         }
+    }
+
+    #[test]
+    fn slice_memory_reads_only_inside_its_slice() {
+        let memory = super::SliceMemory { base: 0x1000, bytes: b"abcdef" };
+        let mut buffer = [0; 3];
+        assert!(memory.read_phys(0x1003, &mut buffer));
+        assert_eq!(&buffer, b"def");
+        assert!(!memory.read_phys(0x1004, &mut buffer), "past the end");
+        assert!(!memory.read_phys(0xfff, &mut buffer), "before the start");
+        assert!(!memory.read_phys(u64::MAX, &mut buffer), "wrapping");
     }
 
     #[test]

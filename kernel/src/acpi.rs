@@ -183,8 +183,20 @@ fn use_hpet(tables: &AcpiTables<Handler>, platform: &mut Platform) {
     }
 }
 
-/// Reads the firmware's tables (after the page allocator and heap are up).
-pub fn discover(info: &BootInfo) {
+/// Reads the firmware's tables once (after the page allocator and heap are
+/// up), but not while an update's handover is being taken in: reading them
+/// (uncached) is not worth lengthening the blackout, so after an update the
+/// main loop's next call does it.
+pub fn discover_when_quiet(info: &BootInfo) {
+    static IS_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if IS_DONE.load(core::sync::atomic::Ordering::Relaxed) || crate::kho_in::is_consuming() {
+        return;
+    }
+    IS_DONE.store(true, core::sync::atomic::Ordering::Relaxed);
+    discover(info);
+}
+
+fn discover(info: &BootInfo) {
     let Some(rsdp) = info.firmware.acpi_rsdp else {
         log::info!(target: "acpi", "the loader gave no ACPI tables: no MADT or HPET; the PIT measures time");
         return;

@@ -27,8 +27,9 @@ struct Held {
 
 static HELD: Mutex<Held> = Mutex::new(Held { is_holding: false, bytes: [0; HELD_BYTES], length: 0, dropped: 0 });
 
-/// Output kept from boot until the screen is attached, replayed onto it so
-/// the screen shows the boot from its first line.
+/// Output kept for the screen while it cannot be drawn on: from boot until
+/// it is attached (so it shows the boot from its first line), and while it
+/// is paused for an update's blackout ([`pause_screen`]).
 const EARLY_BYTES: usize = 32 * 1024;
 
 struct Early {

@@ -93,15 +93,8 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
 
     init_memory(info);
     console::attach_framebuffer(info);
-    // During an update the firmware tables wait until the services are
-    // back: reading them (uncached) is not worth lengthening the blackout.
     #[cfg(target_arch = "x86_64")]
-    let mut is_acpi_pending = true;
-    #[cfg(target_arch = "x86_64")]
-    if !kho_in::is_consuming() {
-        acpi::discover(info);
-        is_acpi_pending = false;
-    }
+    acpi::discover_when_quiet(info);
     kho_out::init();
     if let Err(error) = task::start_scheduler(info) {
         log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
@@ -150,10 +143,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
             kho_in::release_unclaimed();
         }
         #[cfg(target_arch = "x86_64")]
-        if is_acpi_pending && !kho_in::is_consuming() {
-            is_acpi_pending = false;
-            acpi::discover(info);
-        }
+        acpi::discover_when_quiet(info);
         mm::refill_heap_reserve();
         update::run_pending();
     }

@@ -227,16 +227,7 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         if options.verbose || is_progress_line(line) {
             println!("  {}", line.trim_end());
         }
-        if let Some(dumper) = dumper.as_mut()
-            && let Err(error) = dumper.on_line(line, input)
-        {
-            println!("  dump-kho: {error:#}");
-        }
-        if let Some(screenshot) = screenshot.as_mut()
-            && let Err(error) = screenshot.on_line(line, input)
-        {
-            println!("  screenshot: {error:#}");
-        }
+        crate::dump::watch_line(&mut dumper, &mut screenshot, line, input, "  ");
     })
     .context("running the demo")?;
     if let Some(screenshot) = &screenshot {

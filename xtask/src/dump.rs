@@ -155,6 +155,28 @@ impl Screenshot {
     }
 }
 
+/// Hands a console line to whichever of the dumper and the screenshot
+/// taker a run uses (each answers the guest when it pauses for it); their
+/// errors are printed, prefixed with `indent`, and the run goes on.
+pub fn watch_line(
+    dumper: &mut Option<Dumper>,
+    screenshot: &mut Option<Screenshot>,
+    line: &str,
+    input: &mut dyn Write,
+    indent: &str,
+) {
+    if let Some(dumper) = dumper.as_mut()
+        && let Err(error) = dumper.on_line(line, input)
+    {
+        println!("{indent}dump-kho: {error:#}");
+    }
+    if let Some(screenshot) = screenshot.as_mut()
+        && let Err(error) = screenshot.on_line(line, input)
+    {
+        println!("{indent}screenshot: {error:#}");
+    }
+}
+
 /// A binary PPM (P6) picture, as QEMU's `screendump` writes it.
 #[derive(Debug)]
 pub struct Picture {

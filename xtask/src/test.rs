@@ -669,16 +669,7 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         if verbose {
             println!("{line}");
         }
-        if let Some(dumper) = dumper.as_mut()
-            && let Err(error) = dumper.on_line(line, input)
-        {
-            println!("dump-kho: {error:#}");
-        }
-        if let Some(screenshot) = screenshot.as_mut()
-            && let Err(error) = screenshot.on_line(line, input)
-        {
-            println!("screenshot: {error:#}");
-        }
+        crate::dump::watch_line(&mut dumper, &mut screenshot, line, input, "");
     })?;
     let mut problems = Vec::new();
     if let Some(screenshot) = &screenshot {

@@ -385,6 +385,10 @@ impl Tasks {
             }
             self.wake(caller);
         }
+        // A call it made and nobody answered can no longer be answered.
+        for other in self.processes.values_mut() {
+            other.answerable.remove(&id);
+        }
         crate::kho_out::forget_service(process.name.as_str(), &mut process.space);
         if self.current == Some(id) {
             self.current = None;
