@@ -170,6 +170,25 @@ pub(crate) struct BitmapSlot {
     pub set_bit_count: u32,
 }
 
+impl BitmapSlot {
+    /// Words `first_word..=last_word` of this bitmap. A bitmap whose count
+    /// says it is all clear or all set is not read: a gigabyte of order-0
+    /// pages is 64 full bitmaps, and the update path looks at them several
+    /// times.
+    pub fn words<M: PhysMemory + ?Sized>(
+        &self,
+        memory: &M,
+        first_word: usize,
+        last_word: usize,
+    ) -> Result<BitmapWords, AccessError> {
+        match u64::from(self.set_bit_count) {
+            0 => Ok([0; WORDS_PER_BITMAP]),
+            BITS_PER_BITMAP => Ok([u64::MAX; WORDS_PER_BITMAP]),
+            _ => read_words(memory, self.phys, first_word, last_word),
+        }
+    }
+}
+
 /// A fixed 64-word view of one bitmap (or of the words of it that were read).
 pub(crate) type BitmapWords = [u64; WORDS_PER_BITMAP];
 
@@ -210,6 +229,25 @@ pub(crate) fn read_words<M: PhysMemory + ?Sized>(
         }
     }
     Ok(words)
+}
+
+/// Write words `first_word..=last_word` of `words` to the bitmap at
+/// `bitmap_phys` with one access.
+fn write_words<M: PhysMemory + ?Sized>(
+    memory: &mut M,
+    bitmap_phys: u64,
+    words: &BitmapWords,
+    first_word: usize,
+    last_word: usize,
+) -> Result<(), AccessError> {
+    let first_word = first_word.min(WORDS_PER_BITMAP - 1);
+    let last_word = last_word.clamp(first_word, WORDS_PER_BITMAP - 1);
+    let mut bytes = [0_u8; BITMAP_SIZE_BYTES as usize];
+    let window = bytes.get_mut(first_word * 8..(last_word + 1) * 8).unwrap_or_default();
+    for (chunk, word) in window.chunks_exact_mut(8).zip(words.iter().skip(first_word)) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    memory.write(bitmap_phys + (first_word * 8) as u64, window)
 }
 
 /// Read a whole bitmap.
@@ -411,7 +449,7 @@ impl BitmapIndex {
             let base = key.number << BITMAP_BITS_SHIFT;
             let low_bit = first_folio.saturating_sub(base);
             let high_bit = (end_folio - base).min(BITS_PER_BITMAP);
-            let words = read_words(memory, slot.phys, (low_bit / 64) as usize, ((high_bit - 1) / 64) as usize)?;
+            let words = slot.words(memory, (low_bit / 64) as usize, ((high_bit - 1) / 64) as usize)?;
             let mut stop = false;
             for_each_bit_run(&words, low_bit, high_bit, |start, end| {
                 if stop {
@@ -560,31 +598,37 @@ impl BitmapIndex {
                 folio = base + BITS_PER_BITMAP;
                 continue;
             };
+            // The words this run covers, read and written back at once.
+            let first_word = ((folio - base) / 64) as usize;
+            let last_word = ((high - 1) / 64) as usize;
+            let mut words = slot.words(memory, first_word, last_word)?;
+            let mut changed = 0_u64;
             let mut bit = folio - base;
             while bit < high {
-                let word_phys = slot.phys + (bit / 64) * 8;
                 let low = (bit % 64) as u32;
                 let word_high = (high - (bit - u64::from(low))).min(64) as u32;
                 let mask = word_mask(low, word_high);
-                let word = memory.read_u64(word_phys)?;
-                let updated = if is_set { word | mask } else { word & !mask };
-                let changed = u64::from((word ^ updated).count_ones());
-                if changed != 0 {
-                    memory.write_u64(word_phys, updated)?;
-                    let counter = self.folios_per_order.get_mut(order as usize);
-                    if is_set {
-                        slot.set_bit_count += changed as u32;
-                        if let Some(counter) = counter {
-                            *counter += changed;
-                        }
-                    } else {
-                        slot.set_bit_count -= changed as u32;
-                        if let Some(counter) = counter {
-                            *counter -= changed;
-                        }
-                    }
+                if let Some(word) = word_at_mut(&mut words, (bit / 64) as usize) {
+                    let updated = if is_set { *word | mask } else { *word & !mask };
+                    changed += u64::from((*word ^ updated).count_ones());
+                    *word = updated;
                 }
                 bit = bit - u64::from(low) + 64;
+            }
+            if changed != 0 {
+                write_words(memory, slot.phys, &words, first_word, last_word)?;
+                let counter = self.folios_per_order.get_mut(order as usize);
+                if is_set {
+                    slot.set_bit_count += changed as u32;
+                    if let Some(counter) = counter {
+                        *counter += changed;
+                    }
+                } else {
+                    slot.set_bit_count -= changed as u32;
+                    if let Some(counter) = counter {
+                        *counter -= changed;
+                    }
+                }
             }
             if slot.set_bit_count == 0 {
                 emptied.push(key);
@@ -626,7 +670,7 @@ impl<M: PhysMemory + ?Sized> Iterator for IndexRuns<'_, M> {
                         if slot.set_bit_count == 0 {
                             continue;
                         }
-                        match read_bitmap(self.memory, slot.phys) {
+                        match slot.words(self.memory, 0, WORDS_PER_BITMAP - 1) {
                             Ok(words) => {
                                 self.current = Some((*key, words));
                                 self.next_bit = 0;

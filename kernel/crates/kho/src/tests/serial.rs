@@ -464,3 +464,57 @@ fn serialise_write_failure_frees_the_chunks() {
     assert!(matches!(serialize(&tracker, &mut memory), Err(SerializeError::Access(_))));
     assert_eq!(memory.inner.live_allocation_count(), 2, "only the bitmaps remain");
 }
+
+/// Memory that counts the bytes read and written through it.
+struct CountingMemory<'a> {
+    inner: &'a mut SimulatedMemory,
+    read: core::cell::Cell<u64>,
+    written: u64,
+}
+
+impl PhysMemory for CountingMemory<'_> {
+    fn read(&self, phys: u64, buf: &mut [u8]) -> Result<(), crate::memory::AccessError> {
+        self.read.set(self.read.get() + buf.len() as u64);
+        self.inner.read(phys, buf)
+    }
+
+    fn write(&mut self, phys: u64, data: &[u8]) -> Result<(), crate::memory::AccessError> {
+        self.written += data.len() as u64;
+        self.inner.write(phys, data)
+    }
+}
+
+/// Bytes read by walking, then read and written by taking back all of
+/// `state_bytes` of order-0 pages at 1 GiB, handed over next to a few
+/// folios of other orders.
+fn order0_costs(state_bytes: u64) -> (u64, u64, u64) {
+    let mut memory = memory();
+    let mut tracker = PreservationTracker::new();
+    let state = FolioRun { phys: GIB, order: 0, folio_count: state_bytes / 4096 };
+    tracker.preserve_folio_run(&mut memory, state).unwrap();
+    tracker.preserve_folio(&mut memory, 8 * GIB, 9).unwrap();
+    tracker.preserve_folio(&mut memory, 9 * GIB, 18).unwrap();
+    tracker.preserve_folio(&mut memory, 10 * GIB + 4096, 0).unwrap();
+    let head = serialize(&tracker, &mut memory).unwrap().head_phys();
+    let mut counting = CountingMemory { inner: &mut memory, read: core::cell::Cell::new(0), written: 0 };
+    let mut incoming = IncomingPreservations::walk(&counting, head, &ram()).unwrap();
+    let walked = counting.read.replace(0);
+    assert_eq!(incoming.take_range(&mut counting, GIB, state_bytes).unwrap(), [state]);
+    assert_eq!(incoming.remaining_folio_count(), 3);
+    (walked, counting.read.get(), counting.written)
+}
+
+#[test]
+fn full_order0_bitmaps_are_read_once_and_never_again() {
+    let (walk_64m, take_read_64m, take_written_64m) = order0_costs(64 * MIB);
+    let (walk_1g, take_read_1g, take_written_1g) = order0_costs(GIB);
+    // 1 GiB is 60 more full bitmaps than 64 MiB: each is read once while
+    // walking (its bits are counted), not again to check overlaps or to
+    // take it back, and written once when it is cleared. (Walking also
+    // looks up each page holding bitmaps, a word per order present: less
+    // than one bitmap more in all.)
+    let walk_growth = walk_1g - walk_64m;
+    assert!((60 * 512..61 * 512).contains(&walk_growth), "walking read {walk_growth} bytes more");
+    assert_eq!(take_read_1g, take_read_64m);
+    assert_eq!(take_written_1g - take_written_64m, 60 * 512);
+}
