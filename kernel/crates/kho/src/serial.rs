@@ -31,15 +31,28 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::bitmap::{
-    BITMAP_BITS_SHIFT, BITMAP_SIZE_BYTES, BitmapIndex, BitmapKey, BitmapSlot, Folio, FolioRuleError, FolioRun,
-    IndexFolios, IndexRuns, MAX_ORDER, ORDER_COUNT, bitmap_span_bytes, check_folio, count_bits, folio_shift,
-    folio_size_bytes, next_bit_run, read_bitmap,
+    BITMAP_BITS_SHIFT, BITMAP_SIZE_BYTES, BITS_PER_BITMAP, BitmapIndex, BitmapKey, BitmapSlot, BitmapWords, Folio,
+    FolioRuleError, FolioRun, IndexFolios, IndexRuns, MAX_ORDER, ORDER_COUNT, WORDS_PER_BITMAP, bitmap_span_bytes,
+    check_folio, count_bits, folio_shift, folio_size_bytes, next_bit_run, read_bitmap,
 };
 use crate::memory::{
     AccessError, HandoverMemory, MetadataAllocator, PAGE_SIZE_BYTES, PHYS_ADDRESS_LIMIT, PhysMemory, PhysRange,
     normalize_ranges, range_inside_ram,
 };
 use crate::tracker::PreservationTracker;
+
+/// `value >> shift`, 0 when the shift is 64 or more.
+fn shr(value: u64, shift: u32) -> u64 {
+    value.checked_shr(shift).unwrap_or(0)
+}
+
+/// `value << shift`, saturating instead of losing bits.
+fn shl(value: u64, shift: u32) -> u64 {
+    match value.checked_shl(shift) {
+        Some(shifted) if shifted.checked_shr(shift) == Some(value) => shifted,
+        _ => u64::MAX,
+    }
+}
 
 /// Size of one chunk of the list.
 pub const CHUNK_SIZE_BYTES: u64 = 4096;
@@ -581,35 +594,64 @@ impl IncomingPreservations {
         Ok(())
     }
 
-    /// Reject folios of different orders that share memory. Every run of
-    /// folios is looked up in the bitmaps of each smaller order present,
-    /// through only the bitmaps its span meets: the cost grows with the runs
-    /// of the larger orders and the orders present. (Checking every bitmap
-    /// against every larger order instead made a gigabyte of order-0 pages
-    /// cost 64 bitmaps × the orders present in searches, the largest part
-    /// of deserialising.)
+    /// Reject folios of different orders that share memory. A bitmap's
+    /// span lies inside the span of exactly one bitmap of each larger order,
+    /// so each bitmap is checked against that one per larger order present:
+    /// the larger bitmap's folios over the span, then the smaller bitmap's
+    /// bits under them. Bitmaps come by order then address, so the last
+    /// bitmap read per larger order is kept and reused; the smaller one is
+    /// read only when some larger folio lies over it, and a full or empty
+    /// bitmap is never read (its count says what it holds). The cost grows
+    /// with the bitmaps times the orders present, in lookups rather than
+    /// reads. (Searching and reading the larger bitmaps again for every
+    /// pair made the 64 full bitmaps of a gigabyte of order-0 pages the
+    /// largest part of deserialising.)
     fn check_no_overlaps<M: PhysMemory + ?Sized>(&self, memory: &M) -> Result<(), ChunkListError> {
         let orders: Vec<u32> = self.index.orders_present().collect();
-        let Some(&smallest) = orders.first() else { return Ok(()) };
-        for run in IndexRuns::new(memory, &self.index) {
-            let run = run?;
-            if run.order == smallest {
+        let mut last_read: Vec<Option<(u64, BitmapWords)>> = vec![None; orders.len()];
+        for (key, slot) in &self.index.map {
+            if slot.set_bit_count == 0 {
                 continue;
             }
-            let range = run.range();
-            for &smaller in orders.iter().filter(|order| **order < run.order) {
-                let shift = folio_shift(smaller);
-                let mut found = None;
-                self.index.runs_in(memory, smaller, range.start >> shift, range.end >> shift, |inside| {
-                    found = Some(inside.phys);
-                    false
-                })?;
-                if let Some(phys) = found {
-                    let larger_mask = folio_size_bytes(run.order).wrapping_sub(1);
-                    return Err(ChunkListError::OverlappingFolios {
-                        smaller: Folio { phys, order: smaller },
-                        larger: Folio { phys: phys & !larger_mask, order: run.order },
-                    });
+            let span_start = key.phys_start();
+            let span_end = span_start.saturating_add(bitmap_span_bytes(key.order));
+            let small_shift = folio_shift(key.order);
+            let mut small_words = None;
+            for (&larger, cached) in orders.iter().zip(last_read.iter_mut()).filter(|(order, _)| **order > key.order) {
+                let large_shift = folio_shift(larger);
+                let large_key =
+                    BitmapKey { order: larger, number: shr(span_start, large_shift.saturating_add(BITMAP_BITS_SHIFT)) };
+                let Some(large_slot) = self.index.map.get(&large_key).filter(|large| large.set_bit_count != 0) else {
+                    continue;
+                };
+                let large_words = match cached {
+                    Some((number, words)) if *number == large_key.number => words,
+                    _ => &mut cached.insert((large_key.number, large_slot.words(memory, 0, WORDS_PER_BITMAP - 1)?)).1,
+                };
+                let large_base = large_key.number << BITMAP_BITS_SHIFT;
+                let first = shr(span_start, large_shift).saturating_sub(large_base);
+                let end = span_end.div_ceil(folio_size_bytes(larger)).saturating_sub(large_base).min(BITS_PER_BITMAP);
+                let mut bit = first;
+                while let Some((start, stop)) = next_bit_run(large_words, bit, end) {
+                    bit = stop;
+                    // The smaller bits under these larger folios.
+                    let low = shl(large_base.saturating_add(start), large_shift).max(span_start);
+                    let high = shl(large_base.saturating_add(stop), large_shift).min(span_end);
+                    let words = match &small_words {
+                        Some(words) => words,
+                        None => small_words.insert(slot.words(memory, 0, WORDS_PER_BITMAP - 1)?),
+                    };
+                    let low_bit = shr(low.saturating_sub(span_start), small_shift);
+                    let high_bit = shr(high.saturating_sub(span_start), small_shift);
+                    if let Some((found, _)) = next_bit_run(words, low_bit, high_bit) {
+                        let smaller =
+                            Folio { phys: span_start.saturating_add(shl(found, small_shift)), order: key.order };
+                        let larger_mask = folio_size_bytes(larger).wrapping_sub(1);
+                        return Err(ChunkListError::OverlappingFolios {
+                            smaller,
+                            larger: Folio { phys: smaller.phys & !larger_mask, order: larger },
+                        });
+                    }
                 }
             }
         }

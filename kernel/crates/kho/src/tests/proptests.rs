@@ -1,15 +1,15 @@
 //! Property tests: round trips against a model, range splitting, and never panicking on hostile bytes.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::{GIB, MIB, memory, tracked_folios};
+use super::{GIB, MIB, memory, tracked_folios, write_bitmap, write_chunk};
 use crate::bitmap::{Folio, FolioRun, MAX_ORDER, folio_size_bytes};
 use crate::fdt::{KhoFdtBuilder, parse_fdt, parse_kho_fdt, validate_fdt};
 use crate::memory::{PhysMemory, PhysRange, SimulatedMemory};
-use crate::serial::{IncomingPreservations, serialize};
+use crate::serial::{ChunkListError, IncomingPreservations, serialize};
 use crate::tracker::{PreservationTracker, TrackerError};
 
 /// Folios are drawn below 32 GiB; the metadata region is at 60 GiB.
@@ -164,6 +164,53 @@ proptest! {
         prop_assert_eq!(incoming.remaining_folio_count(), 0);
     }
 
+    /// A hand-written handover whose folios of different orders may share
+    /// memory: the walk refuses it exactly when two of them do, and names
+    /// two that do.
+    #[test]
+    fn walk_refuses_exactly_the_overlapping_handovers(candidates in prop::collection::vec(folio_strategy(), 1..60)) {
+        let folios = as_set(&candidates);
+        let mut memory = memory();
+        let head = write_handover(&mut memory, &folios);
+        let has_overlap = folios.iter().any(|a| folios.iter().any(|b| a.order < b.order && a.range().overlaps(&b.range())));
+        match IncomingPreservations::walk(&memory, head, &[PhysRange::new(0, 64 * GIB)]) {
+            Ok(incoming) => {
+                prop_assert!(!has_overlap, "an overlap was accepted");
+                prop_assert_eq!(incoming.remaining_folio_count(), folios.len() as u64);
+            }
+            Err(ChunkListError::OverlappingFolios { smaller, larger }) => {
+                prop_assert!(folios.contains(&smaller) && folios.contains(&larger), "{:?} / {:?}", smaller, larger);
+                prop_assert!(smaller.order < larger.order && smaller.range().overlaps(&larger.range()));
+            }
+            Err(error) => prop_assert!(false, "unexpected error {}", error),
+        }
+    }
+
+}
+
+/// Writes `folios` as a chunk list by hand (no tracker, so overlaps are
+/// possible): one chunk per order, bitmaps from 51 GiB. Returns the head.
+fn write_handover(memory: &mut SimulatedMemory, folios: &BTreeSet<Folio>) -> u64 {
+    const CHUNKS: u64 = 50 * GIB;
+    const BITMAPS: u64 = 51 * GIB;
+    let mut bitmaps: BTreeMap<(u32, u64), Vec<u64>> = BTreeMap::new();
+    for folio in folios {
+        let number = folio.phys >> (12 + folio.order);
+        bitmaps.entry((folio.order, number >> 12)).or_default().push(number & 4095);
+    }
+    let mut entries: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for (index, ((order, bitmap), bits)) in bitmaps.iter().enumerate() {
+        let address = BITMAPS + index as u64 * 512;
+        write_bitmap(memory, address, bits);
+        entries.entry(*order).or_default().push((bitmap << (12 + 12 + order), address));
+    }
+    let count = entries.len() as u64;
+    for (index, (order, list)) in entries.iter().enumerate() {
+        let index = index as u64;
+        let next = if index + 1 < count { CHUNKS + (index + 1) * 4096 } else { 0 };
+        write_chunk(memory, CHUNKS + index * 4096, next, *order, list.len() as u32, list);
+    }
+    CHUNKS
 }
 
 proptest! {
