@@ -124,6 +124,11 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
             Err(error) => log::error!(target: "boot", "cannot start ballast: {error}"),
         }
     }
+    // `test.client=exit-early`: init's first client ends without reporting
+    // (bit 35; the test that init then stops instead of waiting forever).
+    if command_line_value(&info.command_line, "test.client") == Some("exit-early") {
+        argument |= 1 << 35;
+    }
     // `test.adversary=N`: start the adversary service in mode N (the
     // reliability tests).
     if let Some(mode) = number("test.adversary")

@@ -61,8 +61,9 @@ pub mod label {
     pub const SUMMARY: u64 = 5;
     /// counter: read (and bump) the count and the uptime.
     pub const COUNTER_READ: u64 = 16;
-    /// client to init: words are failed checks, keys, checksum, counter,
-    /// uptime in ms.
+    /// init calls the client for its report once it has checked the state;
+    /// the reply's words are failed checks, keys, checksum, counter, uptime
+    /// in ms.
     pub const CLIENT_REPORT: u64 = 32;
     /// anyone to ballast: reply once the ballast is allocated and filled;
     /// words are bytes, order, mode (0 in place, 1 copying).

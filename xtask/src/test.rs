@@ -442,6 +442,26 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
             vec![],
         ));
     }
+    // A client that ends without its report: init's call fails and the
+    // demo stops with a failure, at once (it used to wait forever).
+    cases.push(QemuCase {
+        timeout: Duration::from_secs(120),
+        ..update_case(
+            "a client that ends without a report stops the demo",
+            Module::SecondVersion,
+            "demo.updates=1 demo.shutdown=1 test.client=exit-early",
+            Expect::Status {
+                status: Arch::TEST_FAILURE_STATUS,
+                present: texts(&[
+                    "client: ending without a report",
+                    "init: the client ended without a report",
+                    "demo: the state could not be checked",
+                ]),
+                absent: texts(&["demo: update 1 of 1 starting", "kernel fault"]),
+            },
+            vec![],
+        )
+    });
     // An update into a kernel that faults at once: reported, and the
     // machine stops (no rollback; see docs/reliability.md).
     cases.push(update_case(

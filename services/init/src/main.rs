@@ -11,13 +11,15 @@ extern crate alloc;
 
 use baton_user::kho::fetch_sub_fdt;
 use baton_user::protocol::label;
-use baton_user::{SubFdtWriter, UpdateImage, ipc, native_u32, parse_fdt, syscall};
+use baton_user::{Message, SubFdtWriter, UpdateImage, ipc, native_u32, parse_fdt, syscall};
 
 baton_user::service!(main);
 
 /// Client modes (see services/client).
 const CLIENT_FILL: u64 = 0;
 const CLIENT_VERIFY: u64 = 1;
+/// Added to the mode: the client ends at once without reporting (tests).
+const CLIENT_EXIT_EARLY: u64 = 1 << 8;
 
 /// The demo's progress, carried across updates.
 #[derive(Debug, Clone, Copy)]
@@ -73,17 +75,16 @@ fn main(argument: u64) -> i32 {
             Err(error) => log::warn!("init: ballast not ready: {error}"),
         }
     }
-    let mode = if restored.is_some() { CLIENT_VERIFY } else { CLIENT_FILL };
-    let mut update_failed = false;
-    if let Err(error) = syscall::spawn("client", mode) {
-        log::warn!("init: cannot start client: {error}");
+    let mut mode = if restored.is_some() { CLIENT_VERIFY } else { CLIENT_FILL };
+    if argument & (1 << 35) != 0 {
+        mode |= CLIENT_EXIT_EARLY;
     }
+    let mut update_failed = false;
     loop {
-        let Ok(message) = syscall::receive() else { continue };
-        if message.label != label::CLIENT_REPORT {
-            continue;
-        }
-        let [failed, keys, checksum, count, uptime_ms, _] = message.words;
+        let Some([failed, keys, checksum, count, uptime_ms, _]) = run_client(mode) else {
+            log::warn!("demo: the state could not be checked; stopping");
+            stop(shutdown_when_done, 1);
+        };
         log::info!(
             "demo: generation {} verified {keys} keys (checksum {checksum:#018x}), counter {count}, uptime {uptime_ms} ms, {failed} failed checks",
             progress.generation
@@ -96,31 +97,23 @@ fn main(argument: u64) -> i32 {
             } else {
                 log::warn!("demo: state lost after the failed update");
             }
-            if shutdown_when_done {
-                let _ = syscall::shutdown(1);
-            }
-            continue;
+            stop(shutdown_when_done, 1);
         }
         if failed != 0 {
             log::warn!("demo: state was lost or corrupted; stopping");
-            if shutdown_when_done {
-                let _ = syscall::shutdown(1);
-            }
-            continue;
+            stop(shutdown_when_done, 1);
         }
         if progress.remaining == 0 {
             if updates > 0 || restored.is_some() {
                 log::info!("demo: complete after {} updates", progress.generation);
-                if shutdown_when_done {
-                    let _ = syscall::shutdown(0);
-                }
+                stop(shutdown_when_done, 0);
             }
-            continue;
+            stop(false, 0);
         }
         let next = Progress { generation: progress.generation + 1, remaining: progress.remaining - 1 };
         if let Err(error) = publish(next) {
             log::warn!("demo: cannot publish init's progress: {error}");
-            continue;
+            stop(false, 1);
         }
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
         match syscall::update(image) {
@@ -129,8 +122,38 @@ fn main(argument: u64) -> i32 {
         }
         update_failed = true;
         let _ = publish(progress);
-        if let Err(error) = syscall::spawn("client", CLIENT_VERIFY) {
+        mode = CLIENT_VERIFY;
+    }
+}
+
+/// Starts the client and waits for its report, by calling it: a client
+/// that ends without answering (a failed check that stops it early, a
+/// fault) makes the call fail with `PeerGone` instead of leaving init
+/// waiting forever. `None` when there is no report.
+fn run_client(mode: u64) -> Option<[u64; 6]> {
+    let client = match syscall::spawn("client", mode) {
+        Ok(client) => client,
+        Err(error) => {
             log::warn!("init: cannot start client: {error}");
+            return None;
         }
+    };
+    match syscall::call_service(client, &Message::new(label::CLIENT_REPORT, [0; 6])) {
+        Ok(reply) => Some(reply.words),
+        Err(error) => {
+            log::warn!("init: the client ended without a report: {error}");
+            None
+        }
+    }
+}
+
+/// The demo is over: stops the machine with `code` when asked to, else
+/// stays, answering nothing (the other services keep running).
+fn stop(shutdown: bool, code: u64) -> ! {
+    if shutdown {
+        let _ = syscall::shutdown(code);
+    }
+    loop {
+        let _ = syscall::receive();
     }
 }
