@@ -77,7 +77,7 @@ pub enum Irq {
 /// Why interrupt setup failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InterruptError {
-    /// The CPU lacks what Baton needs (x2APIC on x86_64).
+    /// The CPU lacks what Baton needs.
     Unsupported(&'static str),
     /// The firmware did not describe an interrupt controller.
     NoController,

@@ -296,6 +296,30 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
                 texts(&["no HPET", "MADT: 1 processor(s)"]),
             )
         });
+        // A CPU without x2APIC (Intel before Nehalem, AMD before Zen 2): the
+        // local APIC is driven through its registers in memory, and the
+        // timer preempts services as before (the demo's services sleep on
+        // it), before and after the update.
+        cases.push(QemuCase {
+            qemu_args: texts(&["-cpu", "max,-x2apic"]),
+            ..update_case(
+                "a CPU without x2APIC uses the xAPIC and updates as usual",
+                Module::SecondVersion,
+                "demo.updates=1 demo.shutdown=1",
+                Expect::Demo(1),
+                texts(&["no x2APIC; local APIC registers at 0xfee00000 (xAPIC mode)"]),
+            )
+        });
+        cases.push(QemuCase {
+            qemu_args: texts(&["-cpu", "max,-x2apic"]),
+            ..update_case(
+                "a CPU without x2APIC still preempts a spinning service",
+                Module::SecondVersion,
+                "ktest=task::tests::spinning_service_does_not_stop_others",
+                Expect::KernelTestsPass,
+                texts(&["xAPIC mode"]),
+            )
+        });
     }
     // A bounded soak: every key, the counter and every ballast page are
     // checked after each update (`cargo xtask soak` runs longer ones).

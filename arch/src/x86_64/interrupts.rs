@@ -1,12 +1,14 @@
-//! x86_64 interrupts: the local APIC in x2APIC mode and its timer.
+//! x86_64 interrupts: the local APIC and its timer.
 //!
-//! The legacy PICs are masked; the local APIC is driven through MSRs
-//! (x2APIC), so it needs no MMIO mapping. The timer is calibrated against the
-//! time-stamp counter, itself measured against the PIT.
+//! The legacy PICs are masked. The local APIC is driven through MSRs in
+//! x2APIC mode when the CPU has it, and otherwise (Intel before Nehalem,
+//! AMD before Zen 2) through its memory-mapped xAPIC registers, which the
+//! kernel maps uncached and hands over with [`use_xapic`]. The timer is
+//! calibrated against the time-stamp counter.
 
 use crate::{InterruptError, Irq};
 use baton_boot::BootInfo;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
 
@@ -16,34 +18,74 @@ pub const TIMER_VECTOR: u8 = 32;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 const IA32_APIC_BASE: u32 = 0x1b;
-const X2APIC_SPURIOUS: u32 = 0x80f;
-const X2APIC_EOI: u32 = 0x80b;
-const X2APIC_LVT_TIMER: u32 = 0x832;
-const X2APIC_TIMER_INITIAL: u32 = 0x838;
-const X2APIC_TIMER_CURRENT: u32 = 0x839;
-const X2APIC_TIMER_DIVIDE: u32 = 0x83e;
+/// IA32_APIC_BASE: the APIC is enabled / in x2APIC mode.
+const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const APIC_X2APIC_MODE: u64 = 1 << 10;
+/// Register offsets in the xAPIC page; the x2APIC MSR of each is
+/// `0x800 + offset / 16`.
+const SPURIOUS: u32 = 0xf0;
+const EOI: u32 = 0xb0;
+const LVT_TIMER: u32 = 0x320;
+const TIMER_INITIAL: u32 = 0x380;
+const TIMER_CURRENT: u32 = 0x390;
+const TIMER_DIVIDE: u32 = 0x3e0;
 
-const LVT_MASKED: u64 = 1 << 16;
-const LVT_PERIODIC: u64 = 1 << 17;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
 
 static TIMER_TICKS_PER_SECOND: AtomicU32 = AtomicU32::new(0);
+/// Kernel address of the xAPIC register page; 0 in x2APIC mode.
+static XAPIC_REGISTERS: AtomicU64 = AtomicU64::new(0);
 
-fn write_msr(register: u32, value: u64) {
-    // SAFETY: the x2APIC registers written here only configure interrupt
-    // delivery to this CPU; callers pass valid values.
-    unsafe { Msr::new(register).write(value) }
+/// Whether the CPU can run its local APIC in x2APIC mode.
+pub fn has_x2apic() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0
 }
 
-fn read_msr(register: u32) -> u64 {
-    // SAFETY: reading an x2APIC register has no side effects.
-    unsafe { Msr::new(register).read() }
+/// Physical address of this CPU's local APIC registers (xAPIC mode).
+pub fn apic_base_phys() -> u64 {
+    // SAFETY: reading IA32_APIC_BASE has no side effects.
+    unsafe { Msr::new(IA32_APIC_BASE).read() & 0x000f_ffff_ffff_f000 }
 }
 
-/// Masks the legacy PICs and enables the local APIC in x2APIC mode.
+/// Drives the local APIC through its memory-mapped registers at `virt`
+/// (xAPIC mode) from now on; needed when [`has_x2apic`] is false.
+///
+/// # Safety
+///
+/// `virt` must map the 4 KiB page at [`apic_base_phys`] uncached, for as
+/// long as the kernel runs.
+pub unsafe fn use_xapic(virt: u64) {
+    XAPIC_REGISTERS.store(virt, Ordering::Relaxed);
+}
+
+fn write_register(offset: u32, value: u32) {
+    match XAPIC_REGISTERS.load(Ordering::Relaxed) {
+        // SAFETY: the local APIC registers written here only configure
+        // interrupt delivery to this CPU; callers pass valid values.
+        0 => unsafe { Msr::new(0x800 + offset / 16).write(u64::from(value)) },
+        // SAFETY: `use_xapic`'s contract: the page is mapped uncached, and
+        // every offset used here is a register inside it.
+        registers => unsafe { core::ptr::write_volatile((registers + u64::from(offset)) as *mut u32, value) },
+    }
+}
+
+fn read_register(offset: u32) -> u32 {
+    match XAPIC_REGISTERS.load(Ordering::Relaxed) {
+        // SAFETY: reading a local APIC register has no side effects. The
+        // registers read here are 32 bits wide.
+        0 => unsafe { Msr::new(0x800 + offset / 16).read() as u32 },
+        // SAFETY: as in `write_register`.
+        registers => unsafe { core::ptr::read_volatile((registers + u64::from(offset)) as *const u32) },
+    }
+}
+
+/// Masks the legacy PICs and enables the local APIC: in x2APIC mode, or in
+/// xAPIC mode once the kernel has mapped its registers ([`use_xapic`]).
 pub fn init(_info: &BootInfo) -> Result<(), InterruptError> {
-    let has_x2apic = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
-    if !has_x2apic {
-        return Err(InterruptError::Unsupported("no x2APIC"));
+    let xapic = XAPIC_REGISTERS.load(Ordering::Relaxed) != 0;
+    if !xapic && !has_x2apic() {
+        return Err(InterruptError::Unsupported("no x2APIC, and the xAPIC registers are not mapped"));
     }
     // SAFETY: writing 0xff to the PICs' data ports masks every legacy
     // interrupt line; Baton does not use the 8259s.
@@ -51,25 +93,33 @@ pub fn init(_info: &BootInfo) -> Result<(), InterruptError> {
         Port::<u8>::new(0x21).write(0xff);
         Port::<u8>::new(0xa1).write(0xff);
     }
-    let base = read_msr(IA32_APIC_BASE);
-    write_msr(IA32_APIC_BASE, base | (1 << 11) | (1 << 10));
-    write_msr(X2APIC_SPURIOUS, 0x100 | u64::from(SPURIOUS_VECTOR));
-    write_msr(X2APIC_LVT_TIMER, LVT_MASKED | u64::from(TIMER_VECTOR));
+    let mut base = Msr::new(IA32_APIC_BASE);
+    // SAFETY: reading IA32_APIC_BASE has no side effects.
+    let value = unsafe { base.read() };
+    let mode = if xapic { APIC_GLOBAL_ENABLE } else { APIC_GLOBAL_ENABLE | APIC_X2APIC_MODE };
+    if value & mode != mode {
+        // SAFETY: enabling the local APIC (and its x2APIC mode when chosen)
+        // keeps its base address; an APIC already in x2APIC mode is left
+        // so (leaving it needs a reset).
+        unsafe { base.write(value | mode) };
+    }
+    write_register(SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write_register(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     Ok(())
 }
 
 /// Measures the APIC timer's rate against the TSC over 10 ms.
 fn calibrate() -> u32 {
-    write_msr(X2APIC_TIMER_DIVIDE, 0b1011); // divide by 1
-    write_msr(X2APIC_LVT_TIMER, LVT_MASKED | u64::from(TIMER_VECTOR));
-    write_msr(X2APIC_TIMER_INITIAL, u64::from(u32::MAX));
+    write_register(TIMER_DIVIDE, 0b1011); // divide by 1
+    write_register(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write_register(TIMER_INITIAL, u32::MAX);
     let tsc_hz = super::cpu::cycle_counter_frequency_hz();
     let start = super::cpu::cycle_counter();
     while super::cpu::cycle_counter() - start < tsc_hz / 100 {
         core::hint::spin_loop();
     }
-    let elapsed = u64::from(u32::MAX) - read_msr(X2APIC_TIMER_CURRENT);
-    write_msr(X2APIC_TIMER_INITIAL, 0);
+    let elapsed = u64::from(u32::MAX - read_register(TIMER_CURRENT));
+    write_register(TIMER_INITIAL, 0);
     (elapsed * 100).min(u64::from(u32::MAX)) as u32
 }
 
@@ -92,15 +142,15 @@ pub fn start_timer(hz: u32) {
         rate = calibrate().max(1);
         TIMER_TICKS_PER_SECOND.store(rate, Ordering::Relaxed);
     }
-    write_msr(X2APIC_TIMER_DIVIDE, 0b1011);
-    write_msr(X2APIC_LVT_TIMER, LVT_PERIODIC | u64::from(TIMER_VECTOR));
-    write_msr(X2APIC_TIMER_INITIAL, u64::from((rate / hz.max(1)).max(1)));
+    write_register(TIMER_DIVIDE, 0b1011);
+    write_register(LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
+    write_register(TIMER_INITIAL, (rate / hz.max(1)).max(1));
 }
 
 /// Stops the timer (before handing the machine to another kernel).
 pub fn stop_timer() {
-    write_msr(X2APIC_LVT_TIMER, LVT_MASKED | u64::from(TIMER_VECTOR));
-    write_msr(X2APIC_TIMER_INITIAL, 0);
+    write_register(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write_register(TIMER_INITIAL, 0);
 }
 
 /// Identifies the interrupt that caused `frame`.
@@ -115,6 +165,6 @@ pub fn claim(frame: &super::trap::TrapFrame) -> Irq {
 /// Signals the end of handling `irq`.
 pub fn complete(irq: Irq) {
     if irq != Irq::Spurious {
-        write_msr(X2APIC_EOI, 0);
+        write_register(EOI, 0);
     }
 }

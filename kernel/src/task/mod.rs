@@ -465,6 +465,18 @@ pub fn run_until(timeout_ns: u64, mut condition: impl FnMut() -> bool) -> bool {
 
 /// Starts the timer and interrupt controller for scheduling.
 pub fn start_scheduler(info: &baton_boot::BootInfo) -> Result<(), baton_arch::InterruptError> {
+    #[cfg(target_arch = "x86_64")]
+    if !baton_arch::interrupts::has_x2apic() {
+        // An older CPU: its local APIC is reached through memory, in the
+        // uncached firmware window.
+        let phys = baton_arch::interrupts::apic_base_phys();
+        let virt =
+            crate::mm::firmware_address(phys, baton_abi::PAGE_SIZE).ok_or(baton_arch::InterruptError::CannotMap)?;
+        log::info!(target: "boot", "interrupts: no x2APIC; local APIC registers at {phys:#x} (xAPIC mode)");
+        // SAFETY: the firmware window maps the first 4 GiB uncached for the
+        // kernel's lifetime, and the APIC page lies there.
+        unsafe { baton_arch::interrupts::use_xapic(virt) };
+    }
     baton_arch::interrupts::init(info)?;
     baton_arch::interrupts::start_timer(TICK_HZ);
     Ok(())
