@@ -83,7 +83,7 @@ fn main(argument: u64) -> i32 {
     loop {
         let Some([failed, keys, checksum, count, uptime_ms, _]) = run_client(mode) else {
             log::warn!("demo: the state could not be checked; stopping");
-            stop(shutdown_when_done, 1);
+            stop(shutdown_when_done.then_some(1));
         };
         log::info!(
             "demo: generation {} verified {keys} keys (checksum {checksum:#018x}), counter {count}, uptime {uptime_ms} ms, {failed} failed checks",
@@ -97,23 +97,23 @@ fn main(argument: u64) -> i32 {
             } else {
                 log::warn!("demo: state lost after the failed update");
             }
-            stop(shutdown_when_done, 1);
+            stop(shutdown_when_done.then_some(1));
         }
         if failed != 0 {
             log::warn!("demo: state was lost or corrupted; stopping");
-            stop(shutdown_when_done, 1);
+            stop(shutdown_when_done.then_some(1));
         }
         if progress.remaining == 0 {
             if updates > 0 || restored.is_some() {
                 log::info!("demo: complete after {} updates", progress.generation);
-                stop(shutdown_when_done, 0);
+                stop(shutdown_when_done.then_some(0));
             }
-            stop(false, 0);
+            stop(None);
         }
         let next = Progress { generation: progress.generation + 1, remaining: progress.remaining - 1 };
         if let Err(error) = publish(next) {
             log::warn!("demo: cannot publish init's progress: {error}");
-            stop(false, 1);
+            stop(None);
         }
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
         match syscall::update(image) {
@@ -147,11 +147,11 @@ fn run_client(mode: u64) -> Option<[u64; 6]> {
     }
 }
 
-/// The demo is over: stops the machine with `code` when asked to, else
+/// The demo is over: stops the machine with the status given, if any, else
 /// stays, answering nothing (the other services keep running).
-fn stop(shutdown: bool, code: u64) -> ! {
-    if shutdown {
-        let _ = syscall::shutdown(code);
+fn stop(shutdown_status: Option<u64>) -> ! {
+    if let Some(status) = shutdown_status {
+        let _ = syscall::shutdown(status);
     }
     loop {
         let _ = syscall::receive();

@@ -555,10 +555,7 @@ impl IncomingPreservations {
         if !bitmap_addresses.insert(bitmap_phys) {
             return Err(ChunkListError::DuplicateBitmap { bitmap_phys });
         }
-        let key = BitmapKey {
-            order,
-            number: phys_start.checked_shr(folio_shift(order).saturating_add(BITMAP_BITS_SHIFT)).unwrap_or(0),
-        };
+        let key = BitmapKey { order, number: shr(phys_start, folio_shift(order).saturating_add(BITMAP_BITS_SHIFT)) };
         if self.index.map.contains_key(&key) {
             return Err(ChunkListError::DuplicateSpan { order, phys_start });
         }
