@@ -17,6 +17,7 @@ pub mod handover;
 pub mod info;
 #[cfg(target_os = "none")]
 mod limine;
+pub mod options;
 pub mod phys;
 pub mod pvh;
 pub mod srat;

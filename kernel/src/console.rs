@@ -129,7 +129,7 @@ pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
         return;
     };
     // `console.screen=off`: serial only (a slow or broken framebuffer).
-    if crate::command_line_value(&info.command_line, "console.screen") == Some("off") {
+    if !crate::options::get().is_screen_enabled {
         EARLY.lock().is_done = true;
         log::info!(target: "console", "console.screen=off: the framebuffer is left alone");
         return;

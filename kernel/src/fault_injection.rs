@@ -17,11 +17,11 @@ use baton_kho::FinalizeSummary;
 
 /// The fault the command line asks for, if this kernel may inject it.
 pub fn requested() -> Option<&'static str> {
-    let info = crate::boot_info();
+    let info = crate::options::boot_info();
     if info.kho.is_some() {
         return None;
     }
-    crate::command_line_value(&info.command_line, "kho.inject")
+    crate::options::get().inject
 }
 
 /// Flips eight bits chosen by `seed` in `[phys, phys + length)`.

@@ -46,7 +46,7 @@ fn machine() -> baton_image::Machine {
 
 /// Finds and validates the next kernel image.
 pub fn stage(image: UpdateImage) -> Result<Staged, UpdateError> {
-    let info = crate::boot_info();
+    let info = crate::options::boot_info();
     let range = match image {
         UpdateImage::BootModule => info
             .modules
@@ -108,7 +108,7 @@ pub fn stage(image: UpdateImage) -> Result<Staged, UpdateError> {
 /// their slow self-modifying-code path). Either way the image and the next
 /// kernel's early allocations fit in the region.
 fn load_address(low: baton_mm::Range, image_bytes: u64) -> Result<u64, UpdateError> {
-    let running = crate::boot_info().kernel.phys;
+    let running = crate::options::boot_info().kernel.phys;
     let running = baton_mm::Range::new(running.start, running.end);
     let needed = image_bytes + NEXT_KERNEL_EARLY_BYTES;
     let first = baton_mm::Range::new(low.start, low.start + image_bytes);

@@ -66,7 +66,7 @@ pub fn note_first_service() {
         target: "boot",
         "first service running {} us after entry (via {})",
         u128::from(elapsed) * 1_000_000 / frequency,
-        crate::boot_info().path.name()
+        crate::options::boot_info().path.name()
     );
 }
 
@@ -462,7 +462,7 @@ fn report_blackout(state: &KhoIn) {
          prepare_us={} serialise_us={} load_us={} jump_us={} copy_us={} early_boot_us={} deserialise_us={} seed_us={} restore_us={}",
         state.generation,
         state.previous_version,
-        crate::VERSION,
+        crate::options::VERSION,
         state.preserved_bytes_at_boot,
         state.sub_fdt_count,
         state.folio_count,
@@ -487,9 +487,9 @@ fn report_blackout(state: &KhoIn) {
         ..Default::default()
     };
     let _ = record.from.try_push_str(&state.previous_version[..state.previous_version.len().min(16)]);
-    let _ = record.to.try_push_str(&crate::VERSION[..crate::VERSION.len().min(16)]);
+    let _ = record.to.try_push_str(&crate::options::VERSION[..crate::options::VERSION.len().min(16)]);
     let mut history = HISTORY.lock();
-    if let Some(kho) = &crate::boot_info().kho {
+    if let Some(kho) = &crate::options::boot_info().kho {
         history.clone_from(&kho.history);
     }
     if history.is_full() {

@@ -539,7 +539,7 @@ pub fn publish_boot_description(
     use crate::update::UpdateError;
     use baton_boot::info::ScratchArea;
     use baton_mm::scratch::ScratchKind;
-    let info = crate::boot_info();
+    let info = crate::options::boot_info();
     let scratch: Vec<ScratchArea> = crate::mm::scratch_regions()
         .iter()
         .map(|region| {
@@ -574,7 +574,7 @@ pub fn publish_boot_description(
     }
     let history = crate::kho_in::history();
     let extras = baton_boot::handover::HandoverExtras {
-        kernel_version: crate::VERSION,
+        kernel_version: crate::options::VERSION,
         generation: info.kho.as_ref().map_or(0, |kho| kho.generation) + 1,
         freeze_cycles,
         scratch: &scratch,

@@ -25,7 +25,7 @@ kernel_test! {
     /// the new kernel has allocated (and scribbled over) most of memory, and
     /// the allocator never handed it out.
     scenario fn preserved_folio_survives_heavy_allocation() -> TestResult {
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         if info.kho.is_none() {
             let phys = mm::allocate_pages(ORDER).ok_or(Failed)?;
             for (index, word) in words(phys, ORDER).iter_mut().enumerate() {

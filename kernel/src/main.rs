@@ -19,6 +19,7 @@ mod kho_out;
 mod kho_tests;
 mod ktest;
 mod mm;
+mod options;
 mod task;
 mod tests;
 mod trap;
@@ -27,33 +28,11 @@ mod update;
 use baton_boot::BootInfo;
 use core::panic::PanicInfo;
 
-/// The version this kernel reports (the xtask sets `BATON_VERSION` for the
-/// second image of the update demo).
-pub const VERSION: &str = match option_env!("BATON_VERSION") {
-    Some(version) => version,
-    None => env!("CARGO_PKG_VERSION"),
-};
-
-/// Finds `key=value` on the kernel command line.
-pub fn command_line_value<'line>(command_line: &'line str, key: &str) -> Option<&'line str> {
-    command_line.split_ascii_whitespace().find_map(|word| {
-        let (word_key, value) = word.split_once('=')?;
-        (word_key == key).then_some(value)
-    })
-}
-
-static BOOT_INFO: spin::Once<&'static BootInfo> = spin::Once::new();
-
-/// The boot description this kernel was started with.
-pub fn boot_info() -> &'static BootInfo {
-    BOOT_INFO.get().expect("set first thing in baton_main")
-}
-
 /// The common kernel entry, called by every boot adapter.
 #[unsafe(no_mangle)]
 pub fn baton_main(info: &'static BootInfo) -> ! {
     let entry_cycles = baton_arch::cpu::cycle_counter();
-    BOOT_INFO.call_once(|| info);
+    let options = options::init(info);
     if let Some(kho) = &info.kho {
         baton_arch::cpu::set_cycle_counter_frequency_hz(kho.cycle_frequency_hz);
         baton_arch::interrupts::set_timer_rate(kho.timer_ticks_per_second);
@@ -67,18 +46,21 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         console::hold();
     }
     baton_arch::trap::init();
-    let test_filter = command_line_value(&info.command_line, "ktest");
+    let test_filter = options.ktest_filter;
     if test_filter.is_some() {
         ktest::enter_test_mode();
     }
 
-    println!("Baton {VERSION} ({}) booting via {}", baton_arch::NAME, info.path.name());
+    println!("Baton {} ({}) booting via {}", options::VERSION, baton_arch::NAME, info.path.name());
     // `test.fault_early=1`: a kernel booted through KHO faults right away, so
     // tests can show what an update into a broken kernel does.
-    if info.kho.is_some() && command_line_value(&info.command_line, "test.fault_early") == Some("1") {
+    if info.kho.is_some() && options.is_fault_early {
         fault_on_purpose();
     }
     log::info!(target: "boot", "command line: '{}'", info.command_line.as_str());
+    for problem in &options.problems {
+        log::warn!(target: "boot", "{problem}");
+    }
     for warning in &info.warnings {
         log::warn!(target: "boot", "{warning}");
     }
@@ -103,40 +85,23 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if let Some(filter) = test_filter {
         ktest::run(filter);
     }
-    // init's argument: the number of demo updates, and bit 32 to shut the
-    // machine down when the demo ends (used by `cargo xtask demo` and tests).
-    let updates = command_line_value(&info.command_line, "demo.updates").and_then(|value| value.parse::<u32>().ok());
-    let shutdown = command_line_value(&info.command_line, "demo.shutdown") == Some("1");
-    // Bit 33: update into the running kernel's own image instead of the
-    // boot module (`demo.image=own`).
-    let own_image = command_line_value(&info.command_line, "demo.image") == Some("own");
-    let mut argument = u64::from(updates.unwrap_or(0)) | (u64::from(shutdown) << 32) | (u64::from(own_image) << 33);
-    // `bench.ballast=MiB` (with `bench.order=N`, `bench.copy=1`): start the
-    // ballast service with that much state, and have init wait until it is
-    // ready before updating (bit 34). Used by `cargo xtask bench`.
-    let number = |key| command_line_value(&info.command_line, key).and_then(|value| value.parse::<u64>().ok());
-    if let Some(mebibytes) = number("bench.ballast") {
-        let order = number("bench.order").unwrap_or(0).min(u64::from(baton_abi::MAX_USER_FOLIO_ORDER));
-        let copying = number("bench.copy") == Some(1);
-        let ballast = mebibytes.min(u64::from(u32::MAX)) | (order << 32) | (u64::from(copying) << 40);
-        match task::spawn("ballast", ballast) {
-            Ok(_) => argument |= 1 << 34,
+    // init's argument: what the demo does (used by `cargo xtask demo` and
+    // tests), and whether to wait for the benchmark's ballast service.
+    let mut start = options.demo;
+    if let Some(ballast) = options.ballast {
+        match task::spawn("ballast", ballast.encode()) {
+            Ok(_) => start.wait_for_ballast = true,
             Err(error) => log::error!(target: "boot", "cannot start ballast: {error}"),
         }
     }
-    // `test.client=exit-early`: init's first client ends without reporting
-    // (bit 35; the test that init then stops instead of waiting forever).
-    if command_line_value(&info.command_line, "test.client") == Some("exit-early") {
-        argument |= 1 << 35;
-    }
     // `test.adversary=N`: start the adversary service in mode N (the
     // reliability tests).
-    if let Some(mode) = number("test.adversary")
+    if let Some(mode) = options.adversary_mode
         && let Err(error) = task::spawn("adversary", mode)
     {
         log::error!(target: "boot", "cannot start adversary: {error}");
     }
-    match task::spawn("init", argument) {
+    match task::spawn("init", start.encode()) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
     }
@@ -159,7 +124,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
 fn init_memory(info: &BootInfo) {
     let source = match &info.kho {
         Some(kho) => {
-            if baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch").is_some() {
+            if options::get().kho_scratch.is_some() {
                 log::info!(target: "mm", "kho_scratch= ignored: reusing the scratch regions of the handover");
             }
             let regions = kho
@@ -178,7 +143,7 @@ fn init_memory(info: &BootInfo) {
             mm::ScratchSource::Handover(regions)
         }
         None => {
-            let sizing = match baton_kho::cmdline::parameter_value(&info.command_line, "kho_scratch") {
+            let sizing = match options::get().kho_scratch {
                 None => baton_kho::scratch::ScratchSizing::default(),
                 Some(value) => match baton_kho::scratch::ScratchSizing::parse(value) {
                     Ok(sizing) => {

@@ -5,7 +5,7 @@ use crate::{check, check_eq, kernel_test};
 kernel_test! {
     /// The boot description reaches the kernel with RAM and the image in it.
     fn boot_description_is_complete() -> TestResult {
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         check!(info.total_ram_bytes() >= 64 << 20, "only {} bytes of RAM", info.total_ram_bytes());
         check!(!info.kernel.phys.is_empty());
         let image_in_ram = info.memory_map.iter().any(|region| {

@@ -87,7 +87,7 @@ fn kernel_fault(frame: &TrapFrame, cause: TrapCause) -> ! {
         print(format_args!("ktest: 0 passed, 1 failed (kernel fault)\n"));
         baton_arch::debug_exit::exit(crate::ktest::EXIT_FAILURE);
     }
-    let info = crate::boot_info();
+    let info = crate::options::boot_info();
     if info.kho.is_some() {
         print(format_args!(
             "kernel fault during a KHO boot: the handed-over state is still in memory, untouched, but this kernel \
@@ -96,7 +96,7 @@ fn kernel_fault(frame: &TrapFrame, cause: TrapCause) -> ! {
     }
     // Under QEMU's demo and tests (`demo.shutdown=1`), leave with a failing
     // status instead of halting until a timeout.
-    if crate::command_line_value(&info.command_line, "demo.shutdown") == Some("1") {
+    if crate::options::get().demo.shutdown_when_done {
         baton_arch::debug_exit::exit(crate::ktest::EXIT_FAILURE);
     }
     baton_arch::cpu::halt_forever()

@@ -15,15 +15,9 @@ use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Error, Message, UpdateEvent, UpdateImage};
 use spin::Mutex;
 
-/// How long services get to acknowledge `prepare`, unless the command line
-/// says otherwise (`update.prepare_timeout_ms=`).
-pub const PREPARE_TIMEOUT_NS: u64 = 5_000_000_000;
-
-/// The prepare deadline in effect.
+/// The prepare deadline in effect (`update.prepare_timeout_ms=`).
 fn prepare_timeout_ns() -> u64 {
-    crate::command_line_value(&crate::boot_info().command_line, "update.prepare_timeout_ms")
-        .and_then(|value| value.parse::<u64>().ok())
-        .map_or(PREPARE_TIMEOUT_NS, |milliseconds| milliseconds.saturating_mul(1_000_000))
+    crate::options::get().prepare_timeout_ns
 }
 
 /// Where the lifecycle is.
@@ -277,8 +271,7 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
 /// waits for a line on the serial console, so a host tool can save the
 /// outgoing handover from guest memory (`cargo xtask demo --dump-kho DIR`).
 fn pause_for_dump() {
-    let info = crate::boot_info();
-    if info.kho.is_some() || crate::command_line_value(&info.command_line, "kho.pause") != Some("1") {
+    if crate::options::is_kho_boot() || !crate::options::get().is_kho_pause {
         return;
     }
     log::info!(target: "kho", "paused after finalisation: send a newline on the console to continue");

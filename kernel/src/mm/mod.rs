@@ -617,9 +617,7 @@ pub fn init_page_allocator(
         log::warn!(target: "mm", "{} KiB of preserved memory was not in free RAM", missing / 1024);
     }
     PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
-    let limit = crate::command_line_value(&crate::boot_info().command_line, "mem.service_limit_mib")
-        .and_then(|value| value.parse::<u64>().ok())
-        .map_or(frames.free_frames * PAGE_SIZE / 2, |mebibytes| mebibytes.saturating_mul(1 << 20));
+    let limit = crate::options::get().service_limit_bytes.unwrap_or(frames.free_frames * PAGE_SIZE / 2);
     SERVICE_LIMIT_BYTES.store(limit, Ordering::Relaxed);
     memory.frames = Some(frames);
     drop(guard);
@@ -854,7 +852,7 @@ impl fmt::Display for Accounting {
 
 /// Logs where scratch is.
 pub fn log_scratch() {
-    let info = crate::boot_info();
+    let info = crate::options::boot_info();
     if !info.numa.is_empty() {
         let nodes = numa_nodes(&info.numa, 0);
         log::info!(target: "mm", "NUMA: {} node(s) in {} range(s) from the firmware", nodes.len(), info.numa.len());

@@ -49,13 +49,13 @@ kernel_test! {
     /// Scratch lies in RAM, away from the kernel image and modules, and the
     /// low region is where the next kernel image can go.
     fn scratch_regions_are_sane() -> TestResult {
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         let regions = scratch_regions();
         check!(!regions.is_empty());
         let low = regions.iter().find(|region| region.kind == ScratchKind::Low);
         check!(low.is_some(), "no low scratch region");
         if let Some(low) = low {
-            check!(low.range.size_bytes() >= super::MINIMUM_LOW_SCRATCH_BYTES || crate::command_line_value(&info.command_line, "kho_scratch").is_some());
+            check!(low.range.size_bytes() >= super::MINIMUM_LOW_SCRATCH_BYTES || crate::options::get().kho_scratch.is_some());
             let ram_start = info.memory_map.iter().find(|region| region.kind.is_ram()).map_or(0, |region| region.range.start);
             check!(low.range.end <= ram_start + (4 << 30), "low scratch {} is not in the first 4 GiB of RAM", low.range);
         }
@@ -79,7 +79,7 @@ kernel_test! {
     /// The page allocator hands out naturally aligned blocks outside scratch
     /// and outside the kernel image, and takes them back.
     fn page_allocator_stays_out_of_scratch() -> TestResult {
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         let image = Range::new(info.kernel.phys.start, info.kernel.phys.end);
         let free_before = accounting().free_bytes;
         let mut blocks = Vec::new();
@@ -146,7 +146,7 @@ kernel_test! {
             check!(false, "data is not mapped");
         }
         check!(translate(super::boot_stack_guard()).is_none(), "the stack guard page is mapped");
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         for region in info.memory_map.iter().filter(|region| region.kind.is_ram()) {
             let last = region.range.end - 1;
             check_eq!(translate(direct_map::to_virtual(last)).map(|(phys, _)| phys), Some(last));
@@ -178,10 +178,10 @@ kernel_test! {
     /// a malformed value falls back to the default.
     fn scratch_follows_the_command_line() -> TestResult {
         use baton_kho::scratch::ScratchSizing;
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         let regions = scratch_regions();
         let size_of = |kind: ScratchKind| regions.iter().find(|region| region.kind == kind).map(|region| region.range.size_bytes());
-        match crate::command_line_value(&info.command_line, "kho_scratch").map(ScratchSizing::parse) {
+        match crate::options::get().kho_scratch.map(ScratchSizing::parse) {
             Some(Ok(ScratchSizing::Explicit { lowmem_bytes, global_bytes, per_node_bytes })) => {
                 use baton_mm::scratch::PlacementNote;
                 let notes = super::scratch_notes();
@@ -222,7 +222,7 @@ kernel_test! {
     /// `numa-node-id` on aarch64), every node gets a scratch region inside
     /// its own memory. A scenario: it needs a machine with two nodes.
     scenario fn numa_nodes_each_have_scratch() -> TestResult {
-        let info = crate::boot_info();
+        let info = crate::options::boot_info();
         check!(info.numa.len() >= 2, "the firmware described {} NUMA range(s)", info.numa.len());
         let regions = super::scratch_regions();
         let mut nodes: alloc::vec::Vec<u32> = info.numa.iter().map(|range| range.node).collect();

@@ -142,8 +142,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Error> {
             crate::kho_in::log_history();
             // `demo.screenshot=1`: the screen stays as it is until a line
             // arrives on the serial console, so a test can capture it.
-            let info = crate::boot_info();
-            if crate::command_line_value(&info.command_line, "demo.screenshot") == Some("1") {
+            if crate::options::get().is_screenshot_pause {
                 log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
                 crate::console::wait_for_line(60_000_000_000);
             }

@@ -1,8 +1,8 @@
 //! ballast: preserved state of a chosen size, for the update benchmarks
 //! (`cargo xtask bench`) and the tests of large handovers.
 //!
-//! Its argument: bits 0-31 the state size in MiB, bits 32-39 the folio
-//! order, bit 40 the copying baseline. In place (the default) it preserves
+//! Its argument (`baton_abi::BallastStart`): the state size in MiB, the
+//! folio order, and whether to run the copying baseline. In place (the default) it preserves
 //! its state where it is and takes it back with `kho_restore_run`. Copying,
 //! it serialises the state into a buffer when told to prepare, hands over
 //! only the buffer, and parses it back into fresh memory: what an update
@@ -60,11 +60,12 @@ struct Config {
 
 impl Config {
     fn from_argument(argument: u64) -> Config {
-        let bytes = (argument & 0xffff_ffff).max(1) << 20;
+        let start = baton_user::BallastStart::decode(argument);
+        let bytes = u64::from(start.mebibytes.max(1)) << 20;
         // A folio never larger than the smallest block of the state.
         let smallest_block = 1u64 << bytes.trailing_zeros().min(BLOCK_BYTES.trailing_zeros());
-        let order = (((argument >> 32) & 0xff) as u32).min((smallest_block / PAGE).trailing_zeros());
-        Config { bytes, order, copying: argument & (1 << 40) != 0 }
+        let order = u32::from(start.order).min((smallest_block / PAGE).trailing_zeros());
+        Config { bytes, order, copying: start.is_copying }
     }
 
     fn folios(&self, bytes: u64) -> u64 {

@@ -54,9 +54,10 @@ fn publish(progress: Progress) -> baton_user::Result<()> {
 }
 
 fn main(argument: u64) -> i32 {
-    let updates = argument & 0xffff_ffff;
-    let shutdown_when_done = argument & (1 << 32) != 0;
-    let image = if argument & (1 << 33) != 0 { UpdateImage::RunningKernel } else { UpdateImage::BootModule };
+    let start = baton_user::InitStart::decode(argument);
+    let updates = u64::from(start.updates);
+    let shutdown_when_done = start.shutdown_when_done;
+    let image = if start.own_image { UpdateImage::RunningKernel } else { UpdateImage::BootModule };
     let restored = restore();
     let _ = syscall::kho_done();
     let progress = restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
@@ -66,7 +67,7 @@ fn main(argument: u64) -> i32 {
             Err(error) => log::warn!("init: cannot start {name}: {error}"),
         }
     }
-    if argument & (1 << 34) != 0 {
+    if start.wait_for_ballast {
         // Benchmarks: the ballast answers once its state is in place.
         let ready = ipc::wait_for_service("ballast", 10_000_000_000)
             .and_then(|ballast| ipc::request(ballast, label::BALLAST_READY, [0; 6]));
@@ -76,7 +77,7 @@ fn main(argument: u64) -> i32 {
         }
     }
     let mut mode = if restored.is_some() { CLIENT_VERIFY } else { CLIENT_FILL };
-    if argument & (1 << 35) != 0 {
+    if start.client_exits_early {
         mode |= CLIENT_EXIT_EARLY;
     }
     let mut update_failed = false;

@@ -10,10 +10,12 @@
 
 pub mod error;
 pub mod message;
+pub mod start;
 pub mod syscall;
 
 pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
+pub use start::{BallastStart, InitStart};
 pub use syscall::{Request, Syscall, UpdateEvent, UpdateImage, UserBuffer};
 
 /// The end of the user half of every address space: user pointers must lie

@@ -1,4 +1,4 @@
-//! IPC messages: a label and six words, 56 bytes, copied by the kernel
+//! IPC messages: a label, the sender and six words, 64 bytes, copied by the kernel
 //! between address spaces.
 
 /// Data words in a message.
@@ -22,6 +22,7 @@ pub const KERNEL_SENDER: u64 = u64::MAX;
 
 /// Size of a message in bytes.
 pub const MESSAGE_BYTES: usize = core::mem::size_of::<Message>();
+const _: () = assert!(MESSAGE_BYTES == 64, "docs/abi.md documents 64-byte messages");
 
 impl Message {
     /// A message with a label and words.

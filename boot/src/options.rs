@@ -1,0 +1,241 @@
+//! The kernel's command-line options, parsed once into types.
+//!
+//! The command line follows [`baton_kho::cmdline`]'s documented rules:
+//! words split at whitespace, the last occurrence of a key wins, and a word
+//! `--` ends the kernel's part. A value that cannot be read is reported in
+//! [`Options::problems`] and the option keeps its default.
+
+use arrayvec::ArrayVec;
+use baton_abi::{BallastStart, InitStart};
+use baton_kho::cmdline::{self, CmdlineParameter};
+
+/// How long services get to acknowledge `prepare` by default.
+pub const DEFAULT_PREPARE_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// The kernel's options, each with its default when the command line does
+/// not set it.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `kho_scratch=`: the scratch sizing rule, as written (parsed by the
+    /// memory setup, which reports a malformed one).
+    pub kho_scratch: Option<&'static str>,
+    /// `demo.updates=`, `demo.shutdown=`, `demo.image=own`: what init's demo
+    /// does (the ballast and client bits are added where those are known).
+    pub demo: InitStart,
+    /// `demo.screenshot=1`: shutdown waits for a line on the console.
+    pub is_screenshot_pause: bool,
+    /// `update.prepare_timeout_ms=`: how long services get to prepare.
+    pub prepare_timeout_ns: u64,
+    /// `mem.service_limit_mib=`: the most preservable memory one service
+    /// may hold (default: half of what is free at boot).
+    pub service_limit_bytes: Option<u64>,
+    /// `console.screen=off`: keep the log off the framebuffer.
+    pub is_screen_enabled: bool,
+    /// `kho.pause=1`: the first finalisation waits for the console.
+    pub is_kho_pause: bool,
+    /// `bench.ballast=MiB`, `bench.order=`, `bench.copy=1`: start the
+    /// benchmark's ballast service.
+    pub ballast: Option<BallastStart>,
+    /// `ktest=<filter>`: run the in-kernel tests it selects.
+    pub ktest_filter: Option<&'static str>,
+    /// `kho.inject=<fault>`: damage the outgoing handover on purpose.
+    pub inject: Option<&'static str>,
+    /// `test.adversary=N`: start the adversary service in mode N.
+    pub adversary_mode: Option<u64>,
+    /// `test.fault_early=1`: a kernel booted through KHO faults at once.
+    pub is_fault_early: bool,
+    /// Values that could not be read (logged at boot).
+    pub problems: ArrayVec<Problem, 8>,
+}
+
+/// A command-line word whose value could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    /// The key.
+    pub key: &'static str,
+    /// The value as written (empty for a bare flag).
+    pub value: &'static str,
+    /// What was expected.
+    pub expected: &'static str,
+}
+
+impl core::fmt::Display for Problem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "option '{}={}' ignored: expected {}", self.key, self.value, self.expected)
+    }
+}
+
+impl Options {
+    /// Parses a kernel command line.
+    pub fn parse(command_line: &'static str) -> Self {
+        let mut options =
+            Options { prepare_timeout_ns: DEFAULT_PREPARE_TIMEOUT_NS, is_screen_enabled: true, ..Options::default() };
+        let mut ballast_mebibytes = None;
+        let mut ballast_order = 0u64;
+        let mut ballast_copying = false;
+        for CmdlineParameter { key, value } in cmdline::parameters(command_line) {
+            let mut failure = None;
+            let mut problem = |expected| failure = Some(expected);
+            match key {
+                cmdline::KHO_SCRATCH_PARAMETER => options.kho_scratch = value,
+                "demo.updates" => match number(value) {
+                    Some(updates) => options.demo.updates = updates.min(u64::from(u32::MAX)) as u32,
+                    None => problem("a number"),
+                },
+                "demo.shutdown" => match boolean(value) {
+                    Some(is_set) => options.demo.shutdown_when_done = is_set,
+                    None => problem("a boolean"),
+                },
+                "demo.image" => match value {
+                    Some("own") => options.demo.own_image = true,
+                    Some("module") => options.demo.own_image = false,
+                    _ => problem("'own' or 'module'"),
+                },
+                "demo.screenshot" => match boolean(value) {
+                    Some(is_set) => options.is_screenshot_pause = is_set,
+                    None => problem("a boolean"),
+                },
+                "update.prepare_timeout_ms" => match number(value) {
+                    Some(milliseconds) => options.prepare_timeout_ns = milliseconds.saturating_mul(1_000_000),
+                    None => problem("a number of milliseconds"),
+                },
+                "mem.service_limit_mib" => match number(value) {
+                    Some(mebibytes) => options.service_limit_bytes = Some(mebibytes.saturating_mul(1 << 20)),
+                    None => problem("a number of MiB"),
+                },
+                "console.screen" => match boolean(value) {
+                    Some(is_on) => options.is_screen_enabled = is_on,
+                    None => problem("'on' or 'off'"),
+                },
+                "kho.pause" => match boolean(value) {
+                    Some(is_set) => options.is_kho_pause = is_set,
+                    None => problem("a boolean"),
+                },
+                "bench.ballast" => match number(value) {
+                    Some(mebibytes) => ballast_mebibytes = Some(mebibytes),
+                    None => problem("a number of MiB"),
+                },
+                "bench.order" => match number(value) {
+                    Some(order) => ballast_order = order,
+                    None => problem("a folio order"),
+                },
+                "bench.copy" => match boolean(value) {
+                    Some(is_set) => ballast_copying = is_set,
+                    None => problem("a boolean"),
+                },
+                "ktest" => options.ktest_filter = value,
+                "kho.inject" => options.inject = value,
+                "test.adversary" => match number(value) {
+                    Some(mode) => options.adversary_mode = Some(mode),
+                    None => problem("a mode number"),
+                },
+                "test.fault_early" => match boolean(value) {
+                    Some(is_set) => options.is_fault_early = is_set,
+                    None => problem("a boolean"),
+                },
+                "test.client" => match value {
+                    Some("exit-early") => options.demo.client_exits_early = true,
+                    _ => problem("'exit-early'"),
+                },
+                // Other words belong to someone else (`kho=`, or nothing).
+                _ => {}
+            }
+            if let Some(expected) = failure {
+                let _ = options.problems.try_push(Problem { key, value: value.unwrap_or(""), expected });
+            }
+        }
+        options.ballast = ballast_mebibytes.map(|mebibytes| BallastStart {
+            mebibytes: mebibytes.min(u64::from(u32::MAX)) as u32,
+            order: ballast_order.min(u64::from(baton_abi::MAX_USER_FOLIO_ORDER)) as u8,
+            is_copying: ballast_copying,
+        });
+        options
+    }
+}
+
+fn number(value: Option<&str>) -> Option<u64> {
+    value?.parse().ok()
+}
+
+fn boolean(value: Option<&str>) -> Option<bool> {
+    cmdline::parse_boolean(value?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let options = Options::parse("");
+        assert_eq!(options.demo, InitStart::default());
+        assert_eq!(options.prepare_timeout_ns, DEFAULT_PREPARE_TIMEOUT_NS);
+        assert!(options.is_screen_enabled);
+        assert!(options.ballast.is_none() && options.ktest_filter.is_none() && options.problems.is_empty());
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let options = Options::parse(
+            "kho_scratch=10% demo.updates=3 demo.shutdown=1 demo.image=own demo.screenshot=1 \
+             update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
+             bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 \
+             test.fault_early=1 test.client=exit-early",
+        );
+        assert_eq!(options.kho_scratch, Some("10%"));
+        let demo = InitStart {
+            updates: 3,
+            shutdown_when_done: true,
+            own_image: true,
+            client_exits_early: true,
+            ..InitStart::default()
+        };
+        assert_eq!(options.demo, demo);
+        assert!(options.is_screenshot_pause && options.is_kho_pause && options.is_fault_early);
+        assert_eq!(options.prepare_timeout_ns, 250_000_000);
+        assert_eq!(options.service_limit_bytes, Some(8 << 20));
+        assert!(!options.is_screen_enabled);
+        assert_eq!(options.ballast, Some(BallastStart { mebibytes: 64, order: 9, is_copying: true }));
+        assert_eq!(
+            (options.ktest_filter, options.inject, options.adversary_mode),
+            (Some("all"), Some("root"), Some(4))
+        );
+        assert!(options.problems.is_empty(), "{:?}", options.problems);
+    }
+
+    #[test]
+    fn the_last_occurrence_wins() {
+        let options = Options::parse("demo.updates=1 demo.updates=7 console.screen=off console.screen=on");
+        assert_eq!(options.demo.updates, 7);
+        assert!(options.is_screen_enabled);
+    }
+
+    #[test]
+    fn a_double_dash_ends_the_kernel_part() {
+        let options = Options::parse("demo.updates=2 -- demo.updates=9 ktest=all");
+        assert_eq!(options.demo.updates, 2);
+        assert_eq!(options.ktest_filter, None);
+    }
+
+    #[test]
+    fn unreadable_values_are_reported_and_keep_their_default() {
+        let options = Options::parse("demo.updates=lots update.prepare_timeout_ms= demo.image=disk demo.shutdown");
+        assert_eq!(options.demo.updates, 0);
+        assert_eq!(options.prepare_timeout_ns, DEFAULT_PREPARE_TIMEOUT_NS);
+        assert!(!options.demo.own_image && !options.demo.shutdown_when_done);
+        let keys: Vec<&str> = options.problems.iter().map(|problem| problem.key).collect();
+        assert_eq!(keys, ["demo.updates", "update.prepare_timeout_ms", "demo.image", "demo.shutdown"]);
+        assert_eq!(options.problems[0].to_string(), "option 'demo.updates=lots' ignored: expected a number");
+    }
+
+    #[test]
+    fn large_values_saturate() {
+        let options = Options::parse(
+            "demo.updates=99999999999 bench.ballast=99999999999 bench.order=200 mem.service_limit_mib=18446744073709551615",
+        );
+        assert_eq!(options.demo.updates, u32::MAX);
+        let ballast = options.ballast.expect("ballast requested");
+        assert_eq!((ballast.mebibytes, u32::from(ballast.order)), (u32::MAX, baton_abi::MAX_USER_FOLIO_ORDER));
+        assert_eq!(options.service_limit_bytes, Some(u64::MAX));
+    }
+}
