@@ -44,6 +44,57 @@ pub struct JumpPlan {
     pub stamps_phys: u64,
 }
 
+/// One copy the kexec trampoline performs: `length` bytes from `source`
+/// (0: zeroes) to `destination`, all physical. The trampolines step through
+/// a list of these with the offsets and size below, given to their
+/// assembly as constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct CopyEntry {
+    /// Where to write.
+    pub destination: u64,
+    /// Where to read, or 0 to fill with zeroes.
+    pub source: u64,
+    /// How many bytes.
+    pub length: u64,
+}
+
+impl CopyEntry {
+    /// Size of an entry in the list.
+    pub const SIZE_BYTES: usize = 24;
+    /// Offset of `source`.
+    pub const SOURCE_OFFSET: usize = core::mem::offset_of!(CopyEntry, source);
+    /// Offset of `length`.
+    pub const LENGTH_OFFSET: usize = core::mem::offset_of!(CopyEntry, length);
+
+    /// The entry as the trampoline reads it (native-endian words).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE_BYTES] {
+        let mut bytes = [0; Self::SIZE_BYTES];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip([self.destination, self.source, self.length]) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        bytes
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<CopyEntry>() == CopyEntry::SIZE_BYTES);
+const _: () = assert!(core::mem::offset_of!(CopyEntry, destination) == 0);
+const _: () = assert!(CopyEntry::SOURCE_OFFSET == 8 && CopyEntry::LENGTH_OFFSET == 16);
+
+/// The trampoline stores its two cycle-counter readings in adjacent words
+/// at `JumpPlan::stamps_phys`: the second this many bytes after the first
+/// (the boot description's `TIMELINE_COPY_START` and `TIMELINE_COPY_END`,
+/// whose adjacency `baton-boot` asserts).
+pub const SECOND_STAMP_OFFSET_BYTES: usize = 8;
+
+/// QEMU exit status of a run that ended well (all in-kernel tests passed,
+/// or the demo finished with nothing lost): a status a crash or a hang
+/// cannot produce.
+pub const EXIT_SUCCESS: u8 = 33;
+/// QEMU exit status of a run that failed (a failed test, a panic, a fault,
+/// or a demo that lost state).
+pub const EXIT_FAILURE: u8 = 35;
+
 /// Prepares what the rest of the layer needs before the console exists.
 /// `direct_map_offset` is where physical memory is mapped at entry.
 pub fn early_init(direct_map_offset: u64) {

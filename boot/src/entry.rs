@@ -6,9 +6,13 @@ use crate::phys::PhysRead;
 use spin::Once;
 
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(include_str!("x86_64/entry.S"), options(att_syntax));
+core::arch::global_asm!(
+    include_str!("x86_64/entry.S"),
+    kho_entry_note = const baton_image::BATON_NOTE_KHO_ENTRY,
+    options(att_syntax)
+);
 #[cfg(target_arch = "aarch64")]
-core::arch::global_asm!(include_str!("aarch64/entry.S"));
+core::arch::global_asm!(include_str!("aarch64/entry.S"), kho_entry_note = const baton_image::BATON_NOTE_KHO_ENTRY);
 
 /// Offset of the direct map the entry code sets up (the same place Limine
 /// puts its own, so both paths read physical memory the same way).

@@ -140,6 +140,8 @@ pub const TIMELINE_JUMP: usize = 3;
 pub const TIMELINE_COPY_START: usize = 4;
 /// `timeline` entry: the trampoline has copied the image (written by it).
 pub const TIMELINE_COPY_END: usize = 5;
+// The trampoline writes the copy's two readings as adjacent words.
+const _: () = assert!(TIMELINE_COPY_END == TIMELINE_COPY_START + 1);
 
 /// Why a boot description could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

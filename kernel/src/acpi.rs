@@ -28,6 +28,7 @@ pub struct Platform {
 
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
 
+#[cfg(feature = "testing")]
 /// What [`discover`] found (`None` before it ran or without ACPI).
 pub fn platform() -> Option<Platform> {
     PLATFORM.get().copied()
@@ -187,9 +188,9 @@ fn use_hpet(tables: &AcpiTables<Handler>, platform: &mut Platform) {
 /// up), but not while an update's handover is being taken in: reading them
 /// (uncached) is not worth lengthening the blackout, so after an update the
 /// main loop's next call does it.
-pub fn discover_when_quiet(info: &BootInfo) {
+pub fn discover_when_quiet(info: &BootInfo, is_handover_in_use: bool) {
     static IS_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-    if IS_DONE.load(core::sync::atomic::Ordering::Relaxed) || crate::kho_in::is_consuming() {
+    if IS_DONE.load(core::sync::atomic::Ordering::Relaxed) || is_handover_in_use {
         return;
     }
     IS_DONE.store(true, core::sync::atomic::Ordering::Relaxed);

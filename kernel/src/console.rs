@@ -57,11 +57,13 @@ struct Screen {
 /// Lines drawn on the screen so far (tests).
 static SCREEN_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+#[cfg(feature = "testing")]
 /// Whether the log is drawn on a screen.
 pub fn has_screen() -> bool {
     SCREEN.lock().is_some()
 }
 
+#[cfg(feature = "testing")]
 /// Lines drawn on the screen so far.
 pub fn screen_lines() -> u64 {
     SCREEN_LINES.load(core::sync::atomic::Ordering::Relaxed)
@@ -119,11 +121,12 @@ fn to_screen(bytes: &[u8]) {
     }
 }
 
-/// Puts the console on the framebuffer (after the page allocator is up: the
-/// shadow copy comes from it). On a KHO boot the previous kernel's lines
-/// stay on the screen and scroll up; otherwise it is cleared. The output
-/// so far is replayed.
-pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
+/// Puts the console on the framebuffer: `memory` is the mapped screen and a
+/// shadow copy of the same size, from the memory manager (after the page
+/// allocator is up). On a KHO boot the previous kernel's lines stay on the
+/// screen and scroll up; otherwise it is cleared. The output so far is
+/// replayed.
+pub fn attach_framebuffer(info: &baton_boot::BootInfo, memory: Option<(&'static mut [u8], &'static mut [u8])>) {
     let Some(framebuffer) = &info.framebuffer else {
         EARLY.lock().is_done = true;
         return;
@@ -134,9 +137,9 @@ pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
         log::info!(target: "console", "console.screen=off: the framebuffer is left alone");
         return;
     }
-    let Some((virt, bytes)) = crate::mm::framebuffer() else {
+    let Some((screen, shadow)) = memory else {
         EARLY.lock().is_done = true;
-        log::warn!(target: "console", "the framebuffer could not be mapped; serial only");
+        log::warn!(target: "console", "the framebuffer could not be mapped, or no memory for its shadow; serial only");
         return;
     };
     let format = baton_fbcon::PixelFormat {
@@ -144,22 +147,6 @@ pub fn attach_framebuffer(info: &baton_boot::BootInfo) {
         red: framebuffer.red,
         green: framebuffer.green,
         blue: framebuffer.blue,
-    };
-    // SAFETY: `mm` mapped `bytes` of framebuffer at `virt` for the kernel
-    // alone, and only the console writes there.
-    let screen = unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, bytes as usize) };
-    let order = bytes.div_ceil(4096).next_power_of_two().trailing_zeros();
-    let shadow = match crate::mm::allocate_pages(order) {
-        // SAFETY: the pages were just allocated for the console, which keeps
-        // them; the direct map covers them.
-        Some(phys) => unsafe {
-            core::slice::from_raw_parts_mut(crate::mm::direct_map::to_virtual(phys) as *mut u8, bytes as usize)
-        },
-        None => {
-            EARLY.lock().is_done = true;
-            log::warn!(target: "console", "no memory for the framebuffer console's shadow; serial only");
-            return;
-        }
     };
     let is_kho = info.kho.is_some();
     if is_kho {

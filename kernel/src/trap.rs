@@ -6,6 +6,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 static BREAKPOINTS_SEEN: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(feature = "testing")]
 /// How many kernel breakpoints have been handled.
 pub fn breakpoints_seen() -> u64 {
     BREAKPOINTS_SEEN.load(Ordering::Relaxed)
@@ -30,7 +31,7 @@ pub fn baton_trap(frame: &mut TrapFrame) -> *mut TrapFrame {
             baton_arch::interrupts::complete(irq);
             next
         }
-        TrapCause::Syscall => crate::task::syscall::handle(frame),
+        TrapCause::Syscall => crate::syscall::handle(frame),
         TrapCause::KernelYield if !frame.is_from_user() => {
             let mut tasks = crate::task::TASKS.lock();
             crate::task::reschedule(&mut tasks, frame)
@@ -83,9 +84,9 @@ fn kernel_fault(frame: &TrapFrame, cause: TrapCause) -> ! {
         other => print(format_args!("\nkernel fault: {:?} at instruction {:#x}\n", other, frame.instruction_pointer())),
     }
     print(format_args!("{frame}\n"));
-    if crate::ktest::is_test_mode() {
+    if crate::is_test_mode() {
         print(format_args!("ktest: 0 passed, 1 failed (kernel fault)\n"));
-        baton_arch::debug_exit::exit(crate::ktest::EXIT_FAILURE);
+        baton_arch::debug_exit::exit(baton_arch::EXIT_FAILURE);
     }
     let info = crate::options::boot_info();
     if info.kho.is_some() {
@@ -97,7 +98,7 @@ fn kernel_fault(frame: &TrapFrame, cause: TrapCause) -> ! {
     // Under QEMU's demo and tests (`demo.shutdown=1`), leave with a failing
     // status instead of halting until a timeout.
     if crate::options::get().demo.shutdown_when_done {
-        baton_arch::debug_exit::exit(crate::ktest::EXIT_FAILURE);
+        baton_arch::debug_exit::exit(baton_arch::EXIT_FAILURE);
     }
     baton_arch::cpu::halt_forever()
 }

@@ -415,14 +415,14 @@ pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase
     cases.push(update_case(
         "a preserved folio survives heavy allocation",
         Module::SameImage,
-        "ktest=kho_tests::preserved_folio_survives_heavy_allocation",
+        "ktest=update::tests::preserved_folio_survives_heavy_allocation",
         Expect::KernelTestsPass,
         texts(&["booting via kho"]),
     ));
     cases.push(update_case(
         "a bad update image is refused",
         Module::Garbage,
-        "ktest=kho_tests::bad_update_image_is_refused",
+        "ktest=update::tests::bad_update_image_is_refused",
         Expect::KernelTestsPass,
         vec![],
     ));

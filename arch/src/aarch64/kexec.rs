@@ -2,7 +2,12 @@
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("kexec_trampoline.S"));
+global_asm!(
+    include_str!("kexec_trampoline.S"),
+    length_offset = const crate::CopyEntry::LENGTH_OFFSET,
+    entry_bytes = const crate::CopyEntry::SIZE_BYTES,
+    second_stamp_offset = const crate::SECOND_STAMP_OFFSET_BYTES
+);
 
 unsafe extern "C" {
     static kexec_trampoline_start: u8;

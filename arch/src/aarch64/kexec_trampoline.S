@@ -29,7 +29,7 @@ kexec_trampoline_start:
     isb
 1:  cbz x1, 9f
     ldp x5, x6, [x0]            /* destination, source or 0 */
-    ldr x7, [x0, #16]           /* length */
+    ldr x7, [x0, #{length_offset}]  /* length */
 2:  cmp x7, #8                  /* whole words */
     b.lo 5f
     mov x8, xzr
@@ -53,13 +53,13 @@ kexec_trampoline_start:
 7:  add x5, x5, #1
     sub x7, x7, #1
     b 5b
-8:  add x0, x0, #24
+8:  add x0, x0, #{entry_bytes}
     sub x1, x1, #1
     b 1b
 9:  cbz x10, 10f
     isb
     mrs x11, cntvct_el0
-    str x11, [x10, #8]
+    str x11, [x10, #{second_stamp_offset}]
 10: ic iallu
     dsb sy
     isb

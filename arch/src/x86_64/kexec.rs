@@ -2,7 +2,13 @@
 
 use core::arch::global_asm;
 
-global_asm!(include_str!("kexec_trampoline.S"), options(att_syntax));
+global_asm!(
+    include_str!("kexec_trampoline.S"),
+    source_offset = const crate::CopyEntry::SOURCE_OFFSET,
+    length_offset = const crate::CopyEntry::LENGTH_OFFSET,
+    entry_bytes = const crate::CopyEntry::SIZE_BYTES,
+    second_stamp_offset = const crate::SECOND_STAMP_OFFSET_BYTES, options(att_syntax)
+);
 
 unsafe extern "C" {
     static kexec_trampoline_start: u8;

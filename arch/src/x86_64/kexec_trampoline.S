@@ -11,7 +11,8 @@
  * update into the same image rewrites little (and emulators keep their
  * translations of it). It uses no stack and no memory but the list, so it
  * may overwrite the old kernel (which lives in scratch after the first
- * update). */
+ * update). The names in braces are constants from arch/src/lib.rs
+ * (`CopyEntry`). */
 
 .section .rodata.kexec, "a"
 .global kexec_trampoline_start
@@ -32,8 +33,8 @@ kexec_trampoline_start:
 1:  test %r10, %r10
     jz 9f
     mov (%r9), %rdi             /* destination */
-    mov 8(%r9), %rsi            /* source, or 0 */
-    mov 16(%r9), %rcx           /* length */
+    mov {source_offset}(%r9), %rsi  /* source, or 0 */
+    mov {length_offset}(%r9), %rcx  /* length */
 2:  cmp $8, %rcx                /* whole words */
     jb 5f
     xor %eax, %eax
@@ -60,7 +61,7 @@ kexec_trampoline_start:
 7:  inc %rdi
     dec %rcx
     jmp 5b
-8:  add $24, %r9
+8:  add ${entry_bytes}, %r9
     dec %r10
     jmp 1b
 9:  test %r14, %r14
@@ -68,7 +69,7 @@ kexec_trampoline_start:
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
-    mov %rax, 8(%r14)
+    mov %rax, {second_stamp_offset}(%r14)
 10: mov %r12, %rdi
     mov %r13, %rsi
     jmp *%r11

@@ -40,7 +40,7 @@
 .balign 4
 .long 6
 .long 8
-.long 0x4b484f01            /* BATON_NOTE_KHO_ENTRY */
+.long {kho_entry_note}      /* baton_image::BATON_NOTE_KHO_ENTRY */
 .asciz "Baton"
 .balign 4
 .quad _start_kho

@@ -24,6 +24,7 @@ pub fn init(start_phys: u64, size_bytes: u64) {
     unsafe { HEAP.lock().init(start, size_bytes as usize) };
 }
 
+#[cfg(feature = "testing")]
 /// Bytes the heap has obtained after the bootstrap.
 pub fn grown_bytes() -> u64 {
     GROWN_BYTES.load(Ordering::Relaxed)

@@ -16,11 +16,16 @@
 //! preserved (page tables); memory that may be preserved always comes from
 //! the page allocator.
 
+pub mod block;
 pub mod direct_map;
 pub mod heap;
+#[cfg(feature = "testing")]
 mod tests;
+pub mod user;
 
 use crate::mm::direct_map::DirectMapTables;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use baton_arch::paging as arch_paging;
 use baton_boot::BootInfo;
 use baton_boot::info::MemoryKind;
@@ -231,15 +236,17 @@ impl PageAllocator {
     /// Takes the aligned block of `2^order` frames at `frame`, or as much of
     /// it as is free (halving the block where a part is not): returns the
     /// frames taken and the frames that were not free.
-    fn take_best_effort(&mut self, frame: u64, order: u32) -> (u64, u64) {
+    /// Each block taken is passed to `taken` (first frame, frames).
+    fn take_best_effort(&mut self, frame: u64, order: u32, taken: &mut dyn FnMut(u64, u64)) -> (u64, u64) {
         if self.take(frame, 1 << order) {
+            taken(frame, 1 << order);
             return (1 << order, 0);
         }
         if order == 0 {
             return (0, 1);
         }
-        let (low_taken, low_absent) = self.take_best_effort(frame, order - 1);
-        let (high_taken, high_absent) = self.take_best_effort(frame + (1 << (order - 1)), order - 1);
+        let (low_taken, low_absent) = self.take_best_effort(frame, order - 1, taken);
+        let (high_taken, high_absent) = self.take_best_effort(frame + (1 << (order - 1)), order - 1, taken);
         (low_taken + high_taken, low_absent + high_absent)
     }
 
@@ -254,6 +261,16 @@ impl PageAllocator {
 static PRESERVED_RESTORED_BYTES: AtomicU64 = AtomicU64::new(0);
 static PRESERVED_RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
 static PRESERVED_WAITING_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Preserved memory kept out of the page allocator for its owner: runs by
+/// start address (value: end), adjacent runs merged. Only memory listed
+/// here can be claimed ([`block::Block::claim_preserved`]) or released.
+static WAITING_PRESERVED: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+
+/// The incoming handover's metadata (root FDT, chunks, bitmaps) while it
+/// is being consumed: whole pages, sorted and disjoint, kept out of the
+/// page allocator until [`release_handover_metadata`].
+static HANDOVER_METADATA: Mutex<Vec<Range>> = Mutex::new(Vec::new());
 
 /// The virtual address range and attributes of each part of the kernel image.
 fn image_sections() -> [(u64, u64, Attributes); 3] {
@@ -577,12 +594,23 @@ pub fn init_page_allocator(
     for region in &memory.scratch.regions {
         free.remove(region.range)?;
     }
-    for range in extra_reserved {
-        free.remove(Range::new(
-            align_down(range.start, PAGE_SIZE),
-            align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX),
-        ))?;
+    let mut metadata: Vec<Range> = extra_reserved
+        .iter()
+        .map(|range| Range::new(align_down(range.start, PAGE_SIZE), align_up(range.end, PAGE_SIZE).unwrap_or(u64::MAX)))
+        .collect();
+    metadata.sort_unstable_by_key(|range| range.start);
+    // Bitmaps share pages: merge, so every page is released once.
+    let mut merged: Vec<Range> = Vec::with_capacity(metadata.len());
+    for range in metadata {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => *last = Range::new(last.start, last.end.max(range.end)),
+            _ => merged.push(range),
+        }
     }
+    for range in &merged {
+        free.remove(*range)?;
+    }
+    *HANDOVER_METADATA.lock() = merged;
     let mut frames = PageAllocator { buddy: FrameAllocator::new(), free_frames: 0 };
     for range in free.ranges() {
         let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
@@ -596,6 +624,10 @@ pub fn init_page_allocator(
     // allocator as its naturally aligned blocks, so the cost grows with the
     // runs, not the pages (owners restore them; the rest is released later).
     let (mut waiting, mut missing) = (0, 0);
+    let mut waiting_runs = WAITING_PRESERVED.lock();
+    let mut record = |frame: u64, frames: u64| {
+        insert_merged(&mut waiting_runs, frame << FRAME_SHIFT, (frame + frames) << FRAME_SHIFT);
+    };
     for run in preserved {
         // What lies in ranges reserved anyway (boot modules, the device
         // tree) is the kernel's own and already out of the allocator.
@@ -607,7 +639,7 @@ pub fn init_page_allocator(
         }
         for part in parts.ranges() {
             for (phys, order) in baton_mm::aligned_blocks(*part) {
-                let (taken, absent) = frames.take_best_effort(phys >> FRAME_SHIFT, order);
+                let (taken, absent) = frames.take_best_effort(phys >> FRAME_SHIFT, order, &mut record);
                 waiting += taken << FRAME_SHIFT;
                 missing += absent << FRAME_SHIFT;
             }
@@ -616,6 +648,7 @@ pub fn init_page_allocator(
     if missing > 0 {
         log::warn!(target: "mm", "{} KiB of preserved memory was not in free RAM", missing / 1024);
     }
+    drop(waiting_runs);
     PRESERVED_WAITING_BYTES.fetch_add(waiting, Ordering::Relaxed);
     let limit = crate::options::get().service_limit_bytes.unwrap_or(frames.free_frames * PAGE_SIZE / 2);
     SERVICE_LIMIT_BYTES.store(limit, Ordering::Relaxed);
@@ -626,8 +659,9 @@ pub fn init_page_allocator(
 }
 
 /// Allocates a naturally aligned block of `1 << order` pages from the page
-/// allocator (never scratch); the memory is not zeroed.
-pub fn allocate_pages(order: u32) -> Option<u64> {
+/// allocator (never scratch); the memory is not zeroed. Outside `mm`, pages
+/// are allocated as a [`block::Block`].
+fn allocate_frames(order: u32) -> Option<u64> {
     let mut guard = MEMORY.lock();
     let frames = guard.as_mut()?.frames.as_mut()?;
     frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
@@ -651,9 +685,9 @@ pub fn service_limit_bytes() -> u64 {
     SERVICE_LIMIT_BYTES.load(Ordering::Relaxed)
 }
 
-/// As [`allocate_pages`], for memory a service asked for: refused when it
+/// As [`allocate_frames`], for memory a service asked for: refused when it
 /// would leave less than [`service_reserve_bytes`] free.
-pub fn allocate_service_pages(order: u32) -> Option<u64> {
+fn allocate_service_frames(order: u32) -> Option<u64> {
     let mut guard = MEMORY.lock();
     let memory = guard.as_mut()?;
     let reserve_frames = service_reserve_bytes(memory.total_ram_bytes) >> FRAME_SHIFT;
@@ -664,8 +698,8 @@ pub fn allocate_service_pages(order: u32) -> Option<u64> {
     frames.allocate(1 << order).map(|frame| frame << FRAME_SHIFT)
 }
 
-/// Returns a block from [`allocate_pages`].
-pub fn free_pages(phys: u64, order: u32) {
+/// Returns a block from [`allocate_frames`].
+fn free_pages(phys: u64, order: u32) {
     let mut guard = MEMORY.lock();
     if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
         frames.free(phys >> FRAME_SHIFT, 1 << order);
@@ -674,7 +708,7 @@ pub fn free_pages(phys: u64, order: u32) {
 
 /// Returns physically contiguous pages (any alignment) to the page
 /// allocator, as naturally aligned blocks so that buddies merge.
-pub fn free_range(range: Range) {
+fn free_range(range: Range) {
     let mut guard = MEMORY.lock();
     if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
         for (phys, order) in baton_mm::aligned_blocks(range) {
@@ -683,18 +717,179 @@ pub fn free_range(range: Range) {
     }
 }
 
-/// Gives preserved memory nobody claimed back to the page allocator.
-pub fn release_preserved(range: Range) {
-    free_range(range);
-    PRESERVED_WAITING_BYTES.fetch_sub(range.size_bytes(), Ordering::Relaxed);
-    PRESERVED_RELEASED_BYTES.fetch_add(range.size_bytes(), Ordering::Relaxed);
+/// Adds `[start, end)` to a set of disjoint runs (start -> end), merged
+/// with the runs it touches.
+fn insert_merged(runs: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+    if let Some((&before_start, &before_end)) = runs.range(..=start).next_back()
+        && before_end >= start
+    {
+        runs.remove(&before_start);
+        start = before_start;
+        end = end.max(before_end);
+    }
+    while let Some((&after_start, &after_end)) = runs.range(start..).next()
+        && after_start <= end
+    {
+        runs.remove(&after_start);
+        end = end.max(after_end);
+    }
+    runs.insert(start, end);
 }
 
-/// Records that the owner of preserved memory took `bytes` of it back (it
-/// stays out of the page allocator, now as the owner's memory).
-pub fn note_preserved_restored(bytes: u64) {
-    PRESERVED_WAITING_BYTES.fetch_sub(bytes, Ordering::Relaxed);
-    PRESERVED_RESTORED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+/// Takes `range` out of the waiting preserved memory; false (and nothing
+/// changes) unless it lies wholly inside one waiting run.
+fn take_waiting_preserved(range: Range) -> bool {
+    let mut waiting = WAITING_PRESERVED.lock();
+    let Some((&start, &end)) = waiting.range(..=range.start).next_back() else { return false };
+    if range.is_empty() || range.end > end {
+        return false;
+    }
+    waiting.remove(&start);
+    if start < range.start {
+        waiting.insert(start, range.start);
+    }
+    if range.end < end {
+        waiting.insert(range.end, end);
+    }
+    true
+}
+
+/// The owner of preserved memory takes it back (it stays out of the page
+/// allocator, now as the owner's memory): see [`block::Block::claim_preserved`].
+fn claim_waiting_preserved(range: Range) -> bool {
+    let is_waiting = take_waiting_preserved(range);
+    if is_waiting {
+        PRESERVED_WAITING_BYTES.fetch_sub(range.size_bytes(), Ordering::Relaxed);
+        PRESERVED_RESTORED_BYTES.fetch_add(range.size_bytes(), Ordering::Relaxed);
+    }
+    is_waiting
+}
+
+/// Gives preserved memory nobody claimed back to the page allocator;
+/// false (nothing freed) unless all of it is still waiting.
+pub fn release_preserved(range: Range) -> bool {
+    let is_waiting = take_waiting_preserved(range);
+    if is_waiting {
+        free_range(range);
+        PRESERVED_WAITING_BYTES.fetch_sub(range.size_bytes(), Ordering::Relaxed);
+        PRESERVED_RELEASED_BYTES.fetch_add(range.size_bytes(), Ordering::Relaxed);
+    }
+    is_waiting
+}
+
+/// Writes `data` into the incoming handover's metadata (the next kernel
+/// marks folios taken in the previous kernel's bitmaps); refused outside it
+/// or after it was released.
+pub fn write_handover_metadata(phys: u64, data: &[u8]) -> Result<(), direct_map::NotRam> {
+    let refused = direct_map::NotRam { phys, size_bytes: data.len() as u64 };
+    let end = phys.checked_add(data.len() as u64).ok_or(refused)?;
+    let metadata = HANDOVER_METADATA.lock();
+    let index = metadata.partition_point(|range| range.end <= phys);
+    match metadata.get(index) {
+        Some(range) if range.start <= phys && end <= range.end => {
+            // SAFETY: inside the incoming metadata (checked), which the page
+            // allocator never hands out while it is listed, and which only
+            // the incoming handover reads and writes (under the lock).
+            unsafe { direct_map::write(phys, data) };
+            Ok(())
+        }
+        _ => Err(refused),
+    }
+}
+
+/// Hands the incoming handover's metadata to the page allocator once it has
+/// been consumed (later writes to it are refused).
+pub fn release_handover_metadata() {
+    let metadata = core::mem::take(&mut *HANDOVER_METADATA.lock());
+    for range in metadata {
+        add_free_range(range);
+    }
+}
+
+/// The bytes of a boot module or of the kernel's own file: memory that the
+/// page allocator never hands out and nothing writes. `None` unless `range`
+/// lies in RAM reserved at boot for such files.
+pub fn boot_file_bytes(range: Range) -> Option<&'static [u8]> {
+    let guard = MEMORY.lock();
+    let memory = guard.as_ref()?;
+    let info = crate::options::boot_info();
+    let is_boot_file = info.modules.iter().map(|module| module.range).chain(info.kernel.file).any(|file| {
+        let file = Range::new(file.start, file.end);
+        file.contains(&range)
+    });
+    if !is_boot_file || !memory.mapped.contains(&range) || !memory.reserved.contains(&range) {
+        return None;
+    }
+    // SAFETY: RAM (checked) reserved from the page allocator since boot for
+    // a boot file (checked), which nothing writes.
+    Some(unsafe { direct_map::slice(range) })
+}
+
+/// Prepares the next kernel's destination in scratch before anything
+/// freezes: every page of `destination` whose contents will change (to
+/// `source`'s bytes, or to zeroes when `source` is `None`) is written back
+/// word by word with the value it already holds, and pages that already
+/// hold the new contents are left alone. On hardware this only warms the
+/// caches. Emulators that track translated code (QEMU TCG) drop stale
+/// translations of an earlier kernel's code here, outside the blackout,
+/// instead of during the trampoline's copy (measured: 250 ms instead of
+/// 4 ms), and keep their translations of pages that do not change (an
+/// update into the same image). Refused (false) unless `destination` lies
+/// in scratch and `source` is a boot file of the same length.
+pub fn prime_for_overwrite(destination: Range, source: Option<Range>) -> bool {
+    let is_scratch = scratch_regions().iter().any(|region| region.range.contains(&destination));
+    let source_bytes = match source {
+        Some(source) if source.size_bytes() == destination.size_bytes() => match boot_file_bytes(source) {
+            Some(bytes) => Some(bytes),
+            None => return false,
+        },
+        Some(_) => return false,
+        None => None,
+    };
+    if !is_scratch || !is_ram(destination.start, destination.size_bytes()) {
+        return false;
+    }
+    let mut offset = 0;
+    while offset < destination.size_bytes() {
+        let page_start = destination.start + offset;
+        let length = (PAGE_SIZE - page_start % PAGE_SIZE).min(destination.size_bytes() - offset);
+        let page = Range::new(page_start, page_start + length);
+        // SAFETY: RAM in scratch (checked); read as a copy-free comparison
+        // while nothing else runs (the kernel is single-CPU and takes no
+        // interrupts while it runs).
+        let current = unsafe { direct_map::slice(page) };
+        let differs = match source_bytes {
+            None => current.iter().any(|&byte| byte != 0),
+            Some(bytes) => current != &bytes[offset as usize..(offset + length) as usize],
+        };
+        if differs {
+            // SAFETY: as above; the kernel runs on one CPU with interrupts
+            // off, so nothing writes between a byte's read and write back,
+            // even where the page holds this kernel's scratch allocations.
+            unsafe { direct_map::rewrite_in_place(page) };
+        }
+        offset += length;
+    }
+    true
+}
+
+/// The framebuffer's memory for the console, once: the screen (mapped by
+/// `init_early`) and a shadow copy of the same size from the page
+/// allocator, kept for the kernel's lifetime.
+pub fn framebuffer_console_memory() -> Option<(&'static mut [u8], &'static mut [u8])> {
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    let (virt, bytes) = framebuffer()?;
+    if TAKEN.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    let shadow = block::Block::allocate(block::order_for_bytes(bytes))?.leak();
+    // SAFETY: `init_early` mapped `bytes` of framebuffer at `virt` for the
+    // kernel alone; it is handed out once (checked above).
+    let screen = unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, bytes as usize) };
+    // SAFETY: the pages were just allocated and leaked to the console, which
+    // keeps them for the kernel's lifetime.
+    let shadow = unsafe { direct_map::slice_mut(Range::new(shadow.start, shadow.start + bytes)) };
+    Some((screen, shadow))
 }
 
 /// The RAM the direct map covers.
@@ -704,7 +899,7 @@ pub fn ram_ranges() -> alloc::vec::Vec<Range> {
 
 /// Hands `range` (whole pages) to the page allocator: handover metadata
 /// once it has been consumed.
-pub fn add_free_range(range: Range) {
+fn add_free_range(range: Range) {
     let mut guard = MEMORY.lock();
     if let Some(frames) = guard.as_mut().and_then(|memory| memory.frames.as_mut()) {
         let first = align_up(range.start, PAGE_SIZE).unwrap_or(range.end) >> FRAME_SHIFT;
@@ -746,7 +941,7 @@ pub fn allocate_kernel_page() -> Option<u64> {
         None => MEMORY.lock().as_mut()?.frames.as_mut()?.allocate(1)? << FRAME_SHIFT,
     };
     // SAFETY: the page was just allocated and nothing else uses it.
-    unsafe { direct_map::zero_page(page) };
+    unsafe { direct_map::write_bytes(page, 0, PAGE_SIZE) };
     Some(page)
 }
 
@@ -777,7 +972,7 @@ pub fn refill_heap_reserve() {
             return;
         }
         let order = (block / PAGE_SIZE).trailing_zeros();
-        let Some(phys) = allocate_pages(order) else { return };
+        let Some(phys) = allocate_frames(order) else { return };
         if HEAP_RESERVE.lock().try_push((phys, block)).is_err() {
             free_pages(phys, order);
             return;
@@ -790,6 +985,7 @@ pub fn scratch_regions() -> arrayvec::ArrayVec<ScratchRegion, { baton_mm::scratc
     MEMORY.lock().as_ref().map(|memory| memory.scratch.regions.clone()).unwrap_or_default()
 }
 
+#[cfg(feature = "testing")]
 /// What scratch placement had to reduce or refuse on this boot.
 pub fn scratch_notes()
 -> arrayvec::ArrayVec<baton_mm::scratch::PlacementNote, { baton_mm::scratch::MAX_SCRATCH_REGIONS }> {
@@ -801,6 +997,7 @@ pub fn kernel_table() -> PageTable {
     MEMORY.lock().as_ref().expect("init_early ran").kernel_table
 }
 
+#[cfg(feature = "testing")]
 /// The early allocations made so far, for tests: (range, purpose). The
 /// memory lock is held while `visit` runs: it must not call back into `mm`.
 pub fn early_allocations(visit: &mut dyn FnMut(Range, Purpose)) {

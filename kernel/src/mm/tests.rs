@@ -85,22 +85,19 @@ kernel_test! {
         let mut blocks = Vec::new();
         for index in 0..600u32 {
             let order = index % 5;
-            let Some(phys) = super::allocate_pages(order) else { break };
-            blocks.push((phys, order));
+            let Some(block) = super::block::Block::allocate(order) else { break };
+            blocks.push((block, order));
         }
         check_eq!(blocks.len(), 600);
-        for &(phys, order) in &blocks {
-            let range = Range::new(phys, phys + (4096 << order));
-            check_eq!(phys % (4096 << order), 0);
+        for (block, order) in &mut blocks {
+            let range = block.range();
+            check_eq!(block.phys() % (4096 << *order), 0);
             check!(!overlaps_scratch(range), "block {range} is in scratch");
             check!(!range.overlaps(&image), "block {range} overlaps the kernel");
-            // SAFETY: the block was just allocated for this test.
-            unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0xa5, 4096 << order) };
+            block.as_mut_slice().fill(0xa5);
         }
         check!(accounting().free_bytes < free_before);
-        for &(phys, order) in &blocks {
-            super::free_pages(phys, order);
-        }
+        drop(blocks);
         check_eq!(accounting().free_bytes, free_before);
         Ok(())
     }

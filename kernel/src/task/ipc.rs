@@ -15,14 +15,41 @@ use super::{MAILBOX_CAPACITY, MAILBOX_SHARE, ServiceId, State, Tasks, deliver};
 use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Error, Message};
 
+impl core::fmt::Display for IpcError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            IpcError::NoSuchService => "no such service",
+            IpcError::WouldBlock => "its mailbox is full",
+            IpcError::NotCalling => "it is not waiting in a call",
+            IpcError::NotYourCaller => "it is calling another service",
+            IpcError::NotReceived => "its call was not received yet",
+        })
+    }
+}
+
+/// Why a message could not be sent or a reply given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpcError {
+    /// No live service has this id.
+    NoSuchService,
+    /// The receiver's mailbox (or the sender's share of it) is full.
+    WouldBlock,
+    /// The service replied to is not waiting in a call.
+    NotCalling,
+    /// The caller is calling another service.
+    NotYourCaller,
+    /// The replier has not received this caller's call yet.
+    NotReceived,
+}
+
 /// Delivers `message` from `sender` to `target`: straight into its buffer if
 /// it is waiting in `receive`, otherwise into its mailbox.
-pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Message) -> Result<(), Error> {
+pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Message) -> Result<(), IpcError> {
     message.sender = sender;
     let is_call = is_calling(tasks, sender, target);
-    let process = tasks.processes.get_mut(&target).ok_or(Error::NotFound)?;
+    let process = tasks.processes.get_mut(&target).ok_or(IpcError::NoSuchService)?;
     match process.state {
-        State::Exited(_) => Err(Error::NotFound),
+        State::Exited(_) => Err(IpcError::NoSuchService),
         State::Receiving { buffer } => {
             if is_call {
                 process.answerable.insert(sender);
@@ -42,9 +69,9 @@ pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Mess
             process.mailbox.push_back(message);
             Ok(())
         }
-        _ if process.mailbox.len() >= MAILBOX_CAPACITY => Err(Error::WouldBlock),
+        _ if process.mailbox.len() >= MAILBOX_CAPACITY => Err(IpcError::WouldBlock),
         _ if process.mailbox.iter().filter(|queued| queued.sender == sender).count() >= MAILBOX_SHARE => {
-            Err(Error::WouldBlock)
+            Err(IpcError::WouldBlock)
         }
         _ => {
             process.mailbox.push_back(message);
@@ -76,20 +103,20 @@ pub fn take(tasks: &mut Tasks, receiver: ServiceId) -> Option<Message> {
 
 /// Answers `caller`, which must be blocked calling `replier`, whose call
 /// `replier` has received.
-pub fn answer(tasks: &mut Tasks, replier: ServiceId, caller: ServiceId, mut message: Message) -> Result<(), Error> {
+pub fn answer(tasks: &mut Tasks, replier: ServiceId, caller: ServiceId, mut message: Message) -> Result<(), IpcError> {
     message.sender = replier;
-    let State::Calling { target, buffer } = tasks.processes.get(&caller).ok_or(Error::NotFound)?.state else {
-        return Err(Error::InvalidArgument);
+    let State::Calling { target, buffer } = tasks.processes.get(&caller).ok_or(IpcError::NoSuchService)?.state else {
+        return Err(IpcError::NotCalling);
     };
     if target != replier {
-        return Err(Error::PermissionDenied);
+        return Err(IpcError::NotYourCaller);
     }
     // The caller's call is still in the replier's mailbox: this reply
     // answers one of its earlier plain sends.
-    if !tasks.processes.get_mut(&replier).ok_or(Error::NotFound)?.answerable.remove(&caller) {
-        return Err(Error::InvalidArgument);
+    if !tasks.processes.get_mut(&replier).ok_or(IpcError::NoSuchService)?.answerable.remove(&caller) {
+        return Err(IpcError::NotReceived);
     }
-    let process = tasks.processes.get_mut(&caller).ok_or(Error::NotFound)?;
+    let process = tasks.processes.get_mut(&caller).ok_or(IpcError::NoSuchService)?;
     if deliver(process, buffer, &message, replier).is_err() {
         let (status, value) = baton_abi::error::encode_result(Err(Error::BadAddress));
         process.frame_mut().set_syscall_result(status, value);

@@ -5,28 +5,33 @@
 //! interrupted state on the current kernel stack and the handler returns the
 //! frame to resume. A service's saved frame is at the top of its kernel
 //! stack; the kernel's main thread (boot stack) doubles as the idle thread.
+//!
+//! The scheduler knows nothing of KHO or updates: what others must hear
+//! about (a service's first dispatch, a service's end) reaches them through
+//! the [`Hooks`] main installs.
 
+#![deny(unsafe_code)]
+
+mod context;
 pub mod ipc;
-pub mod syscall;
+#[cfg(feature = "testing")]
 mod tests;
-pub mod user_memory;
 
-use crate::mm::direct_map;
+use crate::mm::user::{AddressSpace, STACK_BYTES, STACK_TOP, SpaceError, user_attributes};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
-use baton_abi::{Error, Message};
+use baton_abi::Message;
 use baton_arch::trap::TrapFrame;
-use core::ptr::null_mut;
-use spin::Mutex;
-use user_memory::{AddressSpace, STACK_BYTES, STACK_TOP, user_attributes};
+use context::{KernelStack, SavedFrame};
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::{Mutex, Once};
 
 /// A service's id (1 is init).
 pub type ServiceId = u64;
 
 /// Kernel stack per service (order 2: 16 KiB).
 const KERNEL_STACK_ORDER: u32 = 2;
-const KERNEL_STACK_BYTES: u64 = 4096 << KERNEL_STACK_ORDER;
 /// Messages a service's mailbox holds before senders get `WouldBlock`.
 pub const MAILBOX_CAPACITY: usize = 16;
 /// Messages one sender may have waiting in one mailbox, so a flooding
@@ -71,10 +76,10 @@ pub struct Process {
     pub name: ArrayString<{ baton_abi::MAX_NAME_BYTES }>,
     /// Its address space.
     pub space: AddressSpace,
-    /// Physical address of its kernel stack.
-    kernel_stack: u64,
+    /// Its kernel stack.
+    kernel_stack: KernelStack,
     /// Its saved frame while it is not running.
-    frame: *mut TrapFrame,
+    frame: SavedFrame,
     /// What it is doing.
     pub state: State,
     /// Messages waiting for it.
@@ -88,22 +93,48 @@ pub struct Process {
     pub is_privileged: bool,
 }
 
-// SAFETY: `frame` points into the process's own kernel stack, which only the
-// single CPU touches, always under the `TASKS` lock.
-unsafe impl Send for Process {}
-
 impl Process {
-    fn kernel_stack_top(&self) -> u64 {
-        direct_map::to_virtual(self.kernel_stack) + KERNEL_STACK_BYTES
-    }
-
     /// Its saved frame (valid while it is not running).
     pub fn frame_mut(&mut self) -> &mut TrapFrame {
-        // SAFETY: `frame` points at the frame saved at the top of this
-        // process's kernel stack; the process is not running, so nothing
-        // else uses it, and the `TASKS` lock is held by the caller.
-        unsafe { &mut *self.frame }
+        self.frame.get_mut()
     }
+
+    /// The privilege token, if this service holds it (init).
+    pub fn privilege(&self) -> Option<Privilege> {
+        self.is_privileged.then_some(Privilege(()))
+    }
+}
+
+/// Proof that a request comes from a privileged service: only
+/// [`Process::privilege`] makes one, so the layers that take it (spawning,
+/// updates, shutdown) cannot be reached on behalf of anyone else.
+#[derive(Debug, Clone, Copy)]
+pub struct Privilege(());
+
+impl Privilege {
+    /// The token for in-kernel tests that stand in for init.
+    #[cfg(feature = "testing")]
+    pub fn for_tests() -> Self {
+        Privilege(())
+    }
+}
+
+/// What the scheduler tells the rest of the kernel (installed by main).
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks {
+    /// A service ended: called with its name and address space before the
+    /// space is freed.
+    pub on_exit: fn(&str, &mut AddressSpace),
+    /// The first service was dispatched (once per boot).
+    pub on_first_dispatch: fn(),
+}
+
+static HOOKS: Once<Hooks> = Once::new();
+static HAS_DISPATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the hooks (once, before the first service starts).
+pub fn set_hooks(hooks: Hooks) {
+    HOOKS.call_once(|| hooks);
 }
 
 /// Every service and the run queue.
@@ -115,7 +146,7 @@ pub struct Tasks {
     /// The running service, if any (None: the main thread runs).
     current: Option<ServiceId>,
     /// The main thread's saved frame while services run.
-    main_frame: *mut TrapFrame,
+    main_frame: SavedFrame,
     next_id: ServiceId,
     /// Timer ticks since the scheduler started.
     pub ticks: u64,
@@ -124,25 +155,24 @@ pub struct Tasks {
     /// Whether the main thread waits for a condition (then it takes turns
     /// with the services instead of running only when they are all idle).
     main_is_polling: bool,
+    /// The kernel stack of the last service that ended while running on it.
+    retired_stack: Option<KernelStack>,
 }
 
 /// The main thread's place in the run queue.
 const MAIN_THREAD: ServiceId = 0;
-
-// SAFETY: the raw frame pointers are only used by the single CPU under the
-// `TASKS` lock.
-unsafe impl Send for Tasks {}
 
 /// The scheduler state.
 pub static TASKS: Mutex<Tasks> = Mutex::new(Tasks {
     processes: BTreeMap::new(),
     run_queue: VecDeque::new(),
     current: None,
-    main_frame: null_mut(),
+    main_frame: SavedFrame::none(),
     next_id: 1,
     ticks: 0,
     exit_codes: BTreeMap::new(),
     main_is_polling: false,
+    retired_stack: None,
 });
 
 /// Images of the services embedded in the kernel.
@@ -152,6 +182,11 @@ pub mod embedded {
     /// The embedded image called `name`.
     pub fn find(name: &str) -> Option<&'static [u8]> {
         SERVICES.iter().find(|(service, _)| *service == name).map(|(_, image)| *image)
+    }
+
+    /// The names of the embedded services.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        SERVICES.iter().map(|(name, _)| *name)
     }
 }
 
@@ -172,17 +207,6 @@ pub enum SpawnError {
     AlreadyRunning,
 }
 
-impl From<SpawnError> for Error {
-    fn from(error: SpawnError) -> Self {
-        match error {
-            SpawnError::UnknownService => Error::NotFound,
-            SpawnError::BadImage(_) => Error::InvalidArgument,
-            SpawnError::NoMemory => Error::NoMemory,
-            SpawnError::AlreadyRunning => Error::AlreadyExists,
-        }
-    }
-}
-
 impl core::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -199,7 +223,7 @@ fn load(image: &[u8]) -> Result<(AddressSpace, u64), SpawnError> {
     let elf = baton_image::parse(image, machine()).map_err(SpawnError::BadImage)?;
     elf.validate_service(baton_abi::USER_ADDRESS_LIMIT).map_err(SpawnError::BadImage)?;
     let mut space = AddressSpace::new().map_err(|error| {
-        log::warn!(target: "sched", "cannot create an address space: {error}");
+        log::warn!(target: "sched", "cannot create an address space: {error:?}");
         SpawnError::NoMemory
     })?;
     for segment in elf.segments() {
@@ -209,13 +233,11 @@ fn load(image: &[u8]) -> Result<(AddressSpace, u64), SpawnError> {
         let data = elf.segment_data(segment).unwrap_or(&[]);
         let offset = (segment.virt_start - start) as usize;
         if let Err(error) = space.map_filled(start, end - start, attributes, offset, data) {
-            log::warn!(target: "sched", "cannot map segment at {start:#x}: {error}");
-            space.destroy();
+            log::warn!(target: "sched", "cannot map segment at {start:#x}: {error:?}");
             return Err(SpawnError::NoMemory);
         }
     }
     if space.map_new(STACK_TOP - STACK_BYTES, STACK_BYTES, user_attributes(true, false)).is_err() {
-        space.destroy();
         return Err(SpawnError::NoMemory);
     }
     Ok((space, elf.entry()))
@@ -237,35 +259,29 @@ pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<Serv
         return Err(SpawnError::AlreadyRunning);
     }
     let (space, entry) = load(image)?;
-    let Some(kernel_stack) = crate::mm::allocate_pages(KERNEL_STACK_ORDER) else {
-        space.destroy();
-        return Err(SpawnError::NoMemory);
-    };
+    let mut kernel_stack = KernelStack::allocate(KERNEL_STACK_ORDER).ok_or(SpawnError::NoMemory)?;
+    let frame = kernel_stack.start(TrapFrame::new_user(entry, STACK_TOP, argument));
     let id = tasks.next_id;
     tasks.next_id += 1;
-    let mut process = Process {
+    let process = Process {
         id,
         name: ArrayString::from(name).unwrap_or_default(),
         space,
         kernel_stack,
-        frame: null_mut(),
+        frame,
         state: State::Ready,
         mailbox: VecDeque::new(),
         answerable: BTreeSet::new(),
         is_subscribed: false,
         is_privileged: name == "init",
     };
-    let frame = (process.kernel_stack_top() - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
-    // SAFETY: the frame lies at the top of the freshly allocated kernel
-    // stack, which nothing else uses.
-    unsafe { frame.write(TrapFrame::new_user(entry, STACK_TOP, argument)) };
-    process.frame = frame;
     tasks.processes.insert(id, process);
     tasks.run_queue.push_back(id);
     log::info!(target: "sched", "started service '{name}' (id {id})");
     Ok(id)
 }
 
+#[cfg(feature = "testing")]
 /// The id of the live service called `name`.
 pub fn lookup(name: &str) -> Option<ServiceId> {
     let tasks = TASKS.lock();
@@ -324,14 +340,14 @@ impl Tasks {
         match self.current {
             Some(id) => {
                 if let Some(process) = self.processes.get_mut(&id) {
-                    process.frame = frame;
+                    process.frame = SavedFrame::from_trap(frame);
                     if process.state == State::Ready {
                         self.run_queue.push_back(id);
                     }
                 }
             }
             None => {
-                self.main_frame = frame;
+                self.main_frame = SavedFrame::from_trap(frame);
                 if self.main_is_polling && !self.run_queue.contains(&MAIN_THREAD) {
                     self.run_queue.push_back(MAIN_THREAD);
                 }
@@ -340,7 +356,7 @@ impl Tasks {
     }
 
     /// Picks what runs next and returns its frame.
-    fn pick(&mut self) -> *mut TrapFrame {
+    pub fn pick(&mut self) -> *mut TrapFrame {
         while let Some(id) = self.run_queue.pop_front() {
             if id == MAIN_THREAD {
                 break;
@@ -352,15 +368,17 @@ impl Tasks {
                 continue;
             }
             self.current = Some(id);
-            crate::kho_in::note_first_service();
-            baton_arch::trap::set_kernel_stack(process.kernel_stack_top());
-            // SAFETY: the address space shares the kernel half (x86_64) or is
-            // only the user half (aarch64), so the kernel stays mapped.
-            unsafe { baton_arch::paging::activate_user(process.space.root()) };
-            return process.frame;
+            if !HAS_DISPATCHED.swap(true, Ordering::Relaxed)
+                && let Some(hooks) = HOOKS.get()
+            {
+                (hooks.on_first_dispatch)();
+            }
+            baton_arch::trap::set_kernel_stack(process.kernel_stack.top());
+            context::switch_address_space(&process.space);
+            return process.frame.as_ptr();
         }
         self.current = None;
-        self.main_frame
+        self.main_frame.as_ptr()
     }
 
     /// Ends service `id` with `code`: frees its memory and wakes callers
@@ -380,7 +398,7 @@ impl Tasks {
             .collect();
         for caller in callers {
             if let Some(other) = self.processes.get_mut(&caller) {
-                let (status, value) = baton_abi::error::encode_result(Err(Error::PeerGone));
+                let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::PeerGone));
                 other.frame_mut().set_syscall_result(status, value);
             }
             self.wake(caller);
@@ -389,13 +407,17 @@ impl Tasks {
         for other in self.processes.values_mut() {
             other.answerable.remove(&id);
         }
-        crate::kho_out::forget_service(process.name.as_str(), &mut process.space);
-        if self.current == Some(id) {
-            self.current = None;
+        if let Some(hooks) = HOOKS.get() {
+            (hooks.on_exit)(process.name.as_str(), &mut process.space);
         }
-        let stack = process.kernel_stack;
-        process.space.destroy();
-        crate::mm::free_pages(stack, KERNEL_STACK_ORDER);
+        let Process { space, kernel_stack, .. } = process;
+        drop(space);
+        if self.current == Some(id) {
+            // This trap runs on its kernel stack (it exited or faulted):
+            // the stack is freed at the next end, when nothing runs on it.
+            self.current = None;
+            self.retired_stack = Some(kernel_stack);
+        }
     }
 }
 
@@ -463,20 +485,9 @@ pub fn run_until(timeout_ns: u64, mut condition: impl FnMut() -> bool) -> bool {
     met
 }
 
-/// Starts the timer and interrupt controller for scheduling.
+/// Starts the timer and interrupt controller for scheduling (main has set
+/// up how the interrupt controller is reached).
 pub fn start_scheduler(info: &baton_boot::BootInfo) -> Result<(), baton_arch::InterruptError> {
-    #[cfg(target_arch = "x86_64")]
-    if !baton_arch::interrupts::has_x2apic() {
-        // An older CPU: its local APIC is reached through memory, in the
-        // uncached firmware window.
-        let phys = baton_arch::interrupts::apic_base_phys();
-        let virt =
-            crate::mm::firmware_address(phys, baton_abi::PAGE_SIZE).ok_or(baton_arch::InterruptError::CannotMap)?;
-        log::info!(target: "boot", "interrupts: no x2APIC; local APIC registers at {phys:#x} (xAPIC mode)");
-        // SAFETY: the firmware window maps the first 4 GiB uncached for the
-        // kernel's lifetime, and the APIC page lies there.
-        unsafe { baton_arch::interrupts::use_xapic(virt) };
-    }
     baton_arch::interrupts::init(info)?;
     baton_arch::interrupts::start_timer(TICK_HZ);
     Ok(())
@@ -484,7 +495,7 @@ pub fn start_scheduler(info: &baton_boot::BootInfo) -> Result<(), baton_arch::In
 
 /// Writes a message into service `id`'s buffer at `buffer` and sets its
 /// syscall result; used when delivering to a blocked receiver.
-pub(crate) fn deliver(process: &mut Process, buffer: u64, message: &Message, value: u64) -> Result<(), Error> {
+pub(crate) fn deliver(process: &mut Process, buffer: u64, message: &Message, value: u64) -> Result<(), SpaceError> {
     process.space.write(buffer, &message.to_bytes())?;
     process.frame_mut().set_syscall_result(0, value);
     Ok(())

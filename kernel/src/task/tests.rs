@@ -74,25 +74,6 @@ kernel_test! {
 }
 
 kernel_test! {
-    /// The KHO calls up to finalisation: preserve and publish, `prepare`
-    /// acknowledged, every change `Busy` while frozen, abort resumes, and the
-    /// preserved folio kept its contents throughout.
-    fn kho_calls_work_until_finalisation() -> TestResult {
-        let Ok(id) = task::spawn("khotest", 0) else { return Err(crate::ktest::Failed) };
-        // khotest publishes last among its checks before it waits for the
-        // update; the other services' publications say nothing about it.
-        let published = task::run_until(TIMEOUT_NS, || crate::kho_out::has_published("khotest"));
-        check!(published, "khotest did not preserve and publish");
-        let rehearsal = crate::update::perform(baton_abi::UpdateImage::Rehearsal);
-        check!(rehearsal.is_ok(), "rehearsal failed: {:?}", rehearsal.err());
-        task::run_until(TIMEOUT_NS, || task::exit_code(id).is_some());
-        check_eq!(task::exit_code(id), Some(0));
-        check!(!crate::kho_out::is_frozen());
-        Ok(())
-    }
-}
-
-kernel_test! {
     /// The example service of docs/services.md answers and counts.
     fn documented_example_service_works() -> TestResult {
         let Some(greeter) = ensure_running("greeter") else { return Err(crate::ktest::Failed) };
@@ -102,36 +83,6 @@ kernel_test! {
         let asker = run_to_exit("client", 0);
         check_eq!(asker, Some(0));
         check!(task::lookup("greeter") == Some(greeter), "greeter stopped");
-        Ok(())
-    }
-}
-
-kernel_test! {
-    /// Two update requests at once: the second is refused with `Busy` while
-    /// the first waits, the first is carried out (a rehearsal here) and
-    /// answered, and a request after it is accepted again.
-    fn second_update_request_is_refused_while_one_is_pending() -> TestResult {
-        // Service names are unique: the spinner stands in for both callers.
-        let first = task::spawn("spinner", 0).map_err(|_| crate::ktest::Failed)?;
-        let second = first;
-        {
-            let mut tasks = task::TASKS.lock();
-            check_eq!(crate::update::request(&mut tasks, first, baton_abi::UpdateImage::Rehearsal), Ok(()));
-            check_eq!(
-                crate::update::request(&mut tasks, second, baton_abi::UpdateImage::Rehearsal),
-                Err(baton_abi::Error::Busy)
-            );
-        }
-        check!(crate::update::is_pending());
-        crate::update::run_pending();
-        check!(!crate::update::is_pending());
-        check!(!crate::kho_out::is_frozen(), "the rehearsal leaves the handover open");
-        {
-            let mut tasks = task::TASKS.lock();
-            check_eq!(crate::update::request(&mut tasks, second, baton_abi::UpdateImage::Rehearsal), Ok(()));
-        }
-        crate::update::run_pending();
-        task::TASKS.lock().end(first, -2);
         Ok(())
     }
 }

@@ -32,8 +32,10 @@ pub const MAX_USER_FOLIO_ORDER: u32 = 10;
 /// covers (the size of the preservable window of an address space).
 pub const MAX_PRESERVABLE_RUN_BYTES: u64 = 64 << 30;
 
-/// The longest service name, in bytes.
-pub const MAX_NAME_BYTES: usize = 32;
+/// The longest service name, in bytes: a service's name is also its KHO
+/// user name, whose limit (31, the device-tree node-name limit) the kernel
+/// asserts is the same.
+pub const MAX_NAME_BYTES: usize = 31;
 
 /// The longest log line a service can write in one call, in bytes.
 pub const MAX_LOG_BYTES: usize = 512;

@@ -34,7 +34,7 @@ pub use note::{BATON_NOTE_KHO_ENTRY, BATON_NOTE_NAME, Note, NoteError};
 pub use service::NULL_GUARD_BYTES;
 
 /// The page size every Baton image is laid out for, on both machines.
-pub const PAGE_SIZE_BYTES: u64 = 4096;
+pub const PAGE_SIZE_BYTES: u64 = baton_abi::PAGE_SIZE;
 
 /// The most `PT_LOAD` segments an image may have (empty ones are not counted).
 pub const MAX_LOAD_SEGMENTS: usize = 16;

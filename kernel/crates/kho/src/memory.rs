@@ -14,7 +14,7 @@ pub use simulated::SimulatedMemory;
 use core::fmt;
 
 /// Size of a base page, the unit of every preserved folio.
-pub const PAGE_SIZE_BYTES: u64 = 4096;
+pub const PAGE_SIZE_BYTES: u64 = baton_abi::PAGE_SIZE;
 
 /// `log2(PAGE_SIZE_BYTES)`.
 pub const PAGE_SHIFT: u32 = 12;

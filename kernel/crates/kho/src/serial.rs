@@ -63,6 +63,21 @@ pub const CHUNK_HEADER_SIZE_BYTES: u64 = 16;
 /// Size of one chunk entry (`phys_start`, `bitmap`).
 pub const CHUNK_ENTRY_SIZE_BYTES: u64 = 16;
 
+/// Offset of `next` in a chunk.
+pub const CHUNK_NEXT_OFFSET: usize = 0;
+/// Offset of `order` in a chunk.
+pub const CHUNK_ORDER_OFFSET: usize = 8;
+/// Offset of `element_count` in a chunk.
+pub const CHUNK_COUNT_OFFSET: usize = 12;
+/// Offset of `phys_start` in an entry.
+pub const ENTRY_PHYS_START_OFFSET: usize = 0;
+/// Offset of `bitmap` in an entry.
+pub const ENTRY_BITMAP_OFFSET: usize = 8;
+/// Offset of entry `index` in a chunk.
+pub const fn entry_offset(index: usize) -> usize {
+    (CHUNK_HEADER_SIZE_BYTES as usize).saturating_add(index.saturating_mul(CHUNK_ENTRY_SIZE_BYTES as usize))
+}
+
 /// Entries that fit in one chunk: `(4096 - 16) / 16`.
 pub const ENTRIES_PER_CHUNK: u32 = 255;
 
@@ -178,20 +193,18 @@ pub fn serialize<M: HandoverMemory + ?Sized>(
 fn encode_chunk(buffer: &mut [u8], next: u64, order: u32, entries: &[(u64, u64)]) {
     buffer.fill(0);
     let element_count = u32::try_from(entries.len()).unwrap_or(ENTRIES_PER_CHUNK);
-    if let Some(next_bytes) = buffer.get_mut(0..8) {
-        next_bytes.copy_from_slice(&next.to_ne_bytes());
-    }
-    if let Some(order_bytes) = buffer.get_mut(8..12) {
-        order_bytes.copy_from_slice(&order.to_ne_bytes());
-    }
-    if let Some(count_bytes) = buffer.get_mut(12..16) {
-        count_bytes.copy_from_slice(&element_count.to_ne_bytes());
-    }
-    let entry_area = buffer.get_mut(CHUNK_HEADER_SIZE_BYTES as usize..).unwrap_or_default();
-    for (slot, (phys_start, bitmap_phys)) in entry_area.chunks_exact_mut(16).zip(entries) {
-        let (start_bytes, bitmap_bytes) = slot.split_at_mut(8);
-        start_bytes.copy_from_slice(&phys_start.to_ne_bytes());
-        bitmap_bytes.copy_from_slice(&bitmap_phys.to_ne_bytes());
+    let mut put = |offset: usize, bytes: &[u8]| {
+        if let Some(field) = offset.checked_add(bytes.len()).and_then(|end| buffer.get_mut(offset..end)) {
+            field.copy_from_slice(bytes);
+        }
+    };
+    put(CHUNK_NEXT_OFFSET, &next.to_ne_bytes());
+    put(CHUNK_ORDER_OFFSET, &order.to_ne_bytes());
+    put(CHUNK_COUNT_OFFSET, &element_count.to_ne_bytes());
+    for (index, (phys_start, bitmap_phys)) in entries.iter().enumerate().take(ENTRIES_PER_CHUNK as usize) {
+        let entry = entry_offset(index);
+        put(entry.saturating_add(ENTRY_PHYS_START_OFFSET), &phys_start.to_ne_bytes());
+        put(entry.saturating_add(ENTRY_BITMAP_OFFSET), &bitmap_phys.to_ne_bytes());
     }
 }
 
@@ -499,9 +512,9 @@ impl IncomingPreservations {
                 return Err(ChunkListError::ChunkCycle { phys: chunk_phys });
             }
             memory.read(chunk_phys, &mut chunk)?;
-            let next = u64_at(&chunk, 0);
-            let order = u32_at(&chunk, 8);
-            let element_count = u32_at(&chunk, 12);
+            let next = u64_at(&chunk, CHUNK_NEXT_OFFSET);
+            let order = u32_at(&chunk, CHUNK_ORDER_OFFSET);
+            let element_count = u32_at(&chunk, CHUNK_COUNT_OFFSET);
             if order > MAX_ORDER {
                 return Err(ChunkListError::BadOrder { chunk_phys, order });
             }
@@ -509,9 +522,9 @@ impl IncomingPreservations {
                 return Err(ChunkListError::TooManyElements { chunk_phys, element_count });
             }
             let entries = chunk.get(CHUNK_HEADER_SIZE_BYTES as usize..).unwrap_or_default();
-            for entry in entries.chunks_exact(16).take(element_count as usize) {
-                let phys_start = u64_at(entry, 0);
-                let bitmap_phys = u64_at(entry, 8);
+            for entry in entries.chunks_exact(CHUNK_ENTRY_SIZE_BYTES as usize).take(element_count as usize) {
+                let phys_start = u64_at(entry, ENTRY_PHYS_START_OFFSET);
+                let bitmap_phys = u64_at(entry, ENTRY_BITMAP_OFFSET);
                 incoming.add_entry(memory, &ram, &mut bitmap_addresses, order, phys_start, bitmap_phys)?;
             }
             incoming.chunk_pages.push(chunk_phys);

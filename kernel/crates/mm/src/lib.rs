@@ -16,7 +16,15 @@ pub mod scratch;
 pub use region::{Range, RegionSet};
 
 /// The page size Baton manages memory in.
-pub const PAGE_SIZE: u64 = 4096;
+pub use baton_abi::PAGE_SIZE;
+
+/// The order of the smallest naturally aligned block of pages that holds
+/// `size_bytes` (at least one page).
+pub const fn order_for_bytes(size_bytes: u64) -> u32 {
+    let pages = size_bytes.div_ceil(PAGE_SIZE);
+    let pages = if pages == 0 { 1 } else { pages };
+    pages.next_power_of_two().trailing_zeros()
+}
 
 /// Rounds `value` up to a multiple of `alignment` (a power of two), or `None`
 /// on overflow.
@@ -54,6 +62,17 @@ pub fn aligned_blocks(range: Range) -> impl Iterator<Item = (u64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_for_bytes_rounds_up_to_a_power_of_two_of_pages() {
+        assert_eq!(order_for_bytes(0), 0);
+        assert_eq!(order_for_bytes(1), 0);
+        assert_eq!(order_for_bytes(PAGE_SIZE), 0);
+        assert_eq!(order_for_bytes(PAGE_SIZE + 1), 1);
+        assert_eq!(order_for_bytes(3 * PAGE_SIZE), 2);
+        assert_eq!(order_for_bytes(2 << 20), 9);
+        assert_eq!(order_for_bytes((2 << 20) + 1), 10);
+    }
 
     #[test]
     fn aligned_blocks_tile_a_range_with_the_fewest_natural_blocks() {

@@ -5,10 +5,11 @@
 //! (present, user-accessible, writable when written) before the kernel
 //! touches the memory, which it then reaches through the direct map.
 
-use crate::mm::direct_map::{self, DirectMapTables};
+use super::block::{Block, order_for_bytes};
+use super::direct_map::{self, DirectMapTables};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use baton_abi::{Error, PAGE_SIZE, USER_ADDRESS_LIMIT};
+use baton_abi::{PAGE_SIZE, USER_ADDRESS_LIMIT};
 use baton_arch::paging::{EntryFormat, KERNEL_TOP_LEVEL_FIRST_SLOT};
 use baton_mm::paging::{Attributes, LeafSizes, MemoryType, PageTable};
 
@@ -21,16 +22,28 @@ pub const PRESERVABLE_BASE: u64 = 0x0000_0010_0000_0000;
 /// Where the incoming sub-FDT is mapped.
 pub const HANDOVER_FDT_BASE: u64 = 0x0000_0020_0000_0000;
 
+/// Why an address-space operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceError {
+    /// The address is not mapped for the user with the access needed, or
+    /// lies outside the user half.
+    BadAddress,
+    /// An address computation overflowed.
+    Overflow,
+    /// Out of memory for pages or page tables.
+    NoMemory,
+    /// Something is already mapped there.
+    AlreadyMapped,
+    /// An address or size is not page-aligned.
+    Misaligned,
+}
+
 /// What backs a mapped range, so exit frees the right things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {
-    /// Pages the kernel allocated for this service (image, stack).
-    Owned {
-        /// Physical address.
-        phys: u64,
-        /// Allocation order.
-        order: u32,
-    },
+    /// Pages this address space owns (image, stack): a block it frees with
+    /// the mapping.
+    Owned,
     /// Physically contiguous preservable folios (the KHO code tracks their
     /// preservation): `folios` folios of `order`, one after the other.
     Preservable {
@@ -48,15 +61,18 @@ pub enum Backing {
     },
 }
 
-/// A service's address space.
+/// A service's address space: freed (its own pages and its page tables)
+/// when dropped.
 pub struct AddressSpace {
     table: PageTable,
     /// Mapped ranges by start address: (size in bytes, backing).
     ranges: BTreeMap<u64, (u64, Backing)>,
+    /// The blocks of `Backing::Owned` ranges, by start address.
+    blocks: BTreeMap<u64, Block>,
 }
 
 fn tables() -> DirectMapTables<fn() -> Option<u64>> {
-    DirectMapTables { allocate_page: crate::mm::allocate_kernel_page }
+    DirectMapTables { allocate_page: super::allocate_kernel_page }
 }
 
 /// User-data attributes.
@@ -66,13 +82,13 @@ pub fn user_attributes(is_writable: bool, is_executable: bool) -> Attributes {
 
 impl AddressSpace {
     /// An empty address space that shares the kernel half.
-    pub fn new() -> Result<Self, Error> {
+    pub fn new() -> Result<Self, SpaceError> {
         let mut memory = tables();
-        let table = PageTable::new(&mut memory).map_err(|_| Error::NoMemory)?;
+        let table = PageTable::new(&mut memory).map_err(|_| SpaceError::NoMemory)?;
         if KERNEL_TOP_LEVEL_FIRST_SLOT < 512 {
-            table.share_top_level(&mut memory, &crate::mm::kernel_table(), KERNEL_TOP_LEVEL_FIRST_SLOT);
+            table.share_top_level(&mut memory, &super::kernel_table(), KERNEL_TOP_LEVEL_FIRST_SLOT);
         }
-        Ok(Self { table, ranges: BTreeMap::new() })
+        Ok(Self { table, ranges: BTreeMap::new(), blocks: BTreeMap::new() })
     }
 
     /// The root of its page tables.
@@ -88,10 +104,10 @@ impl AddressSpace {
         size_bytes: u64,
         attributes: Attributes,
         backing: Backing,
-    ) -> Result<(), Error> {
-        let end = virt.checked_add(size_bytes).ok_or(Error::Overflow)?;
+    ) -> Result<(), SpaceError> {
+        let end = virt.checked_add(size_bytes).ok_or(SpaceError::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
-            return Err(Error::BadAddress);
+            return Err(SpaceError::BadAddress);
         }
         // Preservable memory may be large and physically contiguous: 2 MiB
         // leaves wherever both addresses allow keep restoring a gigabyte to
@@ -102,10 +118,10 @@ impl AddressSpace {
         };
         self.table.map::<EntryFormat>(&mut tables(), virt, phys, size_bytes, attributes, leaves).map_err(|error| {
             match error {
-                baton_mm::paging::MapError::AlreadyMapped { .. } => Error::AlreadyExists,
-                baton_mm::paging::MapError::OutOfTables => Error::NoMemory,
-                baton_mm::paging::MapError::Misaligned => Error::Misaligned,
-                baton_mm::paging::MapError::Overflow => Error::Overflow,
+                baton_mm::paging::MapError::AlreadyMapped { .. } => SpaceError::AlreadyMapped,
+                baton_mm::paging::MapError::OutOfTables => SpaceError::NoMemory,
+                baton_mm::paging::MapError::Misaligned => SpaceError::Misaligned,
+                baton_mm::paging::MapError::Overflow => SpaceError::Overflow,
             }
         })?;
         self.ranges.insert(virt, (size_bytes, backing));
@@ -124,14 +140,11 @@ impl AddressSpace {
         attributes: Attributes,
         contents_offset: usize,
         contents: &[u8],
-    ) -> Result<u64, Error> {
+    ) -> Result<u64, SpaceError> {
         let pages = size_bytes.div_ceil(PAGE_SIZE);
-        let order = pages.next_power_of_two().trailing_zeros();
-        let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
+        let mut block = Block::allocate(order_for_bytes(size_bytes)).ok_or(SpaceError::NoMemory)?;
         let length = (pages * PAGE_SIZE) as usize;
-        // SAFETY: the block was just allocated for this address space and is
-        // at least `length` bytes; nothing else uses it.
-        let target = unsafe { core::slice::from_raw_parts_mut(direct_map::to_virtual(phys) as *mut u8, length) };
+        let target = &mut block.as_mut_slice()[..length];
         let contents_end = contents_offset + contents.len();
         for (chunk_index, chunk) in target.chunks_exact_mut(8).enumerate() {
             let start = chunk_index * 8;
@@ -148,27 +161,31 @@ impl AddressSpace {
                 chunk.copy_from_slice(&wanted);
             }
         }
-        if let Err(error) = self.map(virt, phys, pages * PAGE_SIZE, attributes, Backing::Owned { phys, order }) {
-            crate::mm::free_pages(phys, order);
-            return Err(error);
-        }
-        Ok(phys)
+        self.map_owned(virt, pages * PAGE_SIZE, attributes, block)
     }
 
     /// Allocates zeroed pages, maps them at `virt` and returns their physical
     /// address.
-    pub fn map_new(&mut self, virt: u64, size_bytes: u64, attributes: Attributes) -> Result<u64, Error> {
+    pub fn map_new(&mut self, virt: u64, size_bytes: u64, attributes: Attributes) -> Result<u64, SpaceError> {
         // The block is a power of two of pages; only what was asked for is
         // mapped.
         let pages = size_bytes.div_ceil(PAGE_SIZE);
-        let order = pages.next_power_of_two().trailing_zeros();
-        let phys = crate::mm::allocate_pages(order).ok_or(Error::NoMemory)?;
-        // SAFETY: the block was just allocated for this address space.
-        unsafe { core::ptr::write_bytes(direct_map::to_virtual(phys) as *mut u8, 0, (pages * PAGE_SIZE) as usize) };
-        if let Err(error) = self.map(virt, phys, pages * PAGE_SIZE, attributes, Backing::Owned { phys, order }) {
-            crate::mm::free_pages(phys, order);
-            return Err(error);
-        }
+        let block = Block::allocate_zeroed(order_for_bytes(size_bytes)).ok_or(SpaceError::NoMemory)?;
+        self.map_owned(virt, pages * PAGE_SIZE, attributes, block)
+    }
+
+    /// Maps `size_bytes` of `block` at `virt`; the block is freed with the
+    /// mapping (or now, if mapping fails).
+    fn map_owned(
+        &mut self,
+        virt: u64,
+        size_bytes: u64,
+        attributes: Attributes,
+        block: Block,
+    ) -> Result<u64, SpaceError> {
+        let phys = block.phys();
+        self.map(virt, phys, size_bytes, attributes, Backing::Owned)?;
+        self.blocks.insert(virt, block);
         Ok(phys)
     }
 
@@ -177,6 +194,8 @@ impl AddressSpace {
         let (size, backing) = self.ranges.remove(&virt)?;
         let _ = self.table.unmap::<EntryFormat>(&mut tables(), virt, size);
         baton_arch::paging::flush_all();
+        // Owned pages are freed once nothing maps them any more.
+        self.blocks.remove(&virt);
         Some((size, backing))
     }
 
@@ -201,47 +220,45 @@ impl AddressSpace {
 
     /// The physical address `virt` maps to, if it is mapped for the user
     /// with the needed access.
-    fn translate(&self, virt: u64, needs_write: bool) -> Result<u64, Error> {
+    fn translate(&self, virt: u64, needs_write: bool) -> Result<u64, SpaceError> {
         if virt >= USER_ADDRESS_LIMIT {
-            return Err(Error::BadAddress);
+            return Err(SpaceError::BadAddress);
         }
         let (phys, attributes) =
-            self.table.translate::<EntryFormat>(&direct_map::read_only_tables(), virt).ok_or(Error::BadAddress)?;
+            self.table.translate::<EntryFormat>(&direct_map::read_only_tables(), virt).ok_or(SpaceError::BadAddress)?;
         if !attributes.is_user || (needs_write && !attributes.is_writable) {
-            return Err(Error::BadAddress);
+            return Err(SpaceError::BadAddress);
         }
         Ok(phys)
     }
 
     /// Copies `length` bytes from the service at `address`.
-    pub fn read(&self, address: u64, length: u64) -> Result<Vec<u8>, Error> {
-        let end = address.checked_add(length).ok_or(Error::Overflow)?;
+    pub fn read(&self, address: u64, length: u64) -> Result<Vec<u8>, SpaceError> {
+        let end = address.checked_add(length).ok_or(SpaceError::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
-            return Err(Error::BadAddress);
+            return Err(SpaceError::BadAddress);
         }
         let mut bytes = Vec::new();
-        bytes.try_reserve_exact(length as usize).map_err(|_| Error::NoMemory)?;
+        bytes.try_reserve_exact(length as usize).map_err(|_| SpaceError::NoMemory)?;
         let mut cursor = address;
         while cursor < end {
             let page_end = ((cursor / PAGE_SIZE) + 1) * PAGE_SIZE;
             let chunk_end = page_end.min(end);
             let phys = self.translate(cursor, false)?;
-            let source = direct_map::to_virtual(phys) as *const u8;
-            // SAFETY: `translate` checked that the page is mapped for this
-            // service; `[cursor, chunk_end)` stays inside that page, which the
-            // direct map covers.
-            let chunk = unsafe { core::slice::from_raw_parts(source, (chunk_end - cursor) as usize) };
-            bytes.extend_from_slice(chunk);
+            let filled = bytes.len();
+            bytes.resize(filled + (chunk_end - cursor) as usize, 0);
+            // `translate` found the page mapped for this service, so it is RAM.
+            direct_map::read(phys, &mut bytes[filled..]).map_err(|_| SpaceError::BadAddress)?;
             cursor = chunk_end;
         }
         Ok(bytes)
     }
 
     /// Copies `data` into the service at `address` (checked writable).
-    pub fn write(&self, address: u64, data: &[u8]) -> Result<(), Error> {
-        let end = address.checked_add(data.len() as u64).ok_or(Error::Overflow)?;
+    pub fn write(&self, address: u64, data: &[u8]) -> Result<(), SpaceError> {
+        let end = address.checked_add(data.len() as u64).ok_or(SpaceError::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
-            return Err(Error::BadAddress);
+            return Err(SpaceError::BadAddress);
         }
         // Check every page first so a failure writes nothing.
         let mut cursor = address;
@@ -255,11 +272,10 @@ impl AddressSpace {
             let chunk_end = ((cursor / PAGE_SIZE + 1) * PAGE_SIZE).min(end);
             let length = (chunk_end - cursor) as usize;
             let phys = self.translate(cursor, true)?;
-            // SAFETY: checked writable user memory of this service, reached
-            // through the direct map; the chunk stays in one page.
-            unsafe {
-                core::ptr::copy_nonoverlapping(data[offset..].as_ptr(), direct_map::to_virtual(phys) as *mut u8, length)
-            };
+            // SAFETY: `translate` checked the page is mapped writable for this
+            // service (its own or its preservable memory, RAM); the chunk
+            // stays in one page, and the kernel holds no reference into it.
+            unsafe { direct_map::write(phys, &data[offset..offset + length]) };
             offset += length;
             cursor = chunk_end;
         }
@@ -270,16 +286,15 @@ impl AddressSpace {
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64, Backing)> + '_ {
         self.ranges.iter().map(|(&start, &(size, backing))| (start, size, backing))
     }
+}
 
+impl Drop for AddressSpace {
     /// Frees the address space's own pages and page tables. Preservable and
     /// borrowed memory is left to its owners.
-    pub fn destroy(mut self) {
-        let ranges: Vec<(u64, u64, Backing)> = self.ranges().collect();
-        for (start, _, backing) in ranges {
+    fn drop(&mut self) {
+        let starts: Vec<u64> = self.ranges.keys().copied().collect();
+        for start in starts {
             self.unmap(start);
-            if let Backing::Owned { phys, order } = backing {
-                crate::mm::free_pages(phys, order);
-            }
         }
         // Page-table pages come from the scratch pool or the page allocator;
         // pool pages are not returned (the pool is reset by the next boot).
@@ -291,7 +306,7 @@ impl AddressSpace {
         );
         table_pages.push(self.table.root());
         for page in table_pages {
-            crate::mm::free_kernel_page(page);
+            super::free_kernel_page(page);
         }
     }
 }

@@ -7,12 +7,25 @@
 //! then it jumps to the next kernel, or, when anything fails or for a
 //! rehearsal, aborts: it unfreezes, tells services, and answers the
 //! requester.
+//!
+//! This is where tasks and the handover meet: the lifecycle talks to
+//! services through the scheduler and drives the handover layer.
 
-use crate::task::{self, ServiceId, State, TASKS, Tasks};
+#![deny(unsafe_code)]
+
+#[cfg(feature = "testing")]
+mod inject;
+pub mod kexec;
+#[cfg(feature = "testing")]
+mod tests;
+
+use crate::handover::{self, HandoverError, boot_desc::BootDescriptionError};
+use crate::task::{self, Privilege, ServiceId, State, TASKS, Tasks};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use baton_abi::message::KERNEL_SENDER;
-use baton_abi::{Error, Message, UpdateEvent, UpdateImage};
+use baton_abi::{Message, UpdateEvent, UpdateImage};
+use kexec::KexecError;
 use spin::Mutex;
 
 /// The prepare deadline in effect (`update.prepare_timeout_ms=`).
@@ -45,15 +58,16 @@ struct Lifecycle {
 
 static LIFECYCLE: Mutex<Lifecycle> = Mutex::new(Lifecycle { phase: Phase::Idle, pending: None });
 
-/// `update(image)` from a privileged service: queue the request and block
-/// the caller until the kernel answers.
-pub fn request(tasks: &mut Tasks, id: ServiceId, image: UpdateImage) -> Result<(), Error> {
+/// `update(image)` from a privileged service: queue the request; the
+/// caller waits (its state says so) until the kernel answers.
+pub fn request(tasks: &mut Tasks, _privilege: Privilege, id: ServiceId, image: UpdateImage) -> Result<(), UpdateError> {
     let mut lifecycle = LIFECYCLE.lock();
     if lifecycle.pending.is_some() || lifecycle.phase != Phase::Idle {
-        return Err(Error::Busy);
+        return Err(UpdateError::InProgress);
     }
+    let process = tasks.processes.get_mut(&id).ok_or(UpdateError::RequesterGone)?;
+    process.state = State::WaitingForKernel;
     lifecycle.pending = Some((id, image));
-    tasks.processes.get_mut(&id).ok_or(Error::NotFound)?.state = State::WaitingForKernel;
     Ok(())
 }
 
@@ -62,8 +76,9 @@ pub fn is_pending() -> bool {
     LIFECYCLE.lock().pending.is_some()
 }
 
-/// `kho_ready(event, status)` from a service.
-pub fn acknowledge(_tasks: &mut Tasks, id: ServiceId, event: UpdateEvent, status: u64) -> Result<(), Error> {
+/// `kho_ready(event, status)` from a service (an acknowledgement that no
+/// phase waits for is ignored).
+pub fn acknowledge(id: ServiceId, event: UpdateEvent, status: u64) {
     let mut lifecycle = LIFECYCLE.lock();
     match &mut lifecycle.phase {
         Phase::Preparing { waiting, refused } if event == UpdateEvent::Prepare => {
@@ -77,7 +92,6 @@ pub fn acknowledge(_tasks: &mut Tasks, id: ServiceId, event: UpdateEvent, status
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// Sends `event` to every subscribed service; returns their ids.
@@ -94,13 +108,15 @@ fn broadcast(event: UpdateEvent) -> Vec<ServiceId> {
     subscribers
 }
 
-/// Answers the requester.
-fn answer(requester: ServiceId, result: Result<(), Error>) {
+/// Answers the requester: success, or `UpdateFailed` whatever the reason
+/// (the reason is logged).
+fn answer(requester: ServiceId, result: Result<(), UpdateError>) {
     let mut tasks = TASKS.lock();
     if let Some(process) = tasks.processes.get_mut(&requester)
         && process.state == State::WaitingForKernel
     {
-        let (status, value) = baton_abi::error::encode_result(result.map(|()| 0));
+        let result = result.map(|()| 0).map_err(|_| baton_abi::Error::UpdateFailed);
+        let (status, value) = baton_abi::error::encode_result(result);
         process.frame_mut().set_syscall_result(status, value);
         tasks.wake(requester);
     }
@@ -114,17 +130,24 @@ pub enum UpdateError {
     /// A service reported it cannot prepare.
     PrepareRefused(ServiceId, u64),
     /// Finalising the handover failed.
-    Finalize(baton_kho::OutgoingError),
-    /// There is no usable next kernel image.
-    NoImage(&'static str),
-    /// The next kernel image failed validation.
-    ImageRejected(baton_image::ImageError),
-    /// Memory for the handover or the jump ran out.
-    OutOfMemory,
+    Finalize(HandoverError),
+    /// Staging the next kernel or jumping into it failed.
+    Kexec(KexecError),
     /// Another update is in progress.
     InProgress,
-    /// The boot description for the next kernel could not be written.
-    BootDescription,
+    /// The boot description for the next kernel could not be published.
+    BootDescription(BootDescriptionError),
+    /// The service that asked for the update is gone.
+    RequesterGone,
+    /// Fault injection abandoned the jump on purpose (`kho.inject=fail-jump`).
+    #[cfg(feature = "testing")]
+    InjectedJumpFailure,
+}
+
+impl From<KexecError> for UpdateError {
+    fn from(error: KexecError) -> Self {
+        UpdateError::Kexec(error)
+    }
 }
 
 impl core::fmt::Display for UpdateError {
@@ -137,11 +160,12 @@ impl core::fmt::Display for UpdateError {
                 write!(f, "service {id} could not prepare (status {status})")
             }
             UpdateError::Finalize(error) => write!(f, "finalising the handover failed: {error}"),
-            UpdateError::NoImage(why) => write!(f, "next kernel image: {why}"),
-            UpdateError::ImageRejected(error) => write!(f, "next kernel image refused: {error}"),
-            UpdateError::OutOfMemory => f.write_str("out of memory for the handover"),
+            UpdateError::Kexec(error) => write!(f, "{error}"),
             UpdateError::InProgress => f.write_str("another update is in progress"),
-            UpdateError::BootDescription => f.write_str("cannot write the boot description"),
+            UpdateError::BootDescription(error) => write!(f, "cannot write the boot description: {error}"),
+            UpdateError::RequesterGone => f.write_str("the service that asked for the update is gone"),
+            #[cfg(feature = "testing")]
+            UpdateError::InjectedJumpFailure => f.write_str("fault injection: the jump was abandoned"),
         }
     }
 }
@@ -174,7 +198,7 @@ fn prepare() -> Result<(), UpdateError> {
 /// Finalises the outgoing handover and freezes it. With `wait_for_services`
 /// (rehearsals), waits (bounded) until subscribers acknowledge `frozen`.
 fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateError> {
-    let summary = crate::kho_out::finalize().map_err(UpdateError::Finalize)?;
+    let summary = handover::outgoing::finalize().map_err(UpdateError::Finalize)?;
     LIFECYCLE.lock().phase = Phase::Frozen;
     let subscribers = broadcast(UpdateEvent::Frozen);
     if wait_for_services {
@@ -192,8 +216,8 @@ fn freeze(wait_for_services: bool) -> Result<baton_kho::FinalizeSummary, UpdateE
 fn abort(reason: &dyn core::fmt::Display) {
     crate::console::resume_screen();
     log::warn!(target: "update", "update aborted: {reason}");
-    crate::kho_out::abort();
-    crate::kho_out::withdraw_boot_description();
+    handover::outgoing::abort();
+    handover::boot_desc::withdraw();
     LIFECYCLE.lock().phase = Phase::Idle;
     broadcast(UpdateEvent::Aborted);
     broadcast(UpdateEvent::Resumed);
@@ -206,7 +230,7 @@ pub fn run_pending() {
     };
     log::info!(target: "update", "update requested by service {requester} ({image:?})");
     let result = perform(image);
-    answer(requester, result.map_err(|_| Error::UpdateFailed));
+    answer(requester, result);
 }
 
 /// Carries out an update (or a rehearsal) from the main thread. Returns
@@ -221,11 +245,11 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
     // nothing but the error.
     let staged = match image {
         UpdateImage::Rehearsal => None,
-        _ => match crate::kexec::stage(image) {
+        _ => match kexec::stage(image) {
             Ok(staged) => Some(staged),
             Err(error) => {
                 log::warn!(target: "update", "update refused before freezing: {error}");
-                return Err(error);
+                return Err(error.into());
             }
         },
     };
@@ -234,10 +258,8 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
         .and_then(|()| {
             use baton_boot::handover::{TIMELINE_PREPARE, TIMELINE_PREPARED};
             let now = baton_arch::cpu::cycle_counter();
-            crate::kho_out::publish_boot_description(
-                now,
-                &[(TIMELINE_PREPARE, prepare_started), (TIMELINE_PREPARED, now)],
-            )
+            handover::boot_desc::publish(now, &[(TIMELINE_PREPARE, prepare_started), (TIMELINE_PREPARED, now)])
+                .map_err(UpdateError::BootDescription)
         })
         .and_then(|boot_description| {
             // The blackout starts here: the screen waits (see console).
@@ -245,13 +267,17 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             freeze(is_rehearsal).map(|summary| (summary, boot_description))
         })
         .and_then(|(summary, boot_description)| {
-            crate::kho_out::stamp_timeline(baton_boot::handover::TIMELINE_FINALIZED, baton_arch::cpu::cycle_counter());
-            crate::kho_out::log_finalized(&summary);
+            handover::boot_desc::stamp_timeline(
+                baton_boot::handover::TIMELINE_FINALIZED,
+                baton_arch::cpu::cycle_counter(),
+            );
+            handover::outgoing::log_finalized(&summary);
             pause_for_dump();
-            crate::fault_injection::apply(&summary)?;
+            #[cfg(feature = "testing")]
+            inject::apply(&summary)?;
             match &staged {
                 None => Ok(()),
-                Some(staged) => crate::kexec::jump(staged, summary.root_fdt_phys, boot_description),
+                Some(staged) => Err(UpdateError::Kexec(kexec::jump(staged, summary.root_fdt_phys, boot_description))),
             }
         });
     match result {

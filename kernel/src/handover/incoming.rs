@@ -14,61 +14,20 @@
 //! preserved, only with the runs. Whatever nobody claims is released when every owner is done, or at
 //! the latest [`CLAIM_DEADLINE_NS`] after boot.
 
-use crate::kho_out::KernelMemory;
-use crate::mm::{self, direct_map};
-use crate::task::Tasks;
-use crate::task::user_memory::{Backing, HANDOVER_FDT_BASE, PRESERVABLE_BASE, user_attributes};
+use super::HandoverError;
+use super::memory::KernelMemory;
+use super::report::{Arrival, report_blackout};
+use crate::mm;
+use crate::mm::block::Block;
+use crate::mm::user::{AddressSpace, Backing, HANDOVER_FDT_BASE, PRESERVABLE_BASE, user_attributes};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
-use baton_abi::{Error, PAGE_SIZE};
+use baton_abi::PAGE_SIZE;
 use baton_boot::BootInfo;
 use baton_kho::IncomingPreservations;
 use baton_kho::memory::PhysRange;
-use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
-
-/// Moments of this kernel's boot, for the update report.
-#[derive(Debug, Clone, Copy)]
-pub enum BootPhase {
-    /// The kernel's main entry.
-    Entry = 0,
-    /// Scratch, page tables and heap are up.
-    EarlyMemory = 1,
-    /// The handover has been validated and read.
-    Deserialised = 2,
-    /// The page allocator is up.
-    PageAllocator = 3,
-}
-
-static BOOT_PHASES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-
-/// Records when a boot phase ended.
-pub fn note_boot_phase(phase: BootPhase, cycles: u64) {
-    BOOT_PHASES[phase as usize].store(cycles, Ordering::Relaxed);
-}
-
-/// When a boot phase ended (0 if it has not).
-pub fn boot_phase(phase: BootPhase) -> u64 {
-    BOOT_PHASES[phase as usize].load(Ordering::Relaxed)
-}
-
-/// Logs, once per boot, how long after the kernel's entry the first service
-/// was dispatched (`cargo xtask bench` reads it for cold boots).
-pub fn note_first_service() {
-    static LOGGED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-    if LOGGED.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let elapsed = baton_arch::cpu::cycle_counter().saturating_sub(boot_phase(BootPhase::Entry));
-    let frequency = u128::from(baton_arch::cpu::cycle_counter_frequency_hz().max(1));
-    log::info!(
-        target: "boot",
-        "first service running {} us after entry (via {})",
-        u128::from(elapsed) * 1_000_000 / frequency,
-        crate::options::boot_info().path.name()
-    );
-}
 
 /// Unclaimed preserved memory is released at the latest this long after a
 /// KHO boot.
@@ -87,8 +46,6 @@ pub struct KhoIn {
     owners: BTreeMap<u64, OwnedRun>,
     /// Owners that still have to say `kho_done`.
     waiting_owners: BTreeSet<String>,
-    /// Metadata kept out of the page allocator until released.
-    metadata: Vec<baton_mm::Range>,
     freeze_cycles: u64,
     timeline: [u64; baton_boot::handover::TIMELINE_ENTRIES],
     folio_count: u64,
@@ -160,7 +117,7 @@ fn page_rounded(start: u64, end: u64) -> baton_mm::Range {
 
 fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass> {
     let kho = info.kho.as_ref().ok_or(Bypass::Memory)?;
-    let memory = KernelMemory::new();
+    let memory = KernelMemory::incoming();
     let root_bytes = baton_kho::fdt::read_fdt(&memory, root_phys, MAX_FDT_BYTES).map_err(Bypass::RootFdt)?;
     let root = baton_kho::parse_kho_fdt(&root_bytes).map_err(Bypass::Root)?;
     let ram: Vec<PhysRange> = mm::ram_ranges().into_iter().map(to_kho).collect();
@@ -207,17 +164,11 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
         }
     }
     let description = kho.boot_description;
-    // SAFETY: the boot description lies in RAM (it was read at entry) and
-    // nothing writes to it.
-    let description_bytes = unsafe {
-        core::slice::from_raw_parts(
-            direct_map::to_virtual(description.start) as *const u8,
-            description.size_bytes() as usize,
-        )
-    };
+    let mut description_bytes = alloc::vec![0; description.size_bytes() as usize];
+    mm::direct_map::read(description.start, &mut description_bytes).map_err(|_| Bypass::Memory)?;
     let mut owners = BTreeMap::new();
     let mut waiting_owners = BTreeSet::new();
-    if let Some(table) = baton_boot::handover::owners(description_bytes) {
+    if let Some(table) = baton_boot::handover::owners(&description_bytes) {
         for run in table {
             owners.insert(run.phys, OwnedRun { owner: String::from(run.owner), order: run.order, folios: run.folios });
             waiting_owners.insert(String::from(run.owner));
@@ -227,7 +178,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
     let mut reserved: Vec<baton_mm::Range> =
         preservations.metadata_ranges().map(|range| page_rounded(range.start, range.end)).collect();
     reserved.push(page_rounded(root_range.start, root_range.end));
-    let incoming = Incoming { reserved: reserved.clone(), preserved };
+    let incoming = Incoming { reserved, preserved };
     let state_bitmaps = preservations.bitmap_count();
     let state = KhoIn {
         preserved_bytes_at_boot: preservations.remaining_bytes(),
@@ -238,7 +189,6 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
         users,
         owners,
         waiting_owners,
-        metadata: reserved,
         freeze_cycles: kho.freeze_cycles,
         timeline: kho.timeline,
         folio_count,
@@ -309,31 +259,19 @@ pub fn claim_kernel_ranges(info: &BootInfo) {
     state.waiting_owners.remove(baton_boot::handover::USER_NAME);
 }
 
-fn service_name(tasks: &Tasks, id: u64) -> Result<String, Error> {
-    tasks.processes.get(&id).map(|process| String::from(process.name.as_str())).ok_or(Error::NotFound)
-}
-
-/// `kho_fetch()`: maps the caller's own sub-FDT read-only.
-pub fn fetch(tasks: &mut Tasks, id: u64) -> Result<u64, Error> {
-    let name = service_name(tasks, id)?;
+/// `kho_fetch()`: maps the owner's own sub-FDT read-only into its space.
+pub fn fetch(name: &str, space: &mut AddressSpace) -> Result<u64, HandoverError> {
     let guard = KHO_IN.lock();
-    let state = guard.as_ref().filter(|state| !state.is_released).ok_or(Error::NoHandover)?;
-    let &(phys, size) = state.users.get(&name).ok_or(Error::NoHandover)?;
-    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let state = guard.as_ref().filter(|state| !state.is_released).ok_or(HandoverError::NoHandover)?;
+    let &(phys, size) = state.users.get(name).ok_or(HandoverError::NoHandover)?;
     let first = phys & !(PAGE_SIZE - 1);
     let length = (phys + size).next_multiple_of(PAGE_SIZE) - first;
-    if let Some((start, _, Backing::Borrowed { phys: mapped })) = process.space.range_containing(HANDOVER_FDT_BASE)
+    if let Some((start, _, Backing::Borrowed { phys: mapped })) = space.range_containing(HANDOVER_FDT_BASE)
         && mapped == first
     {
         return Ok(start + (phys - first));
     }
-    process.space.map(
-        HANDOVER_FDT_BASE,
-        first,
-        length,
-        user_attributes(false, false),
-        Backing::Borrowed { phys: first },
-    )?;
+    space.map(HANDOVER_FDT_BASE, first, length, user_attributes(false, false), Backing::Borrowed { phys: first })?;
     Ok(HANDOVER_FDT_BASE + (phys - first))
 }
 
@@ -345,86 +283,90 @@ fn owner_of(owners: &BTreeMap<u64, OwnedRun>, phys: u64, size_bytes: u64) -> Opt
 
 /// Checks that `name` may take back `[phys, phys + size_bytes)` as folios
 /// of `order`.
-fn check_owner(state: &KhoIn, name: &str, phys: u64, order: u32, size_bytes: u64) -> Result<(), Error> {
+fn check_owner(state: &KhoIn, name: &str, phys: u64, order: u32, size_bytes: u64) -> Result<(), HandoverError> {
     match owner_of(&state.owners, phys, size_bytes) {
-        Some(run) if run.owner != name => Err(Error::PermissionDenied),
-        Some(run) if run.order != order => Err(Error::InvalidArgument),
+        Some(run) if run.owner != name => Err(HandoverError::NotOwner),
+        Some(run) if run.order != order => Err(HandoverError::WrongOrder),
         Some(_) => Ok(()),
         // Not (entirely) inside one owned run: someone else's, or nobody's.
         None => match owner_of(&state.owners, phys, PAGE_SIZE) {
-            Some(run) if run.owner != name => Err(Error::PermissionDenied),
-            Some(_) => Err(Error::InvalidArgument),
-            None => Err(Error::NotFound),
+            Some(run) if run.owner != name => Err(HandoverError::NotOwner),
+            Some(_) => Err(HandoverError::WrongOrder),
+            None => Err(HandoverError::NotPreserved),
         },
     }
 }
 
-/// `kho_restore(physical, order)`: hands back a folio the caller's previous
+/// `kho_restore(physical, order)`: hands back a folio the owner's previous
 /// instance preserved, mapped as preservable memory again.
-pub fn restore(tasks: &mut Tasks, id: u64, physical: u64, order: u32) -> Result<u64, Error> {
-    restore_run(tasks, id, physical, order, 1)
+pub fn restore(name: &str, space: &mut AddressSpace, physical: u64, order: u32) -> Result<u64, HandoverError> {
+    restore_run(name, space, physical, order, 1)
 }
 
 /// `kho_restore_run(physical, order, count)`: hands back `count` physically
 /// consecutive folios the caller's previous instance preserved, mapped
 /// consecutively (with 2 MiB leaves where the addresses allow). The cost is
 /// the bitmap words covering the run and one page-table entry per leaf.
-pub fn restore_run(tasks: &mut Tasks, id: u64, physical: u64, order: u32, count: u64) -> Result<u64, Error> {
-    let name = service_name(tasks, id)?;
-    let size = count.checked_mul(PAGE_SIZE << order).ok_or(Error::Overflow)?;
+pub fn restore_run(
+    name: &str,
+    space: &mut AddressSpace,
+    physical: u64,
+    order: u32,
+    count: u64,
+) -> Result<u64, HandoverError> {
+    let size = count.checked_mul(PAGE_SIZE << order).ok_or(HandoverError::Overflow)?;
+    let end = physical.checked_add(size).ok_or(HandoverError::Overflow)?;
     // Place it first, so nothing is taken that cannot be mapped.
     const LEAF: u64 = 2 << 20;
-    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
     let virt = if size >= LEAF {
         // Same offset within 2 MiB as the physical address: 2 MiB leaves.
         let offset = physical % LEAF;
-        process.space.find_free(PRESERVABLE_BASE, size + offset, LEAF).ok_or(Error::NoMemory)? + offset
+        space.find_free(PRESERVABLE_BASE, size + offset, LEAF).ok_or(HandoverError::OutOfMemory)? + offset
     } else {
-        process.space.find_free(PRESERVABLE_BASE, size, PAGE_SIZE << order).ok_or(Error::NoMemory)?
+        space.find_free(PRESERVABLE_BASE, size, PAGE_SIZE << order).ok_or(HandoverError::OutOfMemory)?
     };
     let mut guard = KHO_IN.lock();
-    let state = guard.as_mut().filter(|state| !state.is_released).ok_or(Error::NoHandover)?;
-    check_owner(state, &name, physical, order, size)?;
-    state.preservations.take_range(&mut state.memory, physical, size).map_err(|_| Error::NotFound)?;
+    let state = guard.as_mut().filter(|state| !state.is_released).ok_or(HandoverError::NoHandover)?;
+    check_owner(state, name, physical, order, size)?;
+    state.preservations.take_range(&mut state.memory, physical, size).map_err(|_| HandoverError::NotPreserved)?;
     drop(guard);
-    mm::note_preserved_restored(size);
-    crate::kho_out::adopt(&name, physical, order, count);
-    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let Some(block) = Block::claim_preserved(baton_mm::Range::new(physical, end)) else {
+        log::warn!(target: "kho", "'{name}': {physical:#x} ({size} bytes) was preserved but is not waiting in memory");
+        return Err(HandoverError::NotPreserved);
+    };
+    super::outgoing::adopt(name, block, order, count);
     let backing = Backing::Preservable { phys: physical, order, folios: count };
-    if let Err(error) = process.space.map(virt, physical, size, user_attributes(true, false), backing) {
-        // Out of page-table memory: the state cannot reach its owner.
+    if let Err(error) = space.map(virt, physical, size, user_attributes(true, false), backing) {
+        // Out of page-table memory: the state cannot reach its owner (it
+        // stays the owner's, freed when it ends).
         log::warn!(target: "kho", "'{name}': restoring {physical:#x} ({size} bytes) failed: {error:?}");
-        return Err(error);
+        return Err(error.into());
     }
     Ok(virt)
 }
 
-/// `kho_done()`: the caller restored all it wants; what its previous
+/// `kho_done()`: the owner restored all it wants; what its previous
 /// instance preserved and it did not take is released, and its sub-FDT is
 /// unmapped.
-pub fn done(tasks: &mut Tasks, id: u64) -> Result<(), Error> {
-    let name = service_name(tasks, id)?;
-    if let Some(process) = tasks.processes.get_mut(&id)
-        && let Some((start, _, Backing::Borrowed { .. })) = process.space.range_containing(HANDOVER_FDT_BASE)
-    {
-        process.space.unmap(start);
+pub fn done(name: &str, space: &mut AddressSpace) {
+    if let Some((start, _, Backing::Borrowed { .. })) = space.range_containing(HANDOVER_FDT_BASE) {
+        space.unmap(start);
     }
     // What it did not take goes back to the page allocator now (its runs,
     // a few bitmap words each), so a service that gives its state up makes
     // room for the others at once; the handover metadata and unowned
     // memory follow when every owner is done.
     let mut guard = KHO_IN.lock();
-    let Some(state) = guard.as_mut() else { return Ok(()) };
-    if state.waiting_owners.remove(&name) {
+    let Some(state) = guard.as_mut() else { return };
+    if state.waiting_owners.remove(name) {
         if !state.is_released {
-            state.not_taken_bytes += release_owner(state, &name);
+            state.not_taken_bytes += release_owner(state, name);
         }
         if state.waiting_owners.is_empty() {
-            report_blackout(state);
+            report_blackout(&state.arrival());
             crate::console::release();
         }
     }
-    Ok(())
 }
 
 /// Releases what `name` owned and did not take back.
@@ -439,95 +381,26 @@ fn release_owner(state: &mut KhoIn, name: &str) -> u64 {
     for (phys, size) in owned {
         state.owners.remove(&phys);
         for run in state.preservations.take_inside(&mut state.memory, phys, size).unwrap_or_default() {
-            mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes()));
-            released += run.size_bytes();
+            if mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes())) {
+                released += run.size_bytes();
+            }
         }
     }
     released
 }
 
-fn report_blackout(state: &KhoIn) {
-    use baton_boot::handover::{
-        TIMELINE_COPY_END, TIMELINE_COPY_START, TIMELINE_FINALIZED, TIMELINE_JUMP, TIMELINE_PREPARE, TIMELINE_PREPARED,
-    };
-    let now = baton_arch::cpu::cycle_counter();
-    let frequency = u128::from(baton_arch::cpu::cycle_counter_frequency_hz().max(1));
-    let micros = |from: u64, to: u64| u128::from(to.saturating_sub(from)) * 1_000_000 / frequency;
-    let cycles = now.saturating_sub(state.freeze_cycles);
-    let timeline = &state.timeline;
-    let boot = |phase: BootPhase| BOOT_PHASES[phase as usize].load(Ordering::Relaxed);
-    log::info!(
-        target: "kho",
-        "update-report: generation={} from={} to={} preserved_bytes={} sub_fdts={} folios={} bitmaps={} blackout_cycles={} blackout_us={} \
-         prepare_us={} serialise_us={} load_us={} jump_us={} copy_us={} early_boot_us={} deserialise_us={} seed_us={} restore_us={}",
-        state.generation,
-        state.previous_version,
-        crate::options::VERSION,
-        state.preserved_bytes_at_boot,
-        state.sub_fdt_count,
-        state.folio_count,
-        state.bitmap_count,
-        cycles,
-        micros(state.freeze_cycles, now),
-        micros(timeline[TIMELINE_PREPARE], timeline[TIMELINE_PREPARED]),
-        micros(timeline[TIMELINE_PREPARED], timeline[TIMELINE_FINALIZED]),
-        micros(timeline[TIMELINE_FINALIZED], timeline[TIMELINE_JUMP]),
-        micros(timeline[TIMELINE_JUMP], boot(BootPhase::Entry)),
-        micros(timeline[TIMELINE_COPY_START], timeline[TIMELINE_COPY_END]),
-        micros(boot(BootPhase::Entry), boot(BootPhase::EarlyMemory)),
-        micros(boot(BootPhase::EarlyMemory), boot(BootPhase::Deserialised)),
-        micros(boot(BootPhase::Deserialised), boot(BootPhase::PageAllocator)),
-        micros(boot(BootPhase::PageAllocator), now),
-    );
-    let mut record = baton_boot::handover::UpdateRecord {
-        generation: state.generation,
-        blackout_us: micros(state.freeze_cycles, now) as u64,
-        preserved_bytes: state.preserved_bytes_at_boot,
-        sub_fdts: state.sub_fdt_count as u32,
-        ..Default::default()
-    };
-    let _ = record.from.try_push_str(&state.previous_version[..state.previous_version.len().min(16)]);
-    let _ = record.to.try_push_str(&crate::options::VERSION[..crate::options::VERSION.len().min(16)]);
-    let mut history = HISTORY.lock();
-    if let Some(kho) = &crate::options::boot_info().kho {
-        history.clone_from(&kho.history);
-    }
-    if history.is_full() {
-        history.remove(0);
-    }
-    history.push(record);
-}
-
-/// The updates that led to this kernel, oldest first, this boot's last.
-static HISTORY: Mutex<arrayvec::ArrayVec<baton_boot::handover::UpdateRecord, { baton_boot::info::HISTORY_ENTRIES }>> =
-    Mutex::new(arrayvec::ArrayVec::new_const());
-
-/// The updates that led to this kernel (for the next one, and the summary).
-pub fn history() -> arrayvec::ArrayVec<baton_boot::handover::UpdateRecord, { baton_boot::info::HISTORY_ENTRIES }> {
-    HISTORY.lock().clone()
-}
-
-/// Logs the updates that led here as a table (at shutdown, so a person at
-/// the screen sees the whole demo summed up).
-pub fn log_history() {
-    let history = history();
-    if history.is_empty() {
-        return;
-    }
-    log::info!(target: "kho", "updates that led to this kernel (most recent {}):", history.len());
-    log::info!(target: "kho", "  update  from          to            preserved   sub-FDTs  blackout");
-    for record in &history {
-        log::info!(
-            target: "kho",
-            "  {:>6}  {:<12}  {:<12}  {:>6} KiB  {:>8}  {:>5}.{:03} ms",
-            record.generation,
-            record.from.as_str(),
-            record.to.as_str(),
-            record.preserved_bytes / 1024,
-            record.sub_fdts,
-            record.blackout_us / 1000,
-            record.blackout_us % 1000
-        );
+impl KhoIn {
+    fn arrival(&self) -> Arrival<'_> {
+        Arrival {
+            generation: self.generation,
+            previous_version: &self.previous_version,
+            preserved_bytes: self.preserved_bytes_at_boot,
+            sub_fdts: self.sub_fdt_count,
+            folios: self.folio_count,
+            bitmaps: self.bitmap_count,
+            freeze_cycles: self.freeze_cycles,
+            timeline: &self.timeline,
+        }
     }
 }
 
@@ -558,7 +431,7 @@ pub fn release_unclaimed() {
     if !state.waiting_owners.is_empty() {
         crate::console::release();
         log::warn!(target: "kho", "services that never claimed their state: {:?}", state.waiting_owners);
-        report_blackout(state);
+        report_blackout(&state.arrival());
     }
     let owners: BTreeSet<String> = state.owners.values().map(|run| run.owner.clone()).collect();
     for owner in owners {
@@ -570,14 +443,13 @@ pub fn release_unclaimed() {
     for run in leftovers {
         if let Ok(taken) = state.preservations.take_inside(&mut state.memory, run.phys, run.size_bytes()) {
             for run in taken {
-                mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes()));
-                unowned += run.size_bytes();
+                if mm::release_preserved(baton_mm::Range::new(run.phys, run.phys + run.size_bytes())) {
+                    unowned += run.size_bytes();
+                }
             }
         }
     }
-    for range in core::mem::take(&mut state.metadata) {
-        mm::add_free_range(range);
-    }
+    mm::release_handover_metadata();
     state.is_released = true;
     log::info!(
         target: "kho",
@@ -588,6 +460,7 @@ pub fn release_unclaimed() {
 }
 
 /// A kernel-internal KHO user's sub-FDT, copied (tests).
+#[cfg(feature = "testing")]
 pub fn kernel_fetch(name: &str) -> Option<Vec<u8>> {
     let guard = KHO_IN.lock();
     let state = guard.as_ref()?;
@@ -597,17 +470,19 @@ pub fn kernel_fetch(name: &str) -> Option<Vec<u8>> {
 
 /// Claims a folio for a kernel-internal KHO user (tests): the same ownership
 /// rule as `kho_restore`.
-pub fn kernel_restore(name: &str, physical: u64, order: u32) -> Result<(), Error> {
+#[cfg(feature = "testing")]
+pub fn kernel_restore(name: &str, physical: u64, order: u32) -> Result<Block, HandoverError> {
+    let size = PAGE_SIZE << order;
     let mut guard = KHO_IN.lock();
-    let state = guard.as_mut().ok_or(Error::NoHandover)?;
-    check_owner(state, name, physical, order, PAGE_SIZE << order)?;
-    state.preservations.take(&mut state.memory, physical, order).map_err(|_| Error::NotFound)?;
+    let state = guard.as_mut().ok_or(HandoverError::NoHandover)?;
+    check_owner(state, name, physical, order, size)?;
+    state.preservations.take(&mut state.memory, physical, order).map_err(|_| HandoverError::NotPreserved)?;
     drop(guard);
-    mm::note_preserved_restored(PAGE_SIZE << order);
-    Ok(())
+    Block::claim_preserved(baton_mm::Range::new(physical, physical + size)).ok_or(HandoverError::NotPreserved)
 }
 
 /// Says a kernel-internal KHO user is done (tests).
+#[cfg(feature = "testing")]
 pub fn kernel_done(name: &str) {
     let mut guard = KHO_IN.lock();
     if let Some(state) = guard.as_mut() {

@@ -1,0 +1,387 @@
+//! The system-call boundary: decodes the request (baton-abi), finds the
+//! calling service once, checks privilege with a token, runs the call in the
+//! layer that owns it, and turns each layer's typed errors into the ABI's
+//! documented error numbers (every variant mapped by name, no catch-all).
+
+#![deny(unsafe_code)]
+
+use crate::handover::{self, HandoverError};
+use crate::mm::user::SpaceError;
+use crate::task::ipc::{self, IpcError};
+use crate::task::{Privilege, SpawnError, State, TASKS, Tasks, reschedule};
+use crate::update::{self, UpdateError};
+use baton_abi::error::encode_result;
+use baton_abi::{Error, Message, Request};
+use baton_arch::trap::TrapFrame;
+use baton_kho::{OutgoingError, TrackerError};
+
+/// What a system call did to the caller.
+enum Outcome {
+    /// Return this value now.
+    Done(u64),
+    /// The caller blocked (its result is set when it is woken).
+    Blocked,
+    /// The caller asked to give up the CPU; return 0 and reschedule.
+    Yielded,
+    /// The caller is gone.
+    Exited,
+}
+
+/// Why a call failed, before it becomes an ABI error number.
+enum CallError {
+    Abi(Error),
+    Space(SpaceError),
+    Handover(HandoverError),
+    Ipc(IpcError),
+    Spawn(SpawnError),
+    Update(UpdateError),
+}
+
+impl From<Error> for CallError {
+    fn from(error: Error) -> Self {
+        CallError::Abi(error)
+    }
+}
+impl From<SpaceError> for CallError {
+    fn from(error: SpaceError) -> Self {
+        CallError::Space(error)
+    }
+}
+impl From<HandoverError> for CallError {
+    fn from(error: HandoverError) -> Self {
+        CallError::Handover(error)
+    }
+}
+impl From<IpcError> for CallError {
+    fn from(error: IpcError) -> Self {
+        CallError::Ipc(error)
+    }
+}
+impl From<SpawnError> for CallError {
+    fn from(error: SpawnError) -> Self {
+        CallError::Spawn(error)
+    }
+}
+impl From<UpdateError> for CallError {
+    fn from(error: UpdateError) -> Self {
+        CallError::Update(error)
+    }
+}
+
+fn space_error(error: SpaceError) -> Error {
+    match error {
+        SpaceError::BadAddress => Error::BadAddress,
+        SpaceError::Overflow => Error::Overflow,
+        SpaceError::NoMemory => Error::NoMemory,
+        SpaceError::AlreadyMapped => Error::AlreadyExists,
+        SpaceError::Misaligned => Error::Misaligned,
+    }
+}
+
+fn tracker_error(error: TrackerError) -> Error {
+    match error {
+        TrackerError::OutOfMetadataMemory => Error::NoMemory,
+        TrackerError::AlreadyPreserved { .. } | TrackerError::OverlapsPreserved { .. } => Error::AlreadyExists,
+        TrackerError::NotPreserved { .. } | TrackerError::RangeNotPreserved { .. } => Error::NotFound,
+        TrackerError::OrderTooLarge { .. }
+        | TrackerError::MisalignedFolio { .. }
+        | TrackerError::AddressTooLarge { .. }
+        | TrackerError::ZeroSizedRange { .. }
+        | TrackerError::MisalignedRange { .. }
+        | TrackerError::RangeOverflow { .. }
+        | TrackerError::FolioStraddlesRange { .. }
+        | TrackerError::Access(_) => Error::InvalidArgument,
+    }
+}
+
+fn outgoing_error(error: OutgoingError) -> Error {
+    match error {
+        OutgoingError::Busy | OutgoingError::AlreadyFinalized => Error::Busy,
+        OutgoingError::Tracker(error) => tracker_error(error),
+        OutgoingError::OutOfMetadataMemory => Error::NoMemory,
+        OutgoingError::NotFinalized
+        | OutgoingError::InvalidUserName
+        | OutgoingError::DuplicateUserName
+        | OutgoingError::UnknownUser
+        | OutgoingError::InvalidSubFdtRange { .. }
+        | OutgoingError::SubFdtNotPreserved { .. }
+        | OutgoingError::InvalidSubFdt { .. }
+        | OutgoingError::Access(_)
+        | OutgoingError::FdtBuild(_) => Error::InvalidArgument,
+    }
+}
+
+fn handover_error(error: HandoverError) -> Error {
+    match error {
+        HandoverError::Space(error) => space_error(error),
+        HandoverError::NotPreservable | HandoverError::NotOwner => Error::PermissionDenied,
+        HandoverError::NotMapped => Error::BadAddress,
+        HandoverError::NotFolioAligned => Error::Misaligned,
+        HandoverError::LimitReached | HandoverError::OutOfMemory => Error::NoMemory,
+        HandoverError::Overflow => Error::Overflow,
+        HandoverError::Frozen | HandoverError::StillPreserved | HandoverError::NotReady => Error::Busy,
+        HandoverError::Kho(error) => outgoing_error(error),
+        HandoverError::InvalidSubFdt | HandoverError::WrongOrder => Error::InvalidArgument,
+        HandoverError::NoHandover => Error::NoHandover,
+        HandoverError::NotPreserved => Error::NotFound,
+    }
+}
+
+fn ipc_error(error: IpcError) -> Error {
+    match error {
+        IpcError::NoSuchService => Error::NotFound,
+        IpcError::WouldBlock => Error::WouldBlock,
+        IpcError::NotCalling | IpcError::NotReceived => Error::InvalidArgument,
+        IpcError::NotYourCaller => Error::PermissionDenied,
+    }
+}
+
+fn spawn_error(error: SpawnError) -> Error {
+    match error {
+        SpawnError::UnknownService => Error::NotFound,
+        SpawnError::BadImage(_) => Error::InvalidArgument,
+        SpawnError::NoMemory => Error::NoMemory,
+        SpawnError::AlreadyRunning => Error::AlreadyExists,
+    }
+}
+
+fn update_error(error: UpdateError) -> Error {
+    match error {
+        UpdateError::InProgress => Error::Busy,
+        UpdateError::RequesterGone => Error::NotFound,
+        UpdateError::PrepareTimedOut(_)
+        | UpdateError::PrepareRefused(..)
+        | UpdateError::Finalize(_)
+        | UpdateError::Kexec(_)
+        | UpdateError::BootDescription(_) => Error::UpdateFailed,
+        #[cfg(feature = "testing")]
+        UpdateError::InjectedJumpFailure => Error::UpdateFailed,
+    }
+}
+
+impl From<CallError> for Error {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Abi(error) => error,
+            CallError::Space(error) => space_error(error),
+            CallError::Handover(error) => handover_error(error),
+            CallError::Ipc(error) => ipc_error(error),
+            CallError::Spawn(error) => spawn_error(error),
+            CallError::Update(error) => update_error(error),
+        }
+    }
+}
+
+fn read_message(tasks: &Tasks, id: u64, address: u64) -> Result<Message, CallError> {
+    let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
+    let bytes = process.space.read(address, baton_abi::message::MESSAGE_BYTES as u64)?;
+    let mut array = [0u8; baton_abi::message::MESSAGE_BYTES];
+    array.copy_from_slice(&bytes);
+    Ok(Message::from_bytes(&array))
+}
+
+fn read_name(tasks: &Tasks, id: u64, address: u64, length: u64) -> Result<alloc::string::String, CallError> {
+    let process = tasks.processes.get(&id).ok_or(Error::NotFound)?;
+    let bytes = process.space.read(address, length)?;
+    Ok(alloc::string::String::from_utf8(bytes).map_err(|_| Error::InvalidArgument)?)
+}
+
+/// The caller's privilege token, or `PermissionDenied`.
+fn privilege(tasks: &Tasks, id: u64) -> Result<Privilege, CallError> {
+    Ok(tasks.processes.get(&id).and_then(|process| process.privilege()).ok_or(Error::PermissionDenied)?)
+}
+
+fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    // The caller, found once for the calls that concern only it.
+    macro_rules! caller {
+        () => {
+            tasks.processes.get_mut(&id).ok_or(Error::NotFound)?
+        };
+    }
+    match request {
+        Request::Log(buffer) => {
+            let process = caller!();
+            let bytes = process.space.read(buffer.address, buffer.length)?;
+            let text = core::str::from_utf8(&bytes).unwrap_or("<not UTF-8>");
+            log::info!(target: "svc", "[{}] {}", process.name.as_str(), text.trim_end());
+            Ok(Outcome::Done(0))
+        }
+        Request::Exit(code) => {
+            let name = caller!().name;
+            log::info!(target: "sched", "service '{}' (id {id}) exited with code {}", name.as_str(), code as i64);
+            tasks.end(id, code as i64);
+            Ok(Outcome::Exited)
+        }
+        Request::Yield => Ok(Outcome::Yielded),
+        Request::Sleep { nanoseconds } => {
+            let until_ns = baton_arch::nanoseconds().saturating_add(nanoseconds);
+            let process = caller!();
+            process.state = State::Sleeping { until_ns };
+            process.frame_mut().set_syscall_result(0, 0);
+            Ok(Outcome::Blocked)
+        }
+        Request::Clock => Ok(Outcome::Done(baton_arch::nanoseconds())),
+        Request::ServiceId => Ok(Outcome::Done(id)),
+        Request::Send { target, message } => {
+            let message = read_message(tasks, id, message.address)?;
+            ipc::post(tasks, id, target, message)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::Receive { message: buffer } => {
+            // Check the buffer before blocking, so a bad pointer fails now.
+            caller!().space.write(buffer.address, &[0; 0])?;
+            read_message(tasks, id, buffer.address)?;
+            if let Some(message) = ipc::take(tasks, id) {
+                caller!().space.write(buffer.address, &message.to_bytes())?;
+                return Ok(Outcome::Done(message.sender));
+            }
+            let process = caller!();
+            process.space.write(buffer.address, &Message::default().to_bytes())?;
+            process.state = State::Receiving { buffer: buffer.address };
+            Ok(Outcome::Blocked)
+        }
+        Request::Call { target, message: buffer } => {
+            if target == id {
+                return Err(Error::InvalidArgument.into());
+            }
+            let message = read_message(tasks, id, buffer.address)?;
+            // The reply will be written here: it must be writable now.
+            caller!().space.write(buffer.address, &message.to_bytes())?;
+            // Calling before the post, so the callee's kernel side knows
+            // this message is a call it may answer.
+            caller!().state = State::Calling { target, buffer: buffer.address };
+            if let Err(error) = ipc::post(tasks, id, target, message) {
+                caller!().state = State::Ready;
+                return Err(error.into());
+            }
+            Ok(Outcome::Blocked)
+        }
+        Request::Reply { target, message } => {
+            let message = read_message(tasks, id, message.address)?;
+            ipc::answer(tasks, id, target, message)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::Lookup(buffer) => {
+            let name = read_name(tasks, id, buffer.address, buffer.length)?;
+            let found = tasks
+                .processes
+                .values()
+                .find(|process| process.name.as_str() == name && !matches!(process.state, State::Exited(_)));
+            Ok(found.map(|process| Outcome::Done(process.id)).ok_or(Error::NotFound)?)
+        }
+        Request::Spawn { name, argument } => {
+            let _privilege = privilege(tasks, id)?;
+            let name = read_name(tasks, id, name.address, name.length)?;
+            Ok(Outcome::Done(crate::task::spawn_locked(tasks, &name, argument)?))
+        }
+        Request::AllocatePreservable { order } => {
+            let process = caller!();
+            Ok(Outcome::Done(handover::outgoing::allocate(process.name.as_str(), &mut process.space, order)?))
+        }
+        Request::AllocatePreservableRun { order, count } => {
+            let process = caller!();
+            Ok(Outcome::Done(handover::outgoing::allocate_run(
+                process.name.as_str(),
+                &mut process.space,
+                order,
+                count,
+            )?))
+        }
+        Request::FreePreservable { address } => {
+            handover::outgoing::free(&mut caller!().space, address)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::PhysicalAddress { address } => {
+            Ok(Outcome::Done(handover::outgoing::physical_address(&caller!().space, address)?))
+        }
+        Request::KhoPreserve(buffer) | Request::KhoUnpreserve(buffer) => {
+            let is_preserve = matches!(request, Request::KhoPreserve(_));
+            let process = caller!();
+            handover::outgoing::preserve(process.name.as_str(), &process.space, buffer, is_preserve)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::KhoPublish(buffer) => {
+            let process = caller!();
+            handover::outgoing::publish(process.name.as_str(), &process.space, buffer)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::KhoSubscribe => {
+            caller!().is_subscribed = true;
+            Ok(Outcome::Done(0))
+        }
+        Request::KhoReady { event, status } => {
+            update::acknowledge(id, event, status);
+            Ok(Outcome::Done(0))
+        }
+        Request::KhoFetch => {
+            let process = caller!();
+            Ok(Outcome::Done(handover::incoming::fetch(process.name.as_str(), &mut process.space)?))
+        }
+        Request::KhoDone => {
+            let process = caller!();
+            handover::incoming::done(process.name.as_str(), &mut process.space);
+            Ok(Outcome::Done(0))
+        }
+        Request::Shutdown(code) => {
+            let _privilege = privilege(tasks, id)?;
+            log::info!(target: "boot", "shutdown requested by init (code {code})");
+            handover::report::log_history();
+            // `demo.screenshot=1`: the screen stays as it is until a line
+            // arrives on the serial console, so a test can capture it.
+            if crate::options::get().is_screenshot_pause {
+                log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
+                crate::console::wait_for_line(60_000_000_000);
+            }
+            baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE })
+        }
+        Request::KhoRestore { physical, order } => {
+            let process = caller!();
+            Ok(Outcome::Done(handover::incoming::restore(process.name.as_str(), &mut process.space, physical, order)?))
+        }
+        Request::KhoRestoreRun { physical, order, count } => {
+            let process = caller!();
+            let name = process.name;
+            Ok(Outcome::Done(handover::incoming::restore_run(
+                name.as_str(),
+                &mut process.space,
+                physical,
+                order,
+                count,
+            )?))
+        }
+        Request::Update { image } => {
+            let privilege = privilege(tasks, id)?;
+            update::request(tasks, privilege, id, image)?;
+            Ok(Outcome::Blocked)
+        }
+    }
+}
+
+/// Handles the system call `frame` holds and returns the frame to resume.
+pub fn handle(frame: &mut TrapFrame) -> *mut TrapFrame {
+    let (number, arguments) = frame.syscall_arguments();
+    let mut tasks = TASKS.lock();
+    let Some(id) = tasks.current_id() else {
+        frame.set_syscall_result(Error::PermissionDenied.number(), 0);
+        return frame;
+    };
+    let outcome =
+        Request::decode(number, arguments).map_err(CallError::Abi).and_then(|request| run(&mut tasks, id, request));
+    match outcome {
+        Ok(Outcome::Done(value)) => {
+            frame.set_syscall_result(0, value);
+            frame
+        }
+        Err(error) => {
+            let (status, value) = encode_result(Err(Error::from(error)));
+            frame.set_syscall_result(status, value);
+            frame
+        }
+        Ok(Outcome::Yielded) => {
+            frame.set_syscall_result(0, 0);
+            reschedule(&mut tasks, frame)
+        }
+        Ok(Outcome::Blocked) => reschedule(&mut tasks, frame),
+        Ok(Outcome::Exited) => tasks.pick(),
+    }
+}
