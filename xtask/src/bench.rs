@@ -14,6 +14,7 @@
 //! blackout.svg and phases.svg, and every serial log under logs/.
 
 use crate::arch::Arch;
+use crate::args::{Kvm, LimineDir, Target};
 use crate::build::KernelBuild;
 use crate::doctor::{Need, ensure};
 use crate::qemu::{Firmware, Medium, QemuConfig};
@@ -24,6 +25,54 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `cargo xtask bench`: the benchmarks behind the figures in docs/.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Only the host benchmarks.
+    #[arg(long)]
+    host: bool,
+    #[command(flatten)]
+    target: Target,
+    /// Preserved state sizes in MiB.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 64, 1024])]
+    sizes: Vec<u64>,
+    /// Updates per scenario (figures are medians of updates 5 and up).
+    #[arg(long, default_value_t = 11)]
+    updates: u32,
+    /// Cold boots per boot path.
+    #[arg(long, default_value_t = 3)]
+    cold_boots: u32,
+    /// QEMU runs per in-place scenario (their steady updates are pooled).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    #[command(flatten)]
+    kvm: Kvm,
+    #[command(flatten)]
+    limine: LimineDir,
+}
+
+impl Args {
+    /// The host benchmarks, then (without `--host`) the QEMU ones.
+    pub fn run(&self) -> Result<()> {
+        host()?;
+        if self.host {
+            return Ok(());
+        }
+        if self.sizes.is_empty() || self.sizes.iter().any(|&size| size == 0 || size > 16 * 1024) {
+            bail!("--sizes takes sizes from 1 to 16384 MiB");
+        }
+        qemu(&BenchOptions {
+            arch: self.target.arch,
+            sizes_mib: self.sizes.clone(),
+            updates: self.updates.max(1),
+            cold_boots: self.cold_boots.max(1),
+            runs: self.runs.max(1),
+            kvm: self.kvm.kvm,
+            limine_dir: self.limine.limine_dir.clone(),
+        })
+    }
+}
+
 /// Where reports go.
 pub fn output_dir() -> PathBuf {
     workspace_root().join("target").join("bench")
@@ -31,7 +80,7 @@ pub fn output_dir() -> PathBuf {
 
 /// Host benchmarks of the KHO crate: tracking overhead and serialise /
 /// deserialise throughput on simulated memory.
-pub fn host() -> Result<()> {
+fn host() -> Result<()> {
     let directory = output_dir().join("host");
     std::fs::create_dir_all(&directory)?;
     let mut command = util::cargo();
@@ -625,7 +674,7 @@ fn plots(scenarios: &[Scenario]) -> Result<()> {
 }
 
 /// Runs the QEMU benchmarks and writes the report.
-pub fn qemu(options: &BenchOptions) -> Result<()> {
+fn qemu(options: &BenchOptions) -> Result<()> {
     ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
     std::fs::create_dir_all(output_dir().join("logs"))?;
     let kernels = crate::demo::build_versions(options.arch, true)?;

@@ -1,9 +1,35 @@
-//! Building the kernel image for an architecture.
+//! `cargo xtask build`, and building the kernel image (with the services it
+//! embeds) for an architecture, which every command that boots Baton uses.
 
 use crate::arch::Arch;
+use crate::args::{Profile, Target};
+use crate::doctor::{Need, ensure};
 use crate::util::{self, workspace_root};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+
+/// `cargo xtask build`: build the kernel image.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    profile: Profile,
+}
+
+impl Args {
+    /// Builds the kernel and says where it is.
+    pub fn run(&self) -> Result<()> {
+        let arch = self.target.arch;
+        ensure(&[Need::Toolchain(arch)])?;
+        let kernel = build_kernel(&BuildOptions { arch, release: self.profile.release, version: None })?;
+        println!("kernel: {}", kernel.elf.display());
+        if let Some(image) = &kernel.image {
+            println!("arm64 Image: {}", image.display());
+        }
+        Ok(())
+    }
+}
 
 /// How to build.
 #[derive(Debug, Clone)]

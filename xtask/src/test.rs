@@ -2,15 +2,66 @@
 //! of the kernel on both architectures, with one final verdict.
 
 use crate::arch::Arch;
+use crate::args::{LimineDir, Profile};
 use crate::build::{BuildOptions, KernelBuild, build_kernel};
 use crate::doctor::{Need, ensure};
 use crate::qemu::{Drive, Firmware, Medium, QemuConfig};
 use crate::util;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+
+/// `cargo xtask test`: host unit tests, then QEMU boots on both
+/// architectures.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Only the host unit tests.
+    #[arg(long, conflicts_with = "qemu")]
+    host: bool,
+    /// Only the QEMU tests.
+    #[arg(long)]
+    qemu: bool,
+    /// Only this architecture's QEMU tests.
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
+    #[command(flatten)]
+    profile: Profile,
+    /// Echo every QEMU run's serial console.
+    #[arg(long)]
+    verbose: bool,
+    /// Only the QEMU cases whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    #[command(flatten)]
+    limine: LimineDir,
+}
+
+impl Args {
+    /// Runs the tests asked for and fails if any failed.
+    pub fn run(&self) -> Result<()> {
+        let mut tally = Tally::default();
+        if !self.qemu {
+            tally.add(host_tests()?);
+        }
+        if !self.host {
+            let arches: Vec<Arch> = self.arch.map_or(Arch::ALL.to_vec(), |arch| vec![arch]);
+            tally.add(qemu_tests(
+                &arches,
+                self.profile.release,
+                self.limine.limine_dir.as_deref(),
+                self.verbose,
+                self.only.as_deref(),
+            )?);
+        }
+        println!("{} passed, {} failed", tally.passed, tally.failed);
+        if tally.failed > 0 {
+            bail!("{} test(s) failed", tally.failed);
+        }
+        Ok(())
+    }
+}
 
 /// The crates whose logic is tested on the host.
 pub const HOST_CRATES: [&str; 6] = ["baton-boot", "baton-kho", "baton-mm", "baton-abi", "baton-image", "baton-user"];
