@@ -40,7 +40,7 @@ pub struct Memory {
 pub struct CommandLine {
     /// Kernel command line (demo and soak add it after their own; iso gives
     /// it to the plain entry).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub append: String,
 }
 
@@ -57,7 +57,7 @@ pub struct QemuRun {
     #[arg(long)]
     pub headless: bool,
     /// Extra QEMU arguments (split on whitespace).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub qemu_args: String,
 }
 

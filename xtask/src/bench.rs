@@ -720,6 +720,14 @@ fn qemu(options: &BenchOptions) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn defaults_are_kept() {
+        let crate::Command::Bench(args) = crate::parse(&["xtask", "bench"]) else { panic!("not bench") };
+        assert_eq!(args.sizes, [1, 64, 1024]);
+        assert_eq!((args.updates, args.cold_boots, args.runs), (11, 3, 3));
+        assert_eq!((args.host, args.kvm.kvm, args.target.arch), (false, false, Arch::X86_64));
+    }
+
     const LOG: &str = "\
 [    0.3] [INFO  boot] first service running 41234 us after entry (via pvh)
 [    0.4] [INFO  kho] finalised: root FDT at 0x3d30c000 (332 bytes), preserved-memory-map 0x3d303000 (9 chunks, 15 bitmaps), 16404 folios, 81408 KiB preserved

@@ -287,6 +287,21 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn parse(arguments: &[&str]) -> Args {
+        match crate::parse(arguments) {
+            crate::Command::Demo(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kept_and_headless_is_accepted() {
+        let args = parse(&["xtask", "demo"]);
+        assert_eq!((args.updates, args.memory.memory, args.qemu.timeout), (5, 512, None));
+        assert_eq!((args.target.arch, args.entry.boot, args.qemu.headless), (Arch::X86_64, BootMode::Direct, false));
+        assert!(parse(&["xtask", "demo", "--headless"]).qemu.headless);
+    }
+
     const LOG: &str = "\
 [INFO  svc] [init] demo: generation 0 verified 64 keys (checksum 0x1), counter 2, uptime 5 ms, 0 failed checks
 [INFO  kho] update-report: generation=1 from=0.1.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=1234

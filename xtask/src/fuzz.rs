@@ -84,3 +84,12 @@ fn run(seconds: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_is_a_minute_per_target() {
+        let crate::Command::Fuzz(args) = crate::parse(&["xtask", "fuzz"]) else { panic!("not fuzz") };
+        assert_eq!(args.seconds, 60);
+    }
+}

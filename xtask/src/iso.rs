@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     updates: u32,
     /// Extra command line for the demo entry.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     demo_append: String,
     /// Boot the plain entry by default instead of the demo.
     #[arg(long)]
@@ -90,4 +90,16 @@ pub fn write(arch: Arch, release: bool, limine: &Path, menu: &Menu, output: &Pat
         },
         output,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kept() {
+        let crate::Command::Iso(args) = crate::parse(&["xtask", "iso"]) else { panic!("not iso") };
+        assert_eq!((args.updates, args.plain, args.download_limine), (5, false, false));
+        assert_eq!((args.target.arch, args.output), (Arch::X86_64, None));
+    }
 }

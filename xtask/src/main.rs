@@ -87,3 +87,62 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Parses a command line as the shell would hand it over (tests only).
+#[cfg(test)]
+fn parse(arguments: &[&str]) -> Command {
+    match Cli::try_parse_from(arguments) {
+        Ok(cli) => cli.command,
+        Err(error) => panic!("{arguments:?}: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_values_may_begin_with_a_dash() {
+        assert!(Cli::try_parse_from(["xtask", "run", "--qemu-args", "-initrd FILE"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "run", "--append", "-- foo"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "demo", "--append", "-x", "--qemu-args", "-smp 2"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "soak", "--append", "-x", "--qemu-args", "-smp 2"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "iso", "--append", "-x", "--demo-append", "-y"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "test", "--only", "-x"]).is_ok());
+    }
+
+    #[test]
+    fn shared_options_are_accepted_alike() {
+        for command in ["run", "demo", "soak"] {
+            let arguments = [
+                "xtask",
+                command,
+                "--arch",
+                "aarch64",
+                "--release",
+                "--append",
+                "x=1",
+                "--timeout",
+                "9",
+                "--headless",
+                "--qemu-args",
+                "-smp 2",
+            ];
+            assert!(Cli::try_parse_from(arguments).is_ok(), "{command}");
+        }
+        for command in ["run", "demo"] {
+            let arguments = ["xtask", command, "--memory", "64", "--boot", "limine", "--firmware", "uefi"];
+            assert!(Cli::try_parse_from(arguments.iter().chain(&["--drive", "usb", "--limine-dir", "/l"])).is_ok());
+        }
+    }
+
+    #[test]
+    fn options_a_command_has_no_use_for_are_refused() {
+        // bench always builds optimised kernels and sizes each guest itself;
+        // soak sizes its guest from the ballast.
+        assert!(Cli::try_parse_from(["xtask", "bench", "--release"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "--memory", "64"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "soak", "--memory", "64"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "build", "--headless"]).is_err());
+    }
+}

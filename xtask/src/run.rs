@@ -110,3 +110,37 @@ impl Args {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Drive;
+
+    fn parse(arguments: &[&str]) -> Args {
+        match crate::parse(arguments) {
+            crate::Command::Run(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kept() {
+        let args = parse(&["xtask", "run"]);
+        assert_eq!((args.target.arch, args.profile.release, args.memory.memory), (Arch::X86_64, false, 512));
+        assert_eq!(
+            (args.entry.boot, args.entry.firmware, args.entry.drive),
+            (BootMode::Direct, Firmware::Bios, Drive::Cd)
+        );
+        assert_eq!((args.qemu.timeout, args.qemu.headless, args.kvm.kvm), (None, false, false));
+        assert!(args.command_line.append.is_empty() && args.qemu.extra_args().is_empty());
+    }
+
+    #[test]
+    fn values_that_begin_with_a_dash_are_taken_as_written() {
+        let args = parse(&["xtask", "run", "--qemu-args", "-initrd FILE", "--append", "-- foo"]);
+        assert_eq!(args.qemu.extra_args(), ["-initrd", "FILE"]);
+        assert_eq!(args.command_line.append, "-- foo");
+        let args = parse(&["xtask", "run", "--qemu-args=-initrd FILE"]);
+        assert_eq!(args.qemu.qemu_args, "-initrd FILE");
+    }
+}

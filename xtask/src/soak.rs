@@ -172,6 +172,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn defaults_are_kept() {
+        let crate::Command::Soak(args) = crate::parse(&["xtask", "soak"]) else { panic!("not soak") };
+        assert_eq!(
+            (args.updates, args.ballast, args.target.arch, args.profile.release),
+            (100, 16, Arch::X86_64, false)
+        );
+        assert_eq!((args.qemu.timeout, args.command_line.append.as_str()), (None, ""));
+    }
+
+    #[test]
     fn a_soak_log_is_summarised() {
         let mut log = String::new();
         for generation in 1..=4u32 {

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     verbose: bool,
     /// Only the QEMU cases whose name contains this text.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     only: Option<String>,
     #[command(flatten)]
     limine: LimineDir,
