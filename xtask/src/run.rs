@@ -93,8 +93,10 @@ impl Args {
         match self.entry.boot {
             BootMode::Direct => {
                 let kernel = build_kernel(&BuildOptions { arch, release, version: None })?;
-                Ok(Medium::Direct { kernel: kernel.direct_boot_file().clone(), module: None, command_line })
+                let module = self.module.clone();
+                Ok(Medium::Direct { kernel: kernel.direct_boot_file().clone(), module, command_line })
             }
+            BootMode::Limine if self.module.is_some() => bail!("--module is for direct boots (--boot direct)"),
             BootMode::Limine => {
                 let firmware = self.entry.firmware_for(arch);
                 if firmware == Firmware::Uefi {
