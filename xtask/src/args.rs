@@ -27,6 +27,17 @@ pub struct Profile {
     pub release: bool,
 }
 
+/// `--testing`: build, run (test, soak and bench always build testing
+/// kernels; demo and iso production ones).
+#[derive(Args, Debug, Clone)]
+pub struct Testing {
+    /// Build a testing kernel: the kernel's `testing` feature (fault
+    /// injection, in-kernel tests, `test.*` options) and the test-only
+    /// services.
+    #[arg(long)]
+    pub testing: bool,
+}
+
 /// `--memory`: run, demo.
 #[derive(Args, Debug, Clone)]
 pub struct Memory {

@@ -157,10 +157,10 @@ pub fn verdict(records: &[UpdateRecord], cold: Option<(u64, u64)>, updates: u32)
     Ok(())
 }
 
-/// Builds both versions for the demo.
-pub fn build_versions(arch: Arch, release: bool) -> Result<(KernelBuild, KernelBuild)> {
-    let first = build_kernel(&BuildOptions { arch, release, version: None })?;
-    let second = build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()) })?;
+/// Builds both versions: testing kernels (`testing`) or production ones.
+pub fn build_versions(arch: Arch, release: bool, testing: bool) -> Result<(KernelBuild, KernelBuild)> {
+    let first = build_kernel(&BuildOptions { arch, release, version: None, testing })?;
+    let second = build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()), testing })?;
     Ok((first, second))
 }
 
@@ -193,7 +193,8 @@ impl Args {
 /// Runs the demo and prints the table; fails if anything was lost.
 fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
     ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
-    let (first, second) = build_versions(arch, options.profile.release)?;
+    // The demo shows what a user gets: production kernels.
+    let (first, second) = build_versions(arch, options.profile.release, false)?;
     let pause = if options.dump_kho.is_some() { "kho.pause=1" } else { "" };
     // Through Limine the screen is captured at the end, as a person at the
     // machine would see it.

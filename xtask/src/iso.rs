@@ -54,7 +54,8 @@ impl Args {
             demo_command_line: format!("demo.updates={} {}", self.updates, self.demo_append).trim().to_string(),
             is_demo_default: !self.plain,
         };
-        let iso = write(arch, self.profile.release, &limine, &menu, &output)?;
+        // For a machine: production kernels.
+        let iso = write(arch, self.profile.release, false, &limine, &menu, &output)?;
         println!("ISO written to {}", iso.display());
         Ok(())
     }
@@ -72,9 +73,9 @@ pub struct Menu {
 }
 
 /// Builds both versions of Baton and writes an ISO with `menu` to `output`.
-pub fn write(arch: Arch, release: bool, limine: &Path, menu: &Menu, output: &Path) -> Result<PathBuf> {
+pub fn write(arch: Arch, release: bool, testing: bool, limine: &Path, menu: &Menu, output: &Path) -> Result<PathBuf> {
     ensure(&[Need::Toolchain(arch), Need::Xorriso])?;
-    let (first, second) = demo::build_versions(arch, release)?;
+    let (first, second) = demo::build_versions(arch, release, testing)?;
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask lint`: clippy with warnings denied, for the host crates and
-//! for both kernel targets.
+//! for both kernel targets, the kernel with and without its `testing`
+//! feature.
 
 use crate::arch::Arch;
 use crate::doctor::{Need, ensure};
@@ -23,6 +24,7 @@ impl Args {
         }
         host.args(["--", "-D", "warnings"]);
         util::run(&mut host).context("clippy on the host crates")?;
+        let testing_feature = build::kernel_has_testing_feature();
         for arch in Arch::ALL {
             ensure(&[Need::Toolchain(arch)])?;
             let mut kernel = util::cargo();
@@ -35,8 +37,21 @@ impl Args {
             }
             kernel.args(["--", "-D", "warnings"]);
             util::run(&mut kernel).with_context(|| format!("clippy for {arch}"))?;
+            if testing_feature {
+                let mut testing = util::cargo();
+                testing.args(["clippy", "--target", arch.target(), "--package", "baton-kernel"]);
+                testing.args(["--features", "baton-kernel/testing", "--", "-D", "warnings"]);
+                util::run(&mut testing).with_context(|| format!("clippy for {arch} with the testing feature"))?;
+            }
         }
-        println!("lint: clippy is clean for the host and both kernel targets");
+        if testing_feature {
+            println!("lint: clippy is clean for the host and both kernel targets, with and without `testing`");
+        } else {
+            println!(
+                "lint: clippy is clean for the host and both kernel targets (kernel/Cargo.toml has no `testing` \
+                 feature yet: checked once)"
+            );
+        }
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! Limine ISO, with the serial console on the terminal.
 
 use crate::arch::Arch;
-use crate::args::{BootMode, CommandLine, Entry, Kvm, LimineDir, Memory, Profile, QemuRun, Target};
+use crate::args::{BootMode, CommandLine, Entry, Kvm, LimineDir, Memory, Profile, QemuRun, Target, Testing};
 use crate::build::{BuildOptions, build_kernel};
 use crate::doctor::{Need, ensure};
 use crate::qemu::{self, Firmware, Medium, QemuConfig};
@@ -17,6 +17,8 @@ pub struct Args {
     target: Target,
     #[command(flatten)]
     profile: Profile,
+    #[command(flatten)]
+    testing: Testing,
     #[command(flatten)]
     limine: LimineDir,
     #[command(flatten)]
@@ -89,10 +91,11 @@ impl Args {
     fn medium(&self) -> Result<Medium> {
         let arch = self.target.arch;
         let release = self.profile.release;
+        let testing = self.testing.testing;
         let command_line = self.command_line.append.clone();
         match self.entry.boot {
             BootMode::Direct => {
-                let kernel = build_kernel(&BuildOptions { arch, release, version: None })?;
+                let kernel = build_kernel(&BuildOptions { arch, release, version: None, testing })?;
                 let module = self.module.clone();
                 Ok(Medium::Direct { kernel: kernel.direct_boot_file().clone(), module, command_line })
             }
@@ -106,7 +109,7 @@ impl Args {
                 let menu =
                     iso::Menu { command_line, demo_command_line: "demo.updates=5".into(), is_demo_default: false };
                 let output = util::output_dir().join(arch.to_string()).join("baton.iso");
-                let iso = iso::write(arch, release, &directory, &menu, &output)?;
+                let iso = iso::write(arch, release, testing, &directory, &menu, &output)?;
                 Ok(Medium::Iso { iso, firmware, drive: self.entry.drive })
             }
         }

@@ -79,7 +79,7 @@ impl Args {
         let updates = self.updates.max(1);
         let ballast_mib = self.ballast.max(1);
         ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
-        let (first, second) = demo::build_versions(arch, self.profile.release)?;
+        let (first, second) = demo::build_versions(arch, self.profile.release, true)?;
         let command_line = format!(
             "demo.updates={updates} demo.shutdown=1 bench.ballast={ballast_mib} bench.order=0 {}",
             self.command_line.append

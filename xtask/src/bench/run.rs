@@ -175,7 +175,8 @@ fn cold_boots(options: &BenchOptions, kernels: &(KernelBuild, KernelBuild)) -> R
 pub fn qemu(options: &BenchOptions) -> Result<()> {
     ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
     std::fs::create_dir_all(output_dir().join("logs"))?;
-    let kernels = crate::demo::build_versions(options.arch, true)?;
+    // Testing kernels, as `cargo xtask test` and `soak` boot.
+    let kernels = crate::demo::build_versions(options.arch, true, true)?;
     let mut scenarios = Vec::new();
     for &size_mib in &options.sizes_mib {
         for layout in Layout::ALL {

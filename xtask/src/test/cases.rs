@@ -3,6 +3,7 @@
 //! written out.
 
 use crate::arch::Arch;
+use crate::build::TEST_ONLY_SERVICES;
 use crate::demo::SECOND_VERSION;
 use crate::qemu::{Drive, Firmware};
 use std::time::Duration;
@@ -114,6 +115,23 @@ pub struct QemuCase {
     pub qemu_args: Vec<String>,
     /// Timeout.
     pub timeout: Duration,
+    /// Boot testing kernels (the `testing` feature, every service); false:
+    /// production kernels.
+    pub testing: bool,
+    /// Services no `embedded services:` line may name (and one must appear).
+    pub services_absent: Vec<String>,
+}
+
+/// What this machine and this kernel let the tests cover.
+#[derive(Debug, Clone, Copy)]
+pub struct Available {
+    /// Limine's files were found: the ISO boots are tested.
+    pub limine: bool,
+    /// Limine's host tool works: the ISO boots from a USB stick under BIOS.
+    pub bios_usb: bool,
+    /// The kernel has the `testing` feature: production kernels leave the
+    /// test machinery out, and a case checks that.
+    pub testing_feature: bool,
 }
 
 impl QemuCase {
@@ -132,7 +150,21 @@ impl QemuCase {
             expect: Expect::KernelTestsPass,
             qemu_args: Vec::new(),
             timeout: Duration::from_secs(120),
+            testing: true,
+            services_absent: Vec::new(),
         }
+    }
+
+    /// Boots production kernels (without the `testing` feature).
+    pub fn production(mut self) -> Self {
+        self.testing = false;
+        self
+    }
+
+    /// Services the kernel must not embed.
+    pub fn services_absent(mut self, names: &[&str]) -> Self {
+        self.services_absent = texts(names);
+        self
     }
 
     /// Boots this way.
@@ -196,15 +228,32 @@ fn banner(arch: Arch, path: &str) -> String {
 }
 
 /// The QEMU cases for `arch`.
-pub fn cases(arch: Arch, with_limine: bool, with_bios_usb: bool) -> Vec<QemuCase> {
+pub fn cases(arch: Arch, available: &Available) -> Vec<QemuCase> {
     let mut cases = direct_cases(arch);
     cases.extend(update_cases(arch));
     cases.extend(hostile_service_cases(arch));
     cases.extend(handover_cases(arch));
-    if with_limine {
-        cases.extend(limine_cases(arch, with_bios_usb));
+    if available.testing_feature {
+        cases.push(production_case(arch));
+    }
+    if available.limine {
+        cases.extend(limine_cases(arch, available.bios_usb));
     }
     cases
+}
+
+/// A production kernel, given test-only options, ignores them, says so, and
+/// embeds none of the test-only services; the demo updates as usual.
+fn production_case(arch: Arch) -> QemuCase {
+    QemuCase::new(format!("{arch} direct: production kernel carries no test machinery"), arch)
+        .production()
+        .command_line(format!("kho.inject=root ktest=all {ONE_UPDATE}"))
+        .module(Module::SecondVersion)
+        .expect(Expect::Demo(1))
+        .must_contain("'kho.inject' is not built into this kernel")
+        .must_contain("'ktest' is not built into this kernel")
+        .services_absent(&TEST_ONLY_SERVICES)
+        .timeout(600)
 }
 
 /// Direct boots running the in-kernel tests: all of them, NUMA, a fault,
@@ -598,12 +647,30 @@ mod tests {
         assert!(matches!(case.expect, Expect::KernelTestsPass));
         assert_eq!(case.timeout, Duration::from_secs(120));
         assert!(case.command_line.is_empty() && case.must_contain.is_empty() && case.qemu_args.is_empty());
+        assert!(case.testing && case.services_absent.is_empty());
+    }
+
+    #[test]
+    fn the_production_case_comes_with_the_testing_feature() {
+        let name = |arch: Arch| format!("{arch} direct: production kernel carries no test machinery");
+        for arch in Arch::ALL {
+            let mut available = Available { limine: false, bios_usb: false, testing_feature: false };
+            assert!(cases(arch, &available).iter().all(|case| case.name != name(arch) && case.testing));
+            available.testing_feature = true;
+            let all = cases(arch, &available);
+            let production: Vec<&QemuCase> = all.iter().filter(|case| !case.testing).collect();
+            assert_eq!(production.len(), 1);
+            assert_eq!(production[0].name, name(arch));
+            assert_eq!(production[0].services_absent, TEST_ONLY_SERVICES);
+            assert_eq!(production[0].boot, Boot::Direct);
+        }
     }
 
     #[test]
     fn case_names_are_unique_and_name_their_architecture() {
         for arch in Arch::ALL {
-            let cases = cases(arch, true, true);
+            let available = Available { limine: true, bios_usb: true, testing_feature: true };
+            let cases = cases(arch, &available);
             let mut names: Vec<&str> = cases.iter().map(|case| case.name.as_str()).collect();
             assert!(names.iter().all(|name| name.starts_with(&arch.to_string())), "{names:?}");
             names.sort_unstable();

@@ -2,13 +2,14 @@
 //! and checks its serial output and exit status against what it expects.
 
 use super::Tally;
-use super::cases::{Boot, Expect, Module, QemuCase, cases};
+use super::cases::{Available, Boot, Expect, Module, QemuCase, cases};
 use crate::arch::Arch;
 use crate::build::{BuildOptions, KernelBuild, build_kernel};
 use crate::doctor::{Need, ensure};
 use crate::qemu::{Medium, Outcome, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result};
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 /// Parses the kernel's final `ktest: N passed, M failed` line.
@@ -20,28 +21,47 @@ pub fn parse_kernel_tally(output: &str) -> Option<Tally> {
     Some(Tally { passed: passed.trim().parse().ok()?, failed: failed.parse().ok()? })
 }
 
-/// The kernels a test run boots: the first version, and the second built
-/// on first use.
+/// The kernels a test run boots: the first and the second version, each as
+/// a testing and as a production build, each built the first time it is
+/// needed.
 pub struct Kernels {
-    /// The first version.
-    pub first: KernelBuild,
-    second: std::cell::OnceCell<KernelBuild>,
     arch: Arch,
     release: bool,
+    /// Indexed by [`Kernels::index`].
+    builds: [OnceCell<KernelBuild>; 4],
 }
 
 impl Kernels {
-    /// The second version, built the first time it is needed.
-    pub fn second(&self) -> Result<&KernelBuild> {
-        if self.second.get().is_none() {
-            let second = build_kernel(&BuildOptions {
+    fn new(arch: Arch, release: bool) -> Self {
+        Kernels { arch, release, builds: Default::default() }
+    }
+
+    fn index(testing: bool, is_second: bool) -> usize {
+        usize::from(testing) * 2 + usize::from(is_second)
+    }
+
+    fn get(&self, testing: bool, is_second: bool) -> Result<&KernelBuild> {
+        let cell = &self.builds[Self::index(testing, is_second)];
+        if cell.get().is_none() {
+            let build = build_kernel(&BuildOptions {
                 arch: self.arch,
                 release: self.release,
-                version: Some(crate::demo::SECOND_VERSION.to_string()),
+                version: is_second.then(|| crate::demo::SECOND_VERSION.to_string()),
+                testing,
             })?;
-            let _ = self.second.set(second);
+            let _ = cell.set(build);
         }
-        self.second.get().context("second version")
+        cell.get().context("kernel build")
+    }
+
+    /// The first version.
+    pub fn first(&self, testing: bool) -> Result<&KernelBuild> {
+        self.get(testing, false)
+    }
+
+    /// The second version.
+    pub fn second(&self, testing: bool) -> Result<&KernelBuild> {
+        self.get(testing, true)
     }
 }
 
@@ -98,6 +118,9 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             problems.push(format!("output lacks '{text}'"));
         }
     }
+    if !case.services_absent.is_empty() {
+        check_embedded_services(&outcome.output, &case.services_absent, &mut problems);
+    }
     let mut tally = check_expectation(&case.expect, &outcome, &mut problems);
     if problems.is_empty() {
         tally.passed += 1;
@@ -116,11 +139,11 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
 /// or an ISO holding the kernel (and the second version when the case
 /// updates into it).
 fn medium(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, scratch: &Path) -> Result<Medium> {
-    let kernel = &kernels.first;
+    let kernel = kernels.first(case.testing)?;
     let module = match case.module {
         None => None,
         Some(Module::SameImage) => Some(kernel.elf.clone()),
-        Some(Module::SecondVersion) => Some(kernels.second()?.elf.clone()),
+        Some(Module::SecondVersion) => Some(kernels.second(case.testing)?.elf.clone()),
         Some(Module::Garbage) => {
             let path = scratch.join("garbage.bin");
             let bytes: Vec<u8> =
@@ -144,7 +167,7 @@ fn medium(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, scratch: &P
                     kernel: kernel.elf.clone(),
                     command_line: case.command_line.clone(),
                     update: match case.module {
-                        Some(Module::SecondVersion) => Some(kernels.second()?.elf.clone()),
+                        Some(Module::SecondVersion) => Some(kernels.second(case.testing)?.elf.clone()),
                         _ => None,
                     },
                     demo_command_line: case.command_line.clone(),
@@ -213,6 +236,30 @@ fn check_texts(output: &str, present: &[String], absent: &[String], problems: &m
     for text in absent {
         if output.contains(text.as_str()) {
             problems.push(format!("output unexpectedly contains '{text}'"));
+        }
+    }
+}
+
+/// The services every `embedded services: a, b, ...` line of `output`
+/// names (one line per kernel booted).
+fn embedded_services(output: &str) -> Vec<Vec<&str>> {
+    output
+        .lines()
+        .filter_map(|line| line.split_once("embedded services:"))
+        .map(|(_, names)| names.split(',').map(str::trim).filter(|name| !name.is_empty()).collect())
+        .collect()
+}
+
+/// Problems when no kernel said which services it embeds, or one embeds
+/// any of `absent`.
+fn check_embedded_services(output: &str, absent: &[String], problems: &mut Vec<String>) {
+    let lines = embedded_services(output);
+    if lines.is_empty() {
+        problems.push("no 'embedded services:' line".into());
+    }
+    for name in absent {
+        if lines.iter().any(|names| names.contains(&name.as_str())) {
+            problems.push(format!("the kernel embeds '{name}'"));
         }
     }
 }
@@ -326,14 +373,15 @@ pub fn qemu_tests(
         }
     };
     let mut tally = Tally::default();
+    let testing_feature = crate::build::kernel_has_testing_feature();
+    if !testing_feature {
+        println!("qemu: skipped: the production kernel case (kernel/Cargo.toml has no `testing` feature yet)");
+    }
     for &arch in arches {
         println!("== QEMU tests on {arch}");
-        let kernels = Kernels {
-            first: build_kernel(&BuildOptions { arch, release, version: None })?,
-            second: std::cell::OnceCell::new(),
-            arch,
-            release,
-        };
+        let kernels = Kernels::new(arch, release);
+        // Most cases boot the first testing kernel: build it before any.
+        kernels.first(true)?;
         let with_bios_usb = match (&limine, arch) {
             (Some(directory), Arch::X86_64) => match crate::limine::host_tool(directory) {
                 Ok(_) => true,
@@ -344,7 +392,8 @@ pub fn qemu_tests(
             },
             _ => false,
         };
-        for case in cases(arch, limine.is_some(), with_bios_usb) {
+        let available = Available { limine: limine.is_some(), bios_usb: with_bios_usb, testing_feature };
+        for case in cases(arch, &available) {
             if only.is_some_and(|only| !case.name.contains(only)) {
                 continue;
             }
@@ -371,6 +420,20 @@ mod tests {
         let why = crate::limine::host_tool(&empty).unwrap_err();
         std::fs::remove_dir_all(&empty).unwrap();
         assert!(why.contains("has no limine.c"), "{why}");
+    }
+
+    #[test]
+    fn embedded_services_are_read_from_every_kernel() {
+        let output = "[    0.1] [INFO  boot] embedded services: init, greeter, kvstore\n\
+                      booting via kho\n\
+                      [    0.9] [INFO  boot] embedded services: init, hostile\n";
+        assert_eq!(embedded_services(output), [vec!["init", "greeter", "kvstore"], vec!["init", "hostile"]]);
+        let mut problems = Vec::new();
+        check_embedded_services(output, &["hostile".into(), "spinner".into()], &mut problems);
+        assert_eq!(problems, ["the kernel embeds 'hostile'"]);
+        problems.clear();
+        check_embedded_services("booting\n", &["hostile".into()], &mut problems);
+        assert_eq!(problems, ["no 'embedded services:' line"]);
     }
 
     #[test]
