@@ -10,7 +10,7 @@ use crate::doctor::{Need, ensure};
 use crate::qemu::{Drive, Firmware, Medium, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The version the second build reports.
@@ -205,31 +205,10 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ");
     let scratch = util::output_dir().join("demo");
-    let medium = match limine {
-        None => {
-            Medium::Direct { kernel: first.direct_boot_file().clone(), module: Some(second.elf.clone()), command_line }
-        }
-        Some(limine) => {
-            std::fs::create_dir_all(&scratch)?;
-            let iso = crate::limine::build_iso(
-                arch,
-                &limine.directory,
-                &crate::limine::IsoContents {
-                    kernel: first.elf.clone(),
-                    command_line: String::new(),
-                    update: Some(second.elf.clone()),
-                    demo_command_line: command_line,
-                    is_demo_default: true,
-                },
-                &scratch.join(format!("{arch}-demo.iso")),
-            )?;
-            Medium::Iso { iso, firmware: limine.firmware, drive: limine.drive }
-        }
-    };
     // Always headless: the demo follows the serial console itself.
     let config = QemuConfig {
         arch,
-        medium,
+        medium: medium(arch, &first, &second, command_line, limine, &scratch)?,
         memory_mib: options.memory.memory,
         headless: true,
         kvm: false,
@@ -266,15 +245,54 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
             Err(error) => println!("demo: no screenshot: {error:#}"),
         }
     }
-    let (records, cold) = parse_records(&outcome.output);
-    println!("\n{}", table(&records));
     let log = scratch.join(format!("{}-serial.log", arch));
     std::fs::create_dir_all(&scratch)?;
     std::fs::write(&log, &outcome.output)?;
+    conclude(&outcome, options.updates, timeout, &log)
+}
+
+/// What QEMU boots: version 1 with version 2 as its module, directly or
+/// from the demo entry of an ISO.
+fn medium(
+    arch: Arch,
+    first: &KernelBuild,
+    second: &KernelBuild,
+    command_line: String,
+    limine: Option<&LimineBoot>,
+    scratch: &Path,
+) -> Result<Medium> {
+    let Some(limine) = limine else {
+        return Ok(Medium::Direct {
+            kernel: first.direct_boot_file().clone(),
+            module: Some(second.elf.clone()),
+            command_line,
+        });
+    };
+    std::fs::create_dir_all(scratch)?;
+    let iso = crate::limine::build_iso(
+        arch,
+        &limine.directory,
+        &crate::limine::IsoContents {
+            kernel: first.elf.clone(),
+            command_line: String::new(),
+            update: Some(second.elf.clone()),
+            demo_command_line: command_line,
+            is_demo_default: true,
+        },
+        &scratch.join(format!("{arch}-demo.iso")),
+    )?;
+    Ok(Medium::Iso { iso, firmware: limine.firmware, drive: limine.drive })
+}
+
+/// Prints the table of updates and fails if the demo did not finish, an
+/// update is missing or anything was lost.
+fn conclude(outcome: &crate::qemu::Outcome, updates: u32, timeout: Duration, log: &Path) -> Result<()> {
+    let (records, cold) = parse_records(&outcome.output);
+    println!("\n{}", table(&records));
     if outcome.timed_out {
         bail!("the demo did not finish within {} s (serial log: {})", timeout.as_secs(), log.display());
     }
-    if let Err(problem) = verdict(&records, cold, options.updates) {
+    if let Err(problem) = verdict(&records, cold, updates) {
         bail!("{problem} (serial log: {})", log.display());
     }
     if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {

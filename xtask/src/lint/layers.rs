@@ -256,102 +256,143 @@ struct Spanned {
     line: usize,
 }
 
+/// Reads source text a character at a time, counting lines.
+struct Scanner {
+    chars: Vec<char>,
+    index: usize,
+    line: usize,
+}
+
+impl Scanner {
+    /// The character `offset` places ahead ('\0' past the end).
+    fn peek(&self, offset: usize) -> char {
+        self.chars.get(self.index + offset).copied().unwrap_or('\0')
+    }
+
+    fn is_done(&self) -> bool {
+        self.index >= self.chars.len()
+    }
+
+    /// Moves one character on.
+    fn bump(&mut self) {
+        if self.peek(0) == '\n' {
+            self.line += 1;
+        }
+        self.index += 1;
+    }
+
+    /// Moves on while `keep` holds for the current character.
+    fn bump_while(&mut self, keep: impl Fn(char) -> bool) {
+        while !self.is_done() && keep(self.peek(0)) {
+            self.bump();
+        }
+    }
+
+    /// Skips a `/* .. */` comment, nested ones included.
+    fn skip_block_comment(&mut self) {
+        let mut depth = 0;
+        while !self.is_done() {
+            if self.peek(0) == '/' && self.peek(1) == '*' {
+                depth += 1;
+                self.index += 2;
+            } else if self.peek(0) == '*' && self.peek(1) == '/' {
+                depth -= 1;
+                self.index += 2;
+                if depth == 0 {
+                    return;
+                }
+            } else {
+                self.bump();
+            }
+        }
+    }
+
+    /// Skips a literal from its opening `quote` to its closing one,
+    /// honouring backslash escapes.
+    fn skip_quoted(&mut self, quote: char) {
+        self.bump();
+        while !self.is_done() && self.peek(0) != quote {
+            if self.peek(0) == '\\' {
+                self.bump();
+            }
+            self.bump();
+        }
+        self.bump();
+    }
+
+    /// A character literal, or a lifetime or label (only its quote).
+    fn skip_quote(&mut self) {
+        if self.peek(1) == '\\' {
+            self.skip_quoted('\'');
+        } else if self.peek(2) == '\'' {
+            self.index += 3;
+        } else {
+            self.index += 1;
+        }
+    }
+
+    /// For `r"`, `r#"`, `br"`, `br#"` here: how many `#` close it, and how
+    /// far ahead its opening quote is.
+    fn raw_string_start(&self) -> Option<(usize, usize)> {
+        let mut offset = usize::from(self.peek(0) == 'b');
+        if self.peek(offset) != 'r' {
+            return None;
+        }
+        offset += 1;
+        let hashes = (offset..).take_while(|&ahead| self.peek(ahead) == '#').count();
+        (self.peek(offset + hashes) == '"').then_some((hashes, offset + hashes))
+    }
+
+    /// Skips a raw string that [`Scanner::raw_string_start`] found.
+    fn skip_raw_string(&mut self, hashes: usize, quote: usize) {
+        self.index += quote + 1;
+        let is_end = |scanner: &Self| scanner.peek(0) == '"' && (1..=hashes).all(|ahead| scanner.peek(ahead) == '#');
+        while !self.is_done() && !is_end(self) {
+            self.bump();
+        }
+        self.index += 1 + hashes;
+    }
+}
+
 /// Splits Rust source into the tokens that matter for paths, skipping
 /// comments (line, doc and nested block comments), strings (plain, byte and
 /// raw) and character literals.
 fn tokenize(source: &str) -> Vec<Spanned> {
-    let chars: Vec<char> = source.chars().collect();
-    let at = |index: usize| chars.get(index).copied().unwrap_or('\0');
+    let mut scanner = Scanner { chars: source.chars().collect(), index: 0, line: 1 };
     let mut tokens = Vec::new();
-    let mut line = 1;
-    let mut index = 0;
-    // Skips a quoted literal starting at `start` (on its opening quote),
-    // honouring backslash escapes; returns the index after it.
-    let skip_quoted = |start: usize, quote: char, line: &mut usize| {
-        let mut index = start + 1;
-        while index < chars.len() && chars[index] != quote {
-            if chars[index] == '\\' {
-                index += 1;
-            }
-            if at(index) == '\n' {
-                *line += 1;
-            }
-            index += 1;
-        }
-        index + 1
-    };
-    while index < chars.len() {
-        let c = chars[index];
-        let mut push = |token: Token, line: usize| tokens.push(Spanned { token, line });
-        if c == '\n' {
-            line += 1;
-            index += 1;
-        } else if c.is_whitespace() {
-            index += 1;
-        } else if c == '/' && at(index + 1) == '/' {
-            while index < chars.len() && chars[index] != '\n' {
-                index += 1;
-            }
-        } else if c == '/' && at(index + 1) == '*' {
-            let mut depth = 0;
-            while index < chars.len() {
-                if chars[index] == '/' && at(index + 1) == '*' {
-                    depth += 1;
-                    index += 2;
-                } else if chars[index] == '*' && at(index + 1) == '/' {
-                    depth -= 1;
-                    index += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    if chars[index] == '\n' {
-                        line += 1;
-                    }
-                    index += 1;
-                }
-            }
+    while !scanner.is_done() {
+        let c = scanner.peek(0);
+        let line = scanner.line;
+        if c.is_whitespace() {
+            scanner.bump();
+        } else if c == '/' && scanner.peek(1) == '/' {
+            scanner.bump_while(|c| c != '\n');
+        } else if c == '/' && scanner.peek(1) == '*' {
+            scanner.skip_block_comment();
         } else if c == '"' {
-            index = skip_quoted(index, '"', &mut line);
+            scanner.skip_quoted('"');
         } else if c == '\'' {
-            if at(index + 1) == '\\' {
-                index = skip_quoted(index, '\'', &mut line);
-            } else if at(index + 2) == '\'' {
-                index += 3;
-            } else {
-                // A lifetime or a label.
-                index += 1;
-            }
-        } else if (c == 'r' || c == 'b') && raw_string_start(&chars, index).is_some() {
-            let (hashes, quote) = raw_string_start(&chars, index).unwrap_or_default();
-            index = quote + 1;
-            while index < chars.len() && !(chars[index] == '"' && (1..=hashes).all(|k| at(index + k) == '#')) {
-                if chars[index] == '\n' {
-                    line += 1;
-                }
-                index += 1;
-            }
-            index += 1 + hashes;
-        } else if c == 'b' && (at(index + 1) == '"' || at(index + 1) == '\'') {
-            index += 1;
-        } else if c == 'r' && at(index + 1) == '#' && (at(index + 2).is_alphabetic() || at(index + 2) == '_') {
+            scanner.skip_quote();
+        } else if let Some((hashes, quote)) = scanner.raw_string_start() {
+            scanner.skip_raw_string(hashes, quote);
+        } else if c == 'b' && (scanner.peek(1) == '"' || scanner.peek(1) == '\'') {
+            // A byte string or byte: the quote comes next.
+            scanner.index += 1;
+        } else if c == 'r' && scanner.peek(1) == '#' && (scanner.peek(2).is_alphabetic() || scanner.peek(2) == '_') {
             // A raw identifier: read it without its `r#`.
-            index += 2;
+            scanner.index += 2;
         } else if c.is_alphabetic() || c == '_' {
-            let start = index;
-            while index < chars.len() && (chars[index].is_alphanumeric() || chars[index] == '_') {
-                index += 1;
-            }
-            push(Token::Ident(chars[start..index].iter().collect()), line);
+            let start = scanner.index;
+            scanner.bump_while(|c| c.is_alphanumeric() || c == '_');
+            let name = scanner.chars[start..scanner.index].iter().collect();
+            tokens.push(Spanned { token: Token::Ident(name), line });
         } else if c.is_ascii_digit() {
-            while index < chars.len() && (chars[index].is_alphanumeric() || chars[index] == '_') {
-                index += 1;
-            }
-            push(Token::Other, line);
+            scanner.bump_while(|c| c.is_alphanumeric() || c == '_');
+            tokens.push(Spanned { token: Token::Other, line });
         } else {
             let token = match c {
-                ':' if at(index + 1) == ':' => {
-                    index += 1;
+                ':' if scanner.peek(1) == ':' => {
+                    scanner.index += 1;
                     Token::PathSeparator
                 }
                 '{' => Token::Open,
@@ -361,26 +402,11 @@ fn tokenize(source: &str) -> Vec<Spanned> {
                 '*' => Token::Star,
                 _ => Token::Other,
             };
-            push(token, line);
-            index += 1;
+            scanner.index += 1;
+            tokens.push(Spanned { token, line });
         }
     }
     tokens
-}
-
-/// For `r"`, `r#"`, `br"`, `br#"` at `index`: the number of `#` and the
-/// index of the opening quote.
-fn raw_string_start(chars: &[char], index: usize) -> Option<(usize, usize)> {
-    let mut position = index;
-    if chars.get(position) == Some(&'b') {
-        position += 1;
-    }
-    if chars.get(position) != Some(&'r') {
-        return None;
-    }
-    position += 1;
-    let hashes = chars[position..].iter().take_while(|&&c| c == '#').count();
-    (chars.get(position + hashes) == Some(&'"')).then_some((hashes, position + hashes))
 }
 
 fn ident(tokens: &[Spanned], index: usize) -> Option<&str> {
@@ -653,6 +679,17 @@ mod tests {
         let found = crate_paths(source, &["mm".into(), "heap".into()]);
         let paths: Vec<String> = found.iter().map(|found| found.path.join("::")).collect();
         assert_eq!(paths, ["mm::heap::*", "mm::heap::allocate"], "super:: inside `mod tests` is the file's module");
+    }
+
+    #[test]
+    fn lines_are_counted_through_multiline_literals_and_comments() {
+        let source = "const A: &str = \"one\ntwo crate::task\";\n\
+                      const B: &[u8] = br#\"crate::task\n\" crate::task\"#;\n\
+                      /* crate::task\n */ const C: u8 = b'\\'';\n\
+                      fn f() { r#crate_like(); crate::update::run(); }\n";
+        let found = crate_paths(source, &["mm".into()]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].path.join("::"), found[0].line), ("update::run".to_string(), 7));
     }
 
     #[test]

@@ -470,9 +470,8 @@ fn hostile_service_cases(arch: Arch) -> Vec<QemuCase> {
         .collect()
 }
 
-/// The handover itself: dumped and decoded, refused images, aborts,
-/// corruption and bit flips, a client without a report, a next kernel that
-/// faults.
+/// The handover itself: dumped and decoded, refused images, aborts, then
+/// what goes wrong on purpose.
 fn handover_cases(arch: Arch) -> Vec<QemuCase> {
     let failed_update = |failure: &str| {
         Expect::status(
@@ -520,6 +519,14 @@ fn handover_cases(arch: Arch) -> Vec<QemuCase> {
             failed_update("update aborted"),
         ),
     ];
+    cases.extend(fault_cases(arch));
+    cases
+}
+
+/// Faults on purpose: corrupted handovers, a client without a report, a
+/// next kernel that faults, bit flips.
+fn fault_cases(arch: Arch) -> Vec<QemuCase> {
+    let mut cases = Vec::new();
     for fault in ["root", "chunks", "bitmap"] {
         cases.push(update(
             arch,
