@@ -36,13 +36,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build the kernel image.
+    /// Build the kernel image (production; `--testing` for a testing kernel).
     Build(build::Args),
     /// Build and boot Baton in QEMU.
     Run(run::Args),
     /// Build a Limine-booted ISO (for QEMU, a CD or a USB stick).
     Iso(iso::Args),
-    /// Run every test: host unit tests, then QEMU boots on both architectures.
+    /// Run every test: host unit tests, then QEMU boots on both architectures
+    /// (testing kernels, and one production kernel).
     Test(test::Args),
     /// The self-update demo: boot version 1, update to version 2, then
     /// update again N-1 times, and show that every service's state survived.
@@ -52,7 +53,8 @@ enum Command {
     Soak(soak::Args),
     /// Check (and install where possible) what building and running needs.
     Doctor(doctor::Args),
-    /// Clippy with warnings denied, for the host crates and both kernel targets.
+    /// The kernel's layering check, then clippy with warnings denied, for the
+    /// host crates and both kernel targets.
     Lint(lint::Args),
     /// Benchmarks (figures for docs/): `--host` runs the KHO crate's.
     Bench(bench::Args),
