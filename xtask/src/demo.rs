@@ -4,11 +4,13 @@
 //! verified after it and its measured blackout.
 
 use crate::arch::Arch;
+use crate::args::{BootMode, CommandLine, Entry, LimineDir, Memory, Profile, QemuRun, Target};
 use crate::build::{BuildOptions, KernelBuild, build_kernel};
 use crate::doctor::{Need, ensure};
-use crate::qemu::{Medium, QemuConfig};
+use crate::qemu::{Drive, Firmware, Medium, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The version the second build reports.
@@ -16,38 +18,45 @@ pub const SECOND_VERSION: &str = "0.2.0";
 /// Keys the client stores and verifies.
 pub const EXPECTED_KEYS: u64 = 64;
 
-/// How to run the demo.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// Architecture.
-    pub arch: Arch,
+/// `cargo xtask demo`: the self-update demo.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    profile: Profile,
     /// Updates in a row.
-    pub updates: u32,
-    /// Optimised builds.
-    pub release: bool,
-    /// Guest RAM.
-    pub memory_mib: u32,
-    /// Extra kernel command line.
-    pub append: String,
-    /// Echo the whole serial console instead of the progress lines.
-    pub verbose: bool,
-    /// Stop after this long.
-    pub timeout: Option<Duration>,
-    /// Save the first outgoing handover here (`--dump-kho`).
-    pub dump_kho: Option<std::path::PathBuf>,
-    /// Boot the ISO's demo entry through Limine instead of `-kernel`.
-    pub limine: Option<LimineBoot>,
+    #[arg(long, default_value_t = 5)]
+    updates: u32,
+    #[command(flatten)]
+    memory: Memory,
+    #[command(flatten)]
+    command_line: CommandLine,
+    #[command(flatten)]
+    qemu: QemuRun,
+    /// Show the whole serial console.
+    #[arg(long)]
+    verbose: bool,
+    /// Save the first outgoing handover (root FDT, sub-FDTs, guest RAM) here.
+    #[arg(long)]
+    dump_kho: Option<PathBuf>,
+    /// How the demo boots (`--boot limine` boots the ISO's demo entry, as
+    /// a machine would, and keeps a screenshot of the screen at the end).
+    #[command(flatten)]
+    entry: Entry,
+    #[command(flatten)]
+    limine: LimineDir,
 }
 
 /// How `demo --boot limine` boots.
 #[derive(Debug, Clone)]
-pub struct LimineBoot {
+struct LimineBoot {
     /// Limine's files.
-    pub directory: std::path::PathBuf,
+    directory: PathBuf,
     /// The firmware.
-    pub firmware: crate::qemu::Firmware,
+    firmware: Firmware,
     /// The drive the ISO is in.
-    pub drive: crate::qemu::Drive,
+    drive: Drive,
 }
 
 /// One update, as the guest reported it.
@@ -148,10 +157,10 @@ pub fn verdict(records: &[UpdateRecord], cold: Option<(u64, u64)>, updates: u32)
     Ok(())
 }
 
-/// Builds both versions for the demo.
-pub fn build_versions(arch: Arch, release: bool) -> Result<(KernelBuild, KernelBuild)> {
-    let first = build_kernel(&BuildOptions { arch, release, version: None })?;
-    let second = build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()) })?;
+/// Builds both versions: testing kernels (`testing`) or production ones.
+pub fn build_versions(arch: Arch, release: bool, testing: bool) -> Result<(KernelBuild, KernelBuild)> {
+    let first = build_kernel(&BuildOptions { arch, release, version: None, testing })?;
+    let second = build_kernel(&BuildOptions { arch, release, version: Some(SECOND_VERSION.to_string()), testing })?;
     Ok((first, second))
 }
 
@@ -161,53 +170,55 @@ fn is_progress_line(line: &str) -> bool {
         .any(|marker| line.contains(marker))
 }
 
+impl Args {
+    /// Runs the demo and prints the table; fails if anything was lost.
+    pub fn run(&self) -> Result<()> {
+        let arch = self.target.arch;
+        let limine = match self.entry.boot {
+            BootMode::Direct => None,
+            BootMode::Limine => {
+                let directory = crate::limine::find_for(self.limine.limine_dir.as_deref(), Some(arch))?;
+                let firmware = self.entry.firmware_for(arch);
+                if firmware == Firmware::Uefi {
+                    ensure(&[Need::Uefi(arch)])?;
+                }
+                ensure(&[Need::Xorriso])?;
+                Some(LimineBoot { directory, firmware, drive: self.entry.drive })
+            }
+        };
+        run(self, arch, limine.as_ref())
+    }
+}
+
 /// Runs the demo and prints the table; fails if anything was lost.
-pub fn run(options: &DemoOptions) -> Result<()> {
-    ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
-    let (first, second) = build_versions(options.arch, options.release)?;
+fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
+    ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
+    // The demo shows what a user gets: production kernels.
+    let (first, second) = build_versions(arch, options.profile.release, false)?;
     let pause = if options.dump_kho.is_some() { "kho.pause=1" } else { "" };
     // Through Limine the screen is captured at the end, as a person at the
     // machine would see it.
-    let screen = if options.limine.is_some() { "demo.screenshot=1" } else { "" };
-    let command_line = format!("demo.updates={} demo.shutdown=1 {pause} {screen} {}", options.updates, options.append)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let screen = if limine.is_some() { "demo.screenshot=1" } else { "" };
+    let command_line =
+        format!("demo.updates={} demo.shutdown=1 {pause} {screen} {}", options.updates, options.command_line.append)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
     let scratch = util::output_dir().join("demo");
-    let medium = match &options.limine {
-        None => {
-            Medium::Direct { kernel: first.direct_boot_file().clone(), module: Some(second.elf.clone()), command_line }
-        }
-        Some(limine) => {
-            std::fs::create_dir_all(&scratch)?;
-            let iso = crate::limine::build_iso(
-                options.arch,
-                &limine.directory,
-                &crate::limine::IsoContents {
-                    kernel: first.elf.clone(),
-                    command_line: String::new(),
-                    update: Some(second.elf.clone()),
-                    demo_command_line: command_line,
-                    is_demo_default: true,
-                },
-                &scratch.join(format!("{}-demo.iso", options.arch)),
-            )?;
-            Medium::Iso { iso, firmware: limine.firmware, drive: limine.drive }
-        }
-    };
+    // Always headless: the demo follows the serial console itself.
     let config = QemuConfig {
-        arch: options.arch,
-        medium,
-        memory_mib: options.memory_mib,
+        arch,
+        medium: medium(arch, &first, &second, command_line, limine, &scratch)?,
+        memory_mib: options.memory.memory,
         headless: true,
         kvm: false,
-        extra_args: vec![],
+        extra_args: options.qemu.extra_args(),
     };
-    let timeout = options.timeout.unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates)));
+    let timeout = options.qemu.timeout().unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates)));
     println!(
         "demo: Baton {} on {}, updating to {SECOND_VERSION} then {} more time(s)",
         env!("CARGO_PKG_VERSION"),
-        options.arch,
+        arch,
         options.updates.saturating_sub(1)
     );
     let mut command = config.command(&scratch)?;
@@ -215,12 +226,10 @@ pub fn run(options: &DemoOptions) -> Result<()> {
         Some(directory) => Some(crate::dump::Dumper::new(directory, &scratch, &mut command)?),
         None => None,
     };
-    let mut screenshot = match &options.limine {
-        Some(_) => Some(crate::dump::Screenshot::new(
-            &scratch,
-            &scratch.join(format!("{}-screen.ppm", options.arch)),
-            &mut command,
-        )?),
+    let mut screenshot = match limine {
+        Some(_) => {
+            Some(crate::dump::Screenshot::new(&scratch, &scratch.join(format!("{}-screen.ppm", arch)), &mut command)?)
+        }
         None => None,
     };
     let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, input| {
@@ -236,15 +245,54 @@ pub fn run(options: &DemoOptions) -> Result<()> {
             Err(error) => println!("demo: no screenshot: {error:#}"),
         }
     }
-    let (records, cold) = parse_records(&outcome.output);
-    println!("\n{}", table(&records));
-    let log = scratch.join(format!("{}-serial.log", options.arch));
+    let log = scratch.join(format!("{}-serial.log", arch));
     std::fs::create_dir_all(&scratch)?;
     std::fs::write(&log, &outcome.output)?;
+    conclude(&outcome, options.updates, timeout, &log)
+}
+
+/// What QEMU boots: version 1 with version 2 as its module, directly or
+/// from the demo entry of an ISO.
+fn medium(
+    arch: Arch,
+    first: &KernelBuild,
+    second: &KernelBuild,
+    command_line: String,
+    limine: Option<&LimineBoot>,
+    scratch: &Path,
+) -> Result<Medium> {
+    let Some(limine) = limine else {
+        return Ok(Medium::Direct {
+            kernel: first.direct_boot_file().clone(),
+            module: Some(second.elf.clone()),
+            command_line,
+        });
+    };
+    std::fs::create_dir_all(scratch)?;
+    let iso = crate::limine::build_iso(
+        arch,
+        &limine.directory,
+        &crate::limine::IsoContents {
+            kernel: first.elf.clone(),
+            command_line: String::new(),
+            update: Some(second.elf.clone()),
+            demo_command_line: command_line,
+            is_demo_default: true,
+        },
+        &scratch.join(format!("{arch}-demo.iso")),
+    )?;
+    Ok(Medium::Iso { iso, firmware: limine.firmware, drive: limine.drive })
+}
+
+/// Prints the table of updates and fails if the demo did not finish, an
+/// update is missing or anything was lost.
+fn conclude(outcome: &crate::qemu::Outcome, updates: u32, timeout: Duration, log: &Path) -> Result<()> {
+    let (records, cold) = parse_records(&outcome.output);
+    println!("\n{}", table(&records));
     if outcome.timed_out {
         bail!("the demo did not finish within {} s (serial log: {})", timeout.as_secs(), log.display());
     }
-    if let Err(problem) = verdict(&records, cold, options.updates) {
+    if let Err(problem) = verdict(&records, cold, updates) {
         bail!("{problem} (serial log: {})", log.display());
     }
     if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
@@ -257,6 +305,21 @@ pub fn run(options: &DemoOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(arguments: &[&str]) -> Args {
+        match crate::parse(arguments) {
+            crate::Command::Demo(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kept_and_headless_is_accepted() {
+        let args = parse(&["xtask", "demo"]);
+        assert_eq!((args.updates, args.memory.memory, args.qemu.timeout), (5, 512, None));
+        assert_eq!((args.target.arch, args.entry.boot, args.qemu.headless), (Arch::X86_64, BootMode::Direct, false));
+        assert!(parse(&["xtask", "demo", "--headless"]).qemu.headless);
+    }
 
     const LOG: &str = "\
 [INFO  svc] [init] demo: generation 0 verified 64 keys (checksum 0x1), counter 2, uptime 5 ms, 0 failed checks

@@ -159,8 +159,23 @@ pub fn all_needs() -> Vec<Need> {
     needs
 }
 
-/// `cargo xtask doctor`: report each need, then fix what is missing.
-pub fn doctor(limine_dir: Option<&Path>) -> Result<()> {
+/// `cargo xtask doctor`: check (and install where possible) what building
+/// and running needs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    limine: crate::args::LimineDir,
+}
+
+impl Args {
+    /// Reports each need, then fixes what is missing.
+    pub fn run(&self) -> Result<()> {
+        doctor(self.limine.limine_dir.as_deref())
+    }
+}
+
+/// Reports each need, then fixes what is missing.
+fn doctor(limine_dir: Option<&Path>) -> Result<()> {
     let needs = all_needs();
     for &need in &needs {
         println!("{} {}", if is_met(need) { "ok     " } else { "missing" }, describe(need));

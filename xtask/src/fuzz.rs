@@ -31,8 +31,23 @@ fn fuzz_crates() -> Result<Vec<(PathBuf, Vec<String>)>> {
     Ok(crates)
 }
 
+/// `cargo xtask fuzz`: every cargo-fuzz target for a bounded time.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Seconds per fuzz target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+impl Args {
+    /// Runs each target for `--seconds`.
+    pub fn run(&self) -> Result<()> {
+        run(self.seconds)
+    }
+}
+
 /// Runs each target for `seconds`.
-pub fn run(seconds: u64) -> Result<()> {
+fn run(seconds: u64) -> Result<()> {
     let has_nightly = util::output(Command::new("rustup").args(["toolchain", "list"]))
         .is_ok_and(|list| list.lines().any(|line| line.starts_with("nightly")));
     if !has_nightly {
@@ -68,4 +83,13 @@ pub fn run(seconds: u64) -> Result<()> {
         println!("fuzz: {line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_is_a_minute_per_target() {
+        let crate::Command::Fuzz(args) = crate::parse(&["xtask", "fuzz"]) else { panic!("not fuzz") };
+        assert_eq!(args.seconds, 60);
+    }
 }

@@ -4,7 +4,35 @@
 //! kernel writes is the format docs/handover.md describes.
 
 use anyhow::{Context, Result, bail};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `cargo xtask kho-decode`: decode a handover saved with `--dump-kho DIR`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The dump directory.
+    directory: PathBuf,
+}
+
+impl Args {
+    /// Decodes the dump and prints what it holds.
+    pub fn run(&self) -> Result<()> {
+        let decoded = decode(&self.directory)?;
+        println!("compatible: {}", decoded.compatible);
+        for (name, address) in &decoded.users {
+            println!("user {name}: sub-FDT at {address:#x}");
+        }
+        println!(
+            "{} chunks, {} bitmaps, {} KiB preserved",
+            decoded.chunks,
+            decoded.bitmaps,
+            decoded.preserved_bytes / 1024
+        );
+        for (order, folios) in &decoded.folios_per_order {
+            println!("  order {order}: {folios} folios");
+        }
+        Ok(())
+    }
+}
 
 /// What the decoder found.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -5,24 +5,33 @@
 //! the blackout's spread.
 
 use crate::arch::Arch;
+use crate::args::{CommandLine, Profile, QemuRun, Target};
 use crate::demo::{self, EXPECTED_KEYS};
 use crate::doctor::{Need, ensure};
-use crate::qemu::{Medium, QemuConfig};
+use crate::qemu::{Medium, Outcome, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How a soak runs.
-#[derive(Debug, Clone)]
-pub struct SoakOptions {
-    /// Guest architecture.
-    pub arch: Arch,
+/// `cargo xtask soak`: many updates in a row in one run, every piece of
+/// preserved state checked after each.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    profile: Profile,
     /// Updates in a row.
-    pub updates: u32,
-    /// Ballast state in MiB (preserved as 4 KiB pages).
-    pub ballast_mib: u64,
-    /// Optimised kernels.
-    pub release: bool,
+    #[arg(long, default_value_t = 100)]
+    updates: u32,
+    /// Ballast state in MiB, preserved as 4 KiB pages.
+    #[arg(long, default_value_t = 16)]
+    ballast: u64,
+    #[command(flatten)]
+    command_line: CommandLine,
+    #[command(flatten)]
+    qemu: QemuRun,
 }
 
 /// What a soak found, from its serial log.
@@ -63,33 +72,47 @@ pub fn summarise(output: &str) -> SoakSummary {
     }
 }
 
-/// Runs the soak; fails on any loss.
-pub fn run(options: &SoakOptions) -> Result<()> {
-    ensure(&[Need::Toolchain(options.arch), Need::Qemu(options.arch)])?;
-    let (first, second) = demo::build_versions(options.arch, options.release)?;
-    let config = QemuConfig {
-        arch: options.arch,
-        medium: Medium::Direct {
-            kernel: first.direct_boot_file().clone(),
-            module: Some(second.elf.clone()),
-            command_line: format!(
-                "demo.updates={} demo.shutdown=1 bench.ballast={} bench.order=0",
-                options.updates, options.ballast_mib
-            ),
-        },
-        memory_mib: (512 + 2 * options.ballast_mib) as u32,
-        headless: true,
-        kvm: false,
-        extra_args: vec![],
-    };
+impl Args {
+    /// Runs the soak; fails on any loss.
+    pub fn run(&self) -> Result<()> {
+        let arch = self.target.arch;
+        let updates = self.updates.max(1);
+        let ballast_mib = self.ballast.max(1);
+        ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
+        let (first, second) = demo::build_versions(arch, self.profile.release, true)?;
+        let command_line = format!(
+            "demo.updates={updates} demo.shutdown=1 bench.ballast={ballast_mib} bench.order=0 {}",
+            self.command_line.append
+        );
+        // Always headless: the soak follows the serial console itself.
+        let config = QemuConfig {
+            arch,
+            medium: Medium::Direct {
+                kernel: first.direct_boot_file().clone(),
+                module: Some(second.elf.clone()),
+                command_line: command_line.trim().to_string(),
+            },
+            memory_mib: (512 + 2 * ballast_mib) as u32,
+            headless: true,
+            kvm: false,
+            extra_args: self.qemu.extra_args(),
+        };
+        let timeout = self.qemu.timeout().unwrap_or(Duration::from_secs(120 + 2 * u64::from(updates)));
+        println!(
+            "soak: {updates} updates on {arch} with {ballast_mib} MiB of ballast, every key, the counter and every \
+             page checked after each"
+        );
+        let (outcome, log) = watch(&config, timeout, updates)?;
+        check(&outcome, &log, timeout, updates)
+    }
+}
+
+/// Runs QEMU, printing progress every tenth of the updates and every loss as
+/// it is seen, and keeps the serial log.
+fn watch(config: &QemuConfig, timeout: Duration, updates: u32) -> Result<(Outcome, PathBuf)> {
     let scratch = util::output_dir().join("soak");
-    let timeout = Duration::from_secs(120 + 2 * u64::from(options.updates));
-    println!(
-        "soak: {} updates on {} with {} MiB of ballast, every key, the counter and every page checked after each",
-        options.updates, options.arch, options.ballast_mib
-    );
     let command = config.command(&scratch)?;
-    let step = (options.updates / 10).max(1);
+    let step = (updates / 10).max(1);
     let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, _| {
         if let Some(generation) = line
             .split("update-report: generation=")
@@ -106,15 +129,20 @@ pub fn run(options: &SoakOptions) -> Result<()> {
     })
     .context("running the soak")?;
     std::fs::create_dir_all(&scratch)?;
-    let log = scratch.join(format!("{}-serial.log", options.arch));
+    let log = scratch.join(format!("{}-serial.log", config.arch));
     std::fs::write(&log, &outcome.output)?;
+    Ok((outcome, log))
+}
+
+/// Summarises the run and fails on any loss.
+fn check(outcome: &Outcome, log: &Path, timeout: Duration, updates: u32) -> Result<()> {
     let summary = summarise(&outcome.output);
     let (min, median, max) = summary.blackout_us;
     println!(
         "soak: {} of {} updates completed; keys and counter intact after {}, ballast intact after {}; \
          blackout min {:.2} / median {:.2} / max {:.2} ms (serial log: {})",
         summary.updates,
-        options.updates,
+        updates,
         summary.verified,
         summary.ballast_intact,
         min as f64 / 1000.0,
@@ -122,7 +150,7 @@ pub fn run(options: &SoakOptions) -> Result<()> {
         max as f64 / 1000.0,
         log.display()
     );
-    let expected = options.updates as usize;
+    let expected = updates as usize;
     if outcome.timed_out {
         bail!("the soak did not finish within {} s", timeout.as_secs());
     }
@@ -142,6 +170,16 @@ pub fn run(options: &SoakOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_kept() {
+        let crate::Command::Soak(args) = crate::parse(&["xtask", "soak"]) else { panic!("not soak") };
+        assert_eq!(
+            (args.updates, args.ballast, args.target.arch, args.profile.release),
+            (100, 16, Arch::X86_64, false)
+        );
+        assert_eq!((args.qemu.timeout, args.command_line.append.as_str()), (None, ""));
+    }
 
     #[test]
     fn a_soak_log_is_summarised() {

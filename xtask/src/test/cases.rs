@@ -1,0 +1,682 @@
+//! The QEMU cases `cargo xtask test` runs, as data: each is a [`QemuCase`]
+//! built from the defaults of [`QemuCase::new`], with only what differs
+//! written out.
+
+use crate::arch::Arch;
+use crate::build::TEST_ONLY_SERVICES;
+use crate::demo::SECOND_VERSION;
+use crate::qemu::{Drive, Firmware};
+use std::time::Duration;
+
+/// How a QEMU case is booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU `-kernel`.
+    Direct,
+    /// A Limine ISO with this firmware, in this drive.
+    Limine(Firmware, Drive),
+}
+
+/// What a QEMU case must show.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// The in-kernel tests pass (status 33, `N passed, 0 failed`).
+    KernelTestsPass,
+    /// QEMU exits with `status`, the output contains every text of
+    /// `present` and none of `absent`.
+    Status {
+        /// The exit status.
+        status: i32,
+        /// Texts that must appear.
+        present: Vec<String>,
+        /// Texts that must not appear.
+        absent: Vec<String>,
+    },
+    /// The update demo completes this many updates with nothing lost.
+    Demo(u32),
+    /// The guest ends through init's shutdown (status 33 or 35, whatever
+    /// the demo concluded), not by a fault or a timeout, and none of
+    /// `absent` appears.
+    Survives {
+        /// Texts that must not appear.
+        absent: Vec<String>,
+    },
+    /// As `Demo`, and each text appears (at least) as often as given, and
+    /// none of `absent` appears.
+    DemoWith {
+        /// Updates.
+        updates: u32,
+        /// Texts and how often each must appear.
+        repeated: Vec<(String, usize)>,
+        /// Texts that must not appear.
+        absent: Vec<String>,
+    },
+}
+
+fn texts(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| item.to_string()).collect()
+}
+
+impl Expect {
+    /// QEMU exits with `status`; every text of `present` appears and none of
+    /// `absent`.
+    pub fn status(status: i32, present: &[&str], absent: &[&str]) -> Self {
+        Expect::Status { status, present: texts(present), absent: texts(absent) }
+    }
+
+    /// The demo completes `updates` updates, each text of `repeated` appears
+    /// as often as given, and none of `absent`.
+    pub fn demo_with(updates: u32, repeated: &[(&str, usize)], absent: &[&str]) -> Self {
+        let repeated = repeated.iter().map(|&(text, count)| (text.to_string(), count)).collect();
+        Expect::DemoWith { updates, repeated, absent: texts(absent) }
+    }
+
+    /// Init shuts the machine down, whatever the demo concluded, and none of
+    /// `absent` appears.
+    pub fn survives(absent: &[&str]) -> Self {
+        Expect::Survives { absent: texts(absent) }
+    }
+}
+
+/// The boot module a case gives the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Module {
+    /// The kernel's own ELF (self-kexec into the same version).
+    SameImage,
+    /// The second version's ELF.
+    SecondVersion,
+    /// Bytes that are not a kernel image.
+    Garbage,
+}
+
+/// One QEMU run.
+#[derive(Debug, Clone)]
+pub struct QemuCase {
+    /// Name shown in the report.
+    pub name: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// Entry path.
+    pub boot: Boot,
+    /// Kernel command line.
+    pub command_line: String,
+    /// Guest RAM.
+    pub memory_mib: u32,
+    /// The boot module, if any.
+    pub module: Option<Module>,
+    /// Save the first outgoing handover (`kho.pause=1`) and decode it
+    /// independently.
+    pub dump_kho: bool,
+    /// Texts the serial output must contain.
+    pub must_contain: Vec<String>,
+    /// The verdict to expect.
+    pub expect: Expect,
+    /// Extra QEMU arguments (machine options such as `hpet=off`).
+    pub qemu_args: Vec<String>,
+    /// Timeout.
+    pub timeout: Duration,
+    /// Boot testing kernels (the `testing` feature, every service); false:
+    /// production kernels.
+    pub testing: bool,
+    /// Services no `embedded services:` line may name (and one must appear).
+    pub services_absent: Vec<String>,
+}
+
+/// What this machine and this kernel let the tests cover.
+#[derive(Debug, Clone, Copy)]
+pub struct Available {
+    /// Limine's files were found: the ISO boots are tested.
+    pub limine: bool,
+    /// Limine's host tool works: the ISO boots from a USB stick under BIOS.
+    pub bios_usb: bool,
+}
+
+impl QemuCase {
+    /// A direct boot with an empty command line, 512 MiB, no module, whose
+    /// kernel tests must pass within 120 s.
+    pub fn new(name: impl Into<String>, arch: Arch) -> Self {
+        QemuCase {
+            name: name.into(),
+            arch,
+            boot: Boot::Direct,
+            command_line: String::new(),
+            memory_mib: 512,
+            module: None,
+            dump_kho: false,
+            must_contain: Vec::new(),
+            expect: Expect::KernelTestsPass,
+            qemu_args: Vec::new(),
+            timeout: Duration::from_secs(120),
+            testing: true,
+            services_absent: Vec::new(),
+        }
+    }
+
+    /// Boots production kernels (without the `testing` feature).
+    pub fn production(mut self) -> Self {
+        self.testing = false;
+        self
+    }
+
+    /// Services the kernel must not embed.
+    pub fn services_absent(mut self, names: &[&str]) -> Self {
+        self.services_absent = texts(names);
+        self
+    }
+
+    /// Boots this way.
+    pub fn boot(mut self, boot: Boot) -> Self {
+        self.boot = boot;
+        self
+    }
+
+    /// The kernel command line.
+    pub fn command_line(mut self, command_line: impl Into<String>) -> Self {
+        self.command_line = command_line.into();
+        self
+    }
+
+    /// Guest RAM in MiB.
+    pub fn memory(mut self, memory_mib: u32) -> Self {
+        self.memory_mib = memory_mib;
+        self
+    }
+
+    /// The boot module.
+    pub fn module(mut self, module: Module) -> Self {
+        self.module = Some(module);
+        self
+    }
+
+    /// Saves the first outgoing handover and decodes it independently.
+    pub fn dump_kho(mut self) -> Self {
+        self.dump_kho = true;
+        self
+    }
+
+    /// One more text the serial output must contain.
+    pub fn must_contain(mut self, text: impl Into<String>) -> Self {
+        self.must_contain.push(text.into());
+        self
+    }
+
+    /// The verdict.
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+
+    /// Extra QEMU arguments.
+    pub fn qemu_args(mut self, arguments: &[&str]) -> Self {
+        self.qemu_args = texts(arguments);
+        self
+    }
+
+    /// How long the case may run, in seconds.
+    pub fn timeout(mut self, seconds: u64) -> Self {
+        self.timeout = Duration::from_secs(seconds);
+        self
+    }
+}
+
+/// The banner of a kernel booted via `path`.
+fn banner(arch: Arch, path: &str) -> String {
+    format!("Baton {} ({arch}) booting via {path}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The QEMU cases for `arch`.
+pub fn cases(arch: Arch, available: &Available) -> Vec<QemuCase> {
+    let mut cases = direct_cases(arch);
+    cases.extend(update_cases(arch));
+    cases.extend(hostile_service_cases(arch));
+    cases.extend(handover_cases(arch));
+    cases.push(production_case(arch));
+    if available.limine {
+        cases.extend(limine_cases(arch, available.bios_usb));
+    }
+    cases
+}
+
+/// A production kernel, given test-only options, ignores them, says so, and
+/// embeds none of the test-only services; the demo updates as usual.
+fn production_case(arch: Arch) -> QemuCase {
+    QemuCase::new(format!("{arch} direct: production kernel carries no test machinery"), arch)
+        .production()
+        .command_line(format!("kho.inject=root ktest=all {ONE_UPDATE}"))
+        .module(Module::SecondVersion)
+        .expect(Expect::Demo(1))
+        .must_contain("'kho.inject' is not built into this kernel")
+        .must_contain("'ktest' is not built into this kernel")
+        .services_absent(&TEST_ONLY_SERVICES)
+        .timeout(600)
+}
+
+/// Direct boots running the in-kernel tests: all of them, NUMA, a fault,
+/// and the memory tests at several sizes and `kho_scratch=` forms.
+fn direct_cases(arch: Arch) -> Vec<QemuCase> {
+    let direct_path = match arch {
+        Arch::X86_64 => "direct (PVH)",
+        Arch::Aarch64 => "direct (arm64 Image)",
+    };
+    let mut cases = vec![
+        QemuCase::new(format!("{arch} direct: kernel tests"), arch)
+            .command_line("ktest=all")
+            .memory(256)
+            .must_contain(banner(arch, direct_path)),
+        // Two NUMA nodes: the SRAT (x86_64) or the device tree's
+        // `numa-node-id` (aarch64) gives each its scratch region.
+        QemuCase::new(format!("{arch} direct: two NUMA nodes get a scratch region each"), arch)
+            .command_line("ktest=mm::tests::numa_nodes_each_have_scratch")
+            .memory(1024)
+            .must_contain("NUMA: 2 node(s)")
+            .must_contain("scratch node 1")
+            .qemu_args(&[
+                "-object",
+                "memory-backend-ram,id=m0,size=512M",
+                "-object",
+                "memory-backend-ram,id=m1,size=512M",
+                "-numa",
+                "node,nodeid=0,memdev=m0",
+                "-numa",
+                "node,nodeid=1,memdev=m1",
+            ]),
+        QemuCase::new(format!("{arch} direct: kernel page fault is reported"), arch)
+            .command_line("ktest=tests::kernel_page_fault")
+            .memory(256)
+            .expect(Expect::status(
+                Arch::TEST_FAILURE_STATUS,
+                &["register dump", "faulting address 0xfffffe00dead0000"],
+                &[],
+            ))
+            .timeout(60),
+    ];
+    // Memory sizes and kho_scratch= forms: boot, place scratch, run the
+    // memory tests. (name suffix, MiB, command line, text to see)
+    let memory_cases: [(&str, u32, &str, Option<&str>); 7] = [
+        ("", 128, "", Some("scratch lowmem")),
+        ("", 1024, "", None),
+        ("", 4096, "", None),
+        (", kho_scratch=16M,64M,32M", 512, "kho_scratch=16M,64M,32M", Some("scratch global")),
+        (", kho_scratch=50%", 512, "kho_scratch=50%", None),
+        (", kho_scratch=lots (malformed)", 256, "kho_scratch=lots", Some("kho_scratch=lots is malformed")),
+        (", kho_scratch=64M,1G,1G (too large)", 256, "kho_scratch=64M,1G,1G", Some("scratch reduced")),
+    ];
+    for (suffix, memory_mib, extra, text) in memory_cases {
+        let case = QemuCase::new(format!("{arch} direct {memory_mib} MiB{suffix}: memory tests"), arch)
+            .command_line(format!("ktest=mm:: {extra}").trim())
+            .memory(memory_mib);
+        cases.push(match text {
+            Some(text) => case.must_contain(text),
+            None => case,
+        });
+    }
+    cases
+}
+
+/// A self-update through KHO: a direct boot with `module`, 512 MiB, up to
+/// ten minutes.
+fn update(arch: Arch, name: &str, module: Module, command_line: &str, expect: Expect) -> QemuCase {
+    QemuCase::new(format!("{arch} update: {name}"), arch)
+        .command_line(command_line)
+        .module(module)
+        .expect(expect)
+        .timeout(600)
+}
+
+/// One update of the demo, then power off.
+const ONE_UPDATE: &str = "demo.updates=1 demo.shutdown=1";
+
+/// Updates that must lose nothing: into the same image, on machines without
+/// an HPET or x2APIC, many in a row, in little RAM, with large state.
+fn update_cases(arch: Arch) -> Vec<QemuCase> {
+    let mut cases = vec![
+        update(arch, "self-kexec into the same image", Module::SameImage, ONE_UPDATE, Expect::Demo(1))
+            .must_contain("from=0.1.0 to=0.1.0"),
+    ];
+    if arch == Arch::X86_64 {
+        let second = |name: &str, command_line: &str, expect: Expect| {
+            update(arch, name, Module::SecondVersion, command_line, expect)
+        };
+        // A PC without an HPET: ACPI says so, the kernel logs it and the
+        // update works as before.
+        cases.push(
+            second("a machine without an HPET updates as usual", ONE_UPDATE, Expect::Demo(1))
+                .must_contain("no HPET")
+                .must_contain("MADT: 1 processor(s)")
+                .qemu_args(&["-machine", "hpet=off"]),
+        );
+        // A CPU without x2APIC (Intel before Nehalem, AMD before Zen 2): the
+        // local APIC is driven through its registers in memory; the update
+        // works as before, and the timer still preempts (second case).
+        cases.push(
+            second("a CPU without x2APIC uses the xAPIC and updates as usual", ONE_UPDATE, Expect::Demo(1))
+                .must_contain("no x2APIC; local APIC registers at 0xfee00000 (xAPIC mode)")
+                .qemu_args(&["-cpu", "max,-x2apic"]),
+        );
+        cases.push(
+            second(
+                "a CPU without x2APIC still preempts a spinning service",
+                "ktest=task::tests::spinning_service_does_not_stop_others",
+                Expect::KernelTestsPass,
+            )
+            .must_contain("xAPIC mode")
+            .qemu_args(&["-cpu", "max,-x2apic"]),
+        );
+    }
+    // A bounded soak: every key, the counter and every ballast page are
+    // checked after each update (`cargo xtask soak` runs longer ones).
+    cases.push(
+        update(
+            arch,
+            "30 updates in a row into version 2 lose nothing",
+            Module::SecondVersion,
+            "demo.updates=30 demo.shutdown=1 bench.ballast=16 bench.order=0",
+            Expect::demo_with(
+                30,
+                &[("all 4096 pages intact", 30)],
+                &["lost their contents", "handover bypassed", "never claimed their state"],
+            ),
+        )
+        .must_contain("from=0.1.0 to=0.2.0")
+        .must_contain("kvstore: migrated 64 entries from format 1 to format 2"),
+    );
+    // The smallest memory the update demo is tested with (the update image
+    // alone is about 15 MiB in a debug build).
+    cases.push(
+        update(
+            arch,
+            "64 MiB of RAM is enough for two updates",
+            Module::SecondVersion,
+            "demo.updates=2 demo.shutdown=1",
+            Expect::Demo(2),
+        )
+        .memory(64),
+    );
+    // Larger state, handed over as runs: the ballast checks every page
+    // after each update.
+    for (layout, mebibytes, arguments) in [
+        ("preserved as 4 KiB pages", 96, "bench.order=0"),
+        ("preserved as 2 MiB folios", 96, "bench.order=9"),
+        ("handed over by copying", 32, "bench.order=9 bench.copy=1"),
+    ] {
+        let intact = format!("all {} pages intact", mebibytes * 256);
+        cases.push(
+            update(
+                arch,
+                &format!("{mebibytes} MiB {layout} come back intact"),
+                Module::SecondVersion,
+                &format!("demo.updates=3 demo.shutdown=1 bench.ballast={mebibytes} {arguments}"),
+                Expect::demo_with(
+                    3,
+                    &[(intact.as_str(), 3)],
+                    &["lost their contents", "not in free RAM", "handover bypassed", "kernel fault"],
+                ),
+            )
+            .memory(640),
+        );
+    }
+    cases
+}
+
+/// Hostile services attacking while an update runs (`test.adversary=N`).
+fn hostile_service_cases(arch: Arch) -> Vec<QemuCase> {
+    let survives = |text: &str| {
+        Expect::demo_with(
+            1,
+            &[(text, 1)],
+            &["kernel fault", "kernel panic", "handover bypassed", "never claimed their state"],
+        )
+    };
+    let adversaries = [
+        (1, "flooding IPC does not stop the update or lose state", survives("adversary: flood")),
+        (2, "allocating until refused does not stop the update or lose state", survives("adversary: hog: holding")),
+        (3, "preserving until refused does not stop the update or lose state", survives("adversary: preserve:")),
+        (
+            4,
+            "publishing bad sub-FDTs does not stop the update or lose state",
+            survives("adversary: publish: 5 of 5 bad sub-FDTs refused"),
+        ),
+        (
+            6,
+            "crashing in the middle of prepare does not stop the update or lose state",
+            survives("faulting in the middle of prepare"),
+        ),
+        (
+            5,
+            "spinning without acknowledging makes the update abort cleanly",
+            Expect::status(
+                Arch::TEST_FAILURE_STATUS,
+                &["did not finish preparing in time", "demo: state intact after the failed update"],
+                &["kernel fault", "kernel panic", "booting via kho"],
+            ),
+        ),
+    ];
+    adversaries
+        .into_iter()
+        .map(|(mode, what, expect)| {
+            update(
+                arch,
+                &format!("a service {what}"),
+                Module::SecondVersion,
+                &format!("{ONE_UPDATE} test.adversary={mode}"),
+                expect,
+            )
+        })
+        .collect()
+}
+
+/// The handover itself: dumped and decoded, refused images, aborts, then
+/// what goes wrong on purpose.
+fn handover_cases(arch: Arch) -> Vec<QemuCase> {
+    let failed_update = |failure: &str| {
+        Expect::status(
+            Arch::TEST_FAILURE_STATUS,
+            &[failure, "demo: state intact after the failed update"],
+            &["booting via kho"],
+        )
+    };
+    let mut cases = vec![
+        update(
+            arch,
+            "the outgoing handover is dumped and decoded independently",
+            Module::SecondVersion,
+            &format!("{ONE_UPDATE} kho.pause=1"),
+            Expect::Demo(1),
+        )
+        .dump_kho(),
+        update(
+            arch,
+            "a preserved folio survives heavy allocation",
+            Module::SameImage,
+            "ktest=update::tests::preserved_folio_survives_heavy_allocation",
+            Expect::KernelTestsPass,
+        )
+        .must_contain("booting via kho"),
+        update(
+            arch,
+            "a bad update image is refused",
+            Module::Garbage,
+            "ktest=update::tests::bad_update_image_is_refused",
+            Expect::KernelTestsPass,
+        ),
+        update(
+            arch,
+            "a refused image loses nothing",
+            Module::Garbage,
+            ONE_UPDATE,
+            failed_update("next kernel image refused"),
+        ),
+        update(
+            arch,
+            "abort after freezing leaves everything running",
+            Module::SecondVersion,
+            &format!("{ONE_UPDATE} kho.inject=fail-jump"),
+            failed_update("update aborted"),
+        ),
+    ];
+    cases.extend(fault_cases(arch));
+    cases
+}
+
+/// Faults on purpose: corrupted handovers, a client without a report, a
+/// next kernel that faults, bit flips.
+fn fault_cases(arch: Arch) -> Vec<QemuCase> {
+    let mut cases = Vec::new();
+    for fault in ["root", "chunks", "bitmap"] {
+        cases.push(update(
+            arch,
+            &format!("a corrupted handover ({fault}) is bypassed"),
+            Module::SecondVersion,
+            &format!("{ONE_UPDATE} kho.inject={fault}"),
+            Expect::status(
+                Arch::TEST_SUCCESS_STATUS,
+                &["handover bypassed", "kvstore: ready (format 2, 0 entries)", "demo: complete after 1 updates"],
+                &["kernel fault", "panic"],
+            ),
+        ));
+    }
+    // A client that ends without its report: init's call fails and the
+    // demo stops with a failure, at once (it used to wait forever).
+    cases.push(
+        update(
+            arch,
+            "a client that ends without a report stops the demo",
+            Module::SecondVersion,
+            &format!("{ONE_UPDATE} test.client=exit-early"),
+            Expect::status(
+                Arch::TEST_FAILURE_STATUS,
+                &[
+                    "client: ending without a report",
+                    "init: the client ended without a report",
+                    "demo: the state could not be checked",
+                ],
+                &["demo: update 1 of 1 starting", "kernel fault"],
+            ),
+        )
+        .timeout(120),
+    );
+    // An update into a kernel that faults at once: reported, and the
+    // machine stops (no rollback; see docs/reliability.md).
+    cases.push(update(
+        arch,
+        "a next kernel that faults at once is reported and stops the machine",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} test.fault_early=1"),
+        Expect::status(
+            Arch::TEST_FAILURE_STATUS,
+            &["jumping", "booting via kho", "kernel fault", "handed-over state is still in memory"],
+            &["demo: generation 1"],
+        ),
+    ));
+    // Random bit flips in the handover: bypassed, or read with some state
+    // lost, but never a crash.
+    for region in ["root", "chunks", "bitmap"] {
+        for seed in [1, 2, 3] {
+            cases.push(
+                update(
+                    arch,
+                    &format!("bits flipped in the {region} (seed {seed}) never crash the next kernel"),
+                    Module::SecondVersion,
+                    &format!("{ONE_UPDATE} kho.inject=flip-{region}:{seed}"),
+                    Expect::survives(&["kernel fault", "kernel panic", "register dump"]),
+                )
+                .must_contain("fault injection: flip-"),
+            );
+        }
+    }
+    cases
+}
+
+/// Boots through Limine from the ISO: on a CD under every firmware, from a
+/// USB stick, updating and running the kernel tests.
+fn limine_cases(arch: Arch, with_bios_usb: bool) -> Vec<QemuCase> {
+    let firmwares: &[Firmware] = match arch {
+        Arch::X86_64 => &[Firmware::Bios, Firmware::Uefi],
+        Arch::Aarch64 => &[Firmware::Uefi],
+    };
+    let limine = |name: String, firmware: Firmware, drive: Drive| {
+        QemuCase::new(name.to_lowercase(), arch)
+            .boot(Boot::Limine(firmware, drive))
+            .must_contain(banner(arch, "limine"))
+    };
+    let mut cases = vec![
+        limine(format!("{arch} limine (uefi): self-kexec into its own image"), Firmware::Uefi, Drive::Cd)
+            .command_line(format!("{ONE_UPDATE} demo.image=own"))
+            .module(Module::SameImage)
+            .must_contain("booting via kho")
+            .expect(Expect::Demo(1))
+            .timeout(600),
+    ];
+    for &firmware in firmwares {
+        cases.push(
+            limine(format!("{arch} limine ({firmware:?}): self-update demo, shown on the screen"), firmware, Drive::Cd)
+                .command_line("demo.updates=2 demo.shutdown=1 demo.screenshot=1")
+                .module(Module::SecondVersion)
+                .must_contain(format!("Baton {SECOND_VERSION} ({arch}) booting via kho"))
+                .expect(Expect::Demo(2))
+                .timeout(600),
+        );
+        if firmware == Firmware::Uefi || with_bios_usb {
+            // The ISO written to a USB stick: firmware boots it as a
+            // disk (GPT/MBR and the EFI partition, or Limine's BIOS
+            // boot sector), not through the CD's El Torito catalogue.
+            cases.push(
+                limine(format!("{arch} limine ({firmware:?}, usb stick): self-update demo"), firmware, Drive::Usb)
+                    .command_line(ONE_UPDATE)
+                    .module(Module::SecondVersion)
+                    .expect(Expect::Demo(1))
+                    .timeout(600),
+            );
+        }
+        cases.push(
+            limine(format!("{arch} limine ({firmware:?}): kernel tests"), firmware, Drive::Cd)
+                .command_line("ktest=all")
+                .memory(256)
+                .timeout(180),
+        );
+    }
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_case_has_the_defaults() {
+        let case = QemuCase::new("x", Arch::Aarch64);
+        assert_eq!((case.boot, case.memory_mib, case.module, case.dump_kho), (Boot::Direct, 512, None, false));
+        assert!(matches!(case.expect, Expect::KernelTestsPass));
+        assert_eq!(case.timeout, Duration::from_secs(120));
+        assert!(case.command_line.is_empty() && case.must_contain.is_empty() && case.qemu_args.is_empty());
+        assert!(case.testing && case.services_absent.is_empty());
+    }
+
+    #[test]
+    fn one_case_boots_a_production_kernel() {
+        let name = |arch: Arch| format!("{arch} direct: production kernel carries no test machinery");
+        for arch in Arch::ALL {
+            let available = Available { limine: false, bios_usb: false };
+            let all = cases(arch, &available);
+            let production: Vec<&QemuCase> = all.iter().filter(|case| !case.testing).collect();
+            assert_eq!(production.len(), 1);
+            assert_eq!(production[0].name, name(arch));
+            assert_eq!(production[0].services_absent, TEST_ONLY_SERVICES);
+            assert_eq!(production[0].boot, Boot::Direct);
+        }
+    }
+
+    #[test]
+    fn case_names_are_unique_and_name_their_architecture() {
+        for arch in Arch::ALL {
+            let available = Available { limine: true, bios_usb: true };
+            let cases = cases(arch, &available);
+            let mut names: Vec<&str> = cases.iter().map(|case| case.name.as_str()).collect();
+            assert!(names.iter().all(|name| name.starts_with(&arch.to_string())), "{names:?}");
+            names.sort_unstable();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count, "duplicate case names on {arch}");
+        }
+    }
+}
