@@ -12,11 +12,13 @@ pub mod error;
 pub mod message;
 pub mod start;
 pub mod syscall;
+pub mod version;
 
 pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
 pub use syscall::{Request, Syscall, UpdateEvent, UpdateImage, UserBuffer};
+pub use version::ABI_VERSION;
 
 /// The end of the user half of every address space: user pointers must lie
 /// below it.
