@@ -65,6 +65,46 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if info.kho.is_some() && options.is_fault_early {
         fault_on_purpose();
     }
+    log_boot(info, options);
+
+    init_memory(info);
+    log_embedded_services();
+    let screen = if options.is_screen_enabled { mm::framebuffer_console_memory() } else { None };
+    console::attach_framebuffer(info, screen);
+    #[cfg(target_arch = "x86_64")]
+    acpi::discover_when_quiet(info, handover::incoming::is_consuming());
+    handover::outgoing::init();
+    task::set_hooks(task::Hooks {
+        on_exit: handover::outgoing::forget_owner,
+        on_first_dispatch: handover::report::note_first_service,
+    });
+    if let Err(error) = reach_interrupt_controller().and_then(|()| task::start_scheduler(info)) {
+        log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
+    }
+
+    #[cfg(feature = "testing")]
+    if let Some(filter) = options.ktest_filter {
+        ktest::run(filter);
+    }
+    start_services(options);
+    // The main thread idles while services run, and carries out update
+    // requests.
+    loop {
+        task::run_until(u64::MAX, || update::is_pending() || handover::incoming::release_due());
+        if handover::incoming::release_due() {
+            handover::incoming::release_unclaimed();
+        }
+        #[cfg(target_arch = "x86_64")]
+        acpi::discover_when_quiet(info, handover::incoming::is_consuming());
+        mm::refill_heap_reserve();
+        update::run_pending();
+    }
+}
+
+/// Logs what this boot was given: the command line and what was wrong
+/// with it, the boot description's warnings, the memory map, the image and
+/// the modules.
+fn log_boot(info: &BootInfo, options: &options::Options) {
     log::info!(target: "boot", "command line: '{}'", info.command_line.as_str());
     for problem in &options.problems {
         log::warn!(target: "boot", "{problem}");
@@ -92,28 +132,12 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     for module in &info.modules {
         log::info!(target: "boot", "module '{}' at {}", module.name.as_str(), module.range);
     }
+}
 
-    init_memory(info);
-    log_embedded_services();
-    let screen = if options.is_screen_enabled { mm::framebuffer_console_memory() } else { None };
-    console::attach_framebuffer(info, screen);
-    #[cfg(target_arch = "x86_64")]
-    acpi::discover_when_quiet(info, handover::incoming::is_consuming());
-    handover::outgoing::init();
-    task::set_hooks(task::Hooks {
-        on_exit: handover::outgoing::forget_owner,
-        on_first_dispatch: handover::report::note_first_service,
-    });
-    if let Err(error) = reach_interrupt_controller().and_then(|()| task::start_scheduler(info)) {
-        log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
-    }
-
-    #[cfg(feature = "testing")]
-    if let Some(filter) = options.ktest_filter {
-        ktest::run(filter);
-    }
-    // init's argument: what the demo does (used by `cargo xtask demo` and
-    // tests), and whether to wait for the benchmark's ballast service.
+/// Starts init (with what the demo does: used by `cargo xtask demo` and
+/// tests) and, when the command line asks, the benchmark's ballast service
+/// and the reliability tests' adversary.
+fn start_services(options: &options::Options) {
     let mut start = options.demo;
     // Test-only: the first client ends without reporting.
     start.client_exits_early &= cfg!(feature = "testing");
@@ -134,18 +158,6 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     match task::spawn("init", start.encode()) {
         Ok(_) => {}
         Err(error) => log::error!(target: "boot", "cannot start init: {error}"),
-    }
-    // The main thread idles while services run, and carries out update
-    // requests.
-    loop {
-        task::run_until(u64::MAX, || update::is_pending() || handover::incoming::release_due());
-        if handover::incoming::release_due() {
-            handover::incoming::release_unclaimed();
-        }
-        #[cfg(target_arch = "x86_64")]
-        acpi::discover_when_quiet(info, handover::incoming::is_consuming());
-        mm::refill_heap_reserve();
-        update::run_pending();
     }
 }
 

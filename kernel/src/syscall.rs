@@ -191,7 +191,39 @@ fn privilege(tasks: &Tasks, id: u64) -> Result<Privilege, CallError> {
     Ok(tasks.processes.get(&id).and_then(|process| process.privilege()).ok_or(Error::PermissionDenied)?)
 }
 
+/// Runs a decoded call in the group it belongs to.
 fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    match request {
+        Request::Log { .. }
+        | Request::Exit { .. }
+        | Request::Yield
+        | Request::Sleep { .. }
+        | Request::Clock
+        | Request::ServiceId => run_basic(tasks, id, request),
+        Request::Send { .. }
+        | Request::Receive { .. }
+        | Request::Call { .. }
+        | Request::Reply { .. }
+        | Request::Lookup { .. } => run_ipc(tasks, id, request),
+        Request::AllocatePreservable { .. }
+        | Request::AllocatePreservableRun { .. }
+        | Request::FreePreservable { .. }
+        | Request::PhysicalAddress { .. }
+        | Request::KhoPreserve { .. }
+        | Request::KhoUnpreserve { .. }
+        | Request::KhoPublish { .. }
+        | Request::KhoSubscribe
+        | Request::KhoReady { .. }
+        | Request::KhoFetch
+        | Request::KhoDone
+        | Request::KhoRestore { .. }
+        | Request::KhoRestoreRun { .. } => run_kho(tasks, id, request),
+        Request::Spawn { .. } | Request::Shutdown { .. } | Request::Update { .. } => run_privileged(tasks, id, request),
+    }
+}
+
+/// Logging, exit, time and the caller's own id.
+fn run_basic(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
     // The caller, found once for the calls that concern only it.
     macro_rules! caller {
         () => {
@@ -222,6 +254,20 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         }
         Request::Clock => Ok(Outcome::Done(baton_arch::nanoseconds())),
         Request::ServiceId => Ok(Outcome::Done(id)),
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
+    }
+}
+
+/// Messages between services.
+fn run_ipc(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    // The caller, found once for the calls that concern only it.
+    macro_rules! caller {
+        () => {
+            tasks.processes.get_mut(&id).ok_or(Error::NotFound)?
+        };
+    }
+    match request {
         Request::Send { target, message } => {
             let message = read_message(tasks, id, message.address)?;
             ipc::post(tasks, id, target, message)?;
@@ -269,11 +315,20 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
                 .find(|process| process.name.as_str() == name && !matches!(process.state, State::Exited(_)));
             Ok(found.map(|process| Outcome::Done(process.id)).ok_or(Error::NotFound)?)
         }
-        Request::Spawn { name, argument } => {
-            let _privilege = privilege(tasks, id)?;
-            let name = read_name(tasks, id, name.address, name.length)?;
-            Ok(Outcome::Done(crate::task::spawn_locked(tasks, &name, argument)?))
-        }
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
+    }
+}
+
+/// Preservable memory and the handover.
+fn run_kho(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    // The caller, found once for the calls that concern only it.
+    macro_rules! caller {
+        () => {
+            tasks.processes.get_mut(&id).ok_or(Error::NotFound)?
+        };
+    }
+    match request {
         Request::AllocatePreservable { order } => {
             let process = caller!();
             Ok(Outcome::Done(handover::outgoing::allocate(process.name.as_str(), &mut process.space, order)?))
@@ -322,18 +377,6 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
             handover::incoming::done(process.name.as_str(), &mut process.space);
             Ok(Outcome::Done(0))
         }
-        Request::Shutdown(code) => {
-            let _privilege = privilege(tasks, id)?;
-            log::info!(target: "boot", "shutdown requested by init (code {code})");
-            handover::report::log_history();
-            // `demo.screenshot=1`: the screen stays as it is until a line
-            // arrives on the serial console, so a test can capture it.
-            if crate::options::get().is_screenshot_pause {
-                log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
-                crate::console::wait_for_line(60_000_000_000);
-            }
-            baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE })
-        }
         Request::KhoRestore { physical, order } => {
             let process = caller!();
             Ok(Outcome::Done(handover::incoming::restore(process.name.as_str(), &mut process.space, physical, order)?))
@@ -349,11 +392,38 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
                 count,
             )?))
         }
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
+    }
+}
+
+/// What only a privileged service (init) may do.
+fn run_privileged(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    match request {
+        Request::Spawn { name, argument } => {
+            let _privilege = privilege(tasks, id)?;
+            let name = read_name(tasks, id, name.address, name.length)?;
+            Ok(Outcome::Done(crate::task::spawn_locked(tasks, &name, argument)?))
+        }
+        Request::Shutdown(code) => {
+            let _privilege = privilege(tasks, id)?;
+            log::info!(target: "boot", "shutdown requested by init (code {code})");
+            handover::report::log_history();
+            // `demo.screenshot=1`: the screen stays as it is until a line
+            // arrives on the serial console, so a test can capture it.
+            if crate::options::get().is_screenshot_pause {
+                log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
+                crate::console::wait_for_line(60_000_000_000);
+            }
+            baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE })
+        }
         Request::Update { image } => {
             let privilege = privilege(tasks, id)?;
             update::request(tasks, privilege, id, image)?;
             Ok(Outcome::Blocked)
         }
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
     }
 }
 
