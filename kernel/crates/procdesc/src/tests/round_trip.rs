@@ -149,3 +149,19 @@ fn errors_read_well() {
     let message = alloc::format!("{}", results[3].as_ref().unwrap_err());
     assert_eq!(message, "process node 3 (service 0x1f), process: process is for x86_64, this kernel is aarch64");
 }
+
+#[test]
+fn the_committed_fuzz_seeds_are_valid_descriptions() {
+    let seeds: [(&[u8], Architecture, usize); 3] = [
+        (include_bytes!("../../fuzz/corpus/read_processes/seed-empty"), Architecture::X86_64, 0),
+        (include_bytes!("../../fuzz/corpus/read_processes/seed-x86_64-ready-and-calling"), Architecture::X86_64, 2),
+        (
+            include_bytes!("../../fuzz/corpus/read_processes/seed-aarch64-receiving-and-sleeping"),
+            Architecture::Aarch64,
+            2,
+        ),
+    ];
+    for (blob, architecture, count) in seeds {
+        assert_eq!(read_all(blob, architecture).len(), count);
+    }
+}
