@@ -175,18 +175,42 @@ pub static TASKS: Mutex<Tasks> = Mutex::new(Tasks {
     retired_stack: None,
 });
 
-/// Images of the services embedded in the kernel.
+/// Images of the services embedded in the kernel, with their content
+/// hashes (the same table is the image's services note).
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/services.rs"));
 
-    /// The embedded image called `name`.
-    pub fn find(name: &str) -> Option<&'static [u8]> {
-        SERVICES.iter().find(|(service, _)| *service == name).map(|(_, image)| *image)
+    /// One embedded service.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Embedded {
+        /// Its name.
+        pub name: &'static str,
+        /// Its ELF file.
+        pub image: &'static [u8],
+        /// SHA-256 of the ELF file.
+        pub hash: &'static [u8; 32],
+        /// It asked to be restarted by every update.
+        pub is_always_restarted: bool,
+    }
+
+    /// Every embedded service.
+    pub fn all() -> impl Iterator<Item = Embedded> {
+        SERVICES.iter().map(|(name, image, hash, is_always_restarted)| Embedded {
+            name,
+            image,
+            hash,
+            is_always_restarted: *is_always_restarted,
+        })
+    }
+
+    /// The embedded service called `name`.
+    pub fn find(name: &str) -> Option<Embedded> {
+        all().find(|service| service.name == name)
     }
 
     /// The names of the embedded services.
     pub fn names() -> impl Iterator<Item = &'static str> {
-        SERVICES.iter().map(|(name, _)| *name)
+        all().map(|service| service.name)
     }
 }
 
@@ -250,7 +274,7 @@ pub fn spawn(name: &str, argument: u64) -> Result<ServiceId, SpawnError> {
 
 /// [`spawn`] with the scheduler already locked (from a system call).
 pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<ServiceId, SpawnError> {
-    let image = embedded::find(name).ok_or(SpawnError::UnknownService)?;
+    let image = embedded::find(name).ok_or(SpawnError::UnknownService)?.image;
     let is_running = tasks
         .processes
         .values()

@@ -80,6 +80,18 @@ pub struct Staged {
     memory_bytes: u64,
     /// Where the image's bytes are (outside scratch).
     source: baton_mm::Range,
+    /// The services the image embeds (from its services note), or why that
+    /// table could not be read.
+    pub services: Result<baton_image::ServiceTable, ServicesNote>,
+}
+
+/// Why a staged image's table of services is not available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServicesNote {
+    /// The image has no services note (an older Baton).
+    Missing,
+    /// The note is malformed.
+    Malformed(baton_image::services::ServicesError),
 }
 
 fn machine() -> baton_image::Machine {
@@ -128,7 +140,11 @@ pub fn stage(image: UpdateImage) -> Result<Staged, KexecError> {
             return Err(KexecError::DestinationNotScratch);
         }
     }
-    Ok(Staged { copies, entry_phys, load_phys, memory_bytes: plan.memory_bytes(), source })
+    let services = match elf.find_note(baton_image::BATON_NOTE_NAME, baton_image::BATON_NOTE_SERVICES) {
+        None => Err(ServicesNote::Missing),
+        Some(descriptor) => baton_image::services::parse_services(descriptor).map_err(ServicesNote::Malformed),
+    };
+    Ok(Staged { copies, entry_phys, load_phys, memory_bytes: plan.memory_bytes(), source, services })
 }
 
 /// Where in the low scratch region the next image goes: its start, unless

@@ -253,6 +253,9 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             }
         },
     };
+    if let Some(staged) = &staged {
+        log_service_fates(staged);
+    }
     let prepare_started = baton_arch::cpu::cycle_counter();
     let result = prepare()
         .and_then(|()| {
@@ -290,6 +293,42 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             abort(&error);
             Err(error)
         }
+    }
+}
+
+/// Logs what the update rule says for each running service, from the
+/// staged image's table of services: which could be resumed (the same
+/// binary, or none, and a supported ABI) and which restart. Every service
+/// still restarts today: resuming a process across the update is the next
+/// step (docs/services.md).
+fn log_service_fates(staged: &kexec::Staged) {
+    let table = match &staged.services {
+        Ok(table) => table,
+        Err(kexec::ServicesNote::Missing) => {
+            log::info!(target: "update", "the next image lists no services (an older kernel): every service restarts");
+            return;
+        }
+        Err(kexec::ServicesNote::Malformed(error)) => {
+            log::warn!(target: "update", "the next image's service table is refused ({error}): every service restarts");
+            return;
+        }
+    };
+    let running: Vec<alloc::string::String> = TASKS
+        .lock()
+        .processes
+        .values()
+        .filter(|process| !matches!(process.state, State::Exited(_)))
+        .map(|process| alloc::string::String::from(process.name.as_str()))
+        .collect();
+    for name in running {
+        let Some(embedded) = task::embedded::find(&name) else { continue };
+        let service = baton_image::RunningService {
+            name: &name,
+            hash: embedded.hash,
+            abi_version: baton_abi::ABI_VERSION,
+            is_always_restarted: embedded.is_always_restarted,
+        };
+        log::info!(target: "update", "service '{name}': {} by the update rule", baton_image::services::fate(&service, table));
     }
 }
 

@@ -380,6 +380,25 @@ fn update_cases(arch: Arch) -> Vec<QemuCase> {
         .must_contain("from=0.1.0 to=0.2.0")
         .must_contain("kvstore: migrated 64 entries from format 1 to format 2"),
     );
+    // The update rule, from the next image's services note: version 2
+    // embeds the same init and counter (reproducible builds) and another
+    // kvstore; the second update goes from version 2 into version 2.
+    cases.push(update(
+        arch,
+        "the update rule finds unchanged services resumable and a changed one restarting",
+        Module::SecondVersion,
+        "demo.updates=2 demo.shutdown=1",
+        Expect::demo_with(
+            2,
+            &[
+                ("service 'init': resumable by the update rule", 2),
+                ("service 'counter': resumable by the update rule", 2),
+                ("service 'kvstore': restarts (changed) by the update rule", 1),
+                ("service 'kvstore': resumable by the update rule", 1),
+            ],
+            &["service table is refused", "lists no services"],
+        ),
+    ));
     // The smallest memory the update demo is tested with (the update image
     // alone is about 15 MiB in a debug build).
     cases.push(

@@ -26,12 +26,17 @@ mod image;
 mod kernel;
 pub mod note;
 mod service;
+pub mod services;
+
+#[cfg(any(test, feature = "std"))]
+extern crate alloc;
 
 pub use error::ImageError;
 pub use image::{ElfImage, Machine, Segment, VirtualSpan, parse};
 pub use kernel::{KERNEL_ALIGN_BYTES, KernelPlan, KernelSegment};
 pub use note::{BATON_NOTE_KHO_ENTRY, BATON_NOTE_NAME, Note, NoteError};
 pub use service::NULL_GUARD_BYTES;
+pub use services::{BATON_NOTE_SERVICES, Fate, RestartReason, RunningService, ServiceRecord, ServiceTable};
 
 /// The page size every Baton image is laid out for, on both machines.
 pub const PAGE_SIZE_BYTES: u64 = baton_abi::PAGE_SIZE;
