@@ -7,7 +7,7 @@
 use super::HandoverError;
 use super::outgoing::KHO_OUT;
 use crate::mm;
-use crate::mm::block::Block;
+use crate::mm::block::{Block, order_for_bytes};
 use alloc::vec::Vec;
 use baton_abi::PAGE_SIZE;
 
@@ -15,7 +15,6 @@ use baton_abi::PAGE_SIZE;
 #[derive(Debug)]
 pub(super) struct KernelPublication {
     block: Block,
-    order: u32,
     /// Where the `timeline` values are, as an offset into `block`.
     timeline_offset: Option<u64>,
     /// Page ranges preserved for the next kernel (modules, device tree,
@@ -111,7 +110,7 @@ pub fn publish(freeze_cycles: u64, timeline: &[(usize, u64)]) -> Result<u64, Boo
     let timeline_offset = baton_boot::handover::timeline_offset(&bytes).map(|offset| offset as u64);
     drop(owners);
     let block = Block::copy_of(&bytes).ok_or(BootDescriptionError::OutOfMemory)?;
-    let (phys, order) = (block.phys(), crate::mm::block::order_for_bytes(bytes.len() as u64));
+    let (phys, order) = (block.phys(), order_for_bytes(block.size_bytes()));
     let mut ranges = Vec::new();
     for module in &info.modules {
         ranges.push(page_range(module.range.start, module.range.end));
@@ -139,7 +138,7 @@ pub fn publish(freeze_cycles: u64, timeline: &[(usize, u64)]) -> Result<u64, Boo
         }
         return Err(BootDescriptionError::Preserve(error.into()));
     }
-    out.boot_description = Some(KernelPublication { block, order, timeline_offset, ranges: preserved });
+    out.boot_description = Some(KernelPublication { block, timeline_offset, ranges: preserved });
     drop(guard);
     for &(index, cycles) in timeline {
         stamp_timeline(index, cycles);
@@ -177,7 +176,11 @@ pub fn withdraw() {
     let Some(out) = guard.as_mut() else { return };
     let Some(publication) = out.boot_description.take() else { return };
     let _ = out.handover.remove_sub_fdt(baton_boot::handover::USER_NAME);
-    let _ = out.handover.unpreserve_folio(&mut out.memory, publication.block.phys(), publication.order);
+    let _ = out.handover.unpreserve_folio(
+        &mut out.memory,
+        publication.block.phys(),
+        order_for_bytes(publication.block.size_bytes()),
+    );
     for &(start, size) in &publication.ranges {
         let _ = out.handover.unpreserve_range(&mut out.memory, start, size);
     }

@@ -28,7 +28,13 @@ use spin::Mutex;
 pub(super) struct Publication {
     pub(super) block: Block,
     pub(super) size_bytes: u64,
-    pub(super) order: u32,
+}
+
+impl Publication {
+    /// The order of the folio it was preserved as (its whole block).
+    fn order(&self) -> u32 {
+        order_for_bytes(self.block.size_bytes())
+    }
 }
 
 /// Preservable memory one owner holds: `folios` consecutive folios of
@@ -280,11 +286,12 @@ fn publish_block(owner: &str, block: Block, size_bytes: u64) -> Result<(), Hando
             }
             return Err(error.into());
         }
-        out.publications.insert(String::from(owner), Publication { block, size_bytes, order });
+        out.publications.insert(String::from(owner), Publication { block, size_bytes });
         out.owners.insert(phys, Owned { owner: String::from(owner), order, folios: 1, preserved: 1, block: None });
         if let Some(previous) = previous {
             out.owners.remove(&previous.block.phys());
-            if let Err(error) = out.handover.unpreserve_folio(&mut out.memory, previous.block.phys(), previous.order) {
+            if let Err(error) = out.handover.unpreserve_folio(&mut out.memory, previous.block.phys(), previous.order())
+            {
                 // Still preserved: it must not go back to the allocator.
                 previous.block.leak();
                 return Err(error.into());
@@ -319,7 +326,7 @@ pub fn forget_owner(owner: &str, space: &mut AddressSpace) {
     }
     if let Some(publication) = &publication {
         let _ = out.handover.remove_sub_fdt(owner);
-        let _ = out.handover.unpreserve_folio(&mut out.memory, publication.block.phys(), publication.order);
+        let _ = out.handover.unpreserve_folio(&mut out.memory, publication.block.phys(), publication.order());
     }
     drop(guard);
     // Unmap its preservable memory before the blocks are freed (its other

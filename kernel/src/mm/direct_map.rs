@@ -1,12 +1,15 @@
 //! The direct map: every byte of RAM at a fixed offset in the kernel half,
-//! and the only module that turns physical addresses into pointers.
+//! and the raw access to it.
 //!
-//! Everything else reaches physical memory through the safe methods here,
-//! each of which checks what its `SAFETY` text relies on: [`read`] and
-//! [`read_u64`] copy out of RAM the direct map covers; writes go through an
-//! owned [`Block`](super::block::Block), page-table pages
-//! ([`DirectMapTables`]) or memory the caller proves is its own by the
-//! checks of the function that calls in here.
+//! Outside `mm`, physical memory is reached only through safe methods:
+//! [`read`] and [`Ram::read`]/[`Ram::read_u64`] copy out of RAM the direct
+//! map covers (checked); writes go through an owned
+//! [`Block`](super::block::Block), page-table pages ([`DirectMapTables`]),
+//! or `mm`'s checked writers (user memory after a page-table walk, the
+//! incoming handover's metadata). The `unsafe` helpers here are `mm`'s own;
+//! the other raw uses of the direct map are the heap's memory and the
+//! framebuffer mapping (in `mm`) and the saved trap frame a new service's
+//! kernel stack starts with (`task/context.rs`).
 
 use baton_mm::paging::TableMemory;
 use baton_mm::{PAGE_SIZE, Range};

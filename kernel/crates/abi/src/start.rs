@@ -89,6 +89,19 @@ impl BallastStart {
     }
 }
 
+/// A sample start argument: `updates` and the four flags from the low
+/// bits of `flags` (tests of the encoding and the ABI fingerprint).
+#[cfg(test)]
+pub(crate) fn init_start_sample(updates: u32, flags: u8) -> InitStart {
+    InitStart {
+        updates,
+        shutdown_when_done: flags & 1 != 0,
+        own_image: flags & 2 != 0,
+        wait_for_ballast: flags & 4 != 0,
+        client_exits_early: flags & 8 != 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +110,7 @@ mod tests {
     fn init_start_round_trips() {
         for updates in [0, 1, 5, u32::MAX] {
             for flags in 0..16u8 {
-                let start = InitStart {
-                    updates,
-                    shutdown_when_done: flags & 1 != 0,
-                    own_image: flags & 2 != 0,
-                    wait_for_ballast: flags & 4 != 0,
-                    client_exits_early: flags & 8 != 0,
-                };
+                let start = init_start_sample(updates, flags);
                 assert_eq!(InitStart::decode(start.encode()), start);
             }
         }

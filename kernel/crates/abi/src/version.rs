@@ -123,13 +123,7 @@ mod tests {
 
         for updates in [0, 5, u32::MAX] {
             for flags in 0..16_u8 {
-                let start = InitStart {
-                    updates,
-                    shutdown_when_done: flags & 1 != 0,
-                    own_image: flags & 2 != 0,
-                    wait_for_ballast: flags & 4 != 0,
-                    client_exits_early: flags & 8 != 0,
-                };
+                let start = crate::start::init_start_sample(updates, flags);
                 line(format_args!("init start {} encodes {:#x}", init_fields(start), start.encode()));
             }
         }
