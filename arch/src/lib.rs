@@ -95,6 +95,23 @@ pub const EXIT_SUCCESS: u8 = 33;
 /// or a demo that lost state).
 pub const EXIT_FAILURE: u8 = 35;
 
+/// A service's user-mode state as one kernel hands it to the next (see
+/// `trap::TrapFrame::user_registers` and `trap::TrapFrame::resume_user`):
+/// never the bytes of a trap frame, which differ between kernels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserRegisters {
+    /// The general registers in the architecture's documented order
+    /// (x86_64: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8..r15, then zeroes;
+    /// aarch64: x0..x30).
+    pub general: [u64; 31],
+    /// Where it resumes (rip, ELR_EL1).
+    pub instruction_pointer: u64,
+    /// Its stack pointer (rsp, SP_EL0).
+    pub stack_pointer: u64,
+    /// Its flags (rflags, SPSR_EL1).
+    pub flags: u64,
+}
+
 /// Prepares what the rest of the layer needs before the console exists.
 /// `direct_map_offset` is where physical memory is mapped at entry.
 pub fn early_init(direct_map_offset: u64) {

@@ -26,6 +26,9 @@ pub struct Options {
     pub is_screenshot_pause: bool,
     /// `update.prepare_timeout_ms=`: how long services get to prepare.
     pub prepare_timeout_ns: u64,
+    /// `update.resume=0`: every update restarts every service (default on:
+    /// the update rule resumes unchanged services).
+    pub is_resume_enabled: bool,
     /// `mem.service_limit_mib=`: the most preservable memory one service
     /// may hold (default: half of what is free at boot).
     pub service_limit_bytes: Option<u64>,
@@ -42,6 +45,9 @@ pub struct Options {
     pub inject: Option<&'static str>,
     /// `test.adversary=N`: start the adversary service in mode N.
     pub adversary_mode: Option<u64>,
+    /// `test.resume=compute|calls`: start the process-handover test
+    /// services in that scenario.
+    pub resume_test: Option<&'static str>,
     /// `test.fault_early=1`: a kernel booted through KHO faults at once.
     pub is_fault_early: bool,
     /// Values that could not be read (logged at boot).
@@ -68,8 +74,12 @@ impl core::fmt::Display for Problem {
 impl Options {
     /// Parses a kernel command line.
     pub fn parse(command_line: &'static str) -> Self {
-        let mut options =
-            Options { prepare_timeout_ns: DEFAULT_PREPARE_TIMEOUT_NS, is_screen_enabled: true, ..Options::default() };
+        let mut options = Options {
+            prepare_timeout_ns: DEFAULT_PREPARE_TIMEOUT_NS,
+            is_screen_enabled: true,
+            is_resume_enabled: true,
+            ..Options::default()
+        };
         let mut ballast_mebibytes = None;
         let mut ballast_order = 0u64;
         let mut ballast_copying = false;
@@ -99,6 +109,10 @@ impl Options {
                     Some(milliseconds) => options.prepare_timeout_ns = milliseconds.saturating_mul(1_000_000),
                     None => problem("a number of milliseconds"),
                 },
+                "update.resume" => match boolean(value) {
+                    Some(is_on) => options.is_resume_enabled = is_on,
+                    None => problem("a boolean"),
+                },
                 "mem.service_limit_mib" => match number(value) {
                     Some(mebibytes) => options.service_limit_bytes = Some(mebibytes.saturating_mul(1 << 20)),
                     None => problem("a number of MiB"),
@@ -125,6 +139,7 @@ impl Options {
                 },
                 "ktest" => options.ktest_filter = value,
                 "kho.inject" => options.inject = value,
+                "test.resume" => options.resume_test = value,
                 "test.adversary" => match number(value) {
                     Some(mode) => options.adversary_mode = Some(mode),
                     None => problem("a mode number"),
@@ -170,7 +185,7 @@ mod tests {
         let options = Options::parse("");
         assert_eq!(options.demo, InitStart::default());
         assert_eq!(options.prepare_timeout_ns, DEFAULT_PREPARE_TIMEOUT_NS);
-        assert!(options.is_screen_enabled);
+        assert!(options.is_screen_enabled && options.is_resume_enabled);
         assert!(options.ballast.is_none() && options.ktest_filter.is_none() && options.problems.is_empty());
     }
 
@@ -179,10 +194,11 @@ mod tests {
         let options = Options::parse(
             "kho_scratch=10% demo.updates=3 demo.shutdown=1 demo.image=own demo.screenshot=1 \
              update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
-             bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 \
-             test.fault_early=1 test.client=exit-early",
+             bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 test.resume=calls \
+             test.fault_early=1 test.client=exit-early update.resume=0",
         );
         assert_eq!(options.kho_scratch, Some("10%"));
+        assert_eq!(options.resume_test, Some("calls"));
         let demo = InitStart {
             updates: 3,
             shutdown_when_done: true,
@@ -194,7 +210,7 @@ mod tests {
         assert!(options.is_screenshot_pause && options.is_kho_pause && options.is_fault_early);
         assert_eq!(options.prepare_timeout_ns, 250_000_000);
         assert_eq!(options.service_limit_bytes, Some(8 << 20));
-        assert!(!options.is_screen_enabled);
+        assert!(!options.is_screen_enabled && !options.is_resume_enabled);
         assert_eq!(options.ballast, Some(BallastStart { mebibytes: 64, order: 9, is_copying: true }));
         assert_eq!(
             (options.ktest_filter, options.inject, options.adversary_mode),

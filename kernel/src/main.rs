@@ -80,10 +80,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     #[cfg(target_arch = "x86_64")]
     acpi::discover_when_quiet(info, handover::incoming::is_consuming());
     handover::outgoing::init();
-    task::set_hooks(task::Hooks {
-        on_exit: handover::outgoing::forget_owner,
-        on_first_dispatch: handover::report::note_first_service,
-    });
+    task::set_hooks(task::Hooks { on_exit: handover::outgoing::forget_owner, on_first_dispatch: first_dispatch });
     if let Err(error) = reach_interrupt_controller().and_then(|()| task::start_scheduler(info)) {
         log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
     }
@@ -92,7 +89,11 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if let Some(filter) = options.ktest_filter {
         ktest::run(filter);
     }
-    start_services(options);
+    // After an update: the services of the previous kernel, resumed or
+    // restarted; otherwise (or without a roster to go by) a cold start.
+    if update::processes::restore_services().is_none() {
+        start_services(options);
+    }
     // The main thread idles while services run, and carries out update
     // requests.
     loop {
@@ -105,6 +106,14 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         mm::refill_heap_reserve();
         update::run_pending();
     }
+}
+
+/// The first service runs: the boot phase is noted, and when no service
+/// still has to claim its state (every one was resumed), the blackout is
+/// over.
+fn first_dispatch() {
+    handover::report::note_first_service();
+    handover::incoming::report_if_all_back();
 }
 
 /// Logs what this boot was given: the command line and what was wrong
@@ -120,6 +129,7 @@ fn log_boot(info: &BootInfo, options: &options::Options) {
         ("ktest", options.ktest_filter.is_some()),
         ("kho.inject", options.inject.is_some()),
         ("test.adversary", options.adversary_mode.is_some()),
+        ("test.resume", options.resume_test.is_some()),
         ("test.fault_early", options.is_fault_early),
         ("test.client", options.demo.client_exits_early),
     ] {
@@ -160,6 +170,21 @@ fn start_services(options: &options::Options) {
         && let Err(error) = task::spawn("adversary", mode)
     {
         log::error!(target: "boot", "cannot start adversary: {error}");
+    }
+    // `test.resume=compute|calls|mappings`: the process-handover tests'
+    // services.
+    #[cfg(feature = "testing")]
+    if let Some(scenario) = options.resume_test {
+        let (names, mode): (&[&str], u64) = match scenario {
+            "calls" => (&["holder", "survivor", "sleeper"], 1),
+            "mappings" => (&["survivor"], 2),
+            _ => (&["survivor", "sleeper"], 0),
+        };
+        for name in names {
+            if let Err(error) = task::spawn(name, mode) {
+                log::error!(target: "boot", "cannot start {name}: {error}");
+            }
+        }
     }
     match task::spawn("init", start.encode()) {
         Ok(_) => {}

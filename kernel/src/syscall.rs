@@ -72,7 +72,7 @@ fn space_error(error: SpaceError) -> Error {
     match error {
         SpaceError::BadAddress => Error::BadAddress,
         SpaceError::Overflow => Error::Overflow,
-        SpaceError::NoMemory => Error::NoMemory,
+        SpaceError::NoMemory | SpaceError::TooManyMappings => Error::NoMemory,
         SpaceError::AlreadyMapped => Error::AlreadyExists,
         SpaceError::Misaligned => Error::Misaligned,
     }
@@ -141,7 +141,7 @@ fn spawn_error(error: SpawnError) -> Error {
         SpawnError::UnknownService => Error::NotFound,
         SpawnError::BadImage(_) => Error::InvalidArgument,
         SpawnError::NoMemory => Error::NoMemory,
-        SpawnError::AlreadyRunning => Error::AlreadyExists,
+        SpawnError::AlreadyRunning | SpawnError::IdTaken => Error::AlreadyExists,
     }
 }
 

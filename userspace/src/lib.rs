@@ -31,7 +31,7 @@ pub use baton_abi::error as baton_abi_error;
 pub use baton_abi::syscall as baton_abi_syscall;
 pub use baton_abi::{
     BallastStart, Error, InitStart, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, Message, PAGE_SIZE, UpdateEvent,
-    UpdateImage, message,
+    UpdateFate, UpdateImage, message,
 };
 /// The sub-FDT writer services publish their state with (shared with the
 /// kernel, from `baton-kho`).

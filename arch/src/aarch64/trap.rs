@@ -1,6 +1,6 @@
 //! aarch64 traps: the exception vector table and the frame it saves.
 
-use crate::TrapCause;
+use crate::{TrapCause, UserRegisters};
 use aarch64_cpu::registers::{VBAR_EL1, Writeable};
 use core::fmt;
 
@@ -95,6 +95,25 @@ impl TrapFrame {
     pub fn new_user(entry: u64, stack_top: u64, argument: u64) -> Self {
         let mut frame = Self { elr: entry, sp_el0: stack_top, spsr: 0, ..Self::default() };
         frame.x[0] = argument;
+        frame
+    }
+
+    /// The interrupted user state, for a process handed to the next kernel:
+    /// x0..x30, then ELR (where it resumes), SP_EL0 and SPSR.
+    pub fn user_registers(&self) -> UserRegisters {
+        UserRegisters { general: self.x, instruction_pointer: self.elr, stack_pointer: self.sp_el0, flags: self.spsr }
+    }
+
+    /// A frame that resumes EL0 with `registers` (from
+    /// [`TrapFrame::user_registers`] in an earlier kernel). Whatever the
+    /// values say, the frame can only enter EL0t with exceptions unmasked:
+    /// the kernel keeps only the condition flags (N, Z, C, V) and clears
+    /// every mode, mask and state bit.
+    pub fn resume_user(registers: &UserRegisters) -> Self {
+        const CONDITION_FLAGS: u64 = 0xf000_0000;
+        let mut frame = Self::new_user(registers.instruction_pointer, registers.stack_pointer, 0);
+        frame.x = registers.general;
+        frame.spsr = registers.flags & CONDITION_FLAGS;
         frame
     }
 

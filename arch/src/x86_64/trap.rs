@@ -5,7 +5,7 @@
 //! entry path (the crate's typed handlers need the nightly `x86-interrupt`
 //! ABI), so all 256 gates are set the same way from one stub table.
 
-use crate::TrapCause;
+use crate::{TrapCause, UserRegisters};
 use core::cell::UnsafeCell;
 use core::fmt;
 use spin::Once;
@@ -127,6 +127,37 @@ impl TrapFrame {
             rdi: argument,
             ..Self::default()
         }
+    }
+
+    /// The interrupted user state, for a process handed to the next kernel:
+    /// the general registers in the order rax, rbx, rcx, rdx, rsi, rdi,
+    /// rbp, r8..r15 (the rest zero), then rip, rsp and rflags.
+    pub fn user_registers(&self) -> UserRegisters {
+        let mut general = [0; 31];
+        general[..15].copy_from_slice(&[
+            self.rax, self.rbx, self.rcx, self.rdx, self.rsi, self.rdi, self.rbp, self.r8, self.r9, self.r10, self.r11,
+            self.r12, self.r13, self.r14, self.r15,
+        ]);
+        UserRegisters { general, instruction_pointer: self.rip, stack_pointer: self.rsp, flags: self.rflags }
+    }
+
+    /// A frame that resumes user mode with `registers` (from
+    /// [`TrapFrame::user_registers`] in an earlier kernel). Whatever the
+    /// values say, the frame can only enter user mode: the kernel sets the
+    /// user code and stack selectors itself, keeps only the arithmetic,
+    /// direction, trap, alignment-check and ID flags, and sets IF.
+    pub fn resume_user(registers: &UserRegisters) -> Self {
+        /// CF, bit 1, PF, AF, ZF, SF, TF, DF, OF, AC, ID: never IOPL, NT, RF,
+        /// VM, VIF or VIP.
+        const KEPT_FLAGS: u64 = 0x0024_0dd7;
+        let mut frame = Self::new_user(registers.instruction_pointer, registers.stack_pointer, 0);
+        let g = &registers.general;
+        [frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp] =
+            [g[0], g[1], g[2], g[3], g[4], g[5], g[6]];
+        [frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15] =
+            [g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14]];
+        frame.rflags = (registers.flags & KEPT_FLAGS) | 0x202;
+        frame
     }
 
     /// System-call number and arguments (rax; rdi, rsi, rdx, r10, r8, r9).

@@ -80,20 +80,36 @@ pub fn publish(freeze_cycles: u64, timeline: &[(usize, u64)]) -> Result<u64, Boo
     if out.boot_description.is_some() {
         return Err(BootDescriptionError::InProgress);
     }
-    // Ownership of what is preserved, adjacent runs of one owner and order
-    // merged: the table grows with allocations, never with pages.
+    // Ownership of what is preserved (what owners preserved themselves, and
+    // the memory of processes the next kernel resumes), adjacent runs of
+    // one owner and order merged: the table grows with allocations, never
+    // with pages.
+    let is_resumed = |phys: u64| out.resumed.iter().any(|run| run.phys == phys);
+    let mut runs: Vec<baton_boot::handover::OwnedRun> = out
+        .owners
+        .iter()
+        .filter(|&(&phys, owned)| owned.preserved > 0 && !is_resumed(phys))
+        .map(|(&phys, owned)| baton_boot::handover::OwnedRun {
+            phys,
+            order: owned.order,
+            folios: owned.folios,
+            owner: owned.owner.as_str(),
+        })
+        .chain(out.resumed.iter().map(|run| baton_boot::handover::OwnedRun {
+            phys: run.phys,
+            order: run.order,
+            folios: run.folios,
+            owner: run.owner.as_str(),
+        }))
+        .collect();
+    runs.sort_unstable_by_key(|run| run.phys);
     let mut owners: Vec<baton_boot::handover::OwnedRun> = Vec::new();
-    for (&phys, owned) in out.owners.iter().filter(|(_, owned)| owned.preserved > 0) {
+    for run in runs {
         match owners.last_mut() {
-            Some(last) if last.owner == owned.owner && last.order == owned.order && last.end() == phys => {
-                last.folios += owned.folios;
+            Some(last) if last.owner == run.owner && last.order == run.order && last.end() == run.phys => {
+                last.folios += run.folios;
             }
-            _ => owners.push(baton_boot::handover::OwnedRun {
-                phys,
-                order: owned.order,
-                folios: owned.folios,
-                owner: owned.owner.as_str(),
-            }),
+            _ => owners.push(run),
         }
     }
     let extras = baton_boot::handover::HandoverExtras {

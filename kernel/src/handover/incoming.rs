@@ -56,6 +56,8 @@ pub struct KhoIn {
     preserved_bytes_at_boot: u64,
     sub_fdt_count: usize,
     is_released: bool,
+    /// Whether the blackout was reported.
+    is_reported: bool,
     /// Bytes owners gave up with `kho_done` without taking them back.
     not_taken_bytes: u64,
 }
@@ -197,6 +199,7 @@ fn validate(info: &BootInfo, root_phys: u64) -> Result<(KhoIn, Incoming), Bypass
         generation: kho.generation,
         previous_version: String::from(kho.previous_version.as_str()),
         is_released: false,
+        is_reported: false,
     };
     Ok((state, incoming))
 }
@@ -363,10 +366,75 @@ pub fn done(name: &str, space: &mut AddressSpace) {
             state.not_taken_bytes += release_owner(state, name);
         }
         if state.waiting_owners.is_empty() {
-            report_blackout(&state.arrival());
-            crate::console::release();
+            state.report_once();
         }
     }
+}
+
+/// Checks, before anything is taken, that every run (physical address,
+/// bytes) lies inside memory the previous kernel preserved for `owner`.
+pub fn check_resume_runs(owner: &str, runs: &[(u64, u64)]) -> Result<(), HandoverError> {
+    let guard = KHO_IN.lock();
+    let state = guard.as_ref().filter(|state| !state.is_released).ok_or(HandoverError::NoHandover)?;
+    for &(phys, size_bytes) in runs {
+        if !phys.is_multiple_of(PAGE_SIZE) || !size_bytes.is_multiple_of(PAGE_SIZE) || size_bytes == 0 {
+            return Err(HandoverError::NotFolioAligned);
+        }
+        phys.checked_add(size_bytes).ok_or(HandoverError::Overflow)?;
+        match owner_of(&state.owners, phys, size_bytes) {
+            Some(run) if run.owner == owner => {}
+            Some(_) => return Err(HandoverError::NotOwner),
+            None => return Err(HandoverError::NotPreserved),
+        }
+    }
+    Ok(())
+}
+
+/// Takes one run of a resumed process's memory out of the handover: the
+/// block is the process's own memory again.
+pub fn take_for_resume(owner: &str, phys: u64, size_bytes: u64) -> Result<Block, HandoverError> {
+    check_resume_runs(owner, &[(phys, size_bytes)])?;
+    let mut guard = KHO_IN.lock();
+    let state = guard.as_mut().ok_or(HandoverError::NoHandover)?;
+    state.preservations.take_range(&mut state.memory, phys, size_bytes).map_err(|_| HandoverError::NotPreserved)?;
+    drop(guard);
+    Block::claim_preserved(baton_mm::Range::new(phys, phys + size_bytes)).ok_or(HandoverError::NotPreserved)
+}
+
+/// A service is running again from its description: it will not say
+/// `kho_done`, so what its previous instance preserved and its mappings
+/// do not use (a sub-FDT it published anyway) is released now.
+pub fn resumed(owner: &str) {
+    let mut guard = KHO_IN.lock();
+    let Some(state) = guard.as_mut() else { return };
+    if state.waiting_owners.remove(owner) && !state.is_released {
+        state.not_taken_bytes += release_owner(state, owner);
+    }
+}
+
+/// Whether every owner of preserved memory is back (the blackout is over
+/// once the resumed services run); reports the blackout when so.
+pub fn report_if_all_back() {
+    let mut guard = KHO_IN.lock();
+    if let Some(state) = guard.as_mut()
+        && state.waiting_owners.is_empty()
+        && !state.is_released
+    {
+        state.report_once();
+    }
+}
+
+/// The kernel's own sub-FDT `name` from the previous kernel, copied, and
+/// its folio released (the kernel reads it once).
+pub fn take_kernel_user(name: &str) -> Option<Vec<u8>> {
+    let mut guard = KHO_IN.lock();
+    let state = guard.as_mut().filter(|state| !state.is_released)?;
+    let &(phys, _) = state.users.get(name)?;
+    let bytes = baton_kho::fdt::read_fdt(&state.memory, phys, MAX_FDT_BYTES).ok();
+    if state.waiting_owners.remove(name) {
+        state.not_taken_bytes += release_owner(state, name);
+    }
+    bytes
 }
 
 /// Releases what `name` owned and did not take back.
@@ -390,6 +458,15 @@ fn release_owner(state: &mut KhoIn, name: &str) -> u64 {
 }
 
 impl KhoIn {
+    /// Reports the blackout (once per boot) and lets the console speak.
+    fn report_once(&mut self) {
+        if !self.is_reported {
+            self.is_reported = true;
+            report_blackout(&self.arrival());
+        }
+        crate::console::release();
+    }
+
     fn arrival(&self) -> Arrival<'_> {
         Arrival {
             generation: self.generation,
@@ -408,7 +485,8 @@ impl KhoIn {
 /// or the deadline passed).
 pub fn release_due() -> bool {
     KHO_IN.lock().as_ref().is_some_and(|state| {
-        !state.is_released && (state.waiting_owners.is_empty() || baton_arch::nanoseconds() > state.deadline_ns)
+        let is_everyone_back = state.waiting_owners.is_empty() && super::report::has_first_service_run();
+        !state.is_released && (is_everyone_back || baton_arch::nanoseconds() > state.deadline_ns)
     })
 }
 
@@ -431,8 +509,8 @@ pub fn release_unclaimed() {
     if !state.waiting_owners.is_empty() {
         crate::console::release();
         log::warn!(target: "kho", "services that never claimed their state: {:?}", state.waiting_owners);
-        report_blackout(&state.arrival());
     }
+    state.report_once();
     let owners: BTreeSet<String> = state.owners.values().map(|run| run.owner.clone()).collect();
     for owner in owners {
         state.not_taken_bytes += release_owner(state, &owner);

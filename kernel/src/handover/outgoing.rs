@@ -73,6 +73,28 @@ pub struct KhoOut {
     publications: BTreeMap<String, Publication>,
     /// The kernel's own publication for the next kernel (while updating).
     pub(super) boot_description: Option<super::boot_desc::KernelPublication>,
+    /// Memory preserved so the next kernel can resume processes (while
+    /// updating): listed as its owners' in the boot description.
+    pub(super) resumed: Vec<ResumeRun>,
+}
+
+/// One mapping of a process the next kernel resumes, preserved on its
+/// behalf: `folios` folios of `order` at `phys`, owned by `owner`.
+#[derive(Debug)]
+pub(super) struct ResumeRun {
+    pub(super) owner: String,
+    pub(super) phys: u64,
+    pub(super) order: u32,
+    pub(super) folios: u64,
+    /// What this step preserved (the rest the owner had preserved itself),
+    /// as (physical address, bytes): unpreserved again on abort.
+    added: Vec<(u64, u64)>,
+}
+
+impl ResumeRun {
+    pub(super) fn end(&self) -> u64 {
+        self.phys + self.folios * (PAGE_SIZE << self.order)
+    }
 }
 
 /// The one outgoing handover.
@@ -86,6 +108,7 @@ pub fn init() {
         owners: BTreeMap::new(),
         publications: BTreeMap::new(),
         boot_description: None,
+        resumed: Vec::new(),
     });
 }
 
@@ -140,6 +163,13 @@ pub fn allocate_run(owner: &str, space: &mut AddressSpace, order: u32, count: u6
     if let Err(error) = result {
         for (start, _, _) in &blocks {
             space.unmap(*start);
+        }
+        if error == HandoverError::Space(crate::mm::user::SpaceError::TooManyMappings) {
+            log::warn!(
+                target: "kho",
+                "'{owner}': allocation refused: it has {} ranges mapped, the most a live update can describe",
+                baton_abi::MAX_MAPPINGS
+            );
         }
         return Err(error);
     }
@@ -342,6 +372,109 @@ pub fn forget_owner(owner: &str, space: &mut AddressSpace) {
     drop(publication);
 }
 
+/// Preserves every page `owner` has mapped in `space` (its image, stack
+/// and preservable memory; not the sub-FDT it borrows, nor its page
+/// tables, which the next kernel rebuilds) so that the next kernel can
+/// resume it, and records the runs as the owner's for the boot
+/// description. Preservable folios the owner preserved itself stay as
+/// they are. All or nothing; [`withdraw_resume`] undoes it.
+pub fn preserve_for_resume(owner: &str, space: &AddressSpace) -> Result<(), HandoverError> {
+    with(|out| {
+        let first_new = out.resumed.len();
+        let result = space.mapped().into_iter().try_for_each(|mapped| {
+            let (order, folios) = match mapped.backing {
+                Backing::Owned => (0, mapped.size_bytes / PAGE_SIZE),
+                Backing::Preservable { order, folios, .. } => (order, folios),
+                Backing::Borrowed { .. } => return Ok(()),
+            };
+            let mut run = ResumeRun { owner: String::from(owner), phys: mapped.phys, order, folios, added: Vec::new() };
+            let outcome = preserve_resume_run(out, &mut run, mapped.backing);
+            out.resumed.push(run);
+            outcome
+        });
+        if result.is_err() {
+            for run in out.resumed.drain(first_new..).collect::<Vec<_>>() {
+                unpreserve_added(out, &run);
+            }
+        }
+        result
+    })
+}
+
+/// Preserves what of `run` is not preserved yet, noting it in `run.added`.
+fn preserve_resume_run(out: &mut KhoOut, run: &mut ResumeRun, backing: Backing) -> Result<(), HandoverError> {
+    let size_bytes = run.end() - run.phys;
+    let explicitly_preserved = match backing {
+        Backing::Preservable { .. } => out.owners.get(&run.phys).map_or(0, |owned| owned.preserved),
+        _ => 0,
+    };
+    if explicitly_preserved == 0 {
+        out.handover.preserve_range(&mut out.memory, run.phys, size_bytes)?;
+        run.added.push((run.phys, size_bytes));
+        return Ok(());
+    }
+    // Partly preserved by its owner: the rest folio by folio.
+    let folio_bytes = PAGE_SIZE << run.order;
+    for index in 0..run.folios {
+        let phys = run.phys + index * folio_bytes;
+        let is_preserved = out.handover.tracker().is_preserved(&out.memory, phys, run.order).unwrap_or(false);
+        if !is_preserved {
+            out.handover.preserve_folio(&mut out.memory, phys, run.order)?;
+            run.added.push((phys, folio_bytes));
+        }
+    }
+    Ok(())
+}
+
+fn unpreserve_added(out: &mut KhoOut, run: &ResumeRun) {
+    for &(phys, size_bytes) in &run.added {
+        let _ = out.handover.unpreserve_range(&mut out.memory, phys, size_bytes);
+    }
+}
+
+/// Undoes every [`preserve_for_resume`] (after an abort).
+pub fn withdraw_resume() {
+    let _ = with(|out| {
+        for run in core::mem::take(&mut out.resumed) {
+            unpreserve_added(out, &run);
+        }
+        Ok(())
+    });
+}
+
+/// Publishes a sub-FDT on behalf of the kernel itself (the process
+/// descriptions and the roster), preserved, replacing an earlier one.
+pub fn publish_kernel_user(name: &str, blob: &[u8]) -> Result<(), HandoverError> {
+    let size = baton_kho::validate_fdt(blob).map_err(|_| HandoverError::InvalidSubFdt)?;
+    let bytes = blob.get(..size).ok_or(HandoverError::InvalidSubFdt)?;
+    let block = Block::copy_of(bytes).ok_or(HandoverError::OutOfMemory)?;
+    publish_block(name, block, size as u64)
+}
+
+/// A copy of the kernel publication `name`, if one is published.
+pub fn kernel_publication(name: &str) -> Option<Vec<u8>> {
+    with(|out| {
+        let publication = out.publications.get_mut(name).ok_or(HandoverError::NotMapped)?;
+        let size = publication.size_bytes as usize;
+        Ok(publication.block.as_mut_slice().get(..size).map(<[u8]>::to_vec))
+    })
+    .ok()
+    .flatten()
+}
+
+/// Withdraws a kernel publication (after an abort): the next update
+/// writes it afresh.
+pub fn withdraw_kernel_user(name: &str) {
+    let _ = with(|out| {
+        if let Some(publication) = out.publications.remove(name) {
+            let _ = out.handover.remove_sub_fdt(name);
+            out.owners.remove(&publication.block.phys());
+            let _ = out.handover.unpreserve_folio(&mut out.memory, publication.block.phys(), publication.order());
+        }
+        Ok(())
+    });
+}
+
 #[cfg(feature = "testing")]
 /// Whether the owner `name` has a sub-FDT published right now.
 pub fn has_published(name: &str) -> bool {
@@ -422,13 +555,4 @@ pub fn preserve_kernel_folio(owner: &str, block: Block, order: u32) -> Result<()
         out.owners.insert(phys, owned);
         Ok(())
     })
-}
-
-/// Publishes a sub-FDT on behalf of a kernel-internal KHO user (tests).
-#[cfg(feature = "testing")]
-pub fn publish_kernel_user(name: &str, blob: &[u8]) -> Result<(), HandoverError> {
-    let size = baton_kho::validate_fdt(blob).map_err(|_| HandoverError::InvalidSubFdt)?;
-    let bytes = blob.get(..size).ok_or(HandoverError::InvalidSubFdt)?;
-    let block = Block::copy_of(bytes).ok_or(HandoverError::OutOfMemory)?;
-    publish_block(name, block, size as u64)
 }

@@ -33,10 +33,19 @@ pub fn boot_phase(phase: BootPhase) -> u64 {
     BOOT_PHASES[phase as usize].load(Ordering::Relaxed)
 }
 
+static FIRST_SERVICE_RAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether a service has run on this kernel (a resumed service's blackout
+/// ends when it is first scheduled).
+pub fn has_first_service_run() -> bool {
+    FIRST_SERVICE_RAN.load(Ordering::Relaxed)
+}
+
 /// Logs how long after the kernel's entry the first service was dispatched
 /// (`cargo xtask bench` reads it for cold boots). Main wires it to the
 /// scheduler's first dispatch.
 pub fn note_first_service() {
+    FIRST_SERVICE_RAN.store(true, Ordering::Relaxed);
     let elapsed = baton_arch::cpu::cycle_counter().saturating_sub(boot_phase(BootPhase::Entry));
     let frequency = u128::from(baton_arch::cpu::cycle_counter_frequency_hz().max(1));
     log::info!(

@@ -36,6 +36,8 @@ pub enum SpaceError {
     AlreadyMapped,
     /// An address or size is not page-aligned.
     Misaligned,
+    /// It has [`baton_abi::MAX_MAPPINGS`] ranges mapped already.
+    TooManyMappings,
 }
 
 /// What backs a mapped range, so exit frees the right things.
@@ -59,6 +61,24 @@ pub enum Backing {
         /// Physical address.
         phys: u64,
     },
+}
+
+/// One mapped range as [`AddressSpace::mapped`] reports it: `size_bytes`
+/// at `virt`, backed by physically contiguous memory at `phys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped {
+    /// First virtual address.
+    pub virt: u64,
+    /// Length in bytes.
+    pub size_bytes: u64,
+    /// Physical address of the first byte.
+    pub phys: u64,
+    /// What backs it.
+    pub backing: Backing,
+    /// User code may write it.
+    pub is_writable: bool,
+    /// User code may execute it.
+    pub is_executable: bool,
 }
 
 /// A service's address space: freed (its own pages and its page tables)
@@ -108,6 +128,11 @@ impl AddressSpace {
         let end = virt.checked_add(size_bytes).ok_or(SpaceError::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
             return Err(SpaceError::BadAddress);
+        }
+        // A live update describes every range to the next kernel, which
+        // accepts at most this many.
+        if self.ranges.len() >= baton_abi::MAX_MAPPINGS {
+            return Err(SpaceError::TooManyMappings);
         }
         // Preservable memory may be large and physically contiguous: 2 MiB
         // leaves wherever both addresses allow keep restoring a gigabyte to
@@ -187,6 +212,14 @@ impl AddressSpace {
         self.map(virt, phys, size_bytes, attributes, Backing::Owned)?;
         self.blocks.insert(virt, block);
         Ok(phys)
+    }
+
+    /// Maps the whole of `block` at `virt` as this space's own memory (a
+    /// process resumed from the previous kernel gets its pages back this
+    /// way); the block is freed with the mapping, or now if mapping fails.
+    pub fn map_claimed(&mut self, virt: u64, block: Block, attributes: Attributes) -> Result<(), SpaceError> {
+        let size_bytes = block.size_bytes();
+        self.map_owned(virt, size_bytes, attributes, block).map(|_| ())
     }
 
     /// Removes the range mapped at exactly `virt` and returns its backing.
@@ -280,6 +313,24 @@ impl AddressSpace {
             cursor = chunk_end;
         }
         Ok(())
+    }
+
+    /// Every mapped range with what backs it and its access, in address
+    /// order (for describing a process to the next kernel).
+    pub fn mapped(&self) -> Vec<Mapped> {
+        self.ranges
+            .iter()
+            .map(|(&virt, &(size_bytes, backing))| {
+                let phys = match backing {
+                    Backing::Owned => self.blocks.get(&virt).map_or(0, Block::phys),
+                    Backing::Preservable { phys, .. } | Backing::Borrowed { phys } => phys,
+                };
+                let attributes = self.table.translate::<EntryFormat>(&direct_map::read_only_tables(), virt);
+                let (is_writable, is_executable) = attributes
+                    .map_or((false, false), |(_, attributes)| (attributes.is_writable, attributes.is_executable));
+                Mapped { virt, size_bytes, phys, backing, is_writable, is_executable }
+            })
+            .collect()
     }
 
     /// Every mapped range, for teardown.

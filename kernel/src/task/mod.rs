@@ -91,6 +91,10 @@ pub struct Process {
     pub is_subscribed: bool,
     /// Whether it may spawn services and request updates.
     pub is_privileged: bool,
+    /// The argument it was started with (a restart passes it again).
+    pub argument: u64,
+    /// Whether it came from the previous kernel, resumed where it stopped.
+    pub is_resumed: bool,
 }
 
 impl Process {
@@ -229,6 +233,8 @@ pub enum SpawnError {
     NoMemory,
     /// A running service already has this name.
     AlreadyRunning,
+    /// Another service has this id.
+    IdTaken,
 }
 
 impl core::fmt::Display for SpawnError {
@@ -238,6 +244,7 @@ impl core::fmt::Display for SpawnError {
             SpawnError::BadImage(error) => write!(f, "invalid service image: {error}"),
             SpawnError::NoMemory => f.write_str("out of memory"),
             SpawnError::AlreadyRunning => f.write_str("a service with this name is running"),
+            SpawnError::IdTaken => f.write_str("another service has this id"),
         }
     }
 }
@@ -274,6 +281,15 @@ pub fn spawn(name: &str, argument: u64) -> Result<ServiceId, SpawnError> {
 
 /// [`spawn`] with the scheduler already locked (from a system call).
 pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<ServiceId, SpawnError> {
+    // `insert` moves `next_id` past the id it adds.
+    let id = tasks.next_id;
+    spawn_as(tasks, name, argument, id)?;
+    Ok(id)
+}
+
+/// Starts the embedded service `name` under `id` (a service restarted by
+/// an update keeps its id, so its callers keep reaching it).
+pub fn spawn_as(tasks: &mut Tasks, name: &str, argument: u64, id: ServiceId) -> Result<(), SpawnError> {
     let image = embedded::find(name).ok_or(SpawnError::UnknownService)?.image;
     let is_running = tasks
         .processes
@@ -282,27 +298,89 @@ pub fn spawn_locked(tasks: &mut Tasks, name: &str, argument: u64) -> Result<Serv
     if is_running {
         return Err(SpawnError::AlreadyRunning);
     }
+    if tasks.processes.contains_key(&id) {
+        return Err(SpawnError::IdTaken);
+    }
     let (space, entry) = load(image)?;
-    let mut kernel_stack = KernelStack::allocate(KERNEL_STACK_ORDER).ok_or(SpawnError::NoMemory)?;
-    let frame = kernel_stack.start(TrapFrame::new_user(entry, STACK_TOP, argument));
-    let id = tasks.next_id;
-    tasks.next_id += 1;
-    let process = Process {
+    let start = Resumable {
         id,
-        name: ArrayString::from(name).unwrap_or_default(),
+        name,
         space,
-        kernel_stack,
-        frame,
+        registers: None,
+        entry: (entry, argument),
         state: State::Ready,
         mailbox: VecDeque::new(),
         answerable: BTreeSet::new(),
         is_subscribed: false,
         is_privileged: name == "init",
     };
-    tasks.processes.insert(id, process);
-    tasks.run_queue.push_back(id);
+    tasks.insert(start)?;
     log::info!(target: "sched", "started service '{name}' (id {id})");
-    Ok(id)
+    Ok(())
+}
+
+/// A process to add to the scheduler: a fresh start, or one resumed from
+/// the previous kernel's description of it.
+pub struct Resumable<'a> {
+    /// Its id.
+    pub id: ServiceId,
+    /// Its name.
+    pub name: &'a str,
+    /// Its address space, already holding its memory.
+    pub space: AddressSpace,
+    /// The user registers it resumes with (`None`: it starts at `entry`).
+    pub registers: Option<baton_arch::UserRegisters>,
+    /// Entry point and start argument (the argument is also recorded for a
+    /// resumed one, so a later update can restart it).
+    pub entry: (u64, u64),
+    /// What it is doing.
+    pub state: State,
+    /// Messages waiting for it.
+    pub mailbox: VecDeque<Message>,
+    /// Callers it may answer.
+    pub answerable: BTreeSet<ServiceId>,
+    /// Subscribed to lifecycle events.
+    pub is_subscribed: bool,
+    /// May use the privileged calls.
+    pub is_privileged: bool,
+}
+
+impl Tasks {
+    /// Adds a process; it runs when its state lets it. Ids are never reused:
+    /// the next spawned service gets a higher one.
+    pub fn insert(&mut self, start: Resumable<'_>) -> Result<(), SpawnError> {
+        if self.processes.contains_key(&start.id) || start.id == MAIN_THREAD {
+            return Err(SpawnError::IdTaken);
+        }
+        let mut kernel_stack = KernelStack::allocate(KERNEL_STACK_ORDER).ok_or(SpawnError::NoMemory)?;
+        let (entry, argument) = start.entry;
+        let frame = match &start.registers {
+            None => TrapFrame::new_user(entry, STACK_TOP, argument),
+            Some(registers) => TrapFrame::resume_user(registers),
+        };
+        let frame = kernel_stack.start(frame);
+        let process = Process {
+            id: start.id,
+            name: ArrayString::from(start.name).unwrap_or_default(),
+            space: start.space,
+            kernel_stack,
+            frame,
+            state: start.state,
+            mailbox: start.mailbox,
+            answerable: start.answerable,
+            is_subscribed: start.is_subscribed,
+            is_privileged: start.is_privileged,
+            argument,
+            is_resumed: start.registers.is_some(),
+        };
+        let is_ready = process.state == State::Ready;
+        self.processes.insert(start.id, process);
+        self.next_id = self.next_id.max(start.id + 1);
+        if is_ready {
+            self.run_queue.push_back(start.id);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(feature = "testing")]

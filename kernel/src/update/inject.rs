@@ -8,9 +8,11 @@
 //! Faults: `root` (the root FDT's compatible becomes `kho-v0`), `chunks`
 //! (the chunk list points back at itself), `bitmap` (a bitmap pointer moves
 //! into scratch), `fail-jump` (the jump is abandoned after finalisation),
-//! and `flip-root:SEED`, `flip-chunks:SEED`, `flip-bitmap:SEED`: eight
+//! `flip-root:SEED`, `flip-chunks:SEED`, `flip-bitmap:SEED`: eight
 //! pseudo-random bits (from SEED) flipped in the root FDT, in the first
-//! chunk's header and entries, or in the first bitmap. Every write goes
+//! chunk's header and entries, or in the first bitmap; and
+//! `damage-process:NAME` (a process description claims memory its service
+//! does not own). Every write goes
 //! through the outgoing handover's own metadata pages, so nothing else can
 //! be damaged.
 
@@ -80,6 +82,8 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
             write_metadata(first_bitmap_pointer, &scratch.to_ne_bytes())
         }
         "fail-jump" => return Err(UpdateError::InjectedJumpFailure),
+        // Applied to the descriptions before they were written.
+        fault if fault.starts_with("damage-process:") => Ok(()),
         other => {
             let flip = other.split_once(':').and_then(|(kind, seed)| Some((kind, seed.parse::<u64>().ok()?)));
             match flip {
@@ -101,4 +105,20 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
         log::warn!(target: "kho", "fault injection could not write: {error}");
     }
     Ok(())
+}
+
+/// `kho.inject=damage-process:NAME`: the description of service NAME
+/// claims memory it does not own (its first run moves to the first page of
+/// RAM), as a corrupted or hostile description would; the next kernel must
+/// refuse it, restart that service and resume the others.
+pub fn damage_description(descriptions: &mut [baton_procdesc::ProcessDescription]) {
+    let Some(name) = requested().and_then(|fault| fault.strip_prefix("damage-process:")) else { return };
+    let target = descriptions.iter_mut().find(|description| description.name.as_str() == name);
+    match target.and_then(|description| description.mappings.first_mut()).and_then(|mapping| mapping.runs.first_mut()) {
+        Some(run) => {
+            log::warn!(target: "kho", "fault injection: the process description of '{name}' claims memory at 0x1000");
+            run.phys_start = 0x1000;
+        }
+        None => log::warn!(target: "kho", "fault injection: no process description of '{name}' to damage"),
+    }
 }

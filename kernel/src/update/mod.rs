@@ -16,17 +16,21 @@
 #[cfg(feature = "testing")]
 mod inject;
 pub mod kexec;
+pub mod processes;
 #[cfg(feature = "testing")]
 mod tests;
 
 use crate::handover::{self, HandoverError, boot_desc::BootDescriptionError};
 use crate::task::{self, Privilege, ServiceId, State, TASKS, Tasks};
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Message, UpdateEvent, UpdateImage};
 use kexec::KexecError;
 use spin::Mutex;
+
+/// What the update rule decided for each live service.
+pub type Fates = BTreeMap<ServiceId, baton_procdesc::roster::Fate>;
 
 /// The prepare deadline in effect (`update.prepare_timeout_ms=`).
 fn prepare_timeout_ns() -> u64 {
@@ -96,11 +100,19 @@ pub fn acknowledge(id: ServiceId, event: UpdateEvent, status: u64) {
 
 /// Sends `event` to every subscribed service; returns their ids.
 fn broadcast(event: UpdateEvent) -> Vec<ServiceId> {
+    broadcast_with(event, |_| 0)
+}
+
+/// Sends `event` to every subscribed service, with `word(id)` in word 0;
+/// returns their ids.
+fn broadcast_with(event: UpdateEvent, word: impl Fn(ServiceId) -> u64) -> Vec<ServiceId> {
     let mut tasks = TASKS.lock();
     let subscribers: Vec<ServiceId> =
         tasks.processes.values().filter(|process| process.is_subscribed).map(|process| process.id).collect();
     for &id in &subscribers {
-        let message = Message::new(event.label(), [0; baton_abi::MESSAGE_WORDS]);
+        let mut words = [0; baton_abi::MESSAGE_WORDS];
+        words[0] = word(id);
+        let message = Message::new(event.label(), words);
         if let Err(error) = task::ipc::post(&mut tasks, KERNEL_SENDER, id, message) {
             log::warn!(target: "update", "cannot tell service {id} '{event:?}': {error}");
         }
@@ -170,9 +182,13 @@ impl core::fmt::Display for UpdateError {
     }
 }
 
-/// Tells services to prepare and waits for them.
-fn prepare() -> Result<(), UpdateError> {
-    let subscribers = broadcast(UpdateEvent::Prepare);
+/// Tells services to prepare, each with its fate, and waits for them.
+fn prepare(fates: &Fates) -> Result<(), UpdateError> {
+    use baton_procdesc::roster::Fate;
+    let subscribers = broadcast_with(UpdateEvent::Prepare, |id| match fates.get(&id) {
+        Some(Fate::Resume) => baton_abi::UpdateFate::Resumed as u64,
+        _ => baton_abi::UpdateFate::Restarted as u64,
+    });
     LIFECYCLE.lock().phase = Phase::Preparing { waiting: subscribers.iter().copied().collect(), refused: None };
     log::info!(target: "update", "prepare: waiting for {} service(s)", subscribers.len());
     task::run_until(prepare_timeout_ns(), || {
@@ -218,6 +234,7 @@ fn abort(reason: &dyn core::fmt::Display) {
     log::warn!(target: "update", "update aborted: {reason}");
     handover::outgoing::abort();
     handover::boot_desc::withdraw();
+    processes::withdraw();
     LIFECYCLE.lock().phase = Phase::Idle;
     broadcast(UpdateEvent::Aborted);
     broadcast(UpdateEvent::Resumed);
@@ -253,11 +270,10 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             }
         },
     };
-    if let Some(staged) = &staged {
-        log_service_fates(staged);
-    }
+    let mut fates = processes::decide(staged.as_ref());
     let prepare_started = baton_arch::cpu::cycle_counter();
-    let result = prepare()
+    let result = prepare(&fates)
+        .and_then(|()| capture(&mut fates, is_rehearsal))
         .and_then(|()| {
             use baton_boot::handover::{TIMELINE_PREPARE, TIMELINE_PREPARED};
             let now = baton_arch::cpu::cycle_counter();
@@ -296,40 +312,23 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
     }
 }
 
-/// Logs what the update rule says for each running service, from the
-/// staged image's table of services: which could be resumed (the same
-/// binary, or none, and a supported ABI) and which restart. Every service
-/// still restarts today: resuming a process across the update is the next
-/// step (docs/services.md).
-fn log_service_fates(staged: &kexec::Staged) {
-    let table = match &staged.services {
-        Ok(table) => table,
-        Err(kexec::ServicesNote::Missing) => {
-            log::info!(target: "update", "the next image lists no services (an older kernel): every service restarts");
-            return;
-        }
-        Err(kexec::ServicesNote::Malformed(error)) => {
-            log::warn!(target: "update", "the next image's service table is refused ({error}): every service restarts");
-            return;
-        }
-    };
-    let running: Vec<alloc::string::String> = TASKS
-        .lock()
-        .processes
-        .values()
-        .filter(|process| !matches!(process.state, State::Exited(_)))
-        .map(|process| alloc::string::String::from(process.name.as_str()))
-        .collect();
-    for name in running {
-        let Some(embedded) = task::embedded::find(&name) else { continue };
-        let service = baton_image::RunningService {
-            name: &name,
-            hash: embedded.hash,
-            abi_version: baton_abi::ABI_VERSION,
-            is_always_restarted: embedded.is_always_restarted,
-        };
-        log::info!(target: "update", "service '{name}': {} by the update rule", baton_image::services::fate(&service, table));
+/// Describes the services the next kernel resumes and publishes the
+/// roster (services are quiet: the main thread runs). A rehearsal checks
+/// that what it published reads back.
+fn capture(fates: &mut Fates, is_rehearsal: bool) -> Result<(), UpdateError> {
+    let captured = processes::capture(fates)?;
+    log::info!(
+        target: "update",
+        "process handover: {} service(s) resumed ({} KiB of their memory), {} restarted",
+        captured.resumed,
+        captured.preserved_bytes / 1024,
+        captured.restarted
+    );
+    if is_rehearsal && let Err(reason) = processes::verify_published(captured.resumed) {
+        log::warn!(target: "update", "rehearsal: {reason}");
+        return Err(UpdateError::Finalize(HandoverError::InvalidSubFdt));
     }
+    Ok(())
 }
 
 /// With `kho.pause=1`, the first finalisation (on a cold-booted kernel)

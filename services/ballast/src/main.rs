@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use baton_user::kho::fetch_sub_fdt;
 use baton_user::message::KERNEL_SENDER;
 use baton_user::protocol::{self, label};
-use baton_user::{Error, SubFdtWriter, UpdateEvent, native_u32, native_u64, parse_fdt, syscall};
+use baton_user::{Error, SubFdtWriter, UpdateEvent, UpdateFate, native_u32, native_u64, parse_fdt, syscall};
 
 baton_user::service!(main);
 
@@ -292,11 +292,28 @@ fn main(argument: u64) -> i32 {
         let Ok(message) = syscall::receive() else { continue };
         if message.sender == KERNEL_SENDER {
             match UpdateEvent::from_label(message.label) {
+                // A resumed ballast keeps its memory mapped as it is: it
+                // publishes nothing. A restarted one hands its state over.
                 Some(UpdateEvent::Prepare) => {
-                    let status = ballast.prepare().map_or_else(|error| error.number(), |()| 0);
+                    let status = match UpdateFate::from_word(message.words[0]) {
+                        UpdateFate::Resumed => 0,
+                        UpdateFate::Restarted => ballast.prepare().map_or_else(|error| error.number(), |()| 0),
+                    };
                     let _ = syscall::kho_ready(UpdateEvent::Prepare, status);
                 }
                 Some(UpdateEvent::Aborted) => ballast.aborted(),
+                Some(UpdateEvent::Continued) => {
+                    let pages = config.bytes / PAGE;
+                    match damaged_pages(&ballast.state) {
+                        0 => log::info!(
+                            "ballast: {} MiB resumed with its process ({} runs, order {}), all {pages} pages intact",
+                            config.bytes >> 20,
+                            runs(&ballast.state).len(),
+                            config.order
+                        ),
+                        damaged => log::warn!("ballast: {damaged} of {pages} pages lost their contents"),
+                    }
+                }
                 _ => {}
             }
             continue;

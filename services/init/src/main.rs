@@ -60,7 +60,8 @@ fn main(argument: u64) -> i32 {
     let image = if start.own_image { UpdateImage::RunningKernel } else { UpdateImage::BootModule };
     let restored = restore();
     let _ = syscall::kho_done();
-    let progress = restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
+    let mut progress =
+        restored.unwrap_or(Progress { generation: 0, remaining: updates.min(u64::from(u32::MAX)) as u32 });
     for name in ["kvstore", "counter"] {
         match syscall::spawn(name, 0) {
             Ok(id) => log::info!("init: started {name} as service {id}"),
@@ -117,13 +118,19 @@ fn main(argument: u64) -> i32 {
             stop(None);
         }
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
+        mode = CLIENT_VERIFY;
         match syscall::update(image) {
-            Ok(()) => log::warn!("demo: the update returned without replacing the kernel"),
+            // init is resumed by the new kernel: `update` returns there, and
+            // the demo goes on from where it was.
+            Ok(()) => {
+                log::info!("demo: init resumed on the new kernel");
+                progress = next;
+                continue;
+            }
             Err(error) => log::warn!("demo: update failed: {error}; checking the state again"),
         }
         update_failed = true;
         let _ = publish(progress);
-        mode = CLIENT_VERIFY;
     }
 }
 

@@ -109,6 +109,9 @@ pub struct QemuCase {
     pub dump_kho: bool,
     /// Texts the serial output must contain.
     pub must_contain: Vec<String>,
+    /// Sequences of texts that must appear in the serial output in this
+    /// order (each after the one before it).
+    pub in_order: Vec<Vec<String>>,
     /// The verdict to expect.
     pub expect: Expect,
     /// Extra QEMU arguments (machine options such as `hpet=off`).
@@ -144,6 +147,7 @@ impl QemuCase {
             module: None,
             dump_kho: false,
             must_contain: Vec::new(),
+            in_order: Vec::new(),
             expect: Expect::KernelTestsPass,
             qemu_args: Vec::new(),
             timeout: Duration::from_secs(120),
@@ -200,6 +204,12 @@ impl QemuCase {
         self
     }
 
+    /// The serial output must hold `texts` in this order.
+    pub fn in_order(mut self, texts: &[&str]) -> Self {
+        self.in_order.push(texts.iter().map(|text| text.to_string()).collect());
+        self
+    }
+
     /// The verdict.
     pub fn expect(mut self, expect: Expect) -> Self {
         self.expect = expect;
@@ -228,6 +238,7 @@ fn banner(arch: Arch, path: &str) -> String {
 pub fn cases(arch: Arch, available: &Available) -> Vec<QemuCase> {
     let mut cases = direct_cases(arch);
     cases.extend(update_cases(arch));
+    cases.extend(process_handover_cases(arch));
     cases.extend(hostile_service_cases(arch));
     cases.extend(handover_cases(arch));
     cases.push(production_case(arch));
@@ -411,14 +422,17 @@ fn update_cases(arch: Arch) -> Vec<QemuCase> {
         )
         .memory(64),
     );
-    // Larger state, handed over as runs: the ballast checks every page
-    // after each update.
-    for (layout, mebibytes, arguments) in [
-        ("preserved as 4 KiB pages", 96, "bench.order=0"),
-        ("preserved as 2 MiB folios", 96, "bench.order=9"),
-        ("handed over by copying", 32, "bench.order=9 bench.copy=1"),
+    // Larger state, resumed with its process (the default) or, with
+    // `update.resume=0`, handed over as runs for a restarted ballast: the
+    // ballast checks every page after each update.
+    for (layout, mebibytes, arguments, how) in [
+        ("resumed with its process, 4 KiB pages", 96, "bench.order=0", "resumed with its process"),
+        ("preserved as 4 KiB pages", 96, "bench.order=0 update.resume=0", "handed over in place"),
+        ("preserved as 2 MiB folios", 96, "bench.order=9 update.resume=0", "handed over in place"),
+        ("handed over by copying", 32, "bench.order=9 bench.copy=1 update.resume=0", "handed over copying"),
     ] {
         let intact = format!("all {} pages intact", mebibytes * 256);
+        let path = format!("ballast: {mebibytes} MiB {how}");
         cases.push(
             update(
                 arch,
@@ -427,7 +441,7 @@ fn update_cases(arch: Arch) -> Vec<QemuCase> {
                 &format!("demo.updates=3 demo.shutdown=1 bench.ballast={mebibytes} {arguments}"),
                 Expect::demo_with(
                     3,
-                    &[(intact.as_str(), 3)],
+                    &[(intact.as_str(), 3), (path.as_str(), 3)],
                     &["lost their contents", "not in free RAM", "handover bypassed", "kernel fault"],
                 ),
             )
@@ -435,6 +449,136 @@ fn update_cases(arch: Arch) -> Vec<QemuCase> {
         );
     }
     cases
+}
+
+/// Process handover: which services the update rule resumes, and what a
+/// resumed service keeps (registers, memory, mailbox, sleeps, ids), what a
+/// call across a restart does, and what happens to a refused description.
+fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
+    let lost = ["lost their contents", "handover bypassed", "kernel fault", "DISAGREES"];
+    let one = |name: &str, extra: &str, present: &[&str], absent: &[&str]| {
+        let absent: Vec<&str> = absent.iter().chain(lost.iter()).copied().collect();
+        let mut case = update(
+            arch,
+            name,
+            Module::SecondVersion,
+            &format!("{ONE_UPDATE} {extra}"),
+            Expect::demo_with(1, &[], &absent),
+        );
+        for text in present {
+            case = case.must_contain(*text);
+        }
+        case
+    };
+    vec![
+        // Version 2 embeds the same init and counter and another kvstore:
+        // the first update resumes init and counter and restarts kvstore
+        // (with its migration), the second (2 into 2) resumes all three.
+        update(
+            arch,
+            "unchanged services are resumed, a changed one restarts, and every key and the counter survive",
+            Module::SecondVersion,
+            "demo.updates=2 demo.shutdown=1",
+            Expect::demo_with(
+                2,
+                &[
+                    ("service 'init' (id 1) resumed", 2),
+                    ("service 'counter' (id 3) resumed", 2),
+                    ("service 'kvstore' (id 2) restarted", 1),
+                    ("service 'kvstore' (id 2) resumed", 1),
+                    ("demo: init resumed on the new kernel", 2),
+                    ("kvstore: migrated 64 entries from format 1 to format 2", 1),
+                ],
+                &["cannot be resumed", "description is refused", "roster is refused", "lost their contents"],
+            ),
+        )
+        .in_order(&[
+            "update 1 of 2 starting",
+            "process handover: 2 service(s) resumed",
+            "service 'kvstore' (id 2) restarted",
+        ])
+        .in_order(&[
+            "update 2 of 2 starting",
+            "process handover: 3 service(s) resumed",
+            "service 'kvstore' (id 2) resumed",
+        ]),
+        // Preempted by the timer mid-computation over 4 MiB, it finishes on
+        // the new kernel with the result it gets without an update; the
+        // message queued for it before the freeze arrives after; a sleep
+        // spanning the update ends no earlier than its deadline; ids and
+        // lookups are those of before.
+        one(
+            "a service preempted mid-computation, a queued message and a sleep all survive resumption",
+            "test.resume=compute",
+            &[
+                "survivor: the message queued before the update arrived after it (word 0x5eed)",
+                "ids and lookups unchanged",
+                "survivor: continued on the new kernel",
+                "sleeper: continued on the new kernel",
+            ],
+            &["sleeper: woke at", "cannot be resumed"],
+        )
+        .in_order(&[
+            "survivor: told it will be Resumed; computing",
+            "process handover: 4 service(s) resumed",
+            "service 'survivor' (id",
+            "survivor: computation across the update agrees",
+        ])
+        .in_order(&["sleeper: sleeping through the update", "process handover:", "sleeper: woke"]),
+        // The holder is restarted by every update: the call it had received
+        // fails with CallInterrupted (never delivered twice) and an
+        // idempotent retry reaches the new instance; the call still in its
+        // mailbox is delivered to the new instance.
+        one(
+            "a call in flight to a restarting service is interrupted or delivered to the new instance",
+            "test.resume=calls",
+            &[
+                "service 'holder': restarts (always restarted) by the update rule",
+                "survivor: the held call was interrupted by the holder's restart, not delivered twice",
+                "survivor: an idempotent request was answered by holder instance 2",
+                "sleeper: its call, queued when the holder restarted, was answered by holder instance 2",
+                "holder: instance 2 running",
+            ],
+            &["held call ended with", "call to the holder failed"],
+        ),
+        // A description that claims memory its service does not own is
+        // refused: that service restarts and restores its explicit state,
+        // the others resume.
+        one(
+            "a damaged process description restarts that service and resumes the others",
+            "kho.inject=damage-process:counter",
+            &[
+                "fault injection: the process description of 'counter' claims memory",
+                "service 'counter' cannot be resumed (its memory",
+                "service 'counter' (id 3) restarted",
+                "counter: restored",
+                "service 'init' (id 1) resumed",
+            ],
+            &[],
+        ),
+        // As many mappings as a description holds still resume; one more
+        // is refused when it is made.
+        one(
+            "a service with the most mappings allowed resumes; one more mapping is refused",
+            "test.resume=mappings",
+            &[
+                "has 256 ranges mapped, the most a live update can describe",
+                "the next was refused: out of memory",
+                "survivor: resumed with all",
+            ],
+            &["a page came back changed", "cannot be resumed"],
+        ),
+        one(
+            "update.resume=0 restarts every service",
+            "update.resume=0",
+            &[
+                "update.resume=0: every service restarts",
+                "service 'init' (id 1) restarted",
+                "service 'counter' (id 3) restarted",
+            ],
+            &["(id 1) resumed", "(id 3) resumed", "init resumed on the new kernel"],
+        ),
+    ]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

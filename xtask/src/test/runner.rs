@@ -118,6 +118,9 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
             problems.push(format!("output lacks '{text}'"));
         }
     }
+    for sequence in &case.in_order {
+        check_order(&outcome.output, sequence, &mut problems);
+    }
     if !case.services_absent.is_empty() {
         check_embedded_services(&outcome.output, &case.services_absent, &mut problems);
     }
@@ -236,6 +239,26 @@ fn check_texts(output: &str, present: &[String], absent: &[String], problems: &m
     for text in absent {
         if output.contains(text.as_str()) {
             problems.push(format!("output unexpectedly contains '{text}'"));
+        }
+    }
+}
+
+/// A problem when the texts of `sequence` do not appear in `output` one
+/// after the other.
+fn check_order(output: &str, sequence: &[String], problems: &mut Vec<String>) {
+    let mut rest = output;
+    for (index, text) in sequence.iter().enumerate() {
+        match rest.find(text.as_str()) {
+            Some(position) => rest = &rest[position + text.len()..],
+            None if output.contains(text.as_str()) => {
+                let before = sequence.get(index.wrapping_sub(1)).map_or("", String::as_str);
+                problems.push(format!("'{text}' does not come after '{before}'"));
+                return;
+            }
+            None => {
+                problems.push(format!("output lacks '{text}'"));
+                return;
+            }
         }
     }
 }

@@ -37,11 +37,16 @@ pub enum Error {
     PeerGone = 14,
     /// An update was refused (bad image, services not ready) or aborted.
     UpdateFailed = 15,
+    /// A call was received by a service that was then restarted by a live
+    /// update before it answered: the request may or may not have taken
+    /// effect, and it is never delivered twice. Retry only an idempotent
+    /// request.
+    CallInterrupted = 16,
 }
 
 impl Error {
     /// Every error, in number order.
-    pub const ALL: [Error; 15] = [
+    pub const ALL: [Error; 16] = [
         Error::UnknownSyscall,
         Error::BadAddress,
         Error::Misaligned,
@@ -57,6 +62,7 @@ impl Error {
         Error::WouldBlock,
         Error::PeerGone,
         Error::UpdateFailed,
+        Error::CallInterrupted,
     ];
 
     /// The error's number.
@@ -87,6 +93,7 @@ impl Error {
             Error::WouldBlock => "would block",
             Error::PeerGone => "peer gone",
             Error::UpdateFailed => "update failed",
+            Error::CallInterrupted => "call interrupted by a service restart",
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod version;
 pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
-pub use syscall::{Request, Syscall, UpdateEvent, UpdateImage, UserBuffer};
+pub use syscall::{Request, Syscall, UpdateEvent, UpdateFate, UpdateImage, UserBuffer};
 pub use version::ABI_VERSION;
 
 /// The end of the user half of every address space: user pointers must lie
@@ -33,6 +33,12 @@ pub const MAX_USER_FOLIO_ORDER: u32 = 10;
 /// The most bytes one `allocate_preservable_run` or `kho_restore_run` call
 /// covers (the size of the preservable window of an address space).
 pub const MAX_PRESERVABLE_RUN_BYTES: u64 = 64 << 30;
+
+/// The most ranges one service may have mapped (image segments, stack,
+/// preservable memory, the handover view): every one must fit in the
+/// description a live update hands to the next kernel. One more is refused
+/// with `NoMemory`.
+pub const MAX_MAPPINGS: usize = 256;
 
 /// The longest service name, in bytes: a service's name is also its KHO
 /// user name, whose limit (31, the device-tree node-name limit) the kernel

@@ -142,6 +142,9 @@ pub enum UpdateEvent {
     Aborted = 3,
     /// Running again after an abort: changes are allowed.
     Resumed = 4,
+    /// Running on a new kernel, resumed where the old one stopped it (a
+    /// restarted service never gets this event: it starts from its image).
+    Continued = 5,
 }
 
 impl UpdateEvent {
@@ -160,8 +163,29 @@ impl UpdateEvent {
             2 => Some(UpdateEvent::Frozen),
             3 => Some(UpdateEvent::Aborted),
             4 => Some(UpdateEvent::Resumed),
+            5 => Some(UpdateEvent::Continued),
             _ => None,
         }
+    }
+}
+
+/// What the update rule decided for a service, in word 0 of its `prepare`
+/// event: a resumed service need not publish anything (its whole process
+/// goes across), a restarted one must publish and preserve what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum UpdateFate {
+    /// It will be resumed where it stops, by the next kernel.
+    Resumed = 1,
+    /// It will be started again from the next kernel's image.
+    Restarted = 2,
+}
+
+impl UpdateFate {
+    /// The fate a `prepare` event's word 0 carries (anything else: restart,
+    /// the safe reading).
+    pub fn from_word(word: u64) -> UpdateFate {
+        if word == UpdateFate::Resumed as u64 { UpdateFate::Resumed } else { UpdateFate::Restarted }
     }
 }
 

@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -26,13 +26,14 @@ mod tests {
     use crate::error::{decode_result, encode_result};
     use crate::message::{KERNEL_SENDER, MESSAGE_BYTES};
     use crate::{
-        BallastStart, Error, InitStart, MAX_LOG_BYTES, MAX_NAME_BYTES, MAX_PRESERVABLE_RUN_BYTES, MAX_SUB_FDT_BYTES,
-        MAX_USER_FOLIO_ORDER, MESSAGE_WORDS, Message, PAGE_SIZE, Request, Syscall, USER_ADDRESS_LIMIT, UpdateEvent,
+        BallastStart, Error, InitStart, MAX_LOG_BYTES, MAX_MAPPINGS, MAX_NAME_BYTES, MAX_PRESERVABLE_RUN_BYTES,
+        MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, MESSAGE_WORDS, Message, PAGE_SIZE, Request, Syscall,
+        USER_ADDRESS_LIMIT, UpdateEvent, UpdateFate,
     };
 
     /// Every ABI version and the hash of its fingerprint, oldest first.
     /// When the ABI changes: bump `ABI_VERSION` and append a line here.
-    const KNOWN: &[(u32, u64)] = &[(1, 0x8ed2_8e73_1294_7b3e)];
+    const KNOWN: &[(u32, u64)] = &[(1, 0x8ed2_8e73_1294_7b3e), (2, 0xcc4a_3369_0d5a_5be2)];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
     /// crate has no dependencies, and the hash only needs to be stable
@@ -115,6 +116,9 @@ mod tests {
                 line(format_args!("update event {offset} {event:?} label {:#x}", event.label()));
             }
         }
+        for word in 0..=3 {
+            line(format_args!("prepare fate word {word} {:?}", UpdateFate::from_word(word)));
+        }
         for number in 0..=255 {
             if let Ok(Request::Update { image }) = Request::decode(Syscall::Update as u64, [number, 0, 0, 0, 0, 0]) {
                 line(format_args!("update image {number} {image:?}"));
@@ -146,6 +150,7 @@ mod tests {
         line(format_args!("page size {PAGE_SIZE}"));
         line(format_args!("max user folio order {MAX_USER_FOLIO_ORDER}"));
         line(format_args!("max preservable run bytes {MAX_PRESERVABLE_RUN_BYTES}"));
+        line(format_args!("max mappings {MAX_MAPPINGS}"));
         line(format_args!("max name bytes {MAX_NAME_BYTES}"));
         line(format_args!("max log bytes {MAX_LOG_BYTES}"));
         line(format_args!("max sub-FDT bytes {MAX_SUB_FDT_BYTES}"));

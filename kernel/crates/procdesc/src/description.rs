@@ -13,8 +13,9 @@ use baton_abi::{MAX_NAME_BYTES, Message};
 /// The most processes one description blob holds.
 pub const MAX_PROCESSES: usize = 64;
 
-/// The most mappings one process has.
-pub const MAX_MAPPINGS: usize = 256;
+/// The most mappings one process has: the kernel refuses a service's
+/// mapping past this limit, so every service can be described.
+pub const MAX_MAPPINGS: usize = baton_abi::MAX_MAPPINGS;
 
 /// The most physical runs behind one mapping.
 pub const MAX_RUNS_PER_MAPPING: usize = 64;

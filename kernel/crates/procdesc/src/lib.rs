@@ -54,6 +54,7 @@ extern crate alloc;
 pub mod description;
 pub mod error;
 mod parser;
+pub mod roster;
 mod rules;
 pub mod wire;
 mod writer;

@@ -750,7 +750,8 @@ fn a_message_buffer_must_be_in_the_user_half() {
 
 #[test]
 fn a_pending_status_must_be_success_or_an_error_number() {
-    for status in [16, u64::MAX] {
+    let first_unknown = baton_abi::Error::ALL.len() as u64 + 1;
+    for status in [first_unknown, u64::MAX] {
         refused_rule(
             Aarch64,
             |process| process.pending_result = Some(PendingResult { status, value: 0 }),

@@ -1,0 +1,512 @@
+//! Process handover: the old kernel describes every service the update rule
+//! resumes and hands its memory over; the new kernel rebuilds those
+//! processes and runs them from where they stopped, and restarts the rest
+//! under the ids they had.
+//!
+//! Two kernel publications carry it, both written by `baton-procdesc`:
+//! `baton-processes` (the `processes-v1` descriptions of resumed services)
+//! and `baton-roster` (every service that ran, with its start argument,
+//! its fate and, for a restarted one, the messages it had not received).
+//! Both are read as hostile input: a description that fails a check makes
+//! that one service restart with a logged reason, and a roster that cannot
+//! be read makes the new kernel start services as on a cold boot.
+//!
+//! Processes are captured when nothing runs: after every service
+//! acknowledged `prepare`, on the main thread, which services only
+//! preempt when it waits. A service then is in user mode (its frame saved
+//! by the trap that preempted it) or blocked in a call the description can
+//! say (receive, call, sleep, or the requester's `update`), so its state is
+//! complete.
+
+use super::kexec::{ServicesNote, Staged};
+use super::{Fates, UpdateError};
+use crate::handover::{self, HandoverError};
+use crate::mm::user::{AddressSpace, Backing, Mapped, STACK_BYTES, STACK_TOP, user_attributes};
+use crate::task::{self, Process, Resumable, ServiceId, State, TASKS, Tasks};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use arrayvec::ArrayVec;
+use baton_abi::message::KERNEL_SENDER;
+use baton_abi::{Message, PAGE_SIZE};
+use baton_procdesc::roster::{Fate, RosterEntry, read_roster, write_roster};
+use baton_procdesc::{
+    Architecture, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, SchedulingState, UserRegisters,
+    read_processes, write_processes,
+};
+
+/// The kernel publication holding the descriptions of resumed processes.
+pub const PROCESSES_USER: &str = "baton-processes";
+/// The kernel publication listing every service and its fate.
+pub const ROSTER_USER: &str = "baton-roster";
+
+fn architecture() -> Architecture {
+    if cfg!(target_arch = "x86_64") { Architecture::X86_64 } else { Architecture::Aarch64 }
+}
+
+/// What the update rule says for every live service: from the staged
+/// image's table of services (`None`: a rehearsal, whose next kernel is
+/// this one). `update.resume=0` restarts every service.
+pub fn decide(staged: Option<&Staged>) -> Fates {
+    let table = match staged.map(|staged| &staged.services) {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(ServicesNote::Missing)) => {
+            log::info!(target: "update", "the next image lists no services (an older kernel): every service restarts");
+            return restart_all("the next image lists no services");
+        }
+        Some(Err(ServicesNote::Malformed(error))) => {
+            log::warn!(target: "update", "the next image's service table is refused ({error}): every service restarts");
+            return restart_all("the next image's service table is refused");
+        }
+    };
+    if !crate::options::get().is_resume_enabled {
+        log::info!(target: "update", "update.resume=0: every service restarts");
+        return restart_all("update.resume=0");
+    }
+    let tasks = TASKS.lock();
+    let mut fates = Fates::new();
+    for process in live(&tasks) {
+        let name = process.name.as_str();
+        let fate = match (table, task::embedded::find(name)) {
+            (None, _) => Fate::Resume,
+            (Some(table), embedded) => {
+                let hash = embedded.map_or(&[0; 32], |embedded| embedded.hash);
+                let service = baton_image::RunningService {
+                    name,
+                    hash,
+                    abi_version: baton_abi::ABI_VERSION,
+                    is_always_restarted: embedded.is_some_and(|embedded| embedded.is_always_restarted),
+                };
+                let verdict = baton_image::services::fate(&service, table);
+                log::info!(target: "update", "service '{name}': {verdict} by the update rule");
+                match verdict {
+                    baton_image::services::Fate::Resumable => Fate::Resume,
+                    baton_image::services::Fate::Restart(_) => Fate::Restart,
+                }
+            }
+        };
+        fates.insert(process.id, fate);
+    }
+    fates
+}
+
+fn restart_all(reason: &str) -> Fates {
+    let tasks = TASKS.lock();
+    let fates: Fates = live(&tasks).map(|process| (process.id, Fate::Restart)).collect();
+    for process in live(&tasks) {
+        log::info!(target: "update", "service '{}': restarts ({reason})", process.name.as_str());
+    }
+    fates
+}
+
+fn live(tasks: &Tasks) -> impl Iterator<Item = &Process> {
+    tasks.processes.values().filter(|process| !matches!(process.state, State::Exited(_)))
+}
+
+/// What [`capture`] handed over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Captured {
+    /// Services described for resumption.
+    pub resumed: usize,
+    /// Services that restart.
+    pub restarted: usize,
+    /// Bytes of their memory preserved for the resumed ones.
+    pub preserved_bytes: u64,
+}
+
+/// Describes every resumed service, preserves its memory and publishes the
+/// descriptions and the roster. A service that cannot be described (too
+/// many mappings, out of memory) restarts instead, with a logged reason;
+/// `fates` is updated to say so. [`withdraw`] undoes it all.
+pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
+    let mut tasks = TASKS.lock();
+    // (caller, callee) for every call the callee has received and not
+    // answered.
+    let received: BTreeSet<(ServiceId, ServiceId)> = tasks
+        .processes
+        .values()
+        .flat_map(|callee| callee.answerable.iter().map(move |&caller| (caller, callee.id)))
+        .collect();
+    let mut descriptions = Vec::new();
+    for process in tasks.processes.values_mut() {
+        if fates.get(&process.id) != Some(&Fate::Resume) {
+            continue;
+        }
+        let description = describe(process, fates, &received);
+        match description {
+            Ok(description) => descriptions.push(description),
+            Err(reason) => {
+                log::warn!(target: "update", "service '{}' cannot be described ({reason}): it restarts", process.name);
+                fates.insert(process.id, Fate::Restart);
+            }
+        }
+    }
+    #[cfg(feature = "testing")]
+    super::inject::damage_description(&mut descriptions);
+    // The writer refuses what a reader would refuse: such a description
+    // (a bug, or a state the format cannot say) restarts its service.
+    let blob = loop {
+        match write_processes(&descriptions) {
+            Ok(blob) => break blob,
+            Err(baton_procdesc::WriteError::InvalidProcess { process_index, part, kind }) => {
+                let refused = descriptions.remove(process_index);
+                log::warn!(target: "update", "service '{}': description refused ({part:?}: {kind:?}); it restarts", refused.name);
+                fates.insert(refused.service_id, Fate::Restart);
+            }
+            Err(error) => {
+                log::warn!(target: "update", "process descriptions cannot be written ({error:?}): every service restarts");
+                fates.values_mut().for_each(|fate| *fate = Fate::Restart);
+                descriptions.clear();
+            }
+        }
+    };
+    let mut captured = Captured::default();
+    for description in &descriptions {
+        let Some(process) = tasks.processes.get(&description.service_id) else { continue };
+        handover::outgoing::preserve_for_resume(process.name.as_str(), &process.space)
+            .map_err(UpdateError::Finalize)?;
+        captured.preserved_bytes += description.mappings.iter().map(|mapping| mapping.size_bytes).sum::<u64>();
+    }
+    let roster = roster(&mut tasks, fates);
+    drop(tasks);
+    let roster = write_roster(&roster).map_err(|_| UpdateError::Finalize(HandoverError::InvalidSubFdt))?;
+    handover::outgoing::publish_kernel_user(PROCESSES_USER, &blob).map_err(UpdateError::Finalize)?;
+    handover::outgoing::publish_kernel_user(ROSTER_USER, &roster).map_err(UpdateError::Finalize)?;
+    captured.resumed = fates.values().filter(|fate| **fate == Fate::Resume).count();
+    captured.restarted = fates.len() - captured.resumed;
+    Ok(captured)
+}
+
+/// Undoes [`capture`] (the update was aborted or rehearsed).
+pub fn withdraw() {
+    handover::outgoing::withdraw_resume();
+    handover::outgoing::withdraw_kernel_user(PROCESSES_USER);
+    handover::outgoing::withdraw_kernel_user(ROSTER_USER);
+}
+
+/// The roster: every live service, with the messages a restarted one has
+/// not received (a restarted service's new instance gets them).
+fn roster(tasks: &mut Tasks, fates: &Fates) -> Vec<RosterEntry> {
+    live(tasks)
+        .map(|process| {
+            let fate = fates.get(&process.id).copied().unwrap_or(Fate::Restart);
+            let messages = match fate {
+                Fate::Resume => ArrayVec::new(),
+                Fate::Restart => {
+                    process.mailbox.iter().filter(|message| message.sender != KERNEL_SENDER).copied().take(16).collect()
+                }
+            };
+            RosterEntry {
+                service_id: process.id,
+                name: process.name,
+                start_argument: process.argument,
+                is_privileged: process.is_privileged,
+                fate,
+                messages,
+            }
+        })
+        .collect()
+}
+
+/// Describes one process, field by field.
+fn describe(
+    process: &mut Process,
+    fates: &Fates,
+    received: &BTreeSet<(ServiceId, ServiceId)>,
+) -> Result<ProcessDescription, &'static str> {
+    let hash = task::embedded::find(&process.name).map_or([0; 32], |embedded| *embedded.hash);
+    let frame = process.frame_mut().user_registers();
+    let mut registers = UserRegisters::default();
+    registers.general = frame.general;
+    registers.instruction_pointer = frame.instruction_pointer;
+    registers.stack_pointer = frame.stack_pointer;
+    registers.flags = frame.flags;
+    // Services cannot set a thread pointer of their own yet (no FSGSBASE on
+    // x86_64; TPIDR_EL0 is not switched per service on aarch64): none to
+    // hand over.
+    registers.thread_pointer = 0;
+    let mut pending_result = None;
+    let scheduling = match process.state {
+        State::Ready => SchedulingState::Ready,
+        State::Receiving { buffer } => SchedulingState::Receiving { message_buffer: buffer },
+        State::Sleeping { until_ns } => SchedulingState::Sleeping { until_ns },
+        State::Calling { target, buffer } => {
+            // A call the restarting target has received and not answered is
+            // never delivered twice: it fails with `CallInterrupted`. One it
+            // has not received goes to the new instance.
+            if fates.get(&target) == Some(&Fate::Restart) && received.contains(&(process.id, target)) {
+                let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::CallInterrupted));
+                pending_result = Some(PendingResult { status, value });
+                SchedulingState::Ready
+            } else {
+                SchedulingState::Calling { target, message_buffer: buffer }
+            }
+        }
+        // The requester of the update: its `update` succeeds when it runs
+        // on the new kernel.
+        State::WaitingForKernel => {
+            pending_result = Some(PendingResult { status: 0, value: 0 });
+            SchedulingState::Ready
+        }
+        State::Exited(_) => return Err("it has exited"),
+    };
+    let mut mappings = Vec::new();
+    for mapped in process.space.mapped() {
+        if let Some(mapping) = mapping_of(&mapped) {
+            mappings.push(mapping);
+        }
+    }
+    if mappings.len() > baton_procdesc::MAX_MAPPINGS {
+        return Err("too many mappings");
+    }
+    let queued_messages = process.mailbox.iter().copied().collect::<ArrayVec<_, 16>>();
+    if queued_messages.len() < process.mailbox.len() {
+        return Err("too many queued messages");
+    }
+    let mut answerable = ArrayVec::new();
+    for &caller in &process.answerable {
+        answerable.try_push(caller).map_err(|_| "too many unanswered callers")?;
+    }
+    Ok(ProcessDescription {
+        service_id: process.id,
+        name: process.name,
+        binary_hash: hash,
+        abi_version: baton_abi::ABI_VERSION,
+        is_subscribed: process.is_subscribed,
+        is_privileged: process.is_privileged,
+        architecture: architecture(),
+        registers,
+        mappings,
+        scheduling,
+        pending_result,
+        queued_messages,
+        answerable,
+    })
+}
+
+/// The description of one mapped range (`None`: the borrowed sub-FDT,
+/// which the next kernel does not hand over).
+fn mapping_of(mapped: &Mapped) -> Option<Mapping> {
+    let (kind, folio_order) = match mapped.backing {
+        Backing::Borrowed { .. } => return None,
+        Backing::Preservable { order, .. } => (MappingKind::Preservable, order),
+        Backing::Owned if mapped.virt == STACK_TOP - STACK_BYTES => (MappingKind::Stack, 0),
+        Backing::Owned => (MappingKind::Image, 0),
+    };
+    Some(Mapping {
+        virtual_start: mapped.virt,
+        size_bytes: mapped.size_bytes,
+        kind,
+        is_writable: mapped.is_writable,
+        is_executable: mapped.is_executable,
+        folio_order,
+        runs: alloc::vec![PhysicalRun { phys_start: mapped.phys, size_bytes: mapped.size_bytes }],
+    })
+}
+
+/// Checks that the processes this kernel published read back (rehearsals:
+/// the format round-trips for every live service).
+pub fn verify_published(expected: usize) -> Result<(), &'static str> {
+    let blob = handover::outgoing::kernel_publication(PROCESSES_USER).ok_or("no descriptions published")?;
+    let read = read_processes(&blob, architecture()).map_err(|_| "the descriptions do not read back")?;
+    if read.len() != expected || read.iter().any(Result::is_err) {
+        return Err("a description does not read back");
+    }
+    let roster = handover::outgoing::kernel_publication(ROSTER_USER).ok_or("no roster published")?;
+    read_roster(&roster).map_err(|_| "the roster does not read back")?;
+    Ok(())
+}
+
+/// Why a described service could not be resumed.
+#[derive(Debug)]
+enum ResumeError {
+    NoDescription,
+    NameMismatch,
+    AbiUnsupported(u32),
+    BinaryChanged,
+    Memory(HandoverError),
+    Map(crate::mm::user::SpaceError),
+    Spawn(task::SpawnError),
+}
+
+impl core::fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ResumeError::NoDescription => f.write_str("its process description is missing or was refused"),
+            ResumeError::NameMismatch => f.write_str("its description names another service"),
+            ResumeError::AbiUnsupported(version) => write!(f, "ABI version {version} is not supported"),
+            ResumeError::BinaryChanged => f.write_str("this kernel embeds a different binary"),
+            ResumeError::Memory(error) => write!(f, "its memory: {error}"),
+            ResumeError::Map(error) => write!(f, "mapping its memory: {error:?}"),
+            ResumeError::Spawn(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// On a KHO boot: resumes the services the previous kernel described and
+/// restarts the others from the roster. Returns `None` when there is no
+/// roster (a cold boot, an older kernel, or a refused roster): then
+/// services start as on a cold boot. Otherwise the names of the services
+/// now running.
+pub fn restore_services() -> Option<Vec<String>> {
+    let blob = handover::incoming::take_kernel_user(ROSTER_USER)?;
+    let roster = match read_roster(&blob) {
+        Ok(roster) => roster,
+        Err(error) => {
+            log::warn!(target: "update", "the roster is refused ({error}): services start as on a cold boot");
+            return None;
+        }
+    };
+    let mut descriptions = BTreeMap::new();
+    match handover::incoming::take_kernel_user(PROCESSES_USER).map(|blob| read_processes(&blob, architecture())) {
+        None => {}
+        Some(Err(error)) => log::warn!(target: "update", "process descriptions refused as a whole: {error}"),
+        Some(Ok(results)) => {
+            for result in results {
+                match result {
+                    Ok(description) => {
+                        descriptions.insert(description.service_id, description);
+                    }
+                    Err(error) => log::warn!(target: "update", "a process description is refused: {error}"),
+                }
+            }
+        }
+    }
+    let mut tasks = TASKS.lock();
+    let mut names = Vec::new();
+    for entry in &roster {
+        let name = entry.name.as_str();
+        if entry.fate == Fate::Resume {
+            let result = descriptions.remove(&entry.service_id).ok_or(ResumeError::NoDescription);
+            match result.and_then(|description| resume(&mut tasks, entry, description)) {
+                Ok(()) => {
+                    log::info!(target: "update", "service '{name}' (id {}) resumed", entry.service_id);
+                    names.push(String::from(name));
+                    continue;
+                }
+                Err(error) => log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts"),
+            }
+        }
+        match task::spawn_as(&mut tasks, name, entry.start_argument, entry.service_id) {
+            Ok(()) => {
+                log::info!(target: "update", "service '{name}' (id {}) restarted", entry.service_id);
+                if let Some(process) = tasks.processes.get_mut(&entry.service_id) {
+                    process.mailbox.extend(entry.messages.iter().copied());
+                }
+                names.push(String::from(name));
+            }
+            Err(error) => log::warn!(target: "update", "service '{name}' cannot be restarted: {error}"),
+        }
+    }
+    settle_calls(&mut tasks);
+    let subscribed: Vec<ServiceId> = tasks
+        .processes
+        .values()
+        .filter(|process| process.is_resumed && process.is_subscribed)
+        .map(|process| process.id)
+        .collect();
+    for id in subscribed {
+        let event = Message::new(baton_abi::UpdateEvent::Continued.label(), [0; baton_abi::MESSAGE_WORDS]);
+        if let Err(error) = task::ipc::post(&mut tasks, KERNEL_SENDER, id, event) {
+            log::warn!(target: "update", "cannot tell service {id} 'continued': {error}");
+        }
+    }
+    Some(names)
+}
+
+/// A resumed caller whose callee is not running (it could not be restarted)
+/// gets `PeerGone`, as it would had the callee ended.
+fn settle_calls(tasks: &mut Tasks) {
+    let stranded: Vec<ServiceId> = tasks
+        .processes
+        .values()
+        .filter(
+            |process| matches!(process.state, State::Calling { target, .. } if !tasks.processes.contains_key(&target)),
+        )
+        .map(|process| process.id)
+        .collect();
+    for id in stranded {
+        if let Some(process) = tasks.processes.get_mut(&id) {
+            let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::PeerGone));
+            process.frame_mut().set_syscall_result(status, value);
+        }
+        tasks.wake(id);
+    }
+}
+
+/// Rebuilds one process from its description: checks it against this
+/// kernel (name, ABI, binary, ownership of every run) before taking any
+/// memory, then maps the runs into a new address space and schedules it
+/// with its saved registers and state.
+fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
+    let name = entry.name.as_str();
+    if description.name != entry.name {
+        return Err(ResumeError::NameMismatch);
+    }
+    if description.abi_version != baton_abi::ABI_VERSION {
+        return Err(ResumeError::AbiUnsupported(description.abi_version));
+    }
+    if task::embedded::find(name).is_some_and(|embedded| *embedded.hash != description.binary_hash) {
+        return Err(ResumeError::BinaryChanged);
+    }
+    let runs: Vec<(u64, u64)> = description.physical_runs().map(|run| (run.phys_start, run.size_bytes)).collect();
+    handover::incoming::check_resume_runs(name, &runs).map_err(ResumeError::Memory)?;
+    let mut space = AddressSpace::new().map_err(ResumeError::Map)?;
+    // Its own pages first, its preservable memory (which a restart would
+    // restore from) last: a failure leaves that untouched as long as
+    // possible.
+    let mut ordered: Vec<&Mapping> = description.mappings.iter().collect();
+    ordered.sort_by_key(|mapping| mapping.kind == MappingKind::Preservable);
+    for mapping in ordered {
+        let attributes = user_attributes(mapping.is_writable, mapping.is_executable);
+        let mut virt = mapping.virtual_start;
+        for run in &mapping.runs {
+            let block = handover::incoming::take_for_resume(name, run.phys_start, run.size_bytes)
+                .map_err(ResumeError::Memory)?;
+            match mapping.kind {
+                MappingKind::Preservable => {
+                    let order = mapping.folio_order;
+                    let folios = run.size_bytes / (PAGE_SIZE << order);
+                    let backing = Backing::Preservable { phys: run.phys_start, order, folios };
+                    space.map(virt, run.phys_start, run.size_bytes, attributes, backing).map_err(ResumeError::Map)?;
+                    handover::outgoing::adopt(name, block, order, folios);
+                }
+                MappingKind::HandoverFdt => continue,
+                _ => space.map_claimed(virt, block, attributes).map_err(ResumeError::Map)?,
+            }
+            virt += run.size_bytes;
+        }
+    }
+    let general = description.registers.general;
+    let registers = baton_arch::UserRegisters {
+        general,
+        instruction_pointer: description.registers.instruction_pointer,
+        stack_pointer: description.registers.stack_pointer,
+        flags: description.registers.flags,
+    };
+    let state = match description.scheduling {
+        SchedulingState::Ready => State::Ready,
+        SchedulingState::Receiving { message_buffer } => State::Receiving { buffer: message_buffer },
+        SchedulingState::Calling { target, message_buffer } => State::Calling { target, buffer: message_buffer },
+        SchedulingState::Sleeping { until_ns } => State::Sleeping { until_ns },
+    };
+    let start = Resumable {
+        id: entry.service_id,
+        name,
+        space,
+        registers: Some(registers),
+        entry: (0, entry.start_argument),
+        state,
+        mailbox: description.queued_messages.iter().copied().collect::<VecDeque<_>>(),
+        answerable: description.answerable.iter().copied().collect(),
+        is_subscribed: description.is_subscribed,
+        is_privileged: entry.is_privileged && description.is_privileged,
+    };
+    tasks.insert(start).map_err(ResumeError::Spawn)?;
+    if let (Some(result), Some(process)) = (description.pending_result, tasks.processes.get_mut(&entry.service_id)) {
+        process.frame_mut().set_syscall_result(result.status, result.value);
+    }
+    handover::incoming::resumed(name);
+    Ok(())
+}
