@@ -272,6 +272,7 @@ fn read_entry(node: &::fdt::node::FdtNode<'_, '_>) -> Result<RosterEntry, Roster
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
