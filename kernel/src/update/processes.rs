@@ -217,15 +217,16 @@ fn describe(
 ) -> Result<ProcessDescription, &'static str> {
     let hash = task::embedded::find(&process.name).map_or([0; 32], |embedded| *embedded.hash);
     let frame = process.frame_mut().user_registers();
-    let mut registers = UserRegisters::default();
-    registers.general = frame.general;
-    registers.instruction_pointer = frame.instruction_pointer;
-    registers.stack_pointer = frame.stack_pointer;
-    registers.flags = frame.flags;
     // Services cannot set a thread pointer of their own yet (no FSGSBASE on
     // x86_64; TPIDR_EL0 is not switched per service on aarch64): none to
     // hand over.
-    registers.thread_pointer = 0;
+    let registers = UserRegisters {
+        general: frame.general,
+        instruction_pointer: frame.instruction_pointer,
+        stack_pointer: frame.stack_pointer,
+        flags: frame.flags,
+        thread_pointer: 0,
+    };
     let mut pending_result = None;
     let scheduling = match process.state {
         State::Ready => SchedulingState::Ready,
