@@ -426,6 +426,15 @@ impl Tasks {
         }
     }
 
+    /// Ends `caller`'s blocked call with `error` and makes it runnable.
+    pub fn fail_call(&mut self, caller: ServiceId, error: baton_abi::Error) {
+        if let Some(process) = self.processes.get_mut(&caller) {
+            let (status, value) = baton_abi::error::encode_result(Err(error));
+            process.frame_mut().set_syscall_result(status, value);
+        }
+        self.wake(caller);
+    }
+
     /// Whether a service waits in the run queue.
     pub fn has_ready_service(&self) -> bool {
         self.run_queue.iter().any(|&id| id != MAIN_THREAD)
@@ -499,11 +508,7 @@ impl Tasks {
             .map(|other| other.id)
             .collect();
         for caller in callers {
-            if let Some(other) = self.processes.get_mut(&caller) {
-                let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::PeerGone));
-                other.frame_mut().set_syscall_result(status, value);
-            }
-            self.wake(caller);
+            self.fail_call(caller, baton_abi::Error::PeerGone);
         }
         // A call it made and nobody answered can no longer be answered.
         for other in self.processes.values_mut() {

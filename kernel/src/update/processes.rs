@@ -428,11 +428,7 @@ fn settle_calls(tasks: &mut Tasks) {
         .map(|process| process.id)
         .collect();
     for id in stranded {
-        if let Some(process) = tasks.processes.get_mut(&id) {
-            let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::PeerGone));
-            process.frame_mut().set_syscall_result(status, value);
-        }
-        tasks.wake(id);
+        tasks.fail_call(id, baton_abi::Error::PeerGone);
     }
 }
 
