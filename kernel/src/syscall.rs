@@ -199,7 +199,8 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::Yield
         | Request::Sleep { .. }
         | Request::Clock
-        | Request::ServiceId => run_basic(tasks, id, request),
+        | Request::ServiceId
+        | Request::SetThreadPointer { .. } => run_basic(tasks, id, request),
         Request::Send { .. }
         | Request::Receive { .. }
         | Request::Call { .. }
@@ -254,6 +255,15 @@ fn run_basic(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Ca
         }
         Request::Clock => Ok(Outcome::Done(baton_arch::nanoseconds())),
         Request::ServiceId => Ok(Outcome::Done(id)),
+        Request::SetThreadPointer { value } => {
+            // Decoding kept it in the user half, which every architecture's
+            // register takes; the caller runs, so the register is its own.
+            if !baton_arch::cpu::set_user_thread_pointer(value) {
+                return Err(Error::BadAddress.into());
+            }
+            caller!().thread_pointer = value;
+            Ok(Outcome::Done(0))
+        }
         // `run` sends each call to its group.
         _ => Err(Error::UnknownSyscall.into()),
     }

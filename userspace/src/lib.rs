@@ -24,6 +24,7 @@ pub mod kho;
 pub mod logging;
 pub mod protocol;
 pub mod syscall;
+pub mod thread;
 
 /// The ABI's result encoding, for services that issue raw calls (tests).
 pub use baton_abi::error as baton_abi_error;

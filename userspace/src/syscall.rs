@@ -45,7 +45,8 @@ pub fn raw(number: Syscall, arguments: [u64; 6]) -> (u64, u64) {
     (status, value)
 }
 
-fn call(number: Syscall, arguments: [u64; 6]) -> Result<u64> {
+/// Issues a call and decodes its result.
+pub(crate) fn call(number: Syscall, arguments: [u64; 6]) -> Result<u64> {
     let (status, value) = raw(number, arguments);
     decode_result(status, value)
 }

@@ -53,3 +53,16 @@ pub fn cycle_counter_frequency_hz() -> u64 {
 
 /// Nothing to do: the generic timer states its own frequency.
 pub fn set_cycle_counter_frequency_hz(_hz: u64) {}
+
+/// The running service's thread pointer (TPIDR_EL0, which EL0 may also
+/// write itself).
+pub fn user_thread_pointer() -> u64 {
+    aarch64_cpu::registers::TPIDR_EL0.get()
+}
+
+/// Loads a service's thread pointer before it runs. Every value is
+/// harmless to the kernel (it never reads TPIDR_EL0); returns `true`.
+pub fn set_user_thread_pointer(value: u64) -> bool {
+    aarch64_cpu::registers::TPIDR_EL0.set(value);
+    true
+}

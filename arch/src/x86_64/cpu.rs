@@ -146,3 +146,25 @@ fn measure_tsc_frequency() -> Option<u64> {
         (gate.read() & 0x20 != 0 && elapsed > 0).then_some(elapsed * 100)
     }
 }
+
+/// The running service's thread pointer (the FS base; services set it with
+/// the `set_thread_pointer` call, the kernel never uses FS).
+pub fn user_thread_pointer() -> u64 {
+    x86_64::registers::model_specific::FsBase::read().as_u64()
+}
+
+/// Loads a service's thread pointer before it runs. Only user-half values
+/// are taken (a non-canonical FS base would fault the write); returns
+/// whether `value` was.
+pub fn set_user_thread_pointer(value: u64) -> bool {
+    // The end of the lower (user) half of a 48-bit address space.
+    const USER_HALF_END: u64 = 1 << 47;
+    if value >= USER_HALF_END {
+        return false;
+    }
+    let Ok(address) = x86_64::VirtAddr::try_new(value) else {
+        return false;
+    };
+    x86_64::registers::model_specific::FsBase::write(address);
+    true
+}

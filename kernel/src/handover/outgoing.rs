@@ -167,7 +167,7 @@ pub fn allocate_run(owner: &str, space: &mut AddressSpace, order: u32, count: u6
         if error == HandoverError::Space(crate::mm::user::SpaceError::TooManyMappings) {
             log::warn!(
                 target: "kho",
-                "'{owner}': allocation refused: it has {} ranges mapped, the most a live update can describe",
+                "'{owner}': allocation refused: it would need more than {} mappings, the most a live update can describe",
                 baton_abi::MAX_MAPPINGS
             );
         }

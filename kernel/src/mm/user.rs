@@ -36,7 +36,8 @@ pub enum SpaceError {
     AlreadyMapped,
     /// An address or size is not page-aligned.
     Misaligned,
-    /// It has [`baton_abi::MAX_MAPPINGS`] ranges mapped already.
+    /// One more range would make it need more than
+    /// [`baton_abi::MAX_MAPPINGS`] mappings to describe.
     TooManyMappings,
 }
 
@@ -81,12 +82,47 @@ pub struct Mapped {
     pub is_executable: bool,
 }
 
+/// One entry of [`AddressSpace`]'s range table.
+#[derive(Debug, Clone, Copy)]
+struct MappedEntry {
+    size_bytes: u64,
+    backing: Backing,
+    phys: u64,
+    is_writable: bool,
+    is_executable: bool,
+}
+
+impl MappedEntry {
+    /// How a process description sees the range at `virt` (`None`: a
+    /// borrowed sub-FDT, which is not described). Image and stack are told
+    /// apart by the describer; both are `Image` here, which counts the same
+    /// as they are never adjacent (the stack lies at the top of the user
+    /// half, away from every image).
+    fn as_described(&self, virt: u64) -> Option<baton_procdesc::MappedRange> {
+        let (kind, folio_order) = match self.backing {
+            Backing::Borrowed { .. } => return None,
+            Backing::Preservable { order, .. } => (baton_procdesc::MappingKind::Preservable, order),
+            Backing::Owned => (baton_procdesc::MappingKind::Image, 0),
+        };
+        Some(baton_procdesc::MappedRange {
+            virtual_start: virt,
+            size_bytes: self.size_bytes,
+            phys_start: self.phys,
+            kind,
+            is_writable: self.is_writable,
+            is_executable: self.is_executable,
+            folio_order,
+        })
+    }
+}
+
 /// A service's address space: freed (its own pages and its page tables)
 /// when dropped.
 pub struct AddressSpace {
     table: PageTable,
-    /// Mapped ranges by start address: (size in bytes, backing).
-    ranges: BTreeMap<u64, (u64, Backing)>,
+    /// Mapped ranges by start address: (size in bytes, backing, physical
+    /// address of the first byte, access).
+    ranges: BTreeMap<u64, MappedEntry>,
     /// The blocks of `Backing::Owned` ranges, by start address.
     blocks: BTreeMap<u64, Block>,
 }
@@ -129,9 +165,21 @@ impl AddressSpace {
         if end > USER_ADDRESS_LIMIT {
             return Err(SpaceError::BadAddress);
         }
+        let entry = MappedEntry {
+            size_bytes,
+            backing,
+            phys,
+            is_writable: attributes.is_writable,
+            is_executable: attributes.is_executable,
+        };
         // A live update describes every range to the next kernel, which
-        // accepts at most this many.
-        if self.ranges.len() >= baton_abi::MAX_MAPPINGS {
+        // accepts at most `MAX_MAPPINGS` mappings (ranges that continue one
+        // another share one): refuse now the range that would make this
+        // service impossible to describe.
+        let before = self.ranges.range(..virt).filter_map(|(&start, entry)| entry.as_described(start));
+        let after = self.ranges.range(virt..).filter_map(|(&start, entry)| entry.as_described(start));
+        let with_new = before.chain(entry.as_described(virt)).chain(after);
+        if baton_procdesc::mapping_count(with_new) > baton_abi::MAX_MAPPINGS {
             return Err(SpaceError::TooManyMappings);
         }
         // Preservable memory may be large and physically contiguous: 2 MiB
@@ -149,7 +197,7 @@ impl AddressSpace {
                 baton_mm::paging::MapError::Overflow => SpaceError::Overflow,
             }
         })?;
-        self.ranges.insert(virt, (size_bytes, backing));
+        self.ranges.insert(virt, entry);
         Ok(())
     }
 
@@ -224,7 +272,7 @@ impl AddressSpace {
 
     /// Removes the range mapped at exactly `virt` and returns its backing.
     pub fn unmap(&mut self, virt: u64) -> Option<(u64, Backing)> {
-        let (size, backing) = self.ranges.remove(&virt)?;
+        let MappedEntry { size_bytes: size, backing, .. } = self.ranges.remove(&virt)?;
         let _ = self.table.unmap::<EntryFormat>(&mut tables(), virt, size);
         baton_arch::paging::flush_all();
         // Owned pages are freed once nothing maps them any more.
@@ -234,15 +282,15 @@ impl AddressSpace {
 
     /// The range containing `virt`: (start, size, backing).
     pub fn range_containing(&self, virt: u64) -> Option<(u64, u64, Backing)> {
-        let (&start, &(size, backing)) = self.ranges.range(..=virt).next_back()?;
-        (virt < start + size).then_some((start, size, backing))
+        let (&start, entry) = self.ranges.range(..=virt).next_back()?;
+        (virt < start + entry.size_bytes).then_some((start, entry.size_bytes, entry.backing))
     }
 
     /// Finds `size_bytes` of unmapped space at or above `base`, aligned to
     /// `alignment`.
     pub fn find_free(&self, base: u64, size_bytes: u64, alignment: u64) -> Option<u64> {
         let mut candidate = base.next_multiple_of(alignment);
-        for (&start, &(size, _)) in self.ranges.range(base..) {
+        for (&start, &MappedEntry { size_bytes: size, .. }) in self.ranges.range(base..) {
             if candidate + size_bytes <= start {
                 break;
             }
@@ -320,22 +368,20 @@ impl AddressSpace {
     pub fn mapped(&self) -> Vec<Mapped> {
         self.ranges
             .iter()
-            .map(|(&virt, &(size_bytes, backing))| {
-                let phys = match backing {
-                    Backing::Owned => self.blocks.get(&virt).map_or(0, Block::phys),
-                    Backing::Preservable { phys, .. } | Backing::Borrowed { phys } => phys,
-                };
-                let attributes = self.table.translate::<EntryFormat>(&direct_map::read_only_tables(), virt);
-                let (is_writable, is_executable) = attributes
-                    .map_or((false, false), |(_, attributes)| (attributes.is_writable, attributes.is_executable));
-                Mapped { virt, size_bytes, phys, backing, is_writable, is_executable }
+            .map(|(&virt, entry)| Mapped {
+                virt,
+                size_bytes: entry.size_bytes,
+                phys: entry.phys,
+                backing: entry.backing,
+                is_writable: entry.is_writable,
+                is_executable: entry.is_executable,
             })
             .collect()
     }
 
     /// Every mapped range, for teardown.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64, Backing)> + '_ {
-        self.ranges.iter().map(|(&start, &(size, backing))| (start, size, backing))
+        self.ranges.iter().map(|(&start, entry)| (start, entry.size_bytes, entry.backing))
     }
 }
 

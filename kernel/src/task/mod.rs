@@ -95,6 +95,9 @@ pub struct Process {
     pub argument: u64,
     /// Whether it came from the previous kernel, resumed where it stopped.
     pub is_resumed: bool,
+    /// Its thread pointer (FS base, TPIDR_EL0) while it is not running;
+    /// while it runs the register itself holds it.
+    pub thread_pointer: u64,
 }
 
 impl Process {
@@ -313,6 +316,7 @@ pub fn spawn_as(tasks: &mut Tasks, name: &str, argument: u64, id: ServiceId) -> 
         answerable: BTreeSet::new(),
         is_subscribed: false,
         is_privileged: name == "init",
+        thread_pointer: 0,
     };
     tasks.insert(start)?;
     log::info!(target: "sched", "started service '{name}' (id {id})");
@@ -343,6 +347,8 @@ pub struct Resumable<'a> {
     pub is_subscribed: bool,
     /// May use the privileged calls.
     pub is_privileged: bool,
+    /// Its thread pointer (0 for a fresh start).
+    pub thread_pointer: u64,
 }
 
 impl Tasks {
@@ -372,6 +378,7 @@ impl Tasks {
             is_privileged: start.is_privileged,
             argument,
             is_resumed: start.registers.is_some(),
+            thread_pointer: start.thread_pointer,
         };
         let is_ready = process.state == State::Ready;
         self.processes.insert(start.id, process);
@@ -440,6 +447,14 @@ impl Tasks {
         self.run_queue.iter().any(|&id| id != MAIN_THREAD)
     }
 
+    /// Records the running service's thread pointer from the register
+    /// (a service on aarch64 may have written it since it last stopped).
+    pub fn save_current_thread_pointer(&mut self) {
+        if let Some(process) = self.current.and_then(|id| self.processes.get_mut(&id)) {
+            process.thread_pointer = baton_arch::cpu::user_thread_pointer();
+        }
+    }
+
     /// The running service's id.
     pub fn current_id(&self) -> Option<ServiceId> {
         self.current
@@ -452,6 +467,7 @@ impl Tasks {
             Some(id) => {
                 if let Some(process) = self.processes.get_mut(&id) {
                     process.frame = SavedFrame::from_trap(frame);
+                    process.thread_pointer = baton_arch::cpu::user_thread_pointer();
                     if process.state == State::Ready {
                         self.run_queue.push_back(id);
                     }
@@ -486,6 +502,8 @@ impl Tasks {
             }
             baton_arch::trap::set_kernel_stack(process.kernel_stack.top());
             context::switch_address_space(&process.space);
+            // Checked where it was set (the call, or a resumed description).
+            baton_arch::cpu::set_user_thread_pointer(process.thread_pointer);
             return process.frame.as_ptr();
         }
         self.current = None;

@@ -31,7 +31,7 @@ use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Message, PAGE_SIZE};
 use baton_procdesc::roster::{Fate, RosterEntry, read_roster, write_roster};
 use baton_procdesc::{
-    Architecture, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, SchedulingState, UserRegisters,
+    Architecture, MappedRange, Mapping, MappingKind, PendingResult, ProcessDescription, SchedulingState, UserRegisters,
     read_processes, write_processes,
 };
 
@@ -121,6 +121,7 @@ pub struct Captured {
 /// `fates` is updated to say so. [`withdraw`] undoes it all.
 pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
     let mut tasks = TASKS.lock();
+    tasks.save_current_thread_pointer();
     // (caller, callee) for every call the callee has received and not
     // answered.
     let received: BTreeSet<(ServiceId, ServiceId)> = tasks
@@ -217,15 +218,12 @@ fn describe(
 ) -> Result<ProcessDescription, &'static str> {
     let hash = task::embedded::find(&process.name).map_or([0; 32], |embedded| *embedded.hash);
     let frame = process.frame_mut().user_registers();
-    // Services cannot set a thread pointer of their own yet (no FSGSBASE on
-    // x86_64; TPIDR_EL0 is not switched per service on aarch64): none to
-    // hand over.
     let registers = UserRegisters {
         general: frame.general,
         instruction_pointer: frame.instruction_pointer,
         stack_pointer: frame.stack_pointer,
         flags: frame.flags,
-        thread_pointer: 0,
+        thread_pointer: process.thread_pointer,
     };
     let mut pending_result = None;
     let scheduling = match process.state {
@@ -252,12 +250,7 @@ fn describe(
         }
         State::Exited(_) => return Err("it has exited"),
     };
-    let mut mappings = Vec::new();
-    for mapped in process.space.mapped() {
-        if let Some(mapping) = mapping_of(&mapped) {
-            mappings.push(mapping);
-        }
-    }
+    let mappings = baton_procdesc::coalesce(process.space.mapped().iter().filter_map(range_of));
     if mappings.len() > baton_procdesc::MAX_MAPPINGS {
         return Err("too many mappings");
     }
@@ -286,23 +279,24 @@ fn describe(
     })
 }
 
-/// The description of one mapped range (`None`: the borrowed sub-FDT,
-/// which the next kernel does not hand over).
-fn mapping_of(mapped: &Mapped) -> Option<Mapping> {
+/// One mapped range as the description sees it (`None`: the borrowed
+/// sub-FDT, which the next kernel does not hand over); `coalesce` joins
+/// ranges that continue one another.
+fn range_of(mapped: &Mapped) -> Option<MappedRange> {
     let (kind, folio_order) = match mapped.backing {
         Backing::Borrowed { .. } => return None,
         Backing::Preservable { order, .. } => (MappingKind::Preservable, order),
         Backing::Owned if mapped.virt == STACK_TOP - STACK_BYTES => (MappingKind::Stack, 0),
         Backing::Owned => (MappingKind::Image, 0),
     };
-    Some(Mapping {
+    Some(MappedRange {
         virtual_start: mapped.virt,
         size_bytes: mapped.size_bytes,
+        phys_start: mapped.phys,
         kind,
         is_writable: mapped.is_writable,
         is_executable: mapped.is_executable,
         folio_order,
-        runs: alloc::vec![PhysicalRun { phys_start: mapped.phys, size_bytes: mapped.size_bytes }],
     })
 }
 
@@ -326,6 +320,7 @@ enum ResumeError {
     NameMismatch,
     AbiUnsupported(u32),
     BinaryChanged,
+    BadThreadPointer(u64),
     Memory(HandoverError),
     Map(crate::mm::user::SpaceError),
     Spawn(task::SpawnError),
@@ -338,6 +333,7 @@ impl core::fmt::Display for ResumeError {
             ResumeError::NameMismatch => f.write_str("its description names another service"),
             ResumeError::AbiUnsupported(version) => write!(f, "ABI version {version} is not supported"),
             ResumeError::BinaryChanged => f.write_str("this kernel embeds a different binary"),
+            ResumeError::BadThreadPointer(value) => write!(f, "thread pointer {value:#x} is outside the user half"),
             ResumeError::Memory(error) => write!(f, "its memory: {error}"),
             ResumeError::Map(error) => write!(f, "mapping its memory: {error:?}"),
             ResumeError::Spawn(error) => write!(f, "{error}"),
@@ -475,6 +471,12 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
             virt += run.size_bytes;
         }
     }
+    // The one register `resume_user` does not sanitise: it must be one
+    // this architecture's register takes from a service (the user half).
+    let thread_pointer = description.registers.thread_pointer;
+    if thread_pointer >= baton_abi::USER_ADDRESS_LIMIT {
+        return Err(ResumeError::BadThreadPointer(thread_pointer));
+    }
     let general = description.registers.general;
     let registers = baton_arch::UserRegisters {
         general,
@@ -499,6 +501,7 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
         answerable: description.answerable.iter().copied().collect(),
         is_subscribed: description.is_subscribed,
         is_privileged: entry.is_privileged && description.is_privileged,
+        thread_pointer,
     };
     tasks.insert(start).map_err(ResumeError::Spawn)?;
     if let (Some(result), Some(process)) = (description.pending_result, tasks.processes.get_mut(&entry.service_id)) {

@@ -5,7 +5,8 @@
 //! survivor (busy computing, so it waits in the mailbox through the
 //! freeze), acknowledges, and sleeps past the update. On the new kernel it
 //! checks that it did not wake before its deadline, that its own id and
-//! the survivor's are what they were, and that lookups still find them.
+//! the survivor's are what they were, that lookups still find them, and
+//! that its thread pointer is its own (not the survivor's).
 //!
 //! Calls mode (argument 1): once the holder keeps the survivor's call, it
 //! calls the holder too; its call waits, not received, in the holder's
@@ -16,9 +17,14 @@
 #![no_main]
 
 use baton_user::message::KERNEL_SENDER;
+use baton_user::thread::SelfPointer;
 use baton_user::{Message, UpdateEvent, ipc, syscall};
 
 baton_user::service!(main);
+
+/// The survivor uses the first block of its copy, the sleeper the second:
+/// their thread pointers differ.
+static THREAD_BLOCKS: [SelfPointer; 2] = [SelfPointer::new(), SelfPointer::new()];
 
 const NOTE: u64 = 0x5355_0001;
 const ASK: u64 = 0x5355_0003;
@@ -28,6 +34,9 @@ const BUSY: u64 = 0x5355_00ff;
 fn compute_mode() -> i32 {
     let _ = syscall::kho_subscribe();
     let own_id = syscall::service_id();
+    if let Err(error) = THREAD_BLOCKS[1].install() {
+        log::warn!("sleeper: cannot set its thread pointer: {error}");
+    }
     let Ok(survivor) = ipc::wait_for_service("survivor", 5_000_000_000) else {
         log::warn!("sleeper: no survivor");
         return 1;
@@ -48,13 +57,17 @@ fn compute_mode() -> i32 {
                 syscall::sleep(400_000_000);
                 let now = syscall::clock();
                 let ids_kept = syscall::service_id() == own_id && syscall::lookup("survivor") == Ok(survivor);
-                if now >= deadline && ids_kept {
+                let thread_kept = THREAD_BLOCKS[1].is_current();
+                if now >= deadline && ids_kept && thread_kept {
                     log::info!(
-                        "sleeper: woke {} us after its deadline; ids and lookups unchanged",
+                        "sleeper: woke {} us after its deadline; ids, lookups and its thread pointer unchanged",
                         (now - deadline) / 1000
                     );
                 } else {
-                    log::warn!("sleeper: woke at {now} for a deadline of {deadline}; ids kept: {ids_kept}");
+                    log::warn!(
+                        "sleeper: woke at {now} for a deadline of {deadline}; ids kept: {ids_kept}, \
+                         thread pointer kept: {thread_kept}"
+                    );
                 }
             }
             Some(UpdateEvent::Prepare) => {

@@ -7,7 +7,8 @@
 //! the middle of it. The new kernel resumes it there; it finishes, then
 //! computes the same thing again with no update in between and logs
 //! whether both results agree (registers and memory survived a
-//! preemption). Then it receives the message the sleeper queued for it
+//! preemption), and whether its thread pointer still points at its own
+//! thread block (the sleeper holds another one). Then it receives the message the sleeper queued for it
 //! before the freeze, and the `continued` event.
 //!
 //! Mappings mode (argument 2): it maps preservable pages until the kernel
@@ -25,6 +26,7 @@
 extern crate alloc;
 
 use baton_user::message::KERNEL_SENDER;
+use baton_user::thread::SelfPointer;
 use baton_user::{Error, UpdateEvent, UpdateFate, ipc, syscall};
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +40,11 @@ const PASSES: u64 = 24;
 /// The buffer (zero-initialised: part of the image's memory). Atomics with
 /// relaxed ordering compile to plain loads and stores and need no `unsafe`.
 static BUFFER: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+/// Thread blocks: the survivor's thread pointer points at the first, the
+/// sleeper's at the second of its own copy: two distinct values, even where
+/// both binaries place this static at the same address.
+static THREAD_BLOCKS: [SelfPointer; 2] = [SelfPointer::new(), SelfPointer::new()];
 
 /// Labels the test services use among themselves.
 pub const NOTE: u64 = 0x5355_0001;
@@ -70,6 +77,7 @@ fn compute(seed: u64) -> u64 {
 
 fn compute_mode() -> i32 {
     let _ = syscall::kho_subscribe();
+    let thread_block = THREAD_BLOCKS[0].install().unwrap_or(0);
     let mut computed = false;
     loop {
         let Ok(message) = syscall::receive() else { continue };
@@ -96,6 +104,11 @@ fn compute_mode() -> i32 {
                     log::info!("survivor: computation across the update agrees ({across:#018x}, {took_ms} ms)");
                 } else {
                     log::warn!("survivor: computation across the update DISAGREES ({across:#x} != {again:#x})");
+                }
+                if THREAD_BLOCKS[0].is_current() {
+                    log::info!("survivor: its thread pointer came through the update ({thread_block:#x})");
+                } else {
+                    log::warn!("survivor: its thread pointer DISAGREES after the update");
                 }
             }
             Some(UpdateEvent::Prepare) => {
@@ -131,7 +144,9 @@ fn mappings_mode() -> i32 {
     let _ = syscall::kho_subscribe();
     let mut folios = alloc::vec::Vec::new();
     let refusal = loop {
-        match baton_user::kho::Folio::allocate(0) {
+        // Orders 0 and 1 in turn: neighbours of different orders never
+        // share a described mapping, so each folio costs one.
+        match baton_user::kho::Folio::allocate((folios.len() % 2) as u32) {
             Ok(mut folio) => {
                 let mark = folios.len() as u8 ^ 0xa5;
                 folio.bytes_mut().fill(mark);

@@ -512,7 +512,8 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             "test.resume=compute",
             &[
                 "survivor: the message queued before the update arrived after it (word 0x5eed)",
-                "ids and lookups unchanged",
+                "ids, lookups and its thread pointer unchanged",
+                "survivor: its thread pointer came through the update",
                 "survivor: continued on the new kernel",
                 "sleeper: continued on the new kernel",
             ],
@@ -562,7 +563,7 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             "a service with the most mappings allowed resumes; one more mapping is refused",
             "test.resume=mappings",
             &[
-                "has 256 ranges mapped, the most a live update can describe",
+                "would need more than 256 mappings, the most a live update can describe",
                 "the next was refused: out of memory",
                 "survivor: resumed with all",
             ],

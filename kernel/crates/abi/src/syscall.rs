@@ -90,13 +90,19 @@ pub enum Syscall {
     /// `count` physically consecutive folios of `2^order` pages that the
     /// caller's previous instance preserved, mapped consecutively.
     KhoRestoreRun = 27,
+    /// `set_thread_pointer(value)`: the caller's thread pointer (FS base on
+    /// x86_64, TPIDR_EL0 on aarch64; aarch64 programs may also write the
+    /// register themselves). Any address below [`USER_ADDRESS_LIMIT`]; it
+    /// need not be mapped. Kept per service and carried through an update
+    /// that resumes the service.
+    SetThreadPointer = 28,
 }
 
 impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 27] = [
+        const ALL: [Syscall; 28] = [
             Log,
             Exit,
             Yield,
@@ -124,6 +130,7 @@ impl Syscall {
             Shutdown,
             AllocatePreservableRun,
             KhoRestoreRun,
+            SetThreadPointer,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -352,6 +359,11 @@ pub enum Request {
         /// Number of folios (at least one).
         count: u64,
     },
+    /// See [`Syscall::SetThreadPointer`].
+    SetThreadPointer {
+        /// The new thread pointer, below [`USER_ADDRESS_LIMIT`].
+        value: u64,
+    },
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -456,6 +468,12 @@ impl Request {
                 }
                 Request::KhoRestoreRun { physical: a0, order, count: folio_count(order, arguments[2])? }
             }
+            Syscall::SetThreadPointer => {
+                if a0 >= USER_ADDRESS_LIMIT {
+                    return Err(Error::BadAddress);
+                }
+                Request::SetThreadPointer { value: a0 }
+            }
         })
     }
 }
@@ -467,12 +485,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=27 {
+        for number in 1..=28 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(28, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(29, [0; 6]), Err(Error::UnknownSyscall));
     }
 
     #[test]
@@ -532,6 +550,16 @@ mod tests {
         assert_eq!(restore(0x20_0000, 9, 3), Ok(Request::KhoRestoreRun { physical: 0x20_0000, order: 9, count: 3 }));
         assert_eq!(restore(0x1000, 9, 3), Err(Error::Misaligned));
         assert_eq!(restore(0x1000, 0, 0), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn thread_pointers_stay_in_the_user_half() {
+        let set = |value| Request::decode(Syscall::SetThreadPointer as u64, [value, 0, 0, 0, 0, 0]);
+        assert_eq!(set(0), Ok(Request::SetThreadPointer { value: 0 }));
+        assert_eq!(set(0x7fff_f000_0010), Ok(Request::SetThreadPointer { value: 0x7fff_f000_0010 }));
+        assert_eq!(set(USER_ADDRESS_LIMIT - 1), Ok(Request::SetThreadPointer { value: USER_ADDRESS_LIMIT - 1 }));
+        assert_eq!(set(USER_ADDRESS_LIMIT), Err(Error::BadAddress));
+        assert_eq!(set(0xffff_8000_0000_0000), Err(Error::BadAddress));
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! Writes the valid seed inputs of the `read_processes` fuzz target, built with this crate's own writer.
+//! Writes the valid seed inputs of the `read_processes` and `read_roster`
+//! fuzz targets, built with this crate's own writers.
 //!
 //! ```text
-//! cargo run -p baton-procdesc --example procdesc_fuzz_seeds -- kernel/crates/procdesc/fuzz/corpus/read_processes
+//! cargo run -p baton-procdesc --example procdesc_fuzz_seeds -- kernel/crates/procdesc/fuzz/corpus
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use arrayvec::{ArrayString, ArrayVec};
 use baton_abi::Message;
+use baton_procdesc::roster::{Fate, RosterEntry, write_roster};
 use baton_procdesc::{
     Architecture, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, SchedulingState, UserRegisters,
     write_processes,
@@ -86,9 +88,36 @@ fn write(directory: &Path, name: &str, processes: &[ProcessDescription]) {
     std::fs::write(directory.join(name), blob).expect("write seed");
 }
 
+fn roster_entry(service_id: u64, name: &str, fate: Fate, messages: &[Message]) -> RosterEntry {
+    RosterEntry {
+        service_id,
+        name: ArrayString::from(name).expect("short name"),
+        start_argument: service_id * 7,
+        is_privileged: service_id == 1,
+        fate,
+        messages: messages.iter().copied().collect(),
+    }
+}
+
+fn write_rosters(directory: &Path) {
+    std::fs::create_dir_all(directory).expect("create corpus directory");
+    let empty = write_roster(&[]).expect("empty roster");
+    std::fs::write(directory.join("seed-empty"), empty).expect("write seed");
+    let queued = Message { label: 5, sender: 1, words: [1, 2, 3, 4, 5, 6] };
+    let entries = [
+        roster_entry(1, "init", Fate::Resume, &[]),
+        roster_entry(2, "counter", Fate::Resume, &[]),
+        roster_entry(3, "kvstore", Fate::Restart, &[queued, queued]),
+    ];
+    let blob = write_roster(&entries).expect("valid roster");
+    std::fs::write(directory.join("seed-demo"), blob).expect("write seed");
+}
+
 fn main() {
-    let directory: PathBuf =
+    let corpus: PathBuf =
         std::env::args_os().nth(1).map(PathBuf::from).expect("usage: procdesc_fuzz_seeds <corpus directory>");
+    write_rosters(&corpus.join("read_roster"));
+    let directory = corpus.join("read_processes");
     write(&directory, "seed-empty", &[]);
 
     let mut init = process(Architecture::X86_64, 1, "init", SchedulingState::Ready);

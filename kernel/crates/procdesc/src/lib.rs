@@ -51,6 +51,7 @@
 
 extern crate alloc;
 
+pub mod coalesce;
 pub mod description;
 pub mod error;
 mod parser;
@@ -59,6 +60,7 @@ mod rules;
 pub mod wire;
 mod writer;
 
+pub use coalesce::{MappedRange, coalesce, mapping_count};
 pub use description::{
     Architecture, BINARY_HASH_BYTES, MAX_ANSWERABLE_CALLERS, MAX_GENERAL_REGISTERS, MAX_MAPPINGS, MAX_PROCESSES,
     MAX_QUEUED_MESSAGES, MAX_RUNS_PER_MAPPING, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription,
