@@ -78,10 +78,19 @@ pub struct UpdateRecord {
     pub keys_verified: Option<u64>,
     /// Failed checks afterwards.
     pub failed_checks: Option<u64>,
+    /// Services resumed where they stopped (names).
+    pub resumed: Vec<String>,
+    /// Services started again from the new image (names).
+    pub restarted: Vec<String>,
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A report's comma-separated list of names (`-` for none).
+fn names(list: Option<&str>) -> Vec<String> {
+    list.filter(|list| *list != "-").map_or(Vec::new(), |list| list.split(',').map(str::to_string).collect())
 }
 
 /// Reads the update reports and verification lines out of a serial log.
@@ -100,6 +109,8 @@ pub fn parse_records(output: &str) -> (Vec<UpdateRecord>, Option<(u64, u64)>) {
                 blackout_us: field(line, "blackout_us").and_then(|value| value.parse().ok()).unwrap_or(0),
                 keys_verified: None,
                 failed_checks: None,
+                resumed: names(field(line, "resumed")),
+                restarted: names(field(line, "restarted")),
             });
         } else if let Some(position) = line.find("demo: generation ") {
             // "demo: generation G verified K keys (...), ..., F failed checks"
@@ -121,14 +132,18 @@ pub fn parse_records(output: &str) -> (Vec<UpdateRecord>, Option<(u64, u64)>) {
 /// The summary table.
 pub fn table(records: &[UpdateRecord]) -> String {
     let mut text = String::from(
-        "| update | from | to | preserved | sub-FDTs | keys verified | blackout |\n|---:|---|---|---:|---:|---:|---:|\n",
+        "| update | from | to | resumed | restarted | preserved | sub-FDTs | keys verified | blackout |\n\
+         |---:|---|---|---|---|---:|---:|---:|---:|\n",
     );
+    let list = |names: &[String]| if names.is_empty() { "-".to_string() } else { names.join(", ") };
     for record in records {
         text.push_str(&format!(
-            "| {} | {} | {} | {} KiB | {} | {} | {:.3} ms |\n",
+            "| {} | {} | {} | {} | {} | {} KiB | {} | {} | {:.3} ms |\n",
             record.generation,
             record.from,
             record.to,
+            list(&record.resumed),
+            list(&record.restarted),
             record.preserved_bytes / 1024,
             record.sub_fdts,
             record.keys_verified.map_or("-".to_string(), |keys| format!("{keys}/{EXPECTED_KEYS}")),
@@ -323,7 +338,7 @@ mod tests {
 
     const LOG: &str = "\
 [INFO  svc] [init] demo: generation 0 verified 64 keys (checksum 0x1), counter 2, uptime 5 ms, 0 failed checks
-[INFO  kho] update-report: generation=1 from=0.1.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=1234
+[INFO  kho] update-report: generation=1 from=0.1.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=1234 resumed=init,counter restarted=kvstore
 [INFO  svc] [init] demo: generation 1 verified 64 keys (checksum 0x1), counter 4, uptime 7 ms, 0 failed checks
 [INFO  kho] update-report: generation=2 from=0.2.0 to=0.2.0 preserved_bytes=14856192 sub_fdts=4 blackout_cycles=8 blackout_us=900
 [INFO  svc] [init] demo: generation 2 verified 63 keys (checksum 0x2), counter 6, uptime 9 ms, 1 failed checks
@@ -339,7 +354,12 @@ mod tests {
         assert_eq!(records[0].blackout_us, 1234);
         assert_eq!(records[0].keys_verified, Some(64));
         assert_eq!(records[1].failed_checks, Some(1));
-        assert!(table(&records).contains("| 1 | 0.1.0 | 0.2.0 | 14508 KiB | 4 | 64/64 | 1.234 ms |"));
+        assert_eq!(records[0].resumed, ["init", "counter"]);
+        assert_eq!(records[0].restarted, ["kvstore"]);
+        assert!(records[1].resumed.is_empty(), "an older report without the fields lists none");
+        let table = table(&records);
+        assert!(table.contains("| 1 | 0.1.0 | 0.2.0 | init, counter | kvstore | 14508 KiB | 4 | 64/64 | 1.234 ms |"));
+        assert!(table.contains("| 2 | 0.2.0 | 0.2.0 | - | - | 14508 KiB |"));
     }
 
     #[test]

@@ -90,10 +90,12 @@ pub fn report_blackout(arrival: &Arrival<'_>) {
     let timeline = arrival.timeline;
     let boot = boot_phase;
     let version = crate::options::VERSION;
+    let fates = SERVICE_FATES.lock().clone();
     log::info!(
         target: "kho",
         "update-report: generation={} from={} to={} preserved_bytes={} sub_fdts={} folios={} bitmaps={} blackout_cycles={} blackout_us={} \
-         prepare_us={} serialise_us={} load_us={} jump_us={} copy_us={} early_boot_us={} deserialise_us={} seed_us={} restore_us={}",
+         prepare_us={} serialise_us={} load_us={} jump_us={} copy_us={} early_boot_us={} deserialise_us={} seed_us={} restore_us={} \
+         resumed={} restarted={}",
         arrival.generation,
         arrival.previous_version,
         version,
@@ -112,6 +114,8 @@ pub fn report_blackout(arrival: &Arrival<'_>) {
         micros(boot(BootPhase::EarlyMemory), boot(BootPhase::Deserialised)),
         micros(boot(BootPhase::Deserialised), boot(BootPhase::PageAllocator)),
         micros(boot(BootPhase::PageAllocator), now),
+        or_dash(&fates.0),
+        or_dash(&fates.1),
     );
     let mut record = UpdateRecord {
         generation: arrival.generation,
@@ -131,6 +135,22 @@ pub fn report_blackout(arrival: &Arrival<'_>) {
         history.remove(0);
     }
     history.push(record);
+}
+
+/// The services this boot brought back from the previous kernel, by fate:
+/// (resumed, restarted), names joined with commas.
+static SERVICE_FATES: Mutex<(alloc::string::String, alloc::string::String)> =
+    Mutex::new((alloc::string::String::new(), alloc::string::String::new()));
+
+/// Records which services were resumed and which restarted, for the
+/// update report.
+pub fn note_service_fates(resumed: &[&str], restarted: &[&str]) {
+    *SERVICE_FATES.lock() = (resumed.join(","), restarted.join(","));
+}
+
+/// `name` for a list, `-` for none.
+fn or_dash(list: &str) -> &str {
+    if list.is_empty() { "-" } else { list }
 }
 
 /// The updates that led to this kernel, oldest first, this boot's last.

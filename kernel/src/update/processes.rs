@@ -372,6 +372,7 @@ pub fn restore_services() -> Option<Vec<String>> {
     }
     let mut tasks = TASKS.lock();
     let mut names = Vec::new();
+    let (mut resumed, mut restarted) = (Vec::new(), Vec::new());
     for entry in &roster {
         let name = entry.name.as_str();
         if entry.fate == Fate::Resume {
@@ -380,6 +381,7 @@ pub fn restore_services() -> Option<Vec<String>> {
                 Ok(()) => {
                     log::info!(target: "update", "service '{name}' (id {}) resumed", entry.service_id);
                     names.push(String::from(name));
+                    resumed.push(name);
                     continue;
                 }
                 Err(error) => log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts"),
@@ -388,6 +390,7 @@ pub fn restore_services() -> Option<Vec<String>> {
         match task::spawn_as(&mut tasks, name, entry.start_argument, entry.service_id) {
             Ok(()) => {
                 log::info!(target: "update", "service '{name}' (id {}) restarted", entry.service_id);
+                restarted.push(name);
                 if let Some(process) = tasks.processes.get_mut(&entry.service_id) {
                     process.mailbox.extend(entry.messages.iter().copied());
                 }
@@ -396,6 +399,7 @@ pub fn restore_services() -> Option<Vec<String>> {
             Err(error) => log::warn!(target: "update", "service '{name}' cannot be restarted: {error}"),
         }
     }
+    handover::report::note_service_fates(&resumed, &restarted);
     settle_calls(&mut tasks);
     let subscribed: Vec<ServiceId> = tasks
         .processes

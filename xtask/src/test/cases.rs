@@ -488,6 +488,8 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
                     ("service 'kvstore' (id 2) resumed", 1),
                     ("demo: init resumed on the new kernel", 2),
                     ("kvstore: migrated 64 entries from format 1 to format 2", 1),
+                    ("resumed=init,counter restarted=kvstore", 1),
+                    ("resumed=init,kvstore,counter restarted=-", 1),
                 ],
                 &["cannot be resumed", "description is refused", "roster is refused", "lost their contents"],
             ),

@@ -65,6 +65,43 @@ impl Kernels {
     }
 }
 
+/// The services table of a kernel ELF, read with the parser the kernel uses.
+fn services_table(arch: Arch, elf: &Path) -> Result<baton_image::services::ServiceTable> {
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let machine = match arch {
+        Arch::X86_64 => baton_image::Machine::X86_64,
+        Arch::Aarch64 => baton_image::Machine::Aarch64,
+    };
+    let image = baton_image::parse(&bytes, machine).map_err(|error| anyhow::anyhow!("{}: {error:?}", elf.display()))?;
+    let descriptor = image
+        .find_note(baton_image::BATON_NOTE_NAME, baton_image::BATON_NOTE_SERVICES)
+        .with_context(|| format!("{} has no services note", elf.display()))?;
+    baton_image::services::parse_services(descriptor).map_err(|error| anyhow::anyhow!("{}: {error}", elf.display()))
+}
+
+/// What the demo's update rule relies on: the two versions, built
+/// separately, record the same content hash for init and counter (so they
+/// are resumed) and another for kvstore (so it restarts and migrates).
+fn check_versions(arch: Arch, kernels: &Kernels, testing: bool) -> Result<Vec<String>> {
+    let first = services_table(arch, &kernels.first(testing)?.elf)?;
+    let second = services_table(arch, &kernels.second(testing)?.elf)?;
+    let hash = |table: &baton_image::services::ServiceTable, name: &str| {
+        table.services.iter().find(|record| record.name.as_str() == name).map(|record| record.hash)
+    };
+    let mut problems = Vec::new();
+    for (name, should_match) in [("init", true), ("counter", true), ("kvstore", false)] {
+        match (hash(&first, name), hash(&second, name)) {
+            (Some(one), Some(two)) if (one == two) != should_match => problems.push(format!(
+                "{name}'s hashes {} across the versions",
+                if should_match { "differ" } else { "are equal" }
+            )),
+            (Some(_), Some(_)) => {}
+            _ => problems.push(format!("{name} is missing from a services note")),
+        }
+    }
+    Ok(problems)
+}
+
 /// Checks a dumped handover with the independent decoder against what the
 /// kernel logged when it finalised.
 fn check_dump(directory: &Path, output: &str) -> Vec<String> {
@@ -412,6 +449,23 @@ pub fn qemu_tests(
             _ => false,
         };
         let available = Available { limine: limine.is_some(), bios_usb: with_bios_usb };
+        for testing in [true, false] {
+            let name = format!(
+                "{arch} build ({}): version 2 embeds byte-identical init and counter and a changed kvstore",
+                if testing { "testing" } else { "production" }
+            );
+            if only.is_some_and(|only| !name.contains(only)) {
+                continue;
+            }
+            let problems = check_versions(arch, &kernels, testing)?;
+            if problems.is_empty() {
+                tally.passed += 1;
+                println!("build: {name} ... ok");
+            } else {
+                tally.failed += 1;
+                println!("build: {name} ... FAILED: {}", problems.join("; "));
+            }
+        }
         for case in cases(arch, &available) {
             if only.is_some_and(|only| !case.name.contains(only)) {
                 continue;
