@@ -47,6 +47,37 @@ pub struct SoakSummary {
     pub damaged_reports: usize,
     /// Blackout min, median, max in µs (updates 3 and up).
     pub blackout_us: (u64, u64, u64),
+    /// Free memory in KiB when each update's handover was consumed (every
+    /// owner back, the metadata released), in order.
+    pub free_kib: Vec<u64>,
+}
+
+/// Free memory after every update, from the kernels' `handover consumed`
+/// lines.
+pub fn free_after_updates(output: &str) -> Vec<u64> {
+    output
+        .lines()
+        .filter(|line| line.contains("handover consumed:"))
+        .filter_map(|line| line.split("free_kib=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The leak check: free memory after the last update is what it was after
+/// the first. `Err` says how much went missing, and where it first did.
+pub fn check_no_leak(free_kib: &[u64]) -> Result<(), String> {
+    let (Some(&first), Some(&last)) = (free_kib.first(), free_kib.last()) else {
+        return Err("no update reported its free memory".into());
+    };
+    if last >= first {
+        return Ok(());
+    }
+    let first_drop = free_kib.iter().position(|&free| free < first).map_or(0, |index| index + 1);
+    Err(format!(
+        "free memory after update {} is {last} KiB, {} KiB less than after update 1 ({first} KiB); it first fell after \
+         update {first_drop}",
+        free_kib.len(),
+        first - last
+    ))
 }
 
 /// Reads a soak's serial log.
@@ -69,6 +100,7 @@ pub fn summarise(output: &str) -> SoakSummary {
         ballast_intact: output.matches("pages intact").count(),
         damaged_reports: output.matches("lost their contents").count(),
         blackout_us,
+        free_kib: free_after_updates(output),
     }
 }
 
@@ -150,6 +182,13 @@ fn check(outcome: &Outcome, log: &Path, timeout: Duration, updates: u32) -> Resu
         max as f64 / 1000.0,
         log.display()
     );
+    if let (Some(first), Some(last)) = (summary.free_kib.first(), summary.free_kib.last()) {
+        let lowest = summary.free_kib.iter().min().copied().unwrap_or(0);
+        println!(
+            "soak: free memory after update 1 {first} KiB, after update {} {last} KiB (lowest {lowest} KiB)",
+            summary.free_kib.len()
+        );
+    }
     let expected = updates as usize;
     if outcome.timed_out {
         bail!("the soak did not finish within {} s", timeout.as_secs());
@@ -160,10 +199,13 @@ fn check(outcome: &Outcome, log: &Path, timeout: Duration, updates: u32) -> Resu
     if summary.damaged_reports > 0 {
         bail!("the ballast found damaged pages (serial log: {})", log.display());
     }
+    if let Err(leak) = check_no_leak(&summary.free_kib) {
+        bail!("memory leaked: {leak} (serial log: {})", log.display());
+    }
     if outcome.status != Some(Arch::TEST_SUCCESS_STATUS) {
         bail!("QEMU exited with {:?} (serial log: {})", outcome.status, log.display());
     }
-    println!("soak: nothing lost in {expected} updates");
+    println!("soak: nothing lost and nothing leaked in {expected} updates");
     Ok(())
 }
 
@@ -204,5 +246,18 @@ mod tests {
         assert_eq!(summary.verified, 3, "the fourth update lost a check");
         assert_eq!(summary.ballast_intact, 4);
         assert_eq!(summary.blackout_us, (3000, 3000, 4000));
+    }
+
+    #[test]
+    fn free_memory_is_read_and_a_fall_is_a_leak() {
+        let log = "[INFO  kho] handover consumed: released 0 KiB that owners did not take back, 0 KiB unowned, and \
+                   the metadata; free_kib=1000\nother\n[INFO  kho] handover consumed: released 4 KiB that owners did \
+                   not take back, 0 KiB unowned, and the metadata; free_kib=996\n";
+        assert_eq!(free_after_updates(log), [1000, 996]);
+        assert_eq!(check_no_leak(&[1000, 1000, 1004]), Ok(()));
+        let leak = check_no_leak(&[1000, 1000, 996, 992]).unwrap_err();
+        assert!(leak.contains("after update 4 is 992 KiB, 8 KiB less"), "{leak}");
+        assert!(leak.contains("first fell after update 3"), "{leak}");
+        assert!(check_no_leak(&[]).is_err());
     }
 }

@@ -529,11 +529,15 @@ pub fn release_unclaimed() {
     }
     mm::release_handover_metadata();
     state.is_released = true;
+    // Free memory once the handover is consumed: the same point of every
+    // boot, so a soak compares it across updates to find leaks.
     log::info!(
         target: "kho",
-        "handover consumed: released {} KiB that owners did not take back, {} KiB unowned, and the metadata",
+        "handover consumed: released {} KiB that owners did not take back, {} KiB unowned, and the metadata; \
+         free_kib={}",
         not_taken / 1024,
-        unowned / 1024
+        unowned / 1024,
+        mm::accounting().free_bytes / 1024
     );
 }
 

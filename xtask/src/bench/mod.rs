@@ -5,9 +5,10 @@
 //! - host: the KHO crate's tracking overhead and serialise / deserialise
 //!   throughput on simulated memory (`kernel/crates/kho/examples`);
 //! - QEMU: real updates of a guest whose `ballast` service holds preserved
-//!   state of 1 MiB, 64 MiB and 1 GiB (by default), as order-0 pages, as
-//!   2 MiB folios, and handed over by copying (the baseline), with the
-//!   blackout split into its phases as the kernel's `update-report` line
+//!   state of 1 MiB, 64 MiB and 1 GiB (by default): resumed with its
+//!   process (the default rule), and restarted (`update.resume=0`) with
+//!   its state as order-0 pages, as 2 MiB folios, and handed over by
+//!   copying (the baseline), with the blackout split into its phases as the kernel's `update-report` line
 //!   gives them; plus cold boots per boot path.
 //!
 //! The report goes to target/bench/: report.md, updates.csv, cold-boot.csv,
@@ -45,6 +46,9 @@ pub struct Args {
     /// QEMU runs per in-place scenario (their steady updates are pooled).
     #[arg(long, default_value_t = 3)]
     runs: u32,
+    /// Layouts to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    layouts: Vec<Layout>,
     #[command(flatten)]
     kvm: Kvm,
     #[command(flatten)]
@@ -67,6 +71,7 @@ impl Args {
             updates: self.updates.max(1),
             cold_boots: self.cold_boots.max(1),
             runs: self.runs.max(1),
+            layouts: if self.layouts.is_empty() { Layout::ALL.to_vec() } else { self.layouts.clone() },
             kvm: self.kvm.kvm,
             limine_dir: self.limine.limine_dir.clone(),
         })
@@ -102,9 +107,12 @@ fn host() -> Result<()> {
 }
 
 /// How the ballast's state is laid out and handed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Layout {
-    /// Preserved in place as order-0 (4 KiB) folios.
+    /// Every service resumed with its process (the update rule's default);
+    /// the ballast's state is order-0 pages, mapped again, never copied.
+    Resumed,
+    /// Restarted; state preserved in place as order-0 (4 KiB) folios.
     Pages,
     /// Preserved in place as 2 MiB folios (smaller for smaller states).
     Folios,
@@ -113,10 +121,11 @@ pub enum Layout {
 }
 
 impl Layout {
-    const ALL: [Layout; 3] = [Layout::Pages, Layout::Folios, Layout::Copying];
+    const ALL: [Layout; 4] = [Layout::Resumed, Layout::Pages, Layout::Folios, Layout::Copying];
 
     pub fn name(self) -> &'static str {
         match self {
+            Layout::Resumed => "resumed, 4 KiB pages",
             Layout::Pages => "in place, 4 KiB pages",
             Layout::Folios => "in place, 2 MiB folios",
             Layout::Copying => "copying (baseline)",
@@ -125,6 +134,7 @@ impl Layout {
 
     pub fn key(self) -> &'static str {
         match self {
+            Layout::Resumed => "resumed",
             Layout::Pages => "pages",
             Layout::Folios => "folios",
             Layout::Copying => "copying",
@@ -134,7 +144,7 @@ impl Layout {
     /// The folio order the ballast uses for `size_mib` of state.
     pub fn order(self, size_mib: u64) -> u32 {
         match self {
-            Layout::Pages => 0,
+            Layout::Resumed | Layout::Pages => 0,
             // 2 MiB folios, or the largest that fits a smaller state.
             Layout::Folios | Layout::Copying => (size_mib * 256).ilog2().min(9),
         }
@@ -192,6 +202,8 @@ pub struct BenchOptions {
     /// QEMU runs per in-place scenario, their steady updates pooled: under
     /// emulation a whole run can be 20-40 % slower than the next.
     pub runs: u32,
+    /// The layouts to run.
+    pub layouts: Vec<Layout>,
     /// Use KVM (x86_64).
     pub kvm: bool,
     /// Limine files for the Limine cold boots (skipped without them).

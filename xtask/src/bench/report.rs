@@ -101,8 +101,32 @@ fn goals_section(text: &mut String, options: &BenchOptions, scenarios: &[Scenari
     text.push_str("\n## Goals\n\n");
     let find = |size: u64, layout: Layout| scenarios.iter().find(|s| s.size_mib == size && s.layout == layout);
     let (smallest, largest) = (options.sizes_mib.iter().min().copied(), options.sizes_mib.iter().max().copied());
+    // Process handover: restoring resumed services costs at most 1 ms, and
+    // the blackout is at most half of the restart path's, at every size.
+    for &size in &options.sizes_mib {
+        let Some(resumed) = find(size, Layout::Resumed) else { continue };
+        let restore = resumed.steady_median("restore_us");
+        let verdict = if restore <= 1000 { "met" } else { "not met" };
+        let _ = writeln!(
+            text,
+            "- services restore, every service resumed, {size} MiB: **{} ms** (goal ≤ 1 ms: {verdict})",
+            ms(restore)
+        );
+        if let Some(restarted) = find(size, Layout::Pages) {
+            let ratio =
+                resumed.steady_median("blackout_us") as f64 / restarted.steady_median("blackout_us").max(1) as f64;
+            let verdict = if ratio <= 0.5 { "met" } else { "not met" };
+            let _ = writeln!(
+                text,
+                "- blackout resumed / restarted (4 KiB pages), {size} MiB: **{ratio:.2}×** ({} vs {} ms; goal ≤ 0.5×: \
+                 {verdict})",
+                ms(resumed.steady_median("blackout_us")),
+                ms(restarted.steady_median("blackout_us"))
+            );
+        }
+    }
     if let (Some(small), Some(large)) = (smallest, largest) {
-        for layout in [Layout::Pages, Layout::Folios] {
+        for layout in [Layout::Resumed, Layout::Pages, Layout::Folios] {
             if let (Some(a), Some(b)) = (find(small, layout), find(large, layout)) {
                 let ratio = b.steady_median("blackout_us") as f64 / a.steady_median("blackout_us").max(1) as f64;
                 let verdict = if ratio <= 1.2 { "met" } else { "not met" };
@@ -254,6 +278,8 @@ mod tests {
             tracking: Some((1, 2, 3)),
         };
         let scenarios = [
+            scenario(1, Layout::Resumed, 4_000),
+            scenario(1024, Layout::Resumed, 6_000),
             scenario(1, Layout::Pages, 10_000),
             scenario(1024, Layout::Pages, 11_000),
             scenario(1024, Layout::Copying, 2_000_000),
@@ -264,14 +290,18 @@ mod tests {
             updates: 3,
             cold_boots: 1,
             runs: 1,
+            layouts: Layout::ALL.to_vec(),
             kvm: false,
             limine_dir: None,
         };
         let text = report(&options, &scenarios, &[("direct (PVH)".into(), vec![3, 1, 2])]);
         assert!(text.contains("**1.10×** (goal ≤ 1.2×: met)"), "{text}");
         assert!(text.contains("**181.8×** (goal ≥ 50×: met)"), "{text}");
+        assert!(text.contains("resumed / restarted (4 KiB pages), 1 MiB: **0.40×**"), "{text}");
+        assert!(text.contains("1024 MiB: **0.55×** (6.00 vs 11.00 ms; goal ≤ 0.5×: not met)"), "{text}");
+        assert!(text.contains("every service resumed, 1 MiB: **0.00 ms** (goal ≤ 1 ms: met)"), "{text}");
         assert!(text.contains("| direct (PVH) | 3 | 2 | [3, 1, 2] |"), "{text}");
-        assert!(updates_csv(Arch::X86_64, &scenarios).lines().count() == 4);
+        assert!(updates_csv(Arch::X86_64, &scenarios).lines().count() == 6);
     }
 
     #[test]

@@ -49,11 +49,14 @@ fn run_scenario(
     // Copying a gigabyte under emulation takes longer than the default
     // prepare deadline.
     let copy = if layout == Layout::Copying { " bench.copy=1 update.prepare_timeout_ms=120000" } else { "" };
+    // Every layout but `resumed` measures the restart path: every service
+    // started again from the new image.
+    let restart = if layout == Layout::Resumed { "" } else { " update.resume=0" };
     // The ballast may hold all its state (a service gets half of memory
     // unless told otherwise).
     let copies = if layout == Layout::Copying { 3 } else { 1 };
     let command_line = format!(
-        "demo.updates={} demo.shutdown=1 bench.ballast={size_mib} bench.order={order}{copy} mem.service_limit_mib={}",
+        "demo.updates={} demo.shutdown=1 bench.ballast={size_mib} bench.order={order}{copy}{restart} mem.service_limit_mib={}",
         options.updates,
         size_mib * copies + 16
     );
@@ -179,7 +182,7 @@ pub fn qemu(options: &BenchOptions) -> Result<()> {
     let kernels = crate::demo::build_versions(options.arch, true, true)?;
     let mut scenarios = Vec::new();
     for &size_mib in &options.sizes_mib {
-        for layout in Layout::ALL {
+        for &layout in &options.layouts {
             println!("bench: {} MiB, {} ...", size_mib, layout.name());
             // Copying is two orders of magnitude from its goal and slow to
             // run: once is enough.
@@ -219,6 +222,7 @@ mod tests {
             updates: 3,
             cold_boots: 1,
             runs: 1,
+            layouts: Layout::ALL.to_vec(),
             kvm: false,
             limine_dir: None,
         };

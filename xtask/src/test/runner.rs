@@ -158,6 +158,11 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
     for sequence in &case.in_order {
         check_order(&outcome.output, sequence, &mut problems);
     }
+    if case.checks_no_leak
+        && let Err(leak) = crate::soak::check_no_leak(&crate::soak::free_after_updates(&outcome.output))
+    {
+        problems.push(format!("memory leaked: {leak}"));
+    }
     if !case.services_absent.is_empty() {
         check_embedded_services(&outcome.output, &case.services_absent, &mut problems);
     }
