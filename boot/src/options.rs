@@ -45,7 +45,7 @@ pub struct Options {
     pub inject: Option<&'static str>,
     /// `test.adversary=N`: start the adversary service in mode N.
     pub adversary_mode: Option<u64>,
-    /// `test.resume=compute|calls`: start the process-handover test
+    /// `test.resume=compute|calls|mappings|limit`: start the process-handover test
     /// services in that scenario.
     pub resume_test: Option<&'static str>,
     /// `test.fault_early=1`: a kernel booted through KHO faults at once.

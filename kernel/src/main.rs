@@ -171,13 +171,14 @@ fn start_services(options: &options::Options) {
     {
         log::error!(target: "boot", "cannot start adversary: {error}");
     }
-    // `test.resume=compute|calls|mappings`: the process-handover tests'
+    // `test.resume=compute|calls|mappings|limit`: the process-handover tests'
     // services.
     #[cfg(feature = "testing")]
     if let Some(scenario) = options.resume_test {
         let (names, mode): (&[&str], u64) = match scenario {
             "calls" => (&["holder", "survivor", "sleeper"], 1),
             "mappings" => (&["survivor"], 2),
+            "limit" => (&["survivor"], 3),
             _ => (&["survivor", "sleeper"], 0),
         };
         for name in names {

@@ -15,6 +15,11 @@
 //! refuses one (the mapping limit every service can be described within),
 //! marks each, and after the update checks that every one came back.
 //!
+//! Limit mode (argument 3): it allocates 1 MiB runs of preservable memory
+//! until the kernel refuses one (its limit, `mem.service_limit_mib=`), and
+//! keeps them. Resumed on the new kernel, the memory it brought is still
+//! counted: one more run is refused, and after it frees one, one fits again.
+//!
 //! Calls mode (argument 1): it calls the holder with a request the holder
 //! keeps without answering; a restart of the holder interrupts the call
 //! (`CallInterrupted`, never delivered twice). It then sends an idempotent
@@ -177,10 +182,51 @@ fn mappings_mode() -> i32 {
     }
 }
 
+/// One run of limit mode: 256 pages, 1 MiB.
+const LIMIT_RUN_PAGES: u64 = 256;
+
+fn limit_mode() -> i32 {
+    let _ = syscall::kho_subscribe();
+    let mut runs = alloc::vec::Vec::new();
+    let refusal = loop {
+        match syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES) {
+            Ok(address) => runs.push(address),
+            Err(error) => break error,
+        }
+    };
+    log::info!("survivor: holding {} MiB of preservable memory; the next MiB was refused: {refusal}", runs.len());
+    loop {
+        let Ok(message) = syscall::receive() else { continue };
+        match UpdateEvent::from_label(message.label) {
+            Some(UpdateEvent::Prepare) if message.sender == KERNEL_SENDER => {
+                let _ = syscall::kho_ready(UpdateEvent::Prepare, 0);
+            }
+            Some(UpdateEvent::Continued) if message.sender == KERNEL_SENDER => {
+                let more = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
+                let freed = runs.pop().map(syscall::free_preservable);
+                let again = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
+                match (more, freed, again) {
+                    (Err(error), Some(Ok(())), Ok(address)) => {
+                        runs.push(address);
+                        log::info!(
+                            "survivor: resumed holding {} MiB, still counted: one more was refused ({error}); \
+                             after freeing one, one fitted again",
+                            runs.len()
+                        );
+                    }
+                    other => log::warn!("survivor: the resumed memory is not counted as it was: {other:?}"),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn main(argument: u64) -> i32 {
     match argument {
         1 => calls_mode(),
         2 => mappings_mode(),
+        3 => limit_mode(),
         _ => compute_mode(),
     }
 }

@@ -583,6 +583,17 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["a page came back changed", "cannot be resumed"],
         ),
+        // A resumed service's memory counts against its limit as it did
+        // before: full before the update, full after it.
+        one(
+            "a resumed service's memory still counts against its limit",
+            "test.resume=limit mem.service_limit_mib=16",
+            &[
+                "survivor: holding 16 MiB of preservable memory; the next MiB was refused",
+                "survivor: resumed holding 16 MiB, still counted: one more was refused",
+            ],
+            &["not counted as it was", "cannot be resumed"],
+        ),
         one(
             "update.resume=0 restarts every service",
             "update.resume=0",

@@ -5,9 +5,12 @@
 //! pages (a 1 GiB preservable run is 256 blocks of 4 MiB). Described one
 //! by one, such a run would use up every [`MAX_MAPPINGS`] slot on its own.
 //! Coalesced, ranges that continue one another (virtually adjacent, same
-//! kind, access and folio order) share one mapping, and ranges that are
-//! physically adjacent as well share one run, up to
-//! [`MAX_RUNS_PER_MAPPING`] runs a mapping.
+//! kind, access and folio order) share one mapping, up to
+//! [`MAX_RUNS_PER_MAPPING`] runs a mapping. Image and stack ranges that
+//! are physically adjacent as well share one run. Preservable ranges never
+//! do: each is one block the service allocated, the unit it frees with
+//! `free_preservable`, and the next kernel maps each run as one range, so
+//! a resumed service can free exactly what it could free before.
 //!
 //! [`mapping_count`] gives the count [`coalesce`] would reach without
 //! building anything, so a kernel can refuse at map time the range that
@@ -58,7 +61,9 @@ fn step(last: &MappedRange, runs: usize, next: &MappedRange) -> Step {
         && last.folio_order == next.folio_order;
     if !continues {
         Step::NewMapping
-    } else if last.phys_start.checked_add(last.size_bytes) == Some(next.phys_start) {
+    } else if last.kind != MappingKind::Preservable
+        && last.phys_start.checked_add(last.size_bytes) == Some(next.phys_start)
+    {
         Step::ExtendRun
     } else if runs < MAX_RUNS_PER_MAPPING {
         Step::AddRun
@@ -172,12 +177,25 @@ mod tests {
     }
 
     #[test]
-    fn physically_adjacent_blocks_share_one_run() {
+    fn physically_adjacent_image_pages_share_one_run() {
+        let image = |index: u64| MappedRange { kind: MappingKind::Image, ..preservable(0x40_0000 + index * MIB, index * MIB, MIB) };
+        let mappings = both(&[image(0), image(1), image(2)]);
+        assert_eq!(mappings.len(), 1);
+        assert_eq!(mappings[0].runs, alloc::vec![PhysicalRun { phys_start: 0, size_bytes: 3 * MIB }]);
+    }
+
+    #[test]
+    fn physically_adjacent_preservable_blocks_stay_separate_runs() {
+        // Each block is what `free_preservable` frees: it must come back
+        // as a range of its own.
         let ranges: Vec<MappedRange> =
             (0..256).map(|index| preservable(0x10_0000_0000 + index * 4 * MIB, index * 4 * MIB, 4 * MIB)).collect();
         let mappings = both(&ranges);
-        assert_eq!(mappings.len(), 1);
-        assert_eq!(mappings[0].runs, alloc::vec![PhysicalRun { phys_start: 0, size_bytes: 1024 * MIB }]);
+        assert_eq!(mappings.len(), 4);
+        let runs: Vec<PhysicalRun> = mappings.iter().flat_map(|mapping| mapping.runs.iter().copied()).collect();
+        let blocks: Vec<PhysicalRun> =
+            (0..256).map(|index| PhysicalRun { phys_start: index * 4 * MIB, size_bytes: 4 * MIB }).collect();
+        assert_eq!(runs, blocks);
     }
 
     #[test]
