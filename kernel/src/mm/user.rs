@@ -116,6 +116,15 @@ impl MappedEntry {
     }
 }
 
+/// Whether mapping a range takes the described-mappings count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Refuse the range that would make the space impossible to describe.
+    Check,
+    /// A run of a description being rebuilt: already bounded.
+    Described,
+}
+
 /// A service's address space: freed (its own pages and its page tables)
 /// when dropped.
 pub struct AddressSpace {
@@ -161,6 +170,33 @@ impl AddressSpace {
         attributes: Attributes,
         backing: Backing,
     ) -> Result<(), SpaceError> {
+        self.map_range(virt, phys, size_bytes, attributes, backing, Count::Check)
+    }
+
+    /// As [`AddressSpace::map`], for one run of a process description the
+    /// next kernel rebuilds: the description holds at most `MAX_MAPPINGS`
+    /// mappings by the same coalescing rule, so the count is not taken
+    /// again (taken per run, it would cost the square of the runs).
+    pub fn map_described(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        size_bytes: u64,
+        attributes: Attributes,
+        backing: Backing,
+    ) -> Result<(), SpaceError> {
+        self.map_range(virt, phys, size_bytes, attributes, backing, Count::Described)
+    }
+
+    fn map_range(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        size_bytes: u64,
+        attributes: Attributes,
+        backing: Backing,
+        count: Count,
+    ) -> Result<(), SpaceError> {
         let end = virt.checked_add(size_bytes).ok_or(SpaceError::Overflow)?;
         if end > USER_ADDRESS_LIMIT {
             return Err(SpaceError::BadAddress);
@@ -176,11 +212,13 @@ impl AddressSpace {
         // accepts at most `MAX_MAPPINGS` mappings (ranges that continue one
         // another share one): refuse now the range that would make this
         // service impossible to describe.
-        let before = self.ranges.range(..virt).filter_map(|(&start, entry)| entry.as_described(start));
-        let after = self.ranges.range(virt..).filter_map(|(&start, entry)| entry.as_described(start));
-        let with_new = before.chain(entry.as_described(virt)).chain(after);
-        if baton_procdesc::mapping_count(with_new) > baton_abi::MAX_MAPPINGS {
-            return Err(SpaceError::TooManyMappings);
+        if count == Count::Check {
+            let before = self.ranges.range(..virt).filter_map(|(&start, entry)| entry.as_described(start));
+            let after = self.ranges.range(virt..).filter_map(|(&start, entry)| entry.as_described(start));
+            let with_new = before.chain(entry.as_described(virt)).chain(after);
+            if baton_procdesc::mapping_count(with_new) > baton_abi::MAX_MAPPINGS {
+                return Err(SpaceError::TooManyMappings);
+            }
         }
         // Preservable memory may be large and physically contiguous: 2 MiB
         // leaves wherever both addresses allow keep restoring a gigabyte to
@@ -234,7 +272,7 @@ impl AddressSpace {
                 chunk.copy_from_slice(&wanted);
             }
         }
-        self.map_owned(virt, pages * PAGE_SIZE, attributes, block)
+        self.map_owned(virt, pages * PAGE_SIZE, attributes, block, Count::Check)
     }
 
     /// Allocates zeroed pages, maps them at `virt` and returns their physical
@@ -244,7 +282,7 @@ impl AddressSpace {
         // mapped.
         let pages = size_bytes.div_ceil(PAGE_SIZE);
         let block = Block::allocate_zeroed(order_for_bytes(size_bytes)).ok_or(SpaceError::NoMemory)?;
-        self.map_owned(virt, pages * PAGE_SIZE, attributes, block)
+        self.map_owned(virt, pages * PAGE_SIZE, attributes, block, Count::Check)
     }
 
     /// Maps `size_bytes` of `block` at `virt`; the block is freed with the
@@ -255,19 +293,22 @@ impl AddressSpace {
         size_bytes: u64,
         attributes: Attributes,
         block: Block,
+        count: Count,
     ) -> Result<u64, SpaceError> {
         let phys = block.phys();
-        self.map(virt, phys, size_bytes, attributes, Backing::Owned)?;
+        self.map_range(virt, phys, size_bytes, attributes, Backing::Owned, count)?;
         self.blocks.insert(virt, block);
         Ok(phys)
     }
 
     /// Maps the whole of `block` at `virt` as this space's own memory (a
     /// process resumed from the previous kernel gets its pages back this
-    /// way); the block is freed with the mapping, or now if mapping fails.
+    /// way, one described run at a time: the count is not taken again, as
+    /// in [`AddressSpace::map_described`]); the block is freed with the
+    /// mapping, or now if mapping fails.
     pub fn map_claimed(&mut self, virt: u64, block: Block, attributes: Attributes) -> Result<(), SpaceError> {
         let size_bytes = block.size_bytes();
-        self.map_owned(virt, size_bytes, attributes, block).map(|_| ())
+        self.map_owned(virt, size_bytes, attributes, block, Count::Described).map(|_| ())
     }
 
     /// Removes the range mapped at exactly `virt` and returns its backing.

@@ -466,7 +466,7 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
                     let order = mapping.folio_order;
                     let folios = run.size_bytes / (PAGE_SIZE << order);
                     let backing = Backing::Preservable { phys: run.phys_start, order, folios };
-                    space.map(virt, run.phys_start, run.size_bytes, attributes, backing).map_err(ResumeError::Map)?;
+                    space.map_described(virt, run.phys_start, run.size_bytes, attributes, backing).map_err(ResumeError::Map)?;
                     handover::outgoing::adopt(name, block, order, folios);
                 }
                 MappingKind::HandoverFdt => continue,
