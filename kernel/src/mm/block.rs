@@ -114,6 +114,18 @@ impl Block {
         Ok(())
     }
 
+    /// Splits the pages from `offset` bytes on into a block of their own;
+    /// `None` (this block unchanged) unless `offset` is a page boundary
+    /// strictly inside it. Ownership is only divided, never shared.
+    pub fn split_off(&mut self, offset: u64) -> Option<Block> {
+        if offset == 0 || offset >= self.size_bytes() || !offset.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        let tail = Range::new(self.range.start + offset, self.range.end);
+        self.range = Range::new(self.range.start, tail.start);
+        Some(Block { range: tail })
+    }
+
     /// Gives the pages up without freeing them: their ownership passes to
     /// something that outlives this kernel's bookkeeping (the heap, or the
     /// next kernel through the handover).

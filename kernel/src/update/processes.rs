@@ -21,6 +21,7 @@
 use super::kexec::{ServicesNote, Staged};
 use super::{Fates, UpdateError};
 use crate::handover::{self, HandoverError};
+use crate::mm::block::Block;
 use crate::mm::user::{AddressSpace, Backing, Mapped, STACK_BYTES, STACK_TOP, user_attributes};
 use crate::task::{self, Process, Resumable, ServiceId, State, TASKS, Tasks};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -432,6 +433,19 @@ fn settle_calls(tasks: &mut Tasks) {
     }
 }
 
+/// Bytes from the first of `runs` on that are physically contiguous.
+fn physically_contiguous_bytes(runs: &[baton_procdesc::PhysicalRun]) -> u64 {
+    let mut end = runs.first().map_or(0, |run| run.phys_start);
+    let start = end;
+    for run in runs {
+        if run.phys_start != end {
+            break;
+        }
+        end = end.saturating_add(run.size_bytes);
+    }
+    end - start
+}
+
 /// Rebuilds one process from its description: checks it against this
 /// kernel (name, ABI, binary, ownership of every run) before taking any
 /// memory, then maps the runs into a new address space and schedules it
@@ -458,18 +472,32 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     for mapping in ordered {
         let attributes = user_attributes(mapping.is_writable, mapping.is_executable);
         let mut virt = mapping.virtual_start;
-        for run in &mapping.runs {
-            let block = handover::incoming::take_for_resume(name, run.phys_start, run.size_bytes)
-                .map_err(ResumeError::Memory)?;
+        // Runs that continue one another physically (the blocks of one
+        // large allocation) leave the handover together: one pass over
+        // its bitmaps for all of them, then a block for each run.
+        let mut taken: Option<Block> = None;
+        for (index, run) in mapping.runs.iter().enumerate() {
+            if mapping.kind == MappingKind::HandoverFdt {
+                continue;
+            }
+            let mut block = match taken.take() {
+                Some(block) => block,
+                None => {
+                    let span = physically_contiguous_bytes(&mapping.runs[index..]);
+                    handover::incoming::take_for_resume(name, run.phys_start, span).map_err(ResumeError::Memory)?
+                }
+            };
+            taken = block.split_off(run.size_bytes);
             match mapping.kind {
                 MappingKind::Preservable => {
                     let order = mapping.folio_order;
                     let folios = run.size_bytes / (PAGE_SIZE << order);
                     let backing = Backing::Preservable { phys: run.phys_start, order, folios };
-                    space.map_described(virt, run.phys_start, run.size_bytes, attributes, backing).map_err(ResumeError::Map)?;
+                    space
+                        .map_described(virt, run.phys_start, run.size_bytes, attributes, backing)
+                        .map_err(ResumeError::Map)?;
                     handover::outgoing::adopt(name, block, order, folios);
                 }
-                MappingKind::HandoverFdt => continue,
                 _ => space.map_claimed(virt, block, attributes).map_err(ResumeError::Map)?,
             }
             virt += run.size_bytes;
