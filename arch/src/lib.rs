@@ -13,6 +13,7 @@
 //! | `trap::{init, TrapFrame, set_kernel_stack, enter}` | exception vectors; every trap reaches the kernel's `baton_trap`; `enter` resumes a saved frame |
 //! | `interrupts::{init, start_timer, stop_timer, claim, complete}` | the interrupt controller and the periodic timer |
 //! | `paging::{EntryFormat, activate_kernel, activate_user, flush_page, flush_all}` | page tables |
+//! | `mmio::MmioRegion` (portable) | device registers through memory, bounds-checked volatile access |
 //!
 //! Traps: the vectors save the interrupted state as a [`TrapFrame`] on the
 //! current kernel stack and call `baton_trap(&mut TrapFrame) -> *mut TrapFrame`,
@@ -120,6 +121,8 @@ pub fn early_init(direct_map_offset: u64) {
     #[cfg(target_arch = "x86_64")]
     let _ = direct_map_offset;
 }
+
+pub mod mmio;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -159,6 +159,57 @@ fn read_chosen(info: &mut BootInfo, fdt: &Fdt<'_>) {
         info.serial = Some(SerialPort::Pl011 { phys: range.start });
     }
     read_interrupts(info, fdt);
+    read_pci_host(info, fdt);
+}
+
+/// The first generic ECAM host bridge: its configuration space, buses and
+/// windows. A bridge whose `ranges` cannot be read is kept without
+/// windows (nothing is assigned behind it) and warned about.
+fn read_pci_host(info: &mut BootInfo, fdt: &Fdt<'_>) {
+    let Some(node) = fdt.find_compatible(&["pci-host-ecam-generic"]) else { return };
+    let Some(ecam) = reg_ranges(node).next() else {
+        info.warn(BootWarning::Malformed("PCI host bridge without a reg"));
+        return;
+    };
+    let buses: arrayvec::ArrayVec<u32, 2> = node
+        .property("bus-range")
+        .map(|property| {
+            property
+                .value
+                .chunks_exact(4)
+                .take(2)
+                .map(|cell| u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (first_bus, last_bus) = match buses.as_slice() {
+        [first, last] if first <= last && *last <= 255 => (*first as u8, *last as u8),
+        [] => (0, 255),
+        _ => {
+            info.warn(BootWarning::Malformed("PCI host bridge bus-range"));
+            return;
+        }
+    };
+    // (`Fdt::root` panics without a root node; `find_node` does not.)
+    let parent_address_cells = fdt.find_node("/").map_or(2, |root| root.cell_sizes().address_cells);
+    let size_cells = node.cell_sizes().size_cells;
+    let windows = match node.property("ranges") {
+        None => baton_pci::Windows::default(),
+        Some(ranges) => match baton_pci::parse_ranges(ranges.value, parent_address_cells, size_cells) {
+            Ok(windows) => windows,
+            Err(_) => {
+                info.warn(BootWarning::Malformed("PCI host bridge ranges"));
+                baton_pci::Windows::default()
+            }
+        },
+    };
+    info.pci_host = Some(baton_pci::HostBridge {
+        ecam_start: ecam.start,
+        ecam_size_bytes: ecam.size_bytes(),
+        first_bus,
+        last_bus,
+        windows,
+    });
 }
 
 /// The GIC and the virtual timer's interrupt.
@@ -358,6 +409,26 @@ mod tests {
         parse_into(&mut info, &blob, 0x4820_0000, MemoryNodes::Ignore);
         assert!(info.memory_map.is_empty());
         assert_eq!(info.command_line.as_str(), "ktest=boot kho=on");
+    }
+
+    #[test]
+    fn the_pci_host_bridge_of_qemu_virt_is_read() {
+        // `qemu-system-aarch64 -machine virt,gic-version=2,dumpdtb=...
+        // -device virtio-net-pci` (QEMU 10.0), compacted with dtc.
+        let blob = include_bytes!("../fuzz/corpus/device_tree/seed-qemu-virt-pcie");
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, blob, 0x4000_0000, MemoryNodes::Read);
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+        let bridge = info.pci_host.expect("a host bridge");
+        assert_eq!((bridge.ecam_start, bridge.ecam_size_bytes), (0x40_1000_0000, 0x1000_0000));
+        assert_eq!((bridge.first_bus, bridge.last_bus, bridge.last_reachable_bus()), (0, 255, Some(255)));
+        let window = |cpu, bus, size| Some(baton_pci::Window::new(cpu, bus, size));
+        assert_eq!(bridge.windows.io, window(0x3eff_0000, 0, 0x1_0000));
+        assert_eq!(bridge.windows.memory32, window(0x1000_0000, 0x1000_0000, 0x2eff_0000));
+        assert_eq!(bridge.windows.memory64, window(0x80_0000_0000, 0x80_0000_0000, 0x80_0000_0000));
+        let mut info = BootInfo::new(BootPath::LinuxImage);
+        parse_into(&mut info, &qemu_like_tree(None), 0x4000_0000, MemoryNodes::Read);
+        assert_eq!(info.pci_host, None, "no host bridge node, no PCI");
     }
 
     #[test]

@@ -303,6 +303,21 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
     if let Some(timer) = info.timer_interrupt {
         writer.property_u32("timer-interrupt", timer)?;
     }
+    if let Some(bridge) = &info.pci_host {
+        let mut bytes = Vec::new();
+        let head = [bridge.ecam_start, bridge.ecam_size_bytes, u64::from(bridge.first_bus), u64::from(bridge.last_bus)];
+        for value in head {
+            push_u64(&mut bytes, value);
+        }
+        for window in [bridge.windows.io, bridge.windows.memory32, bridge.windows.memory64] {
+            let (cpu, bus, size) =
+                window.map_or((0, 0, 0), |window| (window.cpu_start, window.bus_start, window.size_bytes));
+            for value in [cpu, bus, size] {
+                push_u64(&mut bytes, value);
+            }
+        }
+        writer.property("pci-host-bridge", &bytes)?;
+    }
 
     let mut owners = Vec::new();
     let mut owner_names: Vec<&str> = Vec::new();
@@ -473,6 +488,22 @@ pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -
         };
     }
     info.timer_interrupt = property("timer-interrupt").and_then(native_u32);
+    if let Some(value) = property("pci-host-bridge") {
+        let [ecam_start, ecam_size_bytes, first_bus, last_bus, windows @ ..] = records::<13>(value)
+            .and_then(|mut records| records.next())
+            .ok_or(BootDescriptionError::BadProperty("pci-host-bridge"))?;
+        let (Ok(first_bus), Ok(last_bus)) = (u8::try_from(first_bus), u8::try_from(last_bus)) else {
+            return Err(BootDescriptionError::BadProperty("pci-host-bridge"));
+        };
+        // The windows as they were described: BARs the previous kernel
+        // assigned keep their addresses (it is never redone).
+        let window = |index: usize| {
+            let [cpu, bus, size] = [windows[index * 3], windows[index * 3 + 1], windows[index * 3 + 2]];
+            (size != 0).then(|| baton_pci::Window::new(cpu, bus, size))
+        };
+        let windows = baton_pci::Windows { io: window(0), memory32: window(1), memory64: window(2) };
+        info.pci_host = Some(baton_pci::HostBridge { ecam_start, ecam_size_bytes, first_bus, last_bus, windows });
+    }
     if info.memory_map.is_empty() {
         info.warn(BootWarning::Malformed("boot description has an empty memory map"));
     }
@@ -546,6 +577,17 @@ mod tests {
         info.interrupt_controller =
             Some(InterruptController::GicV3 { distributor: 0x800_0000, redistributor: 0x80a_0000 });
         info.timer_interrupt = Some(27);
+        info.pci_host = Some(baton_pci::HostBridge {
+            ecam_start: 0x40_1000_0000,
+            ecam_size_bytes: 0x1000_0000,
+            first_bus: 0,
+            last_bus: 255,
+            windows: baton_pci::Windows {
+                io: Some(baton_pci::Window::new(0x3eff_0000, 0, 0x1_0000)),
+                memory32: Some(baton_pci::Window::new(0x1000_0000, 0x1000_0000, 0x2eff_0000)),
+                memory64: None,
+            },
+        });
         info
     }
 
@@ -595,6 +637,7 @@ mod tests {
         assert_eq!(parsed.serial, info.serial);
         assert_eq!(parsed.interrupt_controller, info.interrupt_controller);
         assert_eq!(parsed.timer_interrupt, Some(27));
+        assert_eq!(parsed.pci_host, info.pci_host);
         let kho = parsed.kho.unwrap();
         assert_eq!(kho.scratch.as_slice(), scratch);
         assert_eq!((kho.generation, kho.freeze_cycles, kho.previous_version.as_str()), (3, 123_456_789, "0.1.0"));

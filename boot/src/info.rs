@@ -369,6 +369,9 @@ pub struct BootInfo {
     /// The interrupt number (INTID) of the timer the kernel uses, when the
     /// firmware tables name it.
     pub timer_interrupt: Option<u32>,
+    /// The PCI host bridge the device tree describes (aarch64; x86_64
+    /// finds its ECAM in ACPI's MCFG, which the kernel reads).
+    pub pci_host: Option<baton_pci::HostBridge>,
     /// Physical address of the incoming KHO root FDT (KHO boots only).
     pub handover: Option<u64>,
     /// The rest of what a KHO entry received.
@@ -398,6 +401,7 @@ impl BootInfo {
             serial: None,
             interrupt_controller: None,
             timer_interrupt: None,
+            pci_host: None,
             handover: None,
             kho: None,
             entry_direct_map_offset: 0,

@@ -50,6 +50,11 @@ pub struct Options {
     pub resume_test: Option<&'static str>,
     /// `test.fault_early=1`: a kernel booted through KHO faults at once.
     pub is_fault_early: bool,
+    /// `pci=off`: leave PCI alone (no enumeration, no BAR assignment).
+    pub is_pci_enabled: bool,
+    /// `test.pci_record=1`: log each PCI function's configuration space
+    /// and BAR probes, for the host tests' recordings.
+    pub is_pci_record: bool,
     /// Values that could not be read (logged at boot).
     pub problems: ArrayVec<Problem, 8>,
 }
@@ -78,6 +83,7 @@ impl Options {
             prepare_timeout_ns: DEFAULT_PREPARE_TIMEOUT_NS,
             is_screen_enabled: true,
             is_resume_enabled: true,
+            is_pci_enabled: true,
             ..Options::default()
         };
         let mut ballast_mebibytes = None;
@@ -148,6 +154,14 @@ impl Options {
                     Some(is_set) => options.is_fault_early = is_set,
                     None => problem("a boolean"),
                 },
+                "pci" => match boolean(value) {
+                    Some(is_on) => options.is_pci_enabled = is_on,
+                    None => problem("'on' or 'off'"),
+                },
+                "test.pci_record" => match boolean(value) {
+                    Some(is_set) => options.is_pci_record = is_set,
+                    None => problem("a boolean"),
+                },
                 "test.client" => match value {
                     Some("exit-early") => options.demo.client_exits_early = true,
                     _ => problem("'exit-early'"),
@@ -185,7 +199,9 @@ mod tests {
         let options = Options::parse("");
         assert_eq!(options.demo, InitStart::default());
         assert_eq!(options.prepare_timeout_ns, DEFAULT_PREPARE_TIMEOUT_NS);
-        assert!(options.is_screen_enabled && options.is_resume_enabled);
+        assert!(
+            options.is_screen_enabled && options.is_resume_enabled && options.is_pci_enabled && !options.is_pci_record
+        );
         assert!(options.ballast.is_none() && options.ktest_filter.is_none() && options.problems.is_empty());
     }
 
@@ -195,7 +211,7 @@ mod tests {
             "kho_scratch=10% demo.updates=3 demo.shutdown=1 demo.image=own demo.screenshot=1 \
              update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
              bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 test.resume=calls \
-             test.fault_early=1 test.client=exit-early update.resume=0",
+             test.fault_early=1 test.client=exit-early update.resume=0 pci=off test.pci_record=1",
         );
         assert_eq!(options.kho_scratch, Some("10%"));
         assert_eq!(options.resume_test, Some("calls"));
@@ -211,6 +227,7 @@ mod tests {
         assert_eq!(options.prepare_timeout_ns, 250_000_000);
         assert_eq!(options.service_limit_bytes, Some(8 << 20));
         assert!(!options.is_screen_enabled && !options.is_resume_enabled);
+        assert!(!options.is_pci_enabled && options.is_pci_record);
         assert_eq!(options.ballast, Some(BallastStart { mebibytes: 64, order: 9, is_copying: true }));
         assert_eq!(
             (options.ktest_filter, options.inject, options.adversary_mode),

@@ -5,7 +5,7 @@
 //! missing or malformed table is logged and skipped; boot goes on.
 
 use acpi::madt::{Madt, MadtEntry};
-use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use acpi::{AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
 use baton_boot::BootInfo;
 use core::ptr::NonNull;
 
@@ -24,6 +24,9 @@ pub struct Platform {
     pub hpet: Option<u64>,
     /// The time-stamp counter's rate measured against the HPET.
     pub tsc_hz_by_hpet: Option<u64>,
+    /// PCI segment 0's configuration space (MCFG); firmware assigned its
+    /// BARs, so no windows are known.
+    pub pci_host: Option<baton_pci::HostBridge>,
 }
 
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
@@ -32,6 +35,11 @@ static PLATFORM: spin::Once<Platform> = spin::Once::new();
 /// What [`discover`] found (`None` before it ran or without ACPI).
 pub fn platform() -> Option<Platform> {
     PLATFORM.get().copied()
+}
+
+/// PCI segment 0's host bridge from the MCFG, once ACPI was read.
+pub fn pci_host() -> Option<baton_pci::HostBridge> {
+    PLATFORM.get().and_then(|platform| platform.pci_host)
 }
 
 /// Zeros for memory the kernel cannot reach (a corrupt pointer above
@@ -121,6 +129,48 @@ fn read_madt(tables: &AcpiTables<Handler>, platform: &mut Platform) {
             None => alloc::string::String::new(),
         }
     );
+}
+
+/// Segment 0's ECAM region from the MCFG (other segments are logged and
+/// left out: Baton enumerates one).
+fn read_mcfg(tables: &AcpiTables<Handler>, platform: &mut Platform) {
+    const ENTRIES_OFFSET: usize = 44;
+    const ENTRY_BYTES: usize = 16;
+    let Ok(mcfg) = tables.find_table::<acpi::mcfg::Mcfg>() else {
+        log::info!(target: "acpi", "no MCFG: no PCI configuration space");
+        return;
+    };
+    // The crate trusts the header's length for its entry slice: check it
+    // against what was mapped first.
+    let length = { mcfg.get().header().length } as usize;
+    if length < ENTRIES_OFFSET
+        || length > mcfg.mapped_length()
+        || !(length - ENTRIES_OFFSET).is_multiple_of(ENTRY_BYTES)
+    {
+        log::warn!(target: "acpi", "the MCFG's length ({length} bytes) is malformed; no PCI");
+        return;
+    }
+    for entry in mcfg.get().entries() {
+        let (start, first, last) = (entry.base_address, entry.bus_number_start, entry.bus_number_end);
+        let segment = entry.pci_segment_group;
+        if segment != 0 || platform.pci_host.is_some() {
+            log::info!(target: "acpi", "MCFG: segment {segment} at {start:#x} left out (Baton enumerates one)");
+            continue;
+        }
+        if first > last {
+            log::warn!(target: "acpi", "MCFG: segment 0 has buses {first}..{last}; no PCI");
+            continue;
+        }
+        let buses = u64::from(last - first) + 1;
+        platform.pci_host = Some(baton_pci::HostBridge {
+            ecam_start: start,
+            ecam_size_bytes: buses * baton_pci::BUS_CONFIG_BYTES,
+            first_bus: first,
+            last_bus: last,
+            windows: baton_pci::Windows::default(),
+        });
+        log::info!(target: "acpi", "MCFG: PCI segment 0, buses {first:#04x}..={last:#04x}, ECAM at {start:#x}");
+    }
 }
 
 /// The HPET table's base address, read from the raw table: the crate's
@@ -213,6 +263,7 @@ fn discover(info: &BootInfo) {
     };
     let mut platform = Platform::default();
     read_madt(&tables, &mut platform);
+    read_mcfg(&tables, &mut platform);
     use_hpet(&tables, &mut platform);
     PLATFORM.call_once(|| platform);
 }

@@ -25,6 +25,7 @@ mod handover;
 mod ktest;
 mod mm;
 mod options;
+mod pci;
 mod syscall;
 mod task;
 #[cfg(feature = "testing")]
@@ -79,6 +80,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     console::attach_framebuffer(info, screen);
     #[cfg(target_arch = "x86_64")]
     acpi::discover_when_quiet(info, handover::incoming::is_consuming());
+    discover_devices_when_quiet(info, options);
     handover::outgoing::init();
     task::set_hooks(task::Hooks { on_exit: handover::outgoing::forget_owner, on_first_dispatch: first_dispatch });
     if let Err(error) = reach_interrupt_controller().and_then(|()| task::start_scheduler(info)) {
@@ -103,9 +105,32 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         }
         #[cfg(target_arch = "x86_64")]
         acpi::discover_when_quiet(info, handover::incoming::is_consuming());
+        discover_devices_when_quiet(info, options);
         mm::refill_heap_reserve();
         update::run_pending();
     }
+}
+
+/// Enumerates PCI once ACPI is read (x86_64) and no handover is being
+/// taken in (like ACPI, it would only lengthen the blackout), unless
+/// `pci=off`.
+fn discover_devices_when_quiet(info: &BootInfo, options: &options::Options) {
+    if handover::incoming::is_consuming() {
+        return;
+    }
+    if !options.is_pci_enabled {
+        pci::leave_alone();
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let bridge = {
+        let _ = info;
+        acpi::pci_host()
+    };
+    #[cfg(target_arch = "aarch64")]
+    let bridge = info.pci_host;
+    let is_recording = cfg!(feature = "testing") && options.is_pci_record;
+    pci::discover(bridge, is_recording);
 }
 
 /// The first service runs: the boot phase is noted, and when no service

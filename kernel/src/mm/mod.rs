@@ -86,6 +86,20 @@ pub fn firmware_address(phys: u64, size_bytes: u64) -> Option<u64> {
     None
 }
 
+/// A kernel address for `size_bytes` of device registers at `phys`,
+/// mapped uncached: the firmware window (x86_64, below 4 GiB) or the
+/// device window (aarch64); `None` when out of reach, or when `phys` is
+/// RAM (registers never are).
+pub fn device_address(phys: u64, size_bytes: u64) -> Option<u64> {
+    if is_ram(phys, size_bytes.max(1)) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return firmware_address(phys, size_bytes);
+    #[cfg(target_arch = "aarch64")]
+    return baton_arch::device_window::map(phys, size_bytes);
+}
+
 /// The framebuffer's kernel address and size in bytes, if the boot
 /// description has one and it is mapped.
 pub fn framebuffer() -> Option<(u64, u64)> {

@@ -33,6 +33,7 @@ pub const RULES: &[(&str, Uses)] = &[
     ("handover", Uses::Only(&["mm", "options", "console", "ktest"])),
     ("task", Uses::Only(&["mm", "options", "console", "ktest"])),
     ("acpi", Uses::Only(&["mm", "options", "console", "ktest"])),
+    ("pci", Uses::Only(&["mm", "options", "console", "ktest"])),
     ("mm", Uses::Only(&["options", "console", "ktest"])),
     ("ktest", Uses::Only(&["console", "options"])),
     ("console", Uses::Only(&["options"])),

@@ -251,6 +251,7 @@ pub fn cases(arch: Arch, available: &Available) -> Vec<QemuCase> {
     cases.extend(update_cases(arch));
     cases.extend(process_handover_cases(arch));
     cases.extend(hostile_service_cases(arch));
+    cases.extend(pci_cases(arch));
     cases.extend(handover_cases(arch));
     cases.push(production_case(arch));
     if available.limine {
@@ -605,6 +606,39 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             &["(id 1) resumed", "(id 3) resumed", "init resumed on the new kernel"],
         ),
     ]
+}
+
+/// A virtio network card on QEMU's user networking, reaching nothing
+/// outside QEMU.
+const VIRTIO_NET: &[&str] = &["-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0"];
+
+/// PCI: the host bridge found (MCFG, the device tree), a virtio network
+/// card enumerated on the cold boot and again after an update, its BARs
+/// placed on aarch64 (no firmware assigned them) only once.
+fn pci_cases(arch: Arch) -> Vec<QemuCase> {
+    let mut repeated = vec![("1af4:1000 Ethernet", 2), ("MSI-X", 2)];
+    if arch == Arch::Aarch64 {
+        repeated.push(("00:01.0: BARs assigned from the host bridge's windows", 1));
+    }
+    let found = update(
+        arch,
+        "PCI enumeration finds the virtio network card on both boots and places its BARs once",
+        Module::SecondVersion,
+        ONE_UPDATE,
+        Expect::demo_with(1, &repeated, &["kernel panic", "fits in no host-bridge window", "out of reach"]),
+    )
+    .qemu_args(VIRTIO_NET)
+    .must_contain("function(s) on buses 0x00..=0xff");
+    let off = update(
+        arch,
+        "pci=off leaves PCI alone",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} pci=off"),
+        Expect::demo_with(1, &[], &["1af4:1000"]),
+    )
+    .qemu_args(VIRTIO_NET)
+    .must_contain("pci=off: PCI is left alone");
+    vec![found, off]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

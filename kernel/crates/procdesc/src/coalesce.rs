@@ -178,7 +178,10 @@ mod tests {
 
     #[test]
     fn physically_adjacent_image_pages_share_one_run() {
-        let image = |index: u64| MappedRange { kind: MappingKind::Image, ..preservable(0x40_0000 + index * MIB, index * MIB, MIB) };
+        let image = |index: u64| MappedRange {
+            kind: MappingKind::Image,
+            ..preservable(0x40_0000 + index * MIB, index * MIB, MIB)
+        };
         let mappings = both(&[image(0), image(1), image(2)]);
         assert_eq!(mappings.len(), 1);
         assert_eq!(mappings[0].runs, alloc::vec![PhysicalRun { phys_start: 0, size_bytes: 3 * MIB }]);
