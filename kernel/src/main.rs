@@ -155,6 +155,7 @@ fn log_boot(info: &BootInfo, options: &options::Options) {
         ("kho.inject", options.inject.is_some()),
         ("test.adversary", options.adversary_mode.is_some()),
         ("test.resume", options.resume_test.is_some()),
+        ("test.pci_record", options.is_pci_record),
         ("test.fault_early", options.is_fault_early),
         ("test.client", options.demo.client_exits_early),
     ] {
