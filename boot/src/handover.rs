@@ -44,6 +44,10 @@ pub struct HandoverExtras<'a> {
     /// The most recent updates, oldest first (at most
     /// [`crate::info::HISTORY_ENTRIES`] are written).
     pub history: &'a [UpdateRecord],
+    /// The PCI host bridge the running kernel found where the entry did
+    /// not describe one (x86_64's MCFG, read from ACPI): the next kernel
+    /// then has it at once, before it reads ACPI itself.
+    pub pci_host: Option<baton_pci::HostBridge>,
 }
 
 /// One update the machine went through, carried from kernel to kernel so
@@ -303,7 +307,7 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
     if let Some(timer) = info.timer_interrupt {
         writer.property_u32("timer-interrupt", timer)?;
     }
-    if let Some(bridge) = &info.pci_host {
+    if let Some(bridge) = info.pci_host.as_ref().or(extras.pci_host.as_ref()) {
         let mut bytes = Vec::new();
         let head = [bridge.ecam_start, bridge.ecam_size_bytes, u64::from(bridge.first_bus), u64::from(bridge.last_bus)];
         for value in head {
@@ -613,6 +617,7 @@ mod tests {
             cycle_frequency_hz: 2_400_000_000,
             timer_ticks_per_second: 1_000_000_000,
             history: &history,
+            pci_host: None,
         };
         let mut bytes = write(&info, &extras).unwrap();
         // The writer patches the timeline in place before the jump.
@@ -680,6 +685,7 @@ mod tests {
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
             history: &history,
+            pci_host: None,
         };
         let bytes = write(&described(), &extras).unwrap();
         let mut parsed = BootInfo::new(BootPath::Kho);
@@ -733,6 +739,7 @@ mod tests {
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
             history: &[],
+            pci_host: None,
         };
         let bytes = write(&info, &extras).unwrap();
         let mut parsed = BootInfo::new(BootPath::Kho);
@@ -767,6 +774,7 @@ mod tests {
             cycle_frequency_hz: 0,
             timer_ticks_per_second: 0,
             history: &[],
+            pci_host: None,
         };
         let bytes = write(&described(), &extras).unwrap();
         for cut in 0..bytes.len() {

@@ -52,11 +52,49 @@ pub struct Options {
     pub is_fault_early: bool,
     /// `pci=off`: leave PCI alone (no enumeration, no BAR assignment).
     pub is_pci_enabled: bool,
+    /// `pci.assign=NAME:VVVV:DDDD[,...]`: the device manifest; each named
+    /// service drives the first function not yet given with that vendor
+    /// and device ID (hexadecimal).
+    pub pci_assign: ArrayVec<DeviceAssignment, MAX_DEVICE_ASSIGNMENTS>,
+    /// `test.device=1`: start the driverprobe test service.
+    pub is_device_test: bool,
     /// `test.pci_record=1`: log each PCI function's configuration space
     /// and BAR probes, for the host tests' recordings.
     pub is_pci_record: bool,
     /// Values that could not be read (logged at boot).
     pub problems: ArrayVec<Problem, 8>,
+}
+
+/// The most entries `pci.assign=` takes.
+pub const MAX_DEVICE_ASSIGNMENTS: usize = 8;
+
+/// One entry of the device manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAssignment {
+    /// The service that drives the device.
+    pub service: arrayvec::ArrayString<{ baton_abi::MAX_NAME_BYTES }>,
+    /// PCI vendor ID.
+    pub vendor_id: u16,
+    /// PCI device ID.
+    pub device_id: u16,
+}
+
+/// Reads `NAME:VVVV:DDDD[,...]`; `None` if any entry is malformed or there
+/// are too many.
+fn device_manifest(value: &str) -> Option<ArrayVec<DeviceAssignment, MAX_DEVICE_ASSIGNMENTS>> {
+    let mut manifest = ArrayVec::new();
+    for entry in value.split(',') {
+        let mut parts = entry.split(':');
+        let (Some(name), Some(vendor), Some(device), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let service = arrayvec::ArrayString::from(name).ok().filter(|name| !name.is_empty())?;
+        let vendor_id = u16::from_str_radix(vendor, 16).ok()?;
+        let device_id = u16::from_str_radix(device, 16).ok()?;
+        manifest.try_push(DeviceAssignment { service, vendor_id, device_id }).ok()?;
+    }
+    Some(manifest)
 }
 
 /// A command-line word whose value could not be read.
@@ -158,6 +196,14 @@ impl Options {
                     Some(is_on) => options.is_pci_enabled = is_on,
                     None => problem("'on' or 'off'"),
                 },
+                "pci.assign" => match value.and_then(device_manifest) {
+                    Some(manifest) => options.pci_assign = manifest,
+                    None => problem("NAME:VENDOR:DEVICE entries (hexadecimal IDs), at most 8"),
+                },
+                "test.device" => match boolean(value) {
+                    Some(is_set) => options.is_device_test = is_set,
+                    None => problem("a boolean"),
+                },
                 "test.pci_record" => match boolean(value) {
                     Some(is_set) => options.is_pci_record = is_set,
                     None => problem("a boolean"),
@@ -211,7 +257,8 @@ mod tests {
             "kho_scratch=10% demo.updates=3 demo.shutdown=1 demo.image=own demo.screenshot=1 \
              update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
              bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 test.resume=calls \
-             test.fault_early=1 test.client=exit-early update.resume=0 pci=off test.pci_record=1",
+             test.fault_early=1 test.client=exit-early update.resume=0 pci=off test.pci_record=1 test.device=1 \
+             pci.assign=netd:1af4:1000,probe:1af4:1041",
         );
         assert_eq!(options.kho_scratch, Some("10%"));
         assert_eq!(options.resume_test, Some("calls"));
@@ -227,7 +274,16 @@ mod tests {
         assert_eq!(options.prepare_timeout_ns, 250_000_000);
         assert_eq!(options.service_limit_bytes, Some(8 << 20));
         assert!(!options.is_screen_enabled && !options.is_resume_enabled);
-        assert!(!options.is_pci_enabled && options.is_pci_record);
+        assert!(!options.is_pci_enabled && options.is_pci_record && options.is_device_test);
+        assert_eq!(options.pci_assign.len(), 2);
+        assert_eq!(
+            options.pci_assign[1],
+            DeviceAssignment {
+                service: arrayvec::ArrayString::from("probe").unwrap(),
+                vendor_id: 0x1af4,
+                device_id: 0x1041
+            }
+        );
         assert_eq!(options.ballast, Some(BallastStart { mebibytes: 64, order: 9, is_copying: true }));
         assert_eq!(
             (options.ktest_filter, options.inject, options.adversary_mode),
@@ -259,6 +315,24 @@ mod tests {
         let keys: Vec<&str> = options.problems.iter().map(|problem| problem.key).collect();
         assert_eq!(keys, ["demo.updates", "update.prepare_timeout_ms", "demo.image", "demo.shutdown"]);
         assert_eq!(options.problems[0].to_string(), "option 'demo.updates=lots' ignored: expected a number");
+    }
+
+    #[test]
+    fn a_malformed_device_manifest_assigns_nothing() {
+        for value in [
+            "netd",
+            "netd:1af4",
+            "netd:1af4:zz",
+            ":1af4:1000",
+            "netd:1af4:1000:7",
+            "a:1:1,b:2:2,c:3:3,d:4:4,e:5:5,f:6:6,g:7:7,h:8:8,i:9:9",
+        ] {
+            let options = Options::parse(Box::leak(format!("pci.assign={value}").into_boxed_str()));
+            assert!(options.pci_assign.is_empty(), "{value}");
+            assert_eq!(options.problems.len(), 1, "{value}");
+        }
+        let options = Options::parse("pci.assign=netd:1AF4:1000");
+        assert_eq!((options.pci_assign[0].vendor_id, options.pci_assign[0].device_id), (0x1af4, 0x1000));
     }
 
     #[test]

@@ -80,9 +80,8 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     console::attach_framebuffer(info, screen);
     #[cfg(target_arch = "x86_64")]
     acpi::discover_when_quiet(info, handover::incoming::is_consuming());
-    discover_devices_when_quiet(info, options);
     handover::outgoing::init();
-    task::set_hooks(task::Hooks { on_exit: handover::outgoing::forget_owner, on_first_dispatch: first_dispatch });
+    task::set_hooks(task::Hooks { on_exit: service_ended, on_first_dispatch: first_dispatch });
     if let Err(error) = reach_interrupt_controller().and_then(|()| task::start_scheduler(info)) {
         log::error!(target: "boot", "interrupts: {error}; services will not be preempted");
     }
@@ -99,7 +98,12 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     // The main thread idles while services run, and carries out update
     // requests.
     loop {
-        task::run_until(u64::MAX, || update::is_pending() || handover::incoming::release_due());
+        // PCI waits until a service runs: resumed services are back by
+        // then, and it is not worth lengthening the boot for. It does not
+        // wait for the handover to be consumed: a restarted driver needs
+        // its device before it can say `kho_done`.
+        let devices_due = || task::has_dispatched() && !pci::is_discovered();
+        task::run_until(u64::MAX, || update::is_pending() || handover::incoming::release_due() || devices_due());
         if handover::incoming::release_due() {
             handover::incoming::release_unclaimed();
         }
@@ -111,26 +115,35 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     }
 }
 
-/// Enumerates PCI once ACPI is read (x86_64) and no handover is being
-/// taken in (like ACPI, it would only lengthen the blackout), unless
-/// `pci=off`.
+/// Enumerates PCI once a service runs (and, on x86_64, ACPI is read),
+/// unless `pci=off`.
 fn discover_devices_when_quiet(info: &BootInfo, options: &options::Options) {
-    if handover::incoming::is_consuming() {
+    if !task::has_dispatched() || pci::is_discovered() {
         return;
     }
     if !options.is_pci_enabled {
         pci::leave_alone();
         return;
     }
+    // The boot description's (the device tree's, or what the previous
+    // kernel found), else ACPI's MCFG.
     #[cfg(target_arch = "x86_64")]
-    let bridge = {
-        let _ = info;
-        acpi::pci_host()
-    };
+    let bridge = info.pci_host.or_else(acpi::pci_host);
     #[cfg(target_arch = "aarch64")]
     let bridge = info.pci_host;
+    if let Some(bridge) = bridge {
+        handover::boot_desc::note_pci_host(bridge);
+    }
     let is_recording = cfg!(feature = "testing") && options.is_pci_record;
-    pci::discover(bridge, is_recording);
+    pci::discover(bridge, &options.pci_assign, is_recording);
+}
+
+/// A service ended, before its memory is freed: its devices stop DMA
+/// first (without an IOMMU they could write into whatever that memory
+/// becomes), then what it held in the handover is forgotten.
+fn service_ended(name: &str, space: &mut mm::user::AddressSpace) {
+    pci::stop_devices_of(name);
+    handover::outgoing::forget_owner(name, space);
 }
 
 /// The first service runs: the boot phase is noted, and when no service
@@ -156,6 +169,7 @@ fn log_boot(info: &BootInfo, options: &options::Options) {
         ("test.adversary", options.adversary_mode.is_some()),
         ("test.resume", options.resume_test.is_some()),
         ("test.pci_record", options.is_pci_record),
+        ("test.device", options.is_device_test),
         ("test.fault_early", options.is_fault_early),
         ("test.client", options.demo.client_exits_early),
     ] {
@@ -212,6 +226,13 @@ fn start_services(options: &options::Options) {
                 log::error!(target: "boot", "cannot start {name}: {error}");
             }
         }
+    }
+    // `test.device=1`: the device-access test service.
+    #[cfg(feature = "testing")]
+    if options.is_device_test
+        && let Err(error) = task::spawn("driverprobe", 0)
+    {
+        log::error!(target: "boot", "cannot start driverprobe: {error}");
     }
     match task::spawn("init", start.encode()) {
         Ok(_) => {}

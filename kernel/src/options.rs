@@ -6,7 +6,7 @@
 #![deny(unsafe_code)]
 
 use baton_boot::BootInfo;
-pub use baton_boot::options::Options;
+pub use baton_boot::options::{DeviceAssignment, Options};
 use spin::Once;
 
 /// The version this kernel reports (the xtask sets `BATON_VERSION` for the

@@ -13,19 +13,67 @@ use arrayvec::ArrayVec;
 use baton_arch::mmio::MmioRegion;
 use baton_pci::{Address, Bar, BarKind, ConfigAccess, Function, HostBridge};
 
-/// One function found, with its sized BARs (bus addresses; the CPU address
-/// of each is its window's translation, the same on every machine Baton
-/// runs on today).
+/// One function found, with its sized BARs (bus addresses) and the
+/// service the manifest gave it to.
 #[derive(Debug, Clone)]
 pub struct Device {
     /// What its header says.
     pub function: Function,
     /// Its BARs, programmed.
     pub bars: ArrayVec<Bar, 6>,
+    /// The service that drives it (`pci.assign=`), by name.
+    pub owner: Option<alloc::string::String>,
+    /// BAR registers the owner wrote all-ones to: they read as their size
+    /// mask until the next write (a size probe, which never reaches the
+    /// device).
+    probing: [bool; 6],
+    /// Its command register before [`stop_all_devices`], to put back if
+    /// the jump does not happen.
+    stopped_command: Option<u16>,
 }
 
-/// What enumeration found.
-static DEVICES: spin::Once<Vec<Device>> = spin::Once::new();
+/// What enumeration found, and the way to reach it.
+struct Registry {
+    ecam: Ecam,
+    windows: baton_pci::Windows,
+    devices: Vec<Device>,
+}
+
+/// Set once enumeration ran (or `pci=off` said it never will).
+static DISCOVERED: spin::Once<()> = spin::Once::new();
+/// The functions found (none without PCI).
+static REGISTRY: spin::Mutex<Option<Registry>> = spin::Mutex::new(None);
+
+/// Why a device call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciError {
+    /// Enumeration has not run yet (just after boot).
+    NotEnumerated,
+    /// No such function, or none more for this owner.
+    NotFound,
+    /// The function belongs to another service (or to none).
+    NotOwner,
+    /// The BAR is not implemented, or decodes I/O ports, not memory.
+    NoSuchBar,
+    /// The range reaches past the BAR's end.
+    PastTheEnd,
+    /// The register is the kernel's (header fields other than the command
+    /// register and the BARs).
+    ReadOnly,
+}
+
+impl core::fmt::Display for PciError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PciError::NotEnumerated => "PCI is not enumerated yet",
+            PciError::NotFound => "no such PCI function",
+            PciError::NotOwner => "the PCI function belongs to another service",
+            PciError::NoSuchBar => "no such memory BAR",
+            PciError::PastTheEnd => "the range reaches past the BAR's end",
+            PciError::ReadOnly => "the register is the kernel's",
+        })
+    }
+}
 
 /// Configuration space through the ECAM window.
 struct Ecam {
@@ -53,37 +101,73 @@ impl ConfigAccess for Ecam {
 }
 
 /// Enumerates `bridge` once: sizes each function's BARs, assigns those
-/// without an address from the bridge's windows, and logs every function.
-/// `is_recording` also logs each function's configuration space and BAR
-/// probes as the host tests read them (`pci: record ...`).
-pub fn discover(bridge: Option<HostBridge>, is_recording: bool) {
-    DEVICES.call_once(|| match bridge {
-        None => {
-            log::info!(target: "pci", "no PCI host bridge described: no devices");
-            Vec::new()
+/// without an address from the bridge's windows, gives functions to the
+/// services `manifest` names, and logs every function. `is_recording` also
+/// logs each function's configuration space and BAR probes as the host
+/// tests read them (`pci: record ...`).
+pub fn discover(bridge: Option<HostBridge>, manifest: &[crate::options::DeviceAssignment], is_recording: bool) {
+    DISCOVERED.call_once(|| {
+        let registry = match bridge {
+            None => {
+                log::info!(target: "pci", "no PCI host bridge described: no devices");
+                None
+            }
+            Some(bridge) => enumerate(bridge, is_recording),
+        };
+        if let Some(mut registry) = registry {
+            assign(&mut registry.devices, manifest);
+            *REGISTRY.lock() = Some(registry);
+        } else if !manifest.is_empty() {
+            log::warn!(target: "pci", "pci.assign= names devices, but there is no PCI: nothing assigned");
         }
-        Some(bridge) => enumerate(bridge, is_recording),
     });
+}
+
+/// Whether enumeration ran (or `pci=off` said it never will).
+pub fn is_discovered() -> bool {
+    DISCOVERED.is_completed()
 }
 
 /// `pci=off`: PCI stays as firmware left it (said once).
 pub fn leave_alone() {
-    DEVICES.call_once(|| {
-        log::info!(target: "pci", "pci=off: PCI is left alone");
-        Vec::new()
-    });
+    DISCOVERED.call_once(|| log::info!(target: "pci", "pci=off: PCI is left alone"));
 }
 
-fn enumerate(bridge: HostBridge, is_recording: bool) -> Vec<Device> {
+/// Gives each named service the first function not yet given that has the
+/// vendor and device ID it names.
+fn assign(devices: &mut [Device], manifest: &[crate::options::DeviceAssignment]) {
+    for entry in manifest {
+        let wanted = |device: &&mut Device| {
+            device.owner.is_none()
+                && device.function.vendor_id == entry.vendor_id
+                && device.function.device_id == entry.device_id
+        };
+        match devices.iter_mut().find(wanted) {
+            Some(device) => {
+                log::info!(target: "pci", "{} ({:04x}:{:04x}) is assigned to '{}'", device.function.address, entry.vendor_id, entry.device_id, entry.service);
+                device.owner = Some(alloc::string::String::from(entry.service.as_str()));
+            }
+            None => log::warn!(
+                target: "pci",
+                "pci.assign: no unassigned {:04x}:{:04x} for '{}'",
+                entry.vendor_id,
+                entry.device_id,
+                entry.service
+            ),
+        }
+    }
+}
+
+fn enumerate(bridge: HostBridge, is_recording: bool) -> Option<Registry> {
     let Some(last_bus) = bridge.last_reachable_bus() else {
         log::warn!(target: "pci", "the ECAM region at {:#x} covers no bus; no devices", bridge.ecam_start);
-        return Vec::new();
+        return None;
     };
     let buses = u64::from(last_bus) - u64::from(bridge.first_bus) + 1;
     let size_bytes = buses * baton_pci::BUS_CONFIG_BYTES;
     let Some(virt) = crate::mm::device_address(bridge.ecam_start, size_bytes) else {
         log::warn!(target: "pci", "the ECAM region at {:#x} is out of reach; no devices", bridge.ecam_start);
-        return Vec::new();
+        return None;
     };
     // SAFETY: `device_address` mapped `size_bytes` of the ECAM region as
     // device memory for the kernel's lifetime, and only this module
@@ -119,7 +203,7 @@ fn enumerate(bridge: HostBridge, is_recording: bool) -> Vec<Device> {
                 Err(error) => log::warn!(target: "pci", "{at}: {error}; its device is left without it"),
             }
         }
-        let device = Device { function, bars };
+        let device = Device { function, bars, owner: None, probing: [false; 6], stopped_command: None };
         log_device(&device);
         devices.push(device);
     }
@@ -130,10 +214,201 @@ fn enumerate(bridge: HostBridge, is_recording: bool) -> Vec<Device> {
         bridge.first_bus,
         bridge.ecam_start
     );
-    devices
+    Some(Registry { ecam, windows, devices })
 }
 
-fn log_device(Device { function, bars }: &Device) {
+/// Runs `action` on `owner`'s function at `address`.
+fn with_owned<T>(
+    owner: &str,
+    address: baton_abi::PciAddress,
+    action: impl FnOnce(&mut Ecam, &baton_pci::Windows, &mut Device) -> Result<T, PciError>,
+) -> Result<T, PciError> {
+    if !is_discovered() {
+        return Err(PciError::NotEnumerated);
+    }
+    let mut guard = REGISTRY.lock();
+    let registry = guard.as_mut().ok_or(PciError::NotFound)?;
+    let at = Address::new(address.bus(), address.device(), address.function()).ok_or(PciError::NotFound)?;
+    let device = registry.devices.iter_mut().find(|device| device.function.address == at).ok_or(PciError::NotFound)?;
+    if device.owner.as_deref() != Some(owner) {
+        return Err(PciError::NotOwner);
+    }
+    action(&mut registry.ecam, &registry.windows, device)
+}
+
+/// `device_owned(index)`: the `index`-th function given to `owner`.
+pub fn owned(owner: &str, index: u64) -> Result<baton_abi::PciAddress, PciError> {
+    if !is_discovered() {
+        return Err(PciError::NotEnumerated);
+    }
+    let guard = REGISTRY.lock();
+    let devices = guard.as_ref().map_or(&[][..], |registry| registry.devices.as_slice());
+    let mut mine = devices.iter().filter(|device| device.owner.as_deref() == Some(owner));
+    let device = mine.nth(usize::try_from(index).unwrap_or(usize::MAX)).ok_or(PciError::NotFound)?;
+    let at = device.function.address;
+    Ok(baton_abi::PciAddress::new(at.bus, at.device, at.function))
+}
+
+/// Whether `owner` drives a device (the update rule restarts it: device
+/// state is not handed over yet).
+pub fn owns_device(owner: &str) -> bool {
+    REGISTRY
+        .lock()
+        .as_ref()
+        .is_some_and(|registry| registry.devices.iter().any(|device| device.owner.as_deref() == Some(owner)))
+}
+
+/// `device_map`: the physical address of `[offset, offset + length)` of
+/// memory BAR `bar` of `owner`'s function.
+pub fn bar_range(
+    owner: &str,
+    address: baton_abi::PciAddress,
+    bar: u8,
+    offset: u64,
+    length: u64,
+) -> Result<u64, PciError> {
+    with_owned(owner, address, |_, windows, device| {
+        let found =
+            device.bars.iter().find(|found| found.index == bar && found.is_memory()).ok_or(PciError::NoSuchBar)?;
+        if found.address == 0 {
+            return Err(PciError::NoSuchBar);
+        }
+        let end = offset.checked_add(length).ok_or(PciError::PastTheEnd)?;
+        if end > found.size_bytes {
+            return Err(PciError::PastTheEnd);
+        }
+        // Without windows (firmware placed the BARs) bus and CPU addresses
+        // are the same.
+        let start = if windows.memory32.is_some() || windows.memory64.is_some() {
+            windows.cpu_address(found).ok_or(PciError::NoSuchBar)?
+        } else {
+            found.address
+        };
+        Ok(start + offset)
+    })
+}
+
+/// The BAR (and whether its upper half) whose register is at `offset`.
+fn bar_register(device: &Device, offset: u16) -> Option<(usize, Option<&Bar>, bool)> {
+    let register = usize::from(offset.checked_sub(baton_pci::register::BAR0)? / 4);
+    if register >= device.function.bar_count() {
+        return None;
+    }
+    let lower = device.bars.iter().find(|bar| usize::from(bar.index) == register);
+    let upper = device
+        .bars
+        .iter()
+        .find(|bar| usize::from(bar.index) + 1 == register && matches!(bar.kind, BarKind::Memory64 { .. }));
+    Some(match (lower, upper) {
+        (Some(bar), _) => (register, Some(bar), false),
+        (None, Some(bar)) => (register, Some(bar), true),
+        (None, None) => (register, None, false),
+    })
+}
+
+/// What a BAR register reads while its owner probes its size.
+fn size_mask(bar: Option<&Bar>, is_upper: bool) -> u32 {
+    let Some(bar) = bar else { return 0 };
+    let mask = !(bar.size_bytes - 1);
+    if is_upper {
+        return (mask >> 32) as u32;
+    }
+    let flags = match bar.kind {
+        BarKind::Io => 0x1,
+        BarKind::Memory32 { is_prefetchable } => u32::from(is_prefetchable) << 3,
+        BarKind::Memory64 { is_prefetchable } => 0x4 | (u32::from(is_prefetchable) << 3),
+    };
+    let low = if matches!(bar.kind, BarKind::Io) { mask as u32 & !0x3 } else { mask as u32 & !0xf };
+    low | flags
+}
+
+/// `device_config_read`: a register of `owner`'s function; BARs as the
+/// kernel placed them, or their size mask during a probe.
+pub fn config_read(owner: &str, address: baton_abi::PciAddress, offset: u16) -> Result<u32, PciError> {
+    with_owned(owner, address, |ecam, _, device| {
+        let at = device.function.address;
+        match bar_register(device, offset) {
+            Some((register, bar, is_upper)) if device.probing[register] => Ok(size_mask(bar, is_upper)),
+            _ => Ok(ecam.read(at, offset)),
+        }
+    })
+}
+
+/// `device_config_write`: see `Syscall::DeviceConfigWrite`.
+pub fn config_write(owner: &str, address: baton_abi::PciAddress, offset: u16, value: u32) -> Result<(), PciError> {
+    with_owned(owner, address, |ecam, _, device| {
+        let at = device.function.address;
+        if let Some((register, _, _)) = bar_register(device, offset) {
+            // A size probe starts with all-ones and ends with any other
+            // write (drivers restore what they read); the BAR itself never
+            // moves.
+            device.probing[register] = value == u32::MAX;
+            return Ok(());
+        }
+        if offset == baton_pci::register::COMMAND_STATUS {
+            use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
+            let allowed = IO_SPACE | MEMORY_SPACE | BUS_MASTER | INTX_DISABLE;
+            let current = ecam.read16(at, offset);
+            let command = (current & !allowed) | (value as u16 & allowed);
+            ecam.write_command(at, command);
+            return Ok(());
+        }
+        if offset < 0x40 {
+            return Err(PciError::ReadOnly);
+        }
+        ecam.write(at, offset, value);
+        Ok(())
+    })
+}
+
+/// Stops DMA of every function `owner` drives (it ended: its memory is
+/// about to be freed, and without an IOMMU a device that still masters the
+/// bus could write into whatever the memory becomes). Bus mastering and
+/// decoding are switched off; the owner's next instance switches them on
+/// again.
+pub fn stop_devices_of(owner: &str) {
+    let mut guard = REGISTRY.lock();
+    let Some(registry) = guard.as_mut() else { return };
+    for device in registry.devices.iter_mut().filter(|device| device.owner.as_deref() == Some(owner)) {
+        stop(&mut registry.ecam, device);
+        log::info!(target: "pci", "{}: DMA stopped ('{owner}' ended)", device.function.address);
+    }
+}
+
+/// Stops DMA of every assigned function before the jump to the next
+/// kernel: their drivers restart there, and their memory is not theirs
+/// any more.
+pub fn stop_all_devices() {
+    let mut guard = REGISTRY.lock();
+    let Some(registry) = guard.as_mut() else { return };
+    for device in registry.devices.iter_mut().filter(|device| device.owner.is_some()) {
+        device.stopped_command =
+            Some(registry.ecam.read16(device.function.address, baton_pci::register::COMMAND_STATUS));
+        stop(&mut registry.ecam, device);
+    }
+}
+
+/// The jump did not happen: the devices [`stop_all_devices`] stopped run
+/// again as their drivers left them.
+pub fn restart_stopped_devices() {
+    let mut guard = REGISTRY.lock();
+    let Some(registry) = guard.as_mut() else { return };
+    for device in registry.devices.iter_mut() {
+        if let Some(command) = device.stopped_command.take() {
+            registry.ecam.write_command(device.function.address, command);
+        }
+    }
+}
+
+fn stop(ecam: &mut Ecam, device: &mut Device) {
+    use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
+    let at = device.function.address;
+    let command = ecam.read16(at, baton_pci::register::COMMAND_STATUS);
+    ecam.write_command(at, (command & !(BUS_MASTER | IO_SPACE | MEMORY_SPACE)) | INTX_DISABLE);
+    device.probing = [false; 6];
+}
+
+fn log_device(Device { function, bars, .. }: &Device) {
     let mut line = alloc::format!(
         "{} {:04x}:{:04x} {}",
         function.address,

@@ -6,7 +6,8 @@
 #![deny(unsafe_code)]
 
 use crate::handover::{self, HandoverError};
-use crate::mm::user::SpaceError;
+use crate::mm::user::{Backing, DEVICE_BASE, SpaceError, device_attributes};
+use crate::pci::{self, PciError};
 use crate::task::ipc::{self, IpcError};
 use crate::task::{Privilege, SpawnError, State, TASKS, Tasks, reschedule};
 use crate::update::{self, UpdateError};
@@ -35,6 +36,7 @@ enum CallError {
     Ipc(IpcError),
     Spawn(SpawnError),
     Update(UpdateError),
+    Pci(PciError),
 }
 
 impl From<Error> for CallError {
@@ -60,6 +62,11 @@ impl From<IpcError> for CallError {
 impl From<SpawnError> for CallError {
     fn from(error: SpawnError) -> Self {
         CallError::Spawn(error)
+    }
+}
+impl From<PciError> for CallError {
+    fn from(error: PciError) -> Self {
+        CallError::Pci(error)
     }
 }
 impl From<UpdateError> for CallError {
@@ -127,6 +134,15 @@ fn handover_error(error: HandoverError) -> Error {
     }
 }
 
+fn pci_error(error: PciError) -> Error {
+    match error {
+        PciError::NotEnumerated => Error::WouldBlock,
+        PciError::NotFound => Error::NotFound,
+        PciError::NotOwner | PciError::ReadOnly => Error::PermissionDenied,
+        PciError::NoSuchBar | PciError::PastTheEnd => Error::InvalidArgument,
+    }
+}
+
 fn ipc_error(error: IpcError) -> Error {
     match error {
         IpcError::NoSuchService => Error::NotFound,
@@ -168,6 +184,7 @@ impl From<CallError> for Error {
             CallError::Ipc(error) => ipc_error(error),
             CallError::Spawn(error) => spawn_error(error),
             CallError::Update(error) => update_error(error),
+            CallError::Pci(error) => pci_error(error),
         }
     }
 }
@@ -220,6 +237,44 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::KhoRestore { .. }
         | Request::KhoRestoreRun { .. } => run_kho(tasks, id, request),
         Request::Spawn { .. } | Request::Shutdown { .. } | Request::Update { .. } => run_privileged(tasks, id, request),
+        Request::DeviceOwned { .. }
+        | Request::DeviceMap { .. }
+        | Request::DeviceConfigRead { .. }
+        | Request::DeviceConfigWrite { .. } => run_device(tasks, id, request),
+    }
+}
+
+/// A driver and the devices the manifest gave it: every check (owner,
+/// BAR, range, register) is the kernel's.
+fn run_device(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    let process = tasks.processes.get_mut(&id).ok_or(Error::NotFound)?;
+    let name = process.name.as_str();
+    match request {
+        Request::DeviceOwned { index } => {
+            let address = pci::owned(name, index)?;
+            Ok(Outcome::Done(u64::from(address.0)))
+        }
+        Request::DeviceMap { address, bar, offset, length } => {
+            let phys = pci::bar_range(name, address, bar, offset, length)?;
+            // Registers, never RAM: a BAR placed over memory would be a
+            // kernel bug, and mapping it uncached would alias the memory.
+            if crate::mm::is_ram(phys, length) {
+                log::warn!(target: "pci", "'{name}': BAR {bar} at {phys:#x} overlaps RAM; not mapped");
+                return Err(Error::InvalidArgument.into());
+            }
+            let virt = process.space.find_free(DEVICE_BASE, length, baton_abi::PAGE_SIZE).ok_or(Error::NoMemory)?;
+            process.space.map(virt, phys, length, device_attributes(), Backing::Device { phys })?;
+            Ok(Outcome::Done(virt))
+        }
+        Request::DeviceConfigRead { address, offset } => {
+            Ok(Outcome::Done(u64::from(pci::config_read(name, address, offset)?)))
+        }
+        Request::DeviceConfigWrite { address, offset, value } => {
+            pci::config_write(name, address, offset, value)?;
+            Ok(Outcome::Done(0))
+        }
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
     }
 }
 

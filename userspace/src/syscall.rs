@@ -3,7 +3,7 @@
 
 use crate::Result;
 use baton_abi::error::decode_result;
-use baton_abi::{Message, Syscall, UpdateEvent};
+use baton_abi::{Error, Message, PciAddress, Syscall, UpdateEvent};
 
 /// Issues system call `number` with six arguments; returns (status, value).
 #[inline(always)]
@@ -203,4 +203,38 @@ pub fn kho_done() -> Result<()> {
 /// Stops the machine (init only). Does not return on success.
 pub fn shutdown(code: u64) -> Result<()> {
     call(Syscall::Shutdown, [code, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// The PCI address of the `index`-th device the kernel's manifest gave
+/// this service (`WouldBlock` until PCI is enumerated, just after boot).
+pub fn device_owned(index: u64) -> Result<PciAddress> {
+    call(Syscall::DeviceOwned, [index, 0, 0, 0, 0, 0]).map(|address| PciAddress(address as u16))
+}
+
+/// As [`device_owned`], waiting up to `timeout_ns` for PCI to be
+/// enumerated.
+pub fn wait_for_device(index: u64, timeout_ns: u64) -> Result<PciAddress> {
+    let deadline = clock().saturating_add(timeout_ns);
+    loop {
+        match device_owned(index) {
+            Err(Error::WouldBlock) if clock() < deadline => sleep(1_000_000),
+            other => return other,
+        }
+    }
+}
+
+/// Maps `length` bytes from `offset` of memory BAR `bar` of the caller's
+/// device, uncached; returns where.
+pub fn device_map(address: PciAddress, bar: u8, offset: u64, length: u64) -> Result<u64> {
+    call(Syscall::DeviceMap, [u64::from(address.0), u64::from(bar), offset, length, 0, 0])
+}
+
+/// A 32-bit configuration register of the caller's device.
+pub fn device_config_read(address: PciAddress, offset: u16) -> Result<u32> {
+    call(Syscall::DeviceConfigRead, [u64::from(address.0), u64::from(offset), 0, 0, 0, 0]).map(|value| value as u32)
+}
+
+/// Writes a 32-bit configuration register of the caller's device.
+pub fn device_config_write(address: PciAddress, offset: u16, value: u32) -> Result<()> {
+    call(Syscall::DeviceConfigWrite, [u64::from(address.0), u64::from(offset), u64::from(value), 0, 0, 0]).map(drop)
 }

@@ -40,8 +40,8 @@ impl Args {
 
 /// The services under services/ that only tests use. A production kernel
 /// (built without the `testing` feature) does not embed them.
-pub const TEST_ONLY_SERVICES: [&str; 8] =
-    ["hostile", "adversary", "crasher", "spinner", "khotest", "survivor", "sleeper", "holder"];
+pub const TEST_ONLY_SERVICES: [&str; 9] =
+    ["hostile", "adversary", "crasher", "spinner", "khotest", "survivor", "sleeper", "holder", "driverprobe"];
 
 /// How to build.
 #[derive(Debug, Clone)]

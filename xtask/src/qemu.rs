@@ -146,6 +146,14 @@ impl QemuConfig {
                 }
             }
         }
+        // QEMU adds a network card on unrestricted user networking unless
+        // told otherwise: a guest gets a network only where a case or a
+        // command asks for one (restricted, forwards on 127.0.0.1).
+        let has_network =
+            self.extra_args.iter().any(|argument| matches!(argument.as_str(), "-netdev" | "-nic" | "-net"));
+        if !has_network {
+            command.args(["-nic", "none"]);
+        }
         command.args(&self.extra_args);
         Ok(command)
     }

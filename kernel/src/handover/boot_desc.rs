@@ -55,6 +55,16 @@ fn page_range(start: u64, end: u64) -> (u64, u64) {
     (first, end.next_multiple_of(PAGE_SIZE) - first)
 }
 
+/// The PCI host bridge found from firmware tables (not the entry's
+/// description), for the next kernel.
+static PCI_HOST: spin::Once<baton_pci::HostBridge> = spin::Once::new();
+
+/// Records the PCI host bridge the kernel found, so the next kernel's
+/// boot description carries it.
+pub fn note_pci_host(bridge: baton_pci::HostBridge) {
+    PCI_HOST.call_once(|| bridge);
+}
+
 /// Writes Baton's boot description for the next kernel, preserves it and
 /// what it points at (boot modules, the device tree, the kernel file) and
 /// registers it as the `baton-boot` sub-FDT; stamps `timeline` into it.
@@ -121,6 +131,7 @@ pub fn publish(freeze_cycles: u64, timeline: &[(usize, u64)]) -> Result<u64, Boo
         cycle_frequency_hz: baton_arch::cpu::cycle_counter_frequency_hz(),
         timer_ticks_per_second: baton_arch::interrupts::timer_rate(),
         history: &history,
+        pci_host: PCI_HOST.get().copied(),
     };
     let bytes = baton_boot::handover::write(info, &extras).map_err(|_| BootDescriptionError::Write)?;
     let timeline_offset = baton_boot::handover::timeline_offset(&bytes).map(|offset| offset as u64);

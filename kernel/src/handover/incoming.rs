@@ -491,8 +491,9 @@ pub fn release_due() -> bool {
 }
 
 /// Whether a handover is still being consumed (services restoring their
-/// state: the blackout, and a little after it). Reading ACPI (x86_64) and
-/// enumerating PCI wait until it is over.
+/// state: the blackout, and a little after it). x86_64 defers reading ACPI
+/// until it is over.
+#[cfg(target_arch = "x86_64")]
 pub fn is_consuming() -> bool {
     KHO_IN.lock().as_ref().is_some_and(|state| !state.is_released)
 }

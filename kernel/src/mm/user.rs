@@ -21,6 +21,8 @@ pub const STACK_BYTES: u64 = 64 * 1024;
 pub const PRESERVABLE_BASE: u64 = 0x0000_0010_0000_0000;
 /// Where the incoming sub-FDT is mapped.
 pub const HANDOVER_FDT_BASE: u64 = 0x0000_0020_0000_0000;
+/// Where a driver's device registers are mapped (`device_map`).
+pub const DEVICE_BASE: u64 = 0x0000_0030_0000_0000;
 
 /// Why an address-space operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,13 @@ pub enum Backing {
         /// Physical address.
         phys: u64,
     },
+    /// A device's registers (a BAR of the owner's device), uncached; never
+    /// freed, and not yet described to a next kernel (a service mapping
+    /// one restarts at an update).
+    Device {
+        /// Physical address.
+        phys: u64,
+    },
 }
 
 /// One mapped range as [`AddressSpace::mapped`] reports it: `size_bytes`
@@ -100,7 +109,7 @@ impl MappedEntry {
     /// half, away from every image).
     fn as_described(&self, virt: u64) -> Option<baton_procdesc::MappedRange> {
         let (kind, folio_order) = match self.backing {
-            Backing::Borrowed { .. } => return None,
+            Backing::Borrowed { .. } | Backing::Device { .. } => return None,
             Backing::Preservable { order, .. } => (baton_procdesc::MappingKind::Preservable, order),
             Backing::Owned => (baton_procdesc::MappingKind::Image, 0),
         };
@@ -138,6 +147,12 @@ pub struct AddressSpace {
 
 fn tables() -> DirectMapTables<fn() -> Option<u64>> {
     DirectMapTables { allocate_page: super::allocate_kernel_page }
+}
+
+/// User mappings of device registers: read/write, never executed,
+/// uncached.
+pub fn device_attributes() -> Attributes {
+    Attributes { is_writable: true, is_executable: false, is_user: true, memory: MemoryType::Device }
 }
 
 /// User-data attributes.

@@ -139,6 +139,11 @@ pub struct Hooks {
 static HOOKS: Once<Hooks> = Once::new();
 static HAS_DISPATCHED: AtomicBool = AtomicBool::new(false);
 
+/// Whether a service has been dispatched since boot.
+pub fn has_dispatched() -> bool {
+    HAS_DISPATCHED.load(Ordering::Relaxed)
+}
+
 /// Installs the hooks (once, before the first service starts).
 pub fn set_hooks(hooks: Hooks) {
     HOOKS.call_once(|| hooks);

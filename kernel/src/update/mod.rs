@@ -296,7 +296,14 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             inject::apply(&summary)?;
             match &staged {
                 None => Ok(()),
-                Some(staged) => Err(UpdateError::Kexec(kexec::jump(staged, summary.root_fdt_phys, boot_description))),
+                Some(staged) => {
+                    // Drivers restart on the next kernel; their devices
+                    // must not write into memory that will not be theirs.
+                    crate::pci::stop_all_devices();
+                    let error = kexec::jump(staged, summary.root_fdt_phys, boot_description);
+                    crate::pci::restart_stopped_devices();
+                    Err(UpdateError::Kexec(error))
+                }
             }
         });
     match result {

@@ -80,10 +80,21 @@ pub fn decide(staged: Option<&Staged>) -> Fates {
                     is_always_restarted: embedded.is_some_and(|embedded| embedded.is_always_restarted),
                 };
                 let verdict = baton_image::services::fate(&service, table);
-                log::info!(target: "update", "service '{name}': {verdict} by the update rule");
                 match verdict {
-                    baton_image::services::Fate::Resumable => Fate::Resume,
-                    baton_image::services::Fate::Restart(_) => Fate::Restart,
+                    // A driver's device is not handed over yet: its
+                    // next instance starts the device afresh.
+                    baton_image::services::Fate::Resumable if crate::pci::owns_device(name) => {
+                        log::info!(target: "update", "service '{name}': restarts (it drives a device) by the update rule");
+                        Fate::Restart
+                    }
+                    baton_image::services::Fate::Resumable => {
+                        log::info!(target: "update", "service '{name}': {verdict} by the update rule");
+                        Fate::Resume
+                    }
+                    baton_image::services::Fate::Restart(_) => {
+                        log::info!(target: "update", "service '{name}': {verdict} by the update rule");
+                        Fate::Restart
+                    }
                 }
             }
         };
@@ -217,6 +228,11 @@ fn describe(
     fates: &Fates,
     received: &BTreeSet<(ServiceId, ServiceId)>,
 ) -> Result<ProcessDescription, &'static str> {
+    // A driver's device mappings cannot be described yet: the update
+    // rule restarts drivers, and this catches any other.
+    if process.space.mapped().iter().any(|mapped| matches!(mapped.backing, Backing::Device { .. })) {
+        return Err("it maps device registers, which are not handed over yet");
+    }
     let hash = task::embedded::find(&process.name).map_or([0; 32], |embedded| *embedded.hash);
     let frame = process.frame_mut().user_registers();
     let registers = UserRegisters {
@@ -285,7 +301,7 @@ fn describe(
 /// ranges that continue one another.
 fn range_of(mapped: &Mapped) -> Option<MappedRange> {
     let (kind, folio_order) = match mapped.backing {
-        Backing::Borrowed { .. } => return None,
+        Backing::Borrowed { .. } | Backing::Device { .. } => return None,
         Backing::Preservable { order, .. } => (MappingKind::Preservable, order),
         Backing::Owned if mapped.virt == STACK_TOP - STACK_BYTES => (MappingKind::Stack, 0),
         Backing::Owned => (MappingKind::Image, 0),

@@ -28,8 +28,8 @@ pub enum Uses {
 /// but itself.
 pub const RULES: &[(&str, Uses)] = &[
     ("main", Uses::Any),
-    ("syscall", Uses::Only(&["update", "task", "handover", "mm", "options", "console", "ktest"])),
-    ("update", Uses::Only(&["handover", "task", "mm", "options", "console", "ktest"])),
+    ("syscall", Uses::Only(&["update", "task", "handover", "pci", "mm", "options", "console", "ktest"])),
+    ("update", Uses::Only(&["handover", "task", "pci", "mm", "options", "console", "ktest"])),
     ("handover", Uses::Only(&["mm", "options", "console", "ktest"])),
     ("task", Uses::Only(&["mm", "options", "console", "ktest"])),
     ("acpi", Uses::Only(&["mm", "options", "console", "ktest"])),

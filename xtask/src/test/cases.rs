@@ -638,7 +638,36 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(VIRTIO_NET)
     .must_contain("pci=off: PCI is left alone");
-    vec![found, off]
+    // A driver reaches its own device and nothing else; it restarts at
+    // the update (device state is not handed over yet), and when it ends
+    // the kernel stops its device's DMA.
+    let mut driver = update(
+        arch,
+        "a driver maps and probes its own device only, and its device stops DMA when it ends",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} test.device=1 pci.assign=driverprobe:1af4:1000"),
+        Expect::demo_with(
+            1,
+            &[
+                ("driverprobe: every check held and every forbidden access was refused", 2),
+                ("probe reads its size (0x", 2),
+                ("is assigned to 'driverprobe'", 2),
+            ],
+            &[
+                "driverprobe: no device",
+                "MOVED",
+                "not PermissionDenied",
+                "not InvalidArgument",
+                "not NotFound",
+                "kernel panic",
+            ],
+        ),
+    )
+    .qemu_args(VIRTIO_NET)
+    .must_contain("service 'driverprobe': restarts (it drives a device) by the update rule")
+    .must_contain("DMA stopped ('driverprobe' ended)");
+    driver = driver.in_order(&["driverprobe: second instance done", "DMA stopped ('driverprobe' ended)"]);
+    vec![found, off, driver]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

@@ -96,13 +96,75 @@ pub enum Syscall {
     /// need not be mapped. Kept per service and carried through an update
     /// that resumes the service.
     SetThreadPointer = 28,
+    /// `device_owned(index) -> address`: the PCI address ([`PciAddress`])
+    /// of the `index`-th function (0 first, in address order) assigned to
+    /// the caller by the kernel's manifest (`pci.assign=`). `NotFound` past
+    /// the last; `WouldBlock` while PCI is not yet enumerated (just after
+    /// boot: retry).
+    DeviceOwned = 29,
+    /// `device_map(address, bar, offset, length) -> user address`: maps
+    /// whole pages of a memory BAR of the caller's device, uncached.
+    /// `PermissionDenied` for another service's device, `InvalidArgument`
+    /// for a BAR that is not implemented, not memory, or shorter than the
+    /// range.
+    DeviceMap = 30,
+    /// `device_config_read(address, offset) -> value`: a 32-bit register of
+    /// the caller's device's configuration space (offset below 4096,
+    /// 4-byte aligned). BARs read as the kernel placed them; after
+    /// all-ones is written to one, it reads as its size mask.
+    DeviceConfigRead = 31,
+    /// `device_config_write(address, offset, value)`: writes one. BARs stay
+    /// where the kernel placed them (writes only start or end a size
+    /// probe); in the command register only the I/O, memory, bus-master
+    /// and INTx-disable bits change; the rest of the header is read-only
+    /// (`PermissionDenied`).
+    DeviceConfigWrite = 32,
+}
+
+/// A PCI function's address as system calls pass it: bus << 8 | device <<
+/// 3 | function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PciAddress(pub u16);
+
+impl PciAddress {
+    /// Bus number.
+    pub const fn bus(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    /// Device number.
+    pub const fn device(self) -> u8 {
+        ((self.0 >> 3) & 0x1f) as u8
+    }
+    /// Function number.
+    pub const fn function(self) -> u8 {
+        (self.0 & 0x7) as u8
+    }
+    /// The address of bus, device, function.
+    pub const fn new(bus: u8, device: u8, function: u8) -> PciAddress {
+        PciAddress(((bus as u16) << 8) | (((device & 0x1f) as u16) << 3) | (function & 0x7) as u16)
+    }
+}
+
+fn pci_address(value: u64) -> Result<PciAddress, Error> {
+    u16::try_from(value).map(PciAddress).map_err(|_| Error::InvalidArgument)
+}
+
+/// A configuration-space offset: below 4096 and 4-byte aligned.
+fn config_offset(value: u64) -> Result<u16, Error> {
+    if value >= 4096 {
+        return Err(Error::InvalidArgument);
+    }
+    if !value.is_multiple_of(4) {
+        return Err(Error::Misaligned);
+    }
+    Ok(value as u16)
 }
 
 impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 28] = [
+        const ALL: [Syscall; 32] = [
             Log,
             Exit,
             Yield,
@@ -131,6 +193,10 @@ impl Syscall {
             AllocatePreservableRun,
             KhoRestoreRun,
             SetThreadPointer,
+            DeviceOwned,
+            DeviceMap,
+            DeviceConfigRead,
+            DeviceConfigWrite,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -364,6 +430,38 @@ pub enum Request {
         /// The new thread pointer, below [`USER_ADDRESS_LIMIT`].
         value: u64,
     },
+    /// See [`Syscall::DeviceOwned`].
+    DeviceOwned {
+        /// Which of the caller's functions.
+        index: u64,
+    },
+    /// See [`Syscall::DeviceMap`].
+    DeviceMap {
+        /// The caller's function.
+        address: PciAddress,
+        /// BAR number (below 6).
+        bar: u8,
+        /// Where in the BAR the mapping starts (page-aligned).
+        offset: u64,
+        /// Its length (whole pages, at least one).
+        length: u64,
+    },
+    /// See [`Syscall::DeviceConfigRead`].
+    DeviceConfigRead {
+        /// The caller's function.
+        address: PciAddress,
+        /// The register.
+        offset: u16,
+    },
+    /// See [`Syscall::DeviceConfigWrite`].
+    DeviceConfigWrite {
+        /// The caller's function.
+        address: PciAddress,
+        /// The register.
+        offset: u16,
+        /// What to write.
+        value: u32,
+    },
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -474,6 +572,26 @@ impl Request {
                 }
                 Request::SetThreadPointer { value: a0 }
             }
+            Syscall::DeviceOwned => Request::DeviceOwned { index: a0 },
+            Syscall::DeviceMap => {
+                let [_, _, offset, length, ..] = arguments;
+                if a1 >= 6 || length == 0 {
+                    return Err(Error::InvalidArgument);
+                }
+                if !offset.is_multiple_of(PAGE_SIZE) || !length.is_multiple_of(PAGE_SIZE) {
+                    return Err(Error::Misaligned);
+                }
+                offset.checked_add(length).ok_or(Error::Overflow)?;
+                Request::DeviceMap { address: pci_address(a0)?, bar: a1 as u8, offset, length }
+            }
+            Syscall::DeviceConfigRead => {
+                Request::DeviceConfigRead { address: pci_address(a0)?, offset: config_offset(a1)? }
+            }
+            Syscall::DeviceConfigWrite => Request::DeviceConfigWrite {
+                address: pci_address(a0)?,
+                offset: config_offset(a1)?,
+                value: u32::try_from(arguments[2]).map_err(|_| Error::InvalidArgument)?,
+            },
         })
     }
 }
@@ -485,12 +603,37 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=28 {
+        for number in 1..=32 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(29, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(33, [0; 6]), Err(Error::UnknownSyscall));
+    }
+
+    #[test]
+    fn device_calls_check_addresses_offsets_and_ranges() {
+        let decode = |call: Syscall, arguments: [u64; 6]| Request::decode(call as u64, arguments);
+        let address = PciAddress::new(0, 2, 0);
+        assert_eq!((address.bus(), address.device(), address.function()), (0, 2, 0));
+        assert_eq!(PciAddress::new(3, 0x1f, 7).0, 0x3ff);
+        assert_eq!(
+            decode(Syscall::DeviceMap, [0x10, 4, 0x1000, 0x2000, 0, 0]),
+            Ok(Request::DeviceMap { address, bar: 4, offset: 0x1000, length: 0x2000 })
+        );
+        assert_eq!(decode(Syscall::DeviceMap, [0x10, 6, 0, 0x1000, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(decode(Syscall::DeviceMap, [0x10, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(decode(Syscall::DeviceMap, [0x10, 0, 0x800, 0x1000, 0, 0]), Err(Error::Misaligned));
+        assert_eq!(decode(Syscall::DeviceMap, [0x10, 0, u64::MAX - 0xfff, 0x2000, 0, 0]), Err(Error::Overflow));
+        assert_eq!(decode(Syscall::DeviceMap, [0x1_0000, 0, 0, 0x1000, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(
+            decode(Syscall::DeviceConfigRead, [0x10, 0x40, 0, 0, 0, 0]),
+            Ok(Request::DeviceConfigRead { address, offset: 0x40 })
+        );
+        assert_eq!(decode(Syscall::DeviceConfigRead, [0x10, 0x42, 0, 0, 0, 0]), Err(Error::Misaligned));
+        assert_eq!(decode(Syscall::DeviceConfigRead, [0x10, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(decode(Syscall::DeviceConfigWrite, [0x10, 4, 1 << 32, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(decode(Syscall::DeviceOwned, [1, 0, 0, 0, 0, 0]), Ok(Request::DeviceOwned { index: 1 }));
     }
 
     #[test]
