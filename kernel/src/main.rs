@@ -227,6 +227,16 @@ fn start_services(options: &options::Options) {
             }
         }
     }
+    // Drivers the device manifest names start with the system.
+    for entry in &options.pci_assign {
+        let name = entry.service.as_str();
+        if task::embedded::find(name).is_some()
+            && !matches!(name, "init" | "driverprobe")
+            && let Err(error) = task::spawn(name, 0)
+        {
+            log::warn!(target: "boot", "cannot start driver '{name}': {error}");
+        }
+    }
     // `test.device=1`: the device-access test service.
     #[cfg(feature = "testing")]
     if options.is_device_test

@@ -667,7 +667,23 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .must_contain("service 'driverprobe': restarts (it drives a device) by the update rule")
     .must_contain("DMA stopped ('driverprobe' ended)");
     driver = driver.in_order(&["driverprobe: second instance done", "DMA stopped ('driverprobe' ended)"]);
-    vec![found, off, driver]
+    // netd drives the card from user mode (virtio-drivers, smoltcp) and
+    // takes an address from QEMU's DHCP server (inside QEMU: nothing
+    // leaves it), on the cold boot and again after the update restarts it.
+    let netd = update(
+        arch,
+        "netd brings the virtio network card up from user mode and gets an address by DHCP, before and after an update",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} pci.assign=netd:1af4:1000"),
+        Expect::demo_with(
+            1,
+            &[("netd: virtio-net at", 2), ("netd: DHCP gave 10.0.2.15/24", 2)],
+            &["netd: no network card", "stopping", "kernel panic", "refused"],
+        ),
+    )
+    .qemu_args(VIRTIO_NET)
+    .must_contain("service 'netd': restarts (it drives a device) by the update rule");
+    vec![found, off, driver, netd]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

@@ -1,0 +1,233 @@
+//! netd: the network service. It drives the virtio network card the
+//! kernel's manifest gives it (`pci.assign=netd:1af4:1000`) from user mode
+//! with the `virtio-drivers` crate over the PCI transport, and runs the
+//! `smoltcp` TCP/IP stack on it: it takes an address by DHCP and answers
+//! UDP echo on port 7.
+//!
+//! The device reaches memory only through the kernel's calls: its queues
+//! are preservable memory (physical addresses from the kernel), its BARs
+//! are mapped with `device_map`, its configuration space is read and
+//! written through `device_config_read`/`write`. Interrupts are not routed
+//! to drivers yet, so netd polls, sleeping a millisecond when idle.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod hal;
+
+use alloc::rc::Rc;
+use alloc::vec;
+use baton_user::{PciAddress, syscall};
+use core::cell::RefCell;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
+
+baton_user::service!(main);
+
+/// Descriptors per virtqueue.
+const QUEUE_SIZE: usize = 16;
+/// Bytes per receive buffer: an Ethernet frame and the virtio header.
+const BUFFER_BYTES: usize = 2048;
+/// The UDP echo port.
+const ECHO_PORT: u16 = 7;
+/// The command register and its decoding and bus-master bits.
+const COMMAND: u16 = 0x04;
+const MEMORY_SPACE: u32 = 1 << 1;
+const BUS_MASTER: u32 = 1 << 2;
+
+type Net = VirtIONet<hal::BatonHal, PciTransport, QUEUE_SIZE>;
+
+/// Configuration space through the kernel: only netd's own function is
+/// reachable, whatever `device_function` says.
+struct KernelConfig {
+    device: PciAddress,
+}
+
+impl ConfigurationAccess for KernelConfig {
+    fn read_word(&self, _device_function: DeviceFunction, register_offset: u8) -> u32 {
+        syscall::device_config_read(self.device, u16::from(register_offset)).unwrap_or(u32::MAX)
+    }
+
+    fn write_word(&mut self, _device_function: DeviceFunction, register_offset: u8, data: u32) {
+        if let Err(error) = syscall::device_config_write(self.device, u16::from(register_offset), data) {
+            log::warn!("netd: configuration write at {register_offset:#x} refused: {error}");
+        }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        KernelConfig { device: self.device }
+    }
+}
+
+/// The virtio card as smoltcp sees it: the tokens share it (smoltcp uses
+/// one at a time), so it sits in a `RefCell`.
+struct NetDevice {
+    net: Rc<RefCell<Net>>,
+}
+
+struct Received {
+    net: Rc<RefCell<Net>>,
+    buffer: RxBuffer,
+}
+
+struct Transmit {
+    net: Rc<RefCell<Net>>,
+}
+
+impl RxToken for Received {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let result = f(self.buffer.packet());
+        if let Err(error) = self.net.borrow_mut().recycle_rx_buffer(self.buffer) {
+            log::warn!("netd: a receive buffer could not be given back: {error:?}");
+        }
+        result
+    }
+}
+
+impl TxToken for Transmit {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, length: usize, f: F) -> R {
+        let mut net = self.net.borrow_mut();
+        let mut buffer = net.new_tx_buffer(length);
+        let result = f(buffer.packet_mut());
+        if let Err(error) = net.send(buffer) {
+            log::warn!("netd: a frame could not be sent: {error:?}");
+        }
+        result
+    }
+}
+
+impl Device for NetDevice {
+    type RxToken<'a> = Received;
+    type TxToken<'a> = Transmit;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Received, Transmit)> {
+        let buffer = self.net.borrow_mut().receive().ok()?;
+        Some((Received { net: self.net.clone(), buffer }, Transmit { net: self.net.clone() }))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Transmit> {
+        self.net.borrow().can_send().then(|| Transmit { net: self.net.clone() })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut capabilities = DeviceCapabilities::default();
+        capabilities.medium = Medium::Ethernet;
+        capabilities.max_transmission_unit = 1514;
+        capabilities.max_burst_size = Some(1);
+        capabilities
+    }
+}
+
+fn now() -> Instant {
+    Instant::from_micros((syscall::clock() / 1000) as i64)
+}
+
+fn start(device: PciAddress) -> Result<Net, &'static str> {
+    // Memory decoding and bus mastering on (the kernel switched them off
+    // when a previous driver of this card stopped); the driver crate
+    // resets the device itself.
+    let command = syscall::device_config_read(device, COMMAND).map_err(|_| "its command register is unreadable")?;
+    syscall::device_config_write(device, COMMAND, command | MEMORY_SPACE | BUS_MASTER)
+        .map_err(|_| "its command register is not writable")?;
+    let mut root = PciRoot::new(KernelConfig { device });
+    let function = DeviceFunction { bus: device.bus(), device: device.device(), function: device.function() };
+    hal::note_device(device);
+    let transport =
+        PciTransport::new::<hal::BatonHal, _>(&mut root, function).map_err(|_| "not a virtio PCI device")?;
+    Net::new(transport, BUFFER_BYTES).map_err(|_| "the virtio network card did not start")
+}
+
+fn main(_argument: u64) -> i32 {
+    let device = match syscall::wait_for_device(0, 5_000_000_000) {
+        Ok(device) => device,
+        Err(error) => {
+            log::warn!("netd: no network card assigned ({error}); nothing to do");
+            return 1;
+        }
+    };
+    let net = match start(device) {
+        Ok(net) => net,
+        Err(why) => {
+            log::warn!("netd: {why}");
+            return 1;
+        }
+    };
+    let mac = net.mac_address();
+    log::info!(
+        "netd: virtio-net at {:02x}:{:02x}.{} up, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        device.bus(),
+        device.device(),
+        device.function(),
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    let mut card = NetDevice { net: Rc::new(RefCell::new(net)) };
+    let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    let mut interface = Interface::new(config, &mut card, now());
+    let mut sockets = SocketSet::new(vec![]);
+    let dhcp = sockets.add(dhcpv4::Socket::new());
+    let udp_buffers = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1536]);
+    let mut echo = udp::Socket::new(udp_buffers(), udp_buffers());
+    if echo.bind(IpListenEndpoint { addr: None, port: ECHO_PORT }).is_err() {
+        log::warn!("netd: cannot bind UDP port {ECHO_PORT}");
+    }
+    let echo = sockets.add(echo);
+    let mut echoed: u64 = 0;
+    loop {
+        let timestamp = now();
+        interface.poll(timestamp, &mut card, &mut sockets);
+        if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(dhcp).poll() {
+            match event {
+                dhcpv4::Event::Configured(config) => {
+                    interface.update_ip_addrs(|addresses| {
+                        addresses.clear();
+                        let _ = addresses.push(IpCidr::Ipv4(config.address));
+                    });
+                    if let Some(router) = config.router {
+                        let _ = interface.routes_mut().add_default_ipv4_route(router);
+                    }
+                    log::info!(
+                        "netd: DHCP gave {}, gateway {}",
+                        config.address,
+                        config.router.map_or(alloc::string::String::from("none"), |router| alloc::format!("{router}"))
+                    );
+                }
+                dhcpv4::Event::Deconfigured => {
+                    // Also the first event, before any lease: say so only
+                    // when an address is lost.
+                    if interface.ipv4_addr().is_some() {
+                        log::info!("netd: DHCP lease lost");
+                    }
+                    interface.update_ip_addrs(|addresses| addresses.clear());
+                    interface.routes_mut().remove_default_ipv4_route();
+                }
+            }
+        }
+        let socket = sockets.get_mut::<udp::Socket>(echo);
+        while let Ok((data, meta)) = socket.recv() {
+            let data = alloc::vec::Vec::from(data);
+            if socket.send_slice(&data, meta.endpoint).is_ok() {
+                echoed += 1;
+                if echoed.is_power_of_two() {
+                    log::info!("netd: {echoed} UDP datagram(s) echoed");
+                }
+            }
+        }
+        match interface.poll_delay(timestamp, &sockets) {
+            Some(delay) if delay.total_micros() == 0 => {}
+            _ => syscall::sleep(1_000_000),
+        }
+    }
+}
