@@ -22,7 +22,8 @@ pub struct Options {
     /// `demo.updates=`, `demo.shutdown=`, `demo.image=own`: what init's demo
     /// does (the ballast and client bits are added where those are known).
     pub demo: InitStart,
-    /// `demo.screenshot=1`: shutdown waits for a line on the console.
+    /// `demo.screenshot=1` or `demo.wait=1`: shutdown waits for a line on
+    /// the console.
     pub is_screenshot_pause: bool,
     /// `update.prepare_timeout_ms=`: how long services get to prepare.
     pub prepare_timeout_ns: u64,
@@ -145,7 +146,9 @@ impl Options {
                     Some("module") => options.demo.own_image = false,
                     _ => problem("'own' or 'module'"),
                 },
-                "demo.screenshot" => match boolean(value) {
+                // `demo.wait=1` is the same pause without a screenshot
+                // (a host-side test talks to the guest meanwhile).
+                "demo.screenshot" | "demo.wait" => match boolean(value) {
                     Some(is_set) => options.is_screenshot_pause = is_set,
                     None => problem("a boolean"),
                 },

@@ -289,6 +289,12 @@ impl Write for ConsoleWriter {
 /// so there is nothing to wait for; kept so callers say what they need).
 pub fn flush() {}
 
+/// Whether the end of a line is waiting on the serial console (reads one
+/// byte, if there is one).
+pub fn has_line_ended() -> bool {
+    UART.get().is_some_and(|uart| matches!(uart.try_read_byte(), Some(b'\n' | b'\r')))
+}
+
 /// Waits (at most `timeout_ns`) for a line on the serial console; returns
 /// whether one arrived.
 pub fn wait_for_line(timeout_ns: u64) -> bool {

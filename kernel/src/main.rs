@@ -103,7 +103,15 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         // wait for the handover to be consumed: a restarted driver needs
         // its device before it can say `kho_done`.
         let devices_due = || task::has_dispatched() && !pci::is_discovered();
-        task::run_until(u64::MAX, || update::is_pending() || handover::incoming::release_due() || devices_due());
+        let is_shutdown_pending = || syscall::pending_shutdown().is_some();
+        task::run_until(u64::MAX, || {
+            update::is_pending() || handover::incoming::release_due() || devices_due() || is_shutdown_pending()
+        });
+        if let Some(code) = syscall::pending_shutdown() {
+            // Services run on until the line arrives (at most a minute).
+            task::run_until(60_000_000_000, console::has_line_ended);
+            baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE });
+        }
         if handover::incoming::release_due() {
             handover::incoming::release_unclaimed();
         }

@@ -208,6 +208,14 @@ fn privilege(tasks: &Tasks, id: u64) -> Result<Privilege, CallError> {
     Ok(tasks.processes.get(&id).and_then(|process| process.privilege()).ok_or(Error::PermissionDenied)?)
 }
 
+/// A shutdown init asked for while the machine is to wait for the console.
+static PENDING_SHUTDOWN: spin::Once<u64> = spin::Once::new();
+
+/// The exit code of a shutdown that waits for a line on the console.
+pub fn pending_shutdown() -> Option<u64> {
+    PENDING_SHUTDOWN.get().copied()
+}
+
 /// Runs a decoded call in the group it belongs to.
 fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
     match request {
@@ -474,11 +482,17 @@ fn run_privileged(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcom
             let _privilege = privilege(tasks, id)?;
             log::info!(target: "boot", "shutdown requested by init (code {code})");
             handover::report::log_history();
-            // `demo.screenshot=1`: the screen stays as it is until a line
-            // arrives on the serial console, so a test can capture it.
+            // `demo.screenshot=1` or `demo.wait=1`: the machine stays up,
+            // services running, until a line arrives on the serial console
+            // (a test captures the screen or talks to a service meanwhile):
+            // init waits, the main thread ends it (`pending_shutdown`).
             if crate::options::get().is_screenshot_pause {
                 log::info!(target: "boot", "paused before shutdown: send a newline on the console to continue");
-                crate::console::wait_for_line(60_000_000_000);
+                PENDING_SHUTDOWN.call_once(|| code);
+                if let Some(process) = tasks.processes.get_mut(&id) {
+                    process.state = State::WaitingForKernel;
+                }
+                return Ok(Outcome::Blocked);
             }
             baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE })
         }

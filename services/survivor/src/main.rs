@@ -161,22 +161,28 @@ fn mappings_mode() -> i32 {
         }
     };
     log::info!("survivor: {} preservable pages mapped; the next was refused: {refusal}", folios.len());
+    on_each_continue(|| {
+        let intact = folios.iter_mut().enumerate().all(|(index, folio)| {
+            let mark = index as u8 ^ 0xa5;
+            folio.bytes_mut().iter().all(|&byte| byte == mark)
+        });
+        match intact {
+            true => log::info!("survivor: resumed with all {} pages intact", folios.len()),
+            false => log::warn!("survivor: a page came back changed"),
+        }
+    })
+}
+
+/// Acknowledges every `prepare` (it is resumed: nothing to publish) and
+/// runs `continued` each time it goes on on a new kernel.
+fn on_each_continue(mut continued: impl FnMut()) -> ! {
     loop {
         let Ok(message) = syscall::receive() else { continue };
         match UpdateEvent::from_label(message.label) {
             Some(UpdateEvent::Prepare) if message.sender == KERNEL_SENDER => {
                 let _ = syscall::kho_ready(UpdateEvent::Prepare, 0);
             }
-            Some(UpdateEvent::Continued) if message.sender == KERNEL_SENDER => {
-                let intact = folios.iter_mut().enumerate().all(|(index, folio)| {
-                    let mark = index as u8 ^ 0xa5;
-                    folio.bytes_mut().iter().all(|&byte| byte == mark)
-                });
-                match intact {
-                    true => log::info!("survivor: resumed with all {} pages intact", folios.len()),
-                    false => log::warn!("survivor: a page came back changed"),
-                }
-            }
+            Some(UpdateEvent::Continued) if message.sender == KERNEL_SENDER => continued(),
             _ => {}
         }
     }
@@ -195,31 +201,22 @@ fn limit_mode() -> i32 {
         }
     };
     log::info!("survivor: holding {} MiB of preservable memory; the next MiB was refused: {refusal}", runs.len());
-    loop {
-        let Ok(message) = syscall::receive() else { continue };
-        match UpdateEvent::from_label(message.label) {
-            Some(UpdateEvent::Prepare) if message.sender == KERNEL_SENDER => {
-                let _ = syscall::kho_ready(UpdateEvent::Prepare, 0);
+    on_each_continue(|| {
+        let more = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
+        let freed = runs.pop().map(syscall::free_preservable);
+        let again = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
+        match (more, freed, again) {
+            (Err(error), Some(Ok(())), Ok(address)) => {
+                runs.push(address);
+                log::info!(
+                    "survivor: resumed holding {} MiB, still counted: one more was refused ({error}); \
+                     after freeing one, one fitted again",
+                    runs.len()
+                );
             }
-            Some(UpdateEvent::Continued) if message.sender == KERNEL_SENDER => {
-                let more = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
-                let freed = runs.pop().map(syscall::free_preservable);
-                let again = syscall::allocate_preservable_run(0, LIMIT_RUN_PAGES);
-                match (more, freed, again) {
-                    (Err(error), Some(Ok(())), Ok(address)) => {
-                        runs.push(address);
-                        log::info!(
-                            "survivor: resumed holding {} MiB, still counted: one more was refused ({error}); \
-                             after freeing one, one fitted again",
-                            runs.len()
-                        );
-                    }
-                    other => log::warn!("survivor: the resumed memory is not counted as it was: {other:?}"),
-                }
-            }
-            _ => {}
+            other => log::warn!("survivor: the resumed memory is not counted as it was: {other:?}"),
         }
-    }
+    })
 }
 
 fn main(argument: u64) -> i32 {
