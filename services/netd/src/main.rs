@@ -2,7 +2,7 @@
 //! kernel's manifest gives it (`pci.assign=netd:1af4:1000`) from user mode
 //! with the `virtio-drivers` crate over the PCI transport, and runs the
 //! `smoltcp` TCP/IP stack on it: it takes an address by DHCP and answers
-//! UDP echo on port 7.
+//! TCP and UDP echo on port 7.
 //!
 //! The device reaches memory only through the kernel's calls: its queues
 //! are preservable memory (physical addresses from the kernel), its BARs
@@ -23,7 +23,7 @@ use baton_user::{PciAddress, syscall};
 use core::cell::RefCell;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{dhcpv4, udp};
+use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
@@ -184,6 +184,9 @@ fn main(_argument: u64) -> i32 {
         log::warn!("netd: cannot bind UDP port {ECHO_PORT}");
     }
     let echo = sockets.add(echo);
+    let tcp_socket = || tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 8192]));
+    let tcp_echo = sockets.add(tcp_socket());
+    let mut tcp_connections: u64 = 0;
     let mut echoed: u64 = 0;
     loop {
         let timestamp = now();
@@ -224,6 +227,25 @@ fn main(_argument: u64) -> i32 {
                     log::info!("netd: {echoed} UDP datagram(s) echoed");
                 }
             }
+        }
+        // TCP echo on port 7: one connection at a time; whatever arrives
+        // goes back.
+        let socket = sockets.get_mut::<tcp::Socket>(tcp_echo);
+        if !socket.is_open() {
+            if socket.listen(ECHO_PORT).is_err() {
+                log::warn!("netd: cannot listen on TCP port {ECHO_PORT}");
+            }
+        } else if socket.may_recv() && socket.can_send() {
+            let mut chunk = [0u8; 1024];
+            if let Ok(length) = socket.recv_slice(&mut chunk)
+                && length > 0
+            {
+                let _ = socket.send_slice(&chunk[..length]);
+            }
+        } else if !socket.may_recv() && socket.state() == tcp::State::CloseWait {
+            socket.close();
+            tcp_connections += 1;
+            log::info!("netd: TCP echo connection {tcp_connections} closed");
         }
         match interface.poll_delay(timestamp, &sockets) {
             Some(delay) if delay.total_micros() == 0 => {}

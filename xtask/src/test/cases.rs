@@ -126,6 +126,11 @@ pub struct QemuCase {
     /// Free memory after the last update must be what it was after the
     /// first (the kernels' `handover consumed: ... free_kib=` lines).
     pub checks_no_leak: bool,
+    /// `(host port, lines)`: when the demo pauses before shutdown
+    /// (`demo.wait=1`), connect to 127.0.0.1:port (forwarded to the guest's
+    /// TCP echo port), send that many numbered lines one at a time, and add
+    /// `host: N of M lines echoed over TCP` to the output.
+    pub host_tcp_echo: Option<(u16, u32)>,
 }
 
 /// What this machine and this kernel let the tests cover.
@@ -157,6 +162,7 @@ impl QemuCase {
             testing: true,
             services_absent: Vec::new(),
             checks_no_leak: false,
+            host_tcp_echo: None,
         }
     }
 
@@ -210,6 +216,12 @@ impl QemuCase {
 
     /// Free memory after the last update must be what it was after the
     /// first.
+    pub fn host_tcp_echo(mut self, host_port: u16, lines: u32) -> Self {
+        self.host_tcp_echo = Some((host_port, lines));
+        self
+    }
+
+    /// Free memory must not keep falling from update to update.
     pub fn no_leak(mut self) -> Self {
         self.checks_no_leak = true;
         self
@@ -608,6 +620,15 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
     ]
 }
 
+/// A TCP port on 127.0.0.1 nobody holds right now (asked of the system:
+/// another program could take it before QEMU does, which only fails the
+/// case, never sends traffic elsewhere).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_or(17007, |address| address.port())
+}
+
 /// A virtio network card on QEMU's user networking, reaching nothing
 /// outside QEMU.
 const VIRTIO_NET: &[&str] = &["-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0"];
@@ -683,7 +704,21 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(VIRTIO_NET)
     .must_contain("service 'netd': restarts (it drives a device) by the update rule");
-    vec![found, off, driver, netd]
+    // TCP echo from the host after the update: lines sent to 127.0.0.1 on
+    // a forwarded port come back from netd on the new kernel.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7");
+    let echo = update(
+        arch,
+        "netd echoes TCP from the host after an update",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} demo.wait=1 pci.assign=netd:1af4:1000"),
+        Expect::demo_with(1, &[("host: 20 of 20 lines echoed over TCP", 1)], &["kernel panic", "stopping"]),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_tcp_echo(port, 20)
+    .must_contain("netd: TCP echo connection 1 closed");
+    vec![found, off, driver, netd, echo]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).
