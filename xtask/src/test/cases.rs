@@ -534,18 +534,32 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
         // message queued for it before the freeze arrives after; a sleep
         // spanning the update ends no earlier than its deadline; ids and
         // lookups are those of before.
-        one(
+        // Two updates: the demo's second keeps the machine up well past the
+        // sleep that spans the first (one update alone could end the demo
+        // before the sleeper's deadline on a slow machine).
+        update(
+            arch,
             "a service preempted mid-computation, a queued message and a sleep all survive resumption",
-            "test.resume=compute",
-            &[
-                "survivor: the message queued before the update arrived after it (word 0x5eed)",
-                "ids, lookups and its thread pointer unchanged",
-                "survivor: its thread pointer came through the update",
-                "survivor: continued on the new kernel",
-                "sleeper: continued on the new kernel",
-            ],
-            &["sleeper: woke at", "cannot be resumed"],
+            Module::SecondVersion,
+            "demo.updates=2 demo.shutdown=1 test.resume=compute",
+            Expect::demo_with(
+                2,
+                &[],
+                &[
+                    "sleeper: woke at",
+                    "cannot be resumed",
+                    "lost their contents",
+                    "handover bypassed",
+                    "kernel fault",
+                    "DISAGREES",
+                ],
+            ),
         )
+        .must_contain("survivor: the message queued before the update arrived after it (word 0x5eed)")
+        .must_contain("ids, lookups and its thread pointer unchanged")
+        .must_contain("survivor: its thread pointer came through the update")
+        .must_contain("survivor: continued on the new kernel")
+        .must_contain("sleeper: continued on the new kernel")
         .in_order(&[
             "survivor: told it will be Resumed; computing",
             "process handover: 4 service(s) resumed",
