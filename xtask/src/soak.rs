@@ -52,12 +52,13 @@ pub struct SoakSummary {
     pub free_kib: Vec<u64>,
 }
 
-/// Free memory after every update, from the kernels' `handover consumed`
-/// lines.
-pub fn free_after_updates(output: &str) -> Vec<u64> {
+/// Free memory as every update began, from the kernels' `update requested`
+/// lines (a steady point: the `handover consumed` line of each kernel races
+/// with services starting, such as the demo's client).
+pub fn free_at_update_requests(output: &str) -> Vec<u64> {
     output
         .lines()
-        .filter(|line| line.contains("handover consumed:"))
+        .filter(|line| line.contains("update requested by service"))
         .filter_map(|line| line.split("free_kib=").nth(1)?.split_whitespace().next()?.parse().ok())
         .collect()
 }
@@ -79,8 +80,8 @@ pub fn check_no_leak(free_kib: &[u64]) -> Result<(), String> {
     }
     let first_drop = free_kib.iter().position(|&free| free < floor).map_or(0, |index| index + 1);
     Err(format!(
-        "free memory after update {} is {last} KiB, {} KiB less than the lowest of updates 1 to {half} ({floor} KiB; \
-         update 1: {first} KiB); it first fell below that after update {first_drop}",
+        "free memory when update {} began is {last} KiB, {} KiB less than the lowest of updates 1 to {half} ({floor} \
+         KiB; update 1: {first} KiB); it first fell below that at update {first_drop}",
         free_kib.len(),
         floor - last
     ))
@@ -106,7 +107,7 @@ pub fn summarise(output: &str) -> SoakSummary {
         ballast_intact: output.matches("pages intact").count(),
         damaged_reports: output.matches("lost their contents").count(),
         blackout_us,
-        free_kib: free_after_updates(output),
+        free_kib: free_at_update_requests(output),
     }
 }
 
@@ -191,7 +192,7 @@ fn check(outcome: &Outcome, log: &Path, timeout: Duration, updates: u32) -> Resu
     if let (Some(first), Some(last)) = (summary.free_kib.first(), summary.free_kib.last()) {
         let lowest = summary.free_kib.iter().min().copied().unwrap_or(0);
         println!(
-            "soak: free memory after update 1 {first} KiB, after update {} {last} KiB (lowest {lowest} KiB)",
+            "soak: free memory when update 1 began {first} KiB, when update {} began {last} KiB (lowest {lowest} KiB)",
             summary.free_kib.len()
         );
     }
@@ -256,14 +257,17 @@ mod tests {
 
     #[test]
     fn free_memory_is_read_and_a_fall_is_a_leak() {
-        let log = "[INFO  kho] handover consumed: released 0 KiB that owners did not take back, 0 KiB unowned, and \
-                   the metadata; free_kib=1000\nother\n[INFO  kho] handover consumed: released 4 KiB that owners did \
-                   not take back, 0 KiB unowned, and the metadata; free_kib=996\n";
-        assert_eq!(free_after_updates(log), [1000, 996]);
+        let log = "[INFO  update] update requested by service 2 (BootModule); free_kib=1000\nother\n[INFO  kho] \
+                   handover consumed: released 4 KiB that owners did not take back, 0 KiB unowned, and the metadata; \
+                   free_kib=1\n[INFO  update] update requested by service 2 (BootModule); free_kib=996\n";
+        assert_eq!(free_at_update_requests(log), [1000, 996]);
         assert_eq!(check_no_leak(&[1000, 1000, 1004]), Ok(()));
         let leak = check_no_leak(&[1000, 1000, 996, 992]).unwrap_err();
-        assert!(leak.contains("after update 4 is 992 KiB, 8 KiB less than the lowest of updates 1 to 2"), "{leak}");
-        assert!(leak.contains("first fell below that after update 3"), "{leak}");
+        assert!(
+            leak.contains("when update 4 began is 992 KiB, 8 KiB less than the lowest of updates 1 to 2"),
+            "{leak}"
+        );
+        assert!(leak.contains("first fell below that at update 3"), "{leak}");
         // A step early on that stays flat is not a leak; 4 KiB lost at
         // every update is, however small.
         assert_eq!(check_no_leak(&[1000, 1000, 364, 364, 364, 364, 364, 364]), Ok(()));

@@ -245,7 +245,11 @@ pub fn run_pending() {
     let Some((requester, image)) = LIFECYCLE.lock().pending.take() else {
         return;
     };
-    log::info!(target: "update", "update requested by service {requester} ({image:?})");
+    // Free memory as each update begins: services are in their steady
+    // state (the demo's client has exited), so a soak compares it across
+    // updates to find leaks.
+    let free_kib = crate::mm::accounting().free_bytes / 1024;
+    log::info!(target: "update", "update requested by service {requester} ({image:?}); free_kib={free_kib}");
     let result = perform(image);
     answer(requester, result);
 }

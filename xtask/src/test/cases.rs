@@ -123,8 +123,8 @@ pub struct QemuCase {
     pub testing: bool,
     /// Services no `embedded services:` line may name (and one must appear).
     pub services_absent: Vec<String>,
-    /// Free memory after the last update must be what it was after the
-    /// first (the kernels' `handover consumed: ... free_kib=` lines).
+    /// Free memory must not keep falling from update to update (the
+    /// kernels' `update requested ... free_kib=` lines).
     pub checks_no_leak: bool,
     /// `(host port, lines)`: when the demo pauses before shutdown
     /// (`demo.wait=1`), connect to 127.0.0.1:port (forwarded to the guest's

@@ -159,7 +159,7 @@ pub fn run_case(case: &QemuCase, kernels: &Kernels, limine: Option<&Path>, verbo
         check_order(&outcome.output, sequence, &mut problems);
     }
     if case.checks_no_leak
-        && let Err(leak) = crate::soak::check_no_leak(&crate::soak::free_after_updates(&outcome.output))
+        && let Err(leak) = crate::soak::check_no_leak(&crate::soak::free_at_update_requests(&outcome.output))
     {
         problems.push(format!("memory leaked: {leak}"));
     }
