@@ -18,6 +18,7 @@
 
 extern crate alloc;
 
+pub mod device;
 pub mod heap;
 pub mod ipc;
 pub mod kho;

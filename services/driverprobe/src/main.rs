@@ -29,23 +29,6 @@ fn register(bar: u8) -> u16 {
     BAR0 + 4 * u16::from(bar)
 }
 
-/// The first memory BAR (its number, whether 64-bit) and the I/O one.
-fn bars(device: PciAddress) -> (Option<(u8, bool)>, Option<u8>) {
-    let (mut memory, mut io) = (None, None);
-    let mut bar = 0;
-    while bar < 6 {
-        let value = syscall::device_config_read(device, register(bar)).unwrap_or(0);
-        let is_64 = value & 0x7 == 0x4;
-        if value & 1 == 1 && io.is_none() && value & !0x3 != 0 {
-            io = Some(bar);
-        } else if value & 1 == 0 && value & !0xf != 0 && memory.is_none() {
-            memory = Some((bar, is_64));
-        }
-        bar += if is_64 { 2 } else { 1 };
-    }
-    (memory, io)
-}
-
 /// All-ones, read, restore: the size the BAR decodes, and whether it still
 /// reads as before afterwards.
 fn probe_size(device: PciAddress, bar: u8, is_64: bool) -> Result<(u64, bool), Error> {
@@ -80,10 +63,12 @@ fn checks(device: PciAddress) -> bool {
         ids & 0xffff,
         ids >> 16
     );
-    let (Some((bar, is_64)), io) = bars(device) else {
+    let io = baton_user::device::io_bar(device);
+    let Some(memory) = baton_user::device::memory_bars(device).first().copied() else {
         log::warn!("driverprobe: no memory BAR");
         return false;
     };
+    let (bar, is_64) = (memory.index, memory.is_64_bit);
     let (size, unmoved) = match probe_size(device, bar, is_64) {
         Ok(found) => found,
         Err(error) => {

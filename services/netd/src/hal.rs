@@ -32,44 +32,8 @@ static STATE: spin::Mutex<State> =
 pub fn note_device(device: PciAddress) {
     let mut state = STATE.lock();
     state.device = Some(device);
-    state.bars = memory_bars(device);
-}
-
-/// The memory BARs, sized as drivers do (the kernel answers the probe).
-fn memory_bars(device: PciAddress) -> Vec<(u8, u64, u64)> {
-    let read = |offset: u16| syscall::device_config_read(device, offset).unwrap_or(0);
-    let write = |offset: u16, value: u32| {
-        let _ = syscall::device_config_write(device, offset, value);
-    };
-    let mut bars = Vec::new();
-    let mut index = 0u8;
-    while index < 6 {
-        let offset = 0x10 + 4 * u16::from(index);
-        let low = read(offset);
-        let is_64 = low & 0x7 == 0x4;
-        // A memory BAR (its address may read 0 in the low half: a 64-bit
-        // BAR above 4 GiB); the size probe says whether it is implemented.
-        if low & 1 == 0 {
-            let high = if is_64 { read(offset + 4) } else { 0 };
-            write(offset, u32::MAX);
-            let mask_low = read(offset) & !0xf;
-            write(offset, low);
-            let mask_high = if is_64 {
-                write(offset + 4, u32::MAX);
-                let mask = read(offset + 4);
-                write(offset + 4, high);
-                mask
-            } else {
-                u32::MAX
-            };
-            let size = (!((u64::from(mask_high) << 32) | u64::from(mask_low))).wrapping_add(1);
-            if mask_low != 0 && size.is_power_of_two() {
-                bars.push((index, (u64::from(high) << 32) | u64::from(low & !0xf), size));
-            }
-        }
-        index += if is_64 { 2 } else { 1 };
-    }
-    bars
+    state.bars =
+        baton_user::device::memory_bars(device).iter().map(|bar| (bar.index, bar.address, bar.size_bytes)).collect();
 }
 
 fn order_for_pages(pages: usize) -> u32 {
