@@ -137,6 +137,10 @@ impl Options {
                     Some(updates) => options.demo.updates = updates.min(u64::from(u32::MAX)) as u32,
                     None => problem("a number"),
                 },
+                "demo.interval_ms" => match number(value) {
+                    Some(milliseconds) => options.demo.interval_ms = milliseconds.min(u64::from(u16::MAX)) as u16,
+                    None => problem("a number of milliseconds"),
+                },
                 "demo.shutdown" => match boolean(value) {
                     Some(is_set) => options.demo.shutdown_when_done = is_set,
                     None => problem("a boolean"),
@@ -261,7 +265,7 @@ mod tests {
              update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
              bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 test.resume=calls \
              test.fault_early=1 test.client=exit-early update.resume=0 pci=off test.pci_record=1 test.device=1 \
-             pci.assign=netd:1af4:1000,probe:1af4:1041",
+             pci.assign=netd:1af4:1000,probe:1af4:1041 demo.interval_ms=1000",
         );
         assert_eq!(options.kho_scratch, Some("10%"));
         assert_eq!(options.resume_test, Some("calls"));
@@ -270,6 +274,7 @@ mod tests {
             shutdown_when_done: true,
             own_image: true,
             client_exits_early: true,
+            interval_ms: 1000,
             ..InitStart::default()
         };
         assert_eq!(options.demo, demo);

@@ -90,8 +90,15 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     if let Some(filter) = options.ktest_filter {
         ktest::run(filter);
     }
-    // After an update: the services of the previous kernel, resumed or
-    // restarted; otherwise (or without a roster to go by) a cold start.
+    // After an update: the services of the previous kernel, resumed (with
+    // the devices they drive, through the host bridge the boot
+    // description names) or restarted; otherwise (or without a roster to
+    // go by) a cold start.
+    if options.is_pci_enabled
+        && let Some(bridge) = info.pci_host
+    {
+        pci::note_host_bridge(bridge);
+    }
     if update::processes::restore_services().is_none() {
         start_services(options);
     }

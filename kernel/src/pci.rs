@@ -7,6 +7,13 @@
 //! tree's `pci-host-ecam-generic` node on aarch64 (carried in the boot
 //! description across updates). A missing or unusable one is one logged
 //! line and no devices; nothing here can stop the boot.
+//!
+//! A device whose driver is resumed by an update keeps running through
+//! it: the old kernel leaves it alone and describes it in the driver's
+//! process description ([`records_of`]); the new kernel takes it back
+//! before the driver runs ([`adopt`]), checking the record against the
+//! function without writing anything, and enumeration later never sizes
+//! or moves its BARs.
 
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
@@ -27,9 +34,12 @@ pub struct Device {
     /// mask until the next write (a size probe, which never reaches the
     /// device).
     probing: [bool; 6],
-    /// Its command register before [`stop_all_devices`], to put back if
-    /// the jump does not happen.
+    /// Its command register before [`stop_devices_for_jump`], to put back
+    /// if the jump does not happen.
     stopped_command: Option<u16>,
+    /// Handed over running by the previous kernel, with its driver: its
+    /// BARs come from the handover and are never sized.
+    is_handed_over: bool,
 }
 
 /// What enumeration found, and the way to reach it.
@@ -41,8 +51,12 @@ struct Registry {
 
 /// Set once enumeration ran (or `pci=off` said it never will).
 static DISCOVERED: spin::Once<()> = spin::Once::new();
-/// The functions found (none without PCI).
+/// The functions found (none without PCI), and before enumeration those
+/// handed over with their resumed drivers.
 static REGISTRY: spin::Mutex<Option<Registry>> = spin::Mutex::new(None);
+/// The host bridge known before enumeration (a KHO boot's, from the boot
+/// description), through which resumed drivers get their devices back.
+static HOST_BRIDGE: spin::Mutex<Option<HostBridge>> = spin::Mutex::new(None);
 
 /// Why a device call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +89,56 @@ impl core::fmt::Display for PciError {
     }
 }
 
+/// Why a device record from the previous kernel is not taken back (its
+/// driver then restarts, and the device is stopped and reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptError {
+    /// This boot knows no host bridge (the boot description had none).
+    NoHostBridge,
+    /// No function answers at the recorded address.
+    Absent,
+    /// Another card answers there.
+    OtherCard {
+        /// Its vendor ID.
+        vendor_id: u16,
+        /// Its device ID.
+        device_id: u16,
+    },
+    /// Another record already took the function.
+    Taken,
+    /// A BAR register does not hold what the record says.
+    BarMoved {
+        /// The register.
+        index: u8,
+        /// What it holds.
+        found: u64,
+        /// What the record says.
+        recorded: u64,
+    },
+    /// A BAR's CPU address is not where this host bridge forwards it.
+    NotForwarded {
+        /// The register.
+        index: u8,
+    },
+}
+
+impl core::fmt::Display for AdoptError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AdoptError::NoHostBridge => f.write_str("no PCI host bridge is known"),
+            AdoptError::Absent => f.write_str("no function answers at its address"),
+            AdoptError::OtherCard { vendor_id, device_id } => {
+                write!(f, "another card ({vendor_id:04x}:{device_id:04x}) answers at its address")
+            }
+            AdoptError::Taken => f.write_str("another record took the function"),
+            AdoptError::BarMoved { index, found, recorded } => {
+                write!(f, "BAR{index} holds {found:#x}, the record says {recorded:#x}")
+            }
+            AdoptError::NotForwarded { index } => write!(f, "BAR{index} is not where the host bridge forwards it"),
+        }
+    }
+}
+
 /// Configuration space through the ECAM window.
 struct Ecam {
     region: MmioRegion,
@@ -102,25 +166,41 @@ impl ConfigAccess for Ecam {
 
 /// Enumerates `bridge` once: sizes each function's BARs, assigns those
 /// without an address from the bridge's windows, gives functions to the
-/// services `manifest` names, and logs every function. `is_recording` also
-/// logs each function's configuration space and BAR probes as the host
-/// tests read them (`pci: record ...`).
+/// services `manifest` names, and logs every function. Functions taken
+/// back with their resumed drivers ([`adopt`]) keep the BARs and owner
+/// the handover gave them. `is_recording` also logs each other function's
+/// configuration space and BAR probes as the host tests read them
+/// (`pci: record ...`).
 pub fn discover(bridge: Option<HostBridge>, manifest: &[crate::options::DeviceAssignment], is_recording: bool) {
     DISCOVERED.call_once(|| {
-        let registry = match bridge {
-            None => {
+        let mut guard = REGISTRY.lock();
+        let registry = match (guard.take(), bridge) {
+            (None, None) => {
                 log::info!(target: "pci", "no PCI host bridge described: no devices");
                 None
             }
-            Some(bridge) => enumerate(bridge, is_recording),
+            (Some(registry), _) => Some(registry),
+            (None, Some(bridge)) => open(bridge),
         };
-        if let Some(mut registry) = registry {
-            assign(&mut registry.devices, manifest);
-            *REGISTRY.lock() = Some(registry);
-        } else if !manifest.is_empty() {
-            log::warn!(target: "pci", "pci.assign= names devices, but there is no PCI: nothing assigned");
+        match (registry, bridge) {
+            (Some(mut registry), Some(bridge)) => {
+                enumerate(&mut registry, bridge, is_recording);
+                assign(&mut registry.devices, manifest);
+                *guard = Some(registry);
+            }
+            (Some(registry), None) => *guard = Some(registry),
+            (None, _) if !manifest.is_empty() => {
+                log::warn!(target: "pci", "pci.assign= names devices, but there is no PCI: nothing assigned")
+            }
+            (None, _) => {}
         }
     });
+}
+
+/// Records the host bridge this boot was told of before enumeration (the
+/// boot description's), so resumed drivers can take their devices back.
+pub fn note_host_bridge(bridge: HostBridge) {
+    *HOST_BRIDGE.lock() = Some(bridge);
 }
 
 /// Whether enumeration ran (or `pci=off` said it never will).
@@ -134,9 +214,19 @@ pub fn leave_alone() {
 }
 
 /// Gives each named service the first function not yet given that has the
-/// vendor and device ID it names.
+/// vendor and device ID it names (a service that took its device back
+/// with the handover has it already).
 fn assign(devices: &mut [Device], manifest: &[crate::options::DeviceAssignment]) {
     for entry in manifest {
+        let is_handed_over = |device: &Device| {
+            device.is_handed_over
+                && device.owner.as_deref() == Some(entry.service.as_str())
+                && device.function.vendor_id == entry.vendor_id
+                && device.function.device_id == entry.device_id
+        };
+        if devices.iter().any(is_handed_over) {
+            continue;
+        }
         let wanted = |device: &&mut Device| {
             device.owner.is_none()
                 && device.function.vendor_id == entry.vendor_id
@@ -158,7 +248,8 @@ fn assign(devices: &mut [Device], manifest: &[crate::options::DeviceAssignment])
     }
 }
 
-fn enumerate(bridge: HostBridge, is_recording: bool) -> Option<Registry> {
+/// Maps `bridge`'s configuration space; `None` (logged) when it cannot be.
+fn open(bridge: HostBridge) -> Option<Registry> {
     let Some(last_bus) = bridge.last_reachable_bus() else {
         log::warn!(target: "pci", "the ECAM region at {:#x} covers no bus; no devices", bridge.ecam_start);
         return None;
@@ -173,29 +264,41 @@ fn enumerate(bridge: HostBridge, is_recording: bool) -> Option<Registry> {
     // device memory for the kernel's lifetime, and only this module
     // touches configuration space.
     let region = unsafe { MmioRegion::new(virt, size_bytes) };
-    let mut ecam = Ecam { region, first_bus: bridge.first_bus };
+    Some(Registry { ecam: Ecam { region, first_bus: bridge.first_bus }, windows: bridge.windows, devices: Vec::new() })
+}
+
+fn enumerate(registry: &mut Registry, bridge: HostBridge, is_recording: bool) {
+    let Some(last_bus) = bridge.last_reachable_bus() else { return };
+    let ecam = &mut registry.ecam;
     let mut functions = Vec::new();
-    baton_pci::enumerate(&ecam, bridge.first_bus..=last_bus, |function| functions.push(function));
+    baton_pci::enumerate(ecam, bridge.first_bus..=last_bus, |function| functions.push(function));
     let mut sized = Vec::new();
     for function in functions {
-        if is_recording {
-            record(&mut ecam, &function);
+        // A device handed over running is never probed: all-ones in a
+        // live BAR would move it under its driver.
+        if let Some(device) = registry.devices.iter().find(|device| device.function.address == function.address) {
+            log::info!(target: "pci", "{}: handed over running; its BARs are the handover's, not sized", function.address);
+            log_device(device);
+            continue;
         }
-        let bars = baton_pci::size_bars(&mut ecam, &function);
+        if is_recording {
+            record(ecam, &function);
+        }
+        let bars = baton_pci::size_bars(ecam, &function);
         sized.push((function, bars));
     }
     // What firmware (or the previous kernel) placed stays where it is, and
     // nothing is placed over it.
-    let mut windows = bridge.windows;
-    for bar in sized.iter().flat_map(|(_, bars)| bars.iter()).filter(|bar| bar.address != 0) {
+    let windows = &mut registry.windows;
+    let handed_over = registry.devices.iter().flat_map(|device| device.bars.iter());
+    for bar in sized.iter().flat_map(|(_, bars)| bars.iter()).chain(handed_over).filter(|bar| bar.address != 0) {
         windows.reserve(bar);
     }
-    let mut devices = Vec::new();
     for (function, mut bars) in sized {
         let at = function.address;
         if bars.iter().any(|bar| bar.address == 0) {
             let has_windows = windows.memory32.is_some() || windows.memory64.is_some() || windows.io.is_some();
-            match baton_pci::assign_bars(&mut ecam, &function, &mut bars, &mut windows) {
+            match baton_pci::assign_bars(ecam, &function, &mut bars, windows) {
                 Ok(()) if has_windows => {
                     log::info!(target: "pci", "{at}: BARs assigned from the host bridge's windows")
                 }
@@ -203,18 +306,169 @@ fn enumerate(bridge: HostBridge, is_recording: bool) -> Option<Registry> {
                 Err(error) => log::warn!(target: "pci", "{at}: {error}; its device is left without it"),
             }
         }
-        let device = Device { function, bars, owner: None, probing: [false; 6], stopped_command: None };
+        let device =
+            Device { function, bars, owner: None, probing: [false; 6], stopped_command: None, is_handed_over: false };
         log_device(&device);
-        devices.push(device);
+        registry.devices.push(device);
     }
+    registry.devices.sort_by_key(|device| device.function.address);
     log::info!(
         target: "pci",
         "{} function(s) on buses {:#04x}..={last_bus:#04x}, ECAM at {:#x}",
-        devices.len(),
+        registry.devices.len(),
         bridge.first_bus,
         bridge.ecam_start
     );
-    Some(Registry { ecam, windows, devices })
+}
+
+/// The registry, opened through the noted host bridge if enumeration has
+/// not run yet.
+fn opened(guard: &mut Option<Registry>) -> Result<&mut Registry, AdoptError> {
+    if guard.is_none() {
+        let bridge = HOST_BRIDGE.lock().ok_or(AdoptError::NoHostBridge)?;
+        *guard = Some(open(bridge).ok_or(AdoptError::NoHostBridge)?);
+    }
+    guard.as_mut().ok_or(AdoptError::NoHostBridge)
+}
+
+/// The CPU address of `bar`: through the host bridge's windows, or its bus
+/// address when there are none (firmware placed the BARs).
+fn cpu_address(windows: &baton_pci::Windows, bar: &Bar) -> Option<u64> {
+    if windows.memory32.is_some() || windows.memory64.is_some() || windows.io.is_some() {
+        windows.cpu_address(bar)
+    } else {
+        Some(bar.address)
+    }
+}
+
+fn bar_kind(kind: baton_procdesc::DeviceBarKind) -> BarKind {
+    use baton_procdesc::DeviceBarKind as Recorded;
+    match kind {
+        Recorded::Io => BarKind::Io,
+        Recorded::Memory32 { is_prefetchable } => BarKind::Memory32 { is_prefetchable },
+        Recorded::Memory64 { is_prefetchable } => BarKind::Memory64 { is_prefetchable },
+    }
+}
+
+fn recorded_kind(kind: BarKind) -> baton_procdesc::DeviceBarKind {
+    use baton_procdesc::DeviceBarKind as Recorded;
+    match kind {
+        BarKind::Io => Recorded::Io,
+        BarKind::Memory32 { is_prefetchable } => Recorded::Memory32 { is_prefetchable },
+        BarKind::Memory64 { is_prefetchable } => Recorded::Memory64 { is_prefetchable },
+    }
+}
+
+/// The devices `owner` drives, as its process description records them.
+pub fn records_of(owner: &str) -> Vec<baton_procdesc::DeviceRecord> {
+    let guard = REGISTRY.lock();
+    let Some(registry) = guard.as_ref() else { return Vec::new() };
+    let mine = registry.devices.iter().filter(|device| device.owner.as_deref() == Some(owner));
+    mine.map(|device| {
+        let at = device.function.address;
+        let bars = device
+            .bars
+            .iter()
+            .map(|bar| baton_procdesc::DeviceBar {
+                index: bar.index,
+                kind: recorded_kind(bar.kind),
+                bus_address: bar.address,
+                cpu_address: cpu_address(&registry.windows, bar).unwrap_or(bar.address),
+                size_bytes: bar.size_bytes,
+            })
+            .collect();
+        baton_procdesc::DeviceRecord {
+            bus: at.bus,
+            device: at.device,
+            function: at.function,
+            vendor_id: device.function.vendor_id,
+            device_id: device.function.device_id,
+            bars,
+        }
+    })
+    .collect()
+}
+
+/// Takes back a device the previous kernel handed over running with its
+/// driver `owner`: the function at the recorded address must be the same
+/// card, each BAR must still hold the recorded address (read, never
+/// written) and be forwarded to the recorded CPU address. Then `owner`
+/// drives it again, before enumeration and without it.
+pub fn adopt(owner: &str, record: &baton_procdesc::DeviceRecord) -> Result<(), AdoptError> {
+    let mut guard = REGISTRY.lock();
+    let registry = opened(&mut guard)?;
+    let at = Address::new(record.bus, record.device, record.function).ok_or(AdoptError::Absent)?;
+    if registry.devices.iter().any(|device| device.function.address == at) {
+        return Err(AdoptError::Taken);
+    }
+    let function = Function::read(&registry.ecam, at).ok_or(AdoptError::Absent)?;
+    if (function.vendor_id, function.device_id) != (record.vendor_id, record.device_id) {
+        return Err(AdoptError::OtherCard { vendor_id: function.vendor_id, device_id: function.device_id });
+    }
+    let mut bars = ArrayVec::new();
+    for recorded in &record.bars {
+        let bar = Bar {
+            index: recorded.index,
+            kind: bar_kind(recorded.kind),
+            address: recorded.bus_address,
+            size_bytes: recorded.size_bytes,
+        };
+        baton_pci::check_programmed(&registry.ecam, at, &bar).map_err(|found| AdoptError::BarMoved {
+            index: bar.index,
+            found,
+            recorded: bar.address,
+        })?;
+        if cpu_address(&registry.windows, &bar) != Some(recorded.cpu_address) {
+            return Err(AdoptError::NotForwarded { index: bar.index });
+        }
+        bars.push(bar);
+    }
+    let owner = Some(alloc::string::String::from(owner));
+    let device = Device { function, bars, owner, probing: [false; 6], stopped_command: None, is_handed_over: true };
+    registry.devices.push(device);
+    Ok(())
+}
+
+/// Stops and gives up the devices `owner` took back with [`adopt`]: its
+/// resumption failed after all, and its memory is about to be freed.
+pub fn give_back(owner: &str) {
+    let mut guard = REGISTRY.lock();
+    let Some(registry) = guard.as_mut() else { return };
+    for device in registry.devices.iter_mut().filter(|device| device.owner.as_deref() == Some(owner)) {
+        stop(&mut registry.ecam, device);
+        log::info!(target: "pci", "{}: DMA stopped ('{owner}' is not resumed after all)", device.function.address);
+    }
+    registry.devices.retain(|device| device.owner.as_deref() != Some(owner));
+}
+
+/// On a KHO boot where a driver could not be resumed: every function the
+/// manifest names that no resumed driver took back is stopped at once,
+/// before any memory of the previous kernel is freed. The old kernel
+/// leaves a resumed driver's device running, so one whose record was lost
+/// or refused may still be writing into that driver's old memory; its
+/// next instance resets it.
+pub fn stop_orphans(manifest: &[crate::options::DeviceAssignment]) {
+    if manifest.is_empty() {
+        return;
+    }
+    let mut guard = REGISTRY.lock();
+    let Ok(registry) = opened(&mut guard) else { return };
+    let Some(bridge) = *HOST_BRIDGE.lock() else { return };
+    let Some(last_bus) = bridge.last_reachable_bus() else { return };
+    let mut functions = Vec::new();
+    baton_pci::enumerate(&registry.ecam, bridge.first_bus..=last_bus, |function| functions.push(function));
+    for function in functions {
+        let is_named =
+            manifest.iter().any(|entry| (entry.vendor_id, entry.device_id) == (function.vendor_id, function.device_id));
+        if !is_named || registry.devices.iter().any(|device| device.function.address == function.address) {
+            continue;
+        }
+        use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
+        let at = function.address;
+        let command = registry.ecam.read16(at, baton_pci::register::COMMAND_STATUS);
+        registry.ecam.write_command(at, (command & !(BUS_MASTER | IO_SPACE | MEMORY_SPACE)) | INTX_DISABLE);
+        log::info!(target: "pci", "{at}: DMA stopped (its driver was not resumed)");
+    }
 }
 
 /// Runs `action` on `owner`'s function at `address`.
@@ -223,13 +477,13 @@ fn with_owned<T>(
     address: baton_abi::PciAddress,
     action: impl FnOnce(&mut Ecam, &baton_pci::Windows, &mut Device) -> Result<T, PciError>,
 ) -> Result<T, PciError> {
-    if !is_discovered() {
-        return Err(PciError::NotEnumerated);
-    }
+    // Before enumeration only devices handed over with their drivers are
+    // known.
+    let missing = if is_discovered() { PciError::NotFound } else { PciError::NotEnumerated };
     let mut guard = REGISTRY.lock();
-    let registry = guard.as_mut().ok_or(PciError::NotFound)?;
-    let at = Address::new(address.bus(), address.device(), address.function()).ok_or(PciError::NotFound)?;
-    let device = registry.devices.iter_mut().find(|device| device.function.address == at).ok_or(PciError::NotFound)?;
+    let registry = guard.as_mut().ok_or(missing)?;
+    let at = Address::new(address.bus(), address.device(), address.function()).ok_or(missing)?;
+    let device = registry.devices.iter_mut().find(|device| device.function.address == at).ok_or(missing)?;
     if device.owner.as_deref() != Some(owner) {
         return Err(PciError::NotOwner);
     }
@@ -238,24 +492,13 @@ fn with_owned<T>(
 
 /// `device_owned(index)`: the `index`-th function given to `owner`.
 pub fn owned(owner: &str, index: u64) -> Result<baton_abi::PciAddress, PciError> {
-    if !is_discovered() {
-        return Err(PciError::NotEnumerated);
-    }
+    let missing = if is_discovered() { PciError::NotFound } else { PciError::NotEnumerated };
     let guard = REGISTRY.lock();
     let devices = guard.as_ref().map_or(&[][..], |registry| registry.devices.as_slice());
     let mut mine = devices.iter().filter(|device| device.owner.as_deref() == Some(owner));
-    let device = mine.nth(usize::try_from(index).unwrap_or(usize::MAX)).ok_or(PciError::NotFound)?;
+    let device = mine.nth(usize::try_from(index).unwrap_or(usize::MAX)).ok_or(missing)?;
     let at = device.function.address;
     Ok(baton_abi::PciAddress::new(at.bus, at.device, at.function))
-}
-
-/// Whether `owner` drives a device (the update rule restarts it: device
-/// state is not handed over yet).
-pub fn owns_device(owner: &str) -> bool {
-    REGISTRY
-        .lock()
-        .as_ref()
-        .is_some_and(|registry| registry.devices.iter().any(|device| device.owner.as_deref() == Some(owner)))
 }
 
 /// `device_map`: the physical address of `[offset, offset + length)` of
@@ -277,13 +520,7 @@ pub fn bar_range(
         if end > found.size_bytes {
             return Err(PciError::PastTheEnd);
         }
-        // Without windows (firmware placed the BARs) bus and CPU addresses
-        // are the same.
-        let start = if windows.memory32.is_some() || windows.memory64.is_some() {
-            windows.cpu_address(found).ok_or(PciError::NoSuchBar)?
-        } else {
-            found.address
-        };
+        let start = cpu_address(windows, found).ok_or(PciError::NoSuchBar)?;
         Ok(start + offset)
     })
 }
@@ -375,20 +612,23 @@ pub fn stop_devices_of(owner: &str) {
     }
 }
 
-/// Stops DMA of every assigned function before the jump to the next
-/// kernel: their drivers restart there, and their memory is not theirs
-/// any more.
-pub fn stop_all_devices() {
+/// Stops DMA, before the jump to the next kernel, of every assigned
+/// function whose driver restarts there (`is_resumed` says which do not):
+/// that driver's memory is not its own any more. A resumed driver's
+/// device keeps running through the jump, into memory that is handed over
+/// with it.
+pub fn stop_devices_for_jump(is_resumed: impl Fn(&str) -> bool) {
     let mut guard = REGISTRY.lock();
     let Some(registry) = guard.as_mut() else { return };
-    for device in registry.devices.iter_mut().filter(|device| device.owner.is_some()) {
+    let restarting = |device: &&mut Device| device.owner.as_deref().is_some_and(|owner| !is_resumed(owner));
+    for device in registry.devices.iter_mut().filter(restarting) {
         device.stopped_command =
             Some(registry.ecam.read16(device.function.address, baton_pci::register::COMMAND_STATUS));
         stop(&mut registry.ecam, device);
     }
 }
 
-/// The jump did not happen: the devices [`stop_all_devices`] stopped run
+/// The jump did not happen: the devices [`stop_devices_for_jump`] stopped run
 /// again as their drivers left them.
 pub fn restart_stopped_devices() {
     let mut guard = REGISTRY.lock();

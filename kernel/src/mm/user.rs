@@ -65,8 +65,8 @@ pub enum Backing {
         phys: u64,
     },
     /// A device's registers (a BAR of the owner's device), uncached; never
-    /// freed, and not yet described to a next kernel (a service mapping
-    /// one restarts at an update).
+    /// freed. Described to a next kernel with the device (a
+    /// `MappingKind::Device` mapping).
     Device {
         /// Physical address.
         phys: u64,
@@ -109,7 +109,8 @@ impl MappedEntry {
     /// half, away from every image).
     fn as_described(&self, virt: u64) -> Option<baton_procdesc::MappedRange> {
         let (kind, folio_order) = match self.backing {
-            Backing::Borrowed { .. } | Backing::Device { .. } => return None,
+            Backing::Borrowed { .. } => return None,
+            Backing::Device { .. } => (baton_procdesc::MappingKind::Device, 0),
             Backing::Preservable { order, .. } => (baton_procdesc::MappingKind::Preservable, order),
             Backing::Owned => (baton_procdesc::MappingKind::Image, 0),
         };

@@ -12,7 +12,8 @@
 //! pseudo-random bits (from SEED) flipped in the root FDT, in the first
 //! chunk's header and entries, or in the first bitmap; and
 //! `damage-process:NAME` (a process description claims memory its service
-//! does not own). Every write goes
+//! does not own), `damage-device:NAME` (the device record in NAME's
+//! description says a BAR is where it is not). Every write goes
 //! through the outgoing handover's own metadata pages, so nothing else can
 //! be damaged.
 
@@ -83,7 +84,7 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
         }
         "fail-jump" => return Err(UpdateError::InjectedJumpFailure),
         // Applied to the descriptions before they were written.
-        fault if fault.starts_with("damage-process:") => Ok(()),
+        fault if fault.starts_with("damage-process:") || fault.starts_with("damage-device:") => Ok(()),
         other => {
             let flip = other.split_once(':').and_then(|(kind, seed)| Some((kind, seed.parse::<u64>().ok()?)));
             match flip {
@@ -112,6 +113,7 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
 /// RAM), as a corrupted or hostile description would; the next kernel must
 /// refuse it, restart that service and resume the others.
 pub fn damage_description(descriptions: &mut [baton_procdesc::ProcessDescription]) {
+    damage_device(descriptions);
     let Some(name) = requested().and_then(|fault| fault.strip_prefix("damage-process:")) else { return };
     let target = descriptions.iter_mut().find(|description| description.name.as_str() == name);
     match target.and_then(|description| description.mappings.first_mut()).and_then(|mapping| mapping.runs.first_mut()) {
@@ -120,5 +122,28 @@ pub fn damage_description(descriptions: &mut [baton_procdesc::ProcessDescription
             run.phys_start = 0x1000;
         }
         None => log::warn!(target: "kho", "fault injection: no process description of '{name}' to damage"),
+    }
+}
+
+/// `kho.inject=damage-device:NAME`: the first device record of service
+/// NAME says its last BAR is programmed one BAR-size higher than it is
+/// (its CPU address, and so the format's checks, unchanged): only reading
+/// the device tells. The next kernel must refuse to take the device back,
+/// stop it, restart NAME (which resets it) and resume the others.
+fn damage_device(descriptions: &mut [baton_procdesc::ProcessDescription]) {
+    let Some(name) = requested().and_then(|fault| fault.strip_prefix("damage-device:")) else { return };
+    let target = descriptions.iter_mut().find(|description| description.name.as_str() == name);
+    match target.and_then(|description| description.devices.first_mut()).and_then(|device| device.bars.last_mut()) {
+        Some(bar) => {
+            log::warn!(
+                target: "kho",
+                "fault injection: the device record of '{name}' moves BAR{} from {:#x} to {:#x}",
+                bar.index,
+                bar.bus_address,
+                bar.bus_address + bar.size_bytes
+            );
+            bar.bus_address += bar.size_bytes;
+        }
+        None => log::warn!(target: "kho", "fault injection: no device record of '{name}' to damage"),
     }
 }

@@ -301,9 +301,11 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
             match &staged {
                 None => Ok(()),
                 Some(staged) => {
-                    // Drivers restart on the next kernel; their devices
-                    // must not write into memory that will not be theirs.
-                    crate::pci::stop_all_devices();
+                    // A driver that restarts on the next kernel must not
+                    // have its device write into memory that will not be
+                    // its own; a resumed driver's device keeps running.
+                    let resumed = processes::resumed_names(&fates);
+                    crate::pci::stop_devices_for_jump(|owner| resumed.iter().any(|name| name == owner));
                     let error = kexec::jump(staged, summary.root_fdt_phys, boot_description);
                     crate::pci::restart_stopped_devices();
                     Err(UpdateError::Kexec(error))

@@ -22,7 +22,7 @@ use super::kexec::{ServicesNote, Staged};
 use super::{Fates, UpdateError};
 use crate::handover::{self, HandoverError};
 use crate::mm::block::Block;
-use crate::mm::user::{AddressSpace, Backing, Mapped, STACK_BYTES, STACK_TOP, user_attributes};
+use crate::mm::user::{AddressSpace, Backing, Mapped, STACK_BYTES, STACK_TOP, device_attributes, user_attributes};
 use crate::task::{self, Process, Resumable, ServiceId, State, TASKS, Tasks};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -81,12 +81,6 @@ pub fn decide(staged: Option<&Staged>) -> Fates {
                 };
                 let verdict = baton_image::services::fate(&service, table);
                 match verdict {
-                    // A driver's device is not handed over yet: its
-                    // next instance starts the device afresh.
-                    baton_image::services::Fate::Resumable if crate::pci::owns_device(name) => {
-                        log::info!(target: "update", "service '{name}': restarts (it drives a device) by the update rule");
-                        Fate::Restart
-                    }
                     baton_image::services::Fate::Resumable => {
                         log::info!(target: "update", "service '{name}': {verdict} by the update rule");
                         Fate::Resume
@@ -101,6 +95,13 @@ pub fn decide(staged: Option<&Staged>) -> Fates {
         fates.insert(process.id, fate);
     }
     fates
+}
+
+/// The names of the services `fates` resumes.
+pub fn resumed_names(fates: &Fates) -> Vec<String> {
+    let tasks = TASKS.lock();
+    let resumed = fates.iter().filter(|(_, fate)| **fate == Fate::Resume);
+    resumed.filter_map(|(id, _)| tasks.processes.get(id)).map(|process| String::from(process.name.as_str())).collect()
 }
 
 fn restart_all(reason: &str) -> Fates {
@@ -228,10 +229,11 @@ fn describe(
     fates: &Fates,
     received: &BTreeSet<(ServiceId, ServiceId)>,
 ) -> Result<ProcessDescription, &'static str> {
-    // A driver's device mappings cannot be described yet: the update
-    // rule restarts drivers, and this catches any other.
-    if process.space.mapped().iter().any(|mapped| matches!(mapped.backing, Backing::Device { .. })) {
-        return Err("it maps device registers, which are not handed over yet");
+    // A driver's devices go with it, running; its device mappings lie in
+    // their BARs (the format checks it).
+    let mut devices = ArrayVec::new();
+    for record in crate::pci::records_of(&process.name) {
+        devices.try_push(record).map_err(|_| "it drives more devices than a description holds")?;
     }
     let hash = task::embedded::find(&process.name).map_or([0; 32], |embedded| *embedded.hash);
     let frame = process.frame_mut().user_registers();
@@ -293,15 +295,18 @@ fn describe(
         pending_result,
         queued_messages,
         answerable,
+        devices,
     })
 }
 
 /// One mapped range as the description sees it (`None`: the borrowed
 /// sub-FDT, which the next kernel does not hand over); `coalesce` joins
-/// ranges that continue one another.
+/// ranges that continue one another. A device mapping's "physical run" is
+/// the CPU address of the BAR registers it maps.
 fn range_of(mapped: &Mapped) -> Option<MappedRange> {
     let (kind, folio_order) = match mapped.backing {
-        Backing::Borrowed { .. } | Backing::Device { .. } => return None,
+        Backing::Borrowed { .. } => return None,
+        Backing::Device { .. } => (MappingKind::Device, 0),
         Backing::Preservable { order, .. } => (MappingKind::Preservable, order),
         Backing::Owned if mapped.virt == STACK_TOP - STACK_BYTES => (MappingKind::Stack, 0),
         Backing::Owned => (MappingKind::Image, 0),
@@ -339,6 +344,8 @@ enum ResumeError {
     BinaryChanged,
     BadThreadPointer(u64),
     Memory(HandoverError),
+    Device(crate::pci::AdoptError),
+    DeviceOverRam(u64),
     Map(crate::mm::user::SpaceError),
     Spawn(task::SpawnError),
 }
@@ -352,6 +359,8 @@ impl core::fmt::Display for ResumeError {
             ResumeError::BinaryChanged => f.write_str("this kernel embeds a different binary"),
             ResumeError::BadThreadPointer(value) => write!(f, "thread pointer {value:#x} is outside the user half"),
             ResumeError::Memory(error) => write!(f, "its memory: {error}"),
+            ResumeError::Device(error) => write!(f, "its device: {error}"),
+            ResumeError::DeviceOverRam(phys) => write!(f, "its device mapping at {phys:#x} overlaps RAM"),
             ResumeError::Map(error) => write!(f, "mapping its memory: {error:?}"),
             ResumeError::Spawn(error) => write!(f, "{error}"),
         }
@@ -390,6 +399,7 @@ pub fn restore_services() -> Option<Vec<String>> {
     let mut tasks = TASKS.lock();
     let mut names = Vec::new();
     let (mut resumed, mut restarted) = (Vec::new(), Vec::new());
+    let mut is_any_refused = false;
     for entry in &roster {
         let name = entry.name.as_str();
         if entry.fate == Fate::Resume {
@@ -401,7 +411,10 @@ pub fn restore_services() -> Option<Vec<String>> {
                     resumed.push(name);
                     continue;
                 }
-                Err(error) => log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts"),
+                Err(error) => {
+                    log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts");
+                    is_any_refused = true;
+                }
             }
         }
         match task::spawn_as(&mut tasks, name, entry.start_argument, entry.service_id) {
@@ -415,6 +428,11 @@ pub fn restore_services() -> Option<Vec<String>> {
             }
             Err(error) => log::warn!(target: "update", "service '{name}' cannot be restarted: {error}"),
         }
+    }
+    // A refused service may have driven a device that is still running
+    // into memory this kernel is about to free.
+    if is_any_refused && crate::options::get().is_pci_enabled {
+        crate::pci::stop_orphans(&crate::options::get().pci_assign);
     }
     handover::report::note_service_fates(&resumed, &restarted);
     settle_calls(&mut tasks);
@@ -467,6 +485,15 @@ fn physically_contiguous_bytes(runs: &[baton_procdesc::PhysicalRun]) -> u64 {
 /// memory, then maps the runs into a new address space and schedules it
 /// with its saved registers and state.
 fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
+    let result = rebuild(tasks, entry, description);
+    if result.is_err() {
+        // Devices it took back are stopped before its memory is freed.
+        crate::pci::give_back(entry.name.as_str());
+    }
+    result
+}
+
+fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
     let name = entry.name.as_str();
     if description.name != entry.name {
         return Err(ResumeError::NameMismatch);
@@ -479,6 +506,12 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     }
     let runs: Vec<(u64, u64)> = description.physical_runs().map(|run| (run.phys_start, run.size_bytes)).collect();
     handover::incoming::check_resume_runs(name, &runs).map_err(ResumeError::Memory)?;
+    // Its devices, running since before the jump, come back first: the
+    // records must match the functions exactly (nothing is written to
+    // them), or it restarts and they are reset.
+    for record in &description.devices {
+        crate::pci::adopt(name, record).map_err(ResumeError::Device)?;
+    }
     let mut space = AddressSpace::new().map_err(ResumeError::Map)?;
     // Its own pages first, its preservable memory (which a restart would
     // restore from) last: a failure leaves that untouched as long as
@@ -494,6 +527,20 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
         let mut taken: Option<Block> = None;
         for (index, run) in mapping.runs.iter().enumerate() {
             if mapping.kind == MappingKind::HandoverFdt {
+                continue;
+            }
+            if mapping.kind == MappingKind::Device {
+                // Registers inside its devices' BARs (the format checked
+                // it against the records, `adopt` the records against
+                // the devices); never RAM, never taken from the handover.
+                if crate::mm::is_ram(run.phys_start, run.size_bytes) {
+                    return Err(ResumeError::DeviceOverRam(run.phys_start));
+                }
+                let backing = Backing::Device { phys: run.phys_start };
+                space
+                    .map_described(virt, run.phys_start, run.size_bytes, device_attributes(), backing)
+                    .map_err(ResumeError::Map)?;
+                virt += run.size_bytes;
                 continue;
             }
             let mut block = match taken.take() {

@@ -8,7 +8,7 @@
 //! move, and then tries what it must not: write the header, reach a
 //! function that is not its own, map an I/O BAR, a missing BAR and a range
 //! past a BAR's end. On the cold boot it switches bus mastering on and
-//! waits for the update (which restarts it: it drives a device); its next
+//! waits for the update (which restarts it: `always-restart`); its next
 //! instance runs the same checks and exits, so the kernel stops the
 //! device's DMA.
 

@@ -2,7 +2,8 @@
 //! demo: with an argument N (from `demo.updates=N` on the kernel command
 //! line) it has the client fill kvstore, then updates the kernel N times in
 //! a row, checking after each update that every key and the counter came
-//! back. Its own progress survives each update in its sub-FDT.
+//! back, waiting `demo.interval_ms` before each. Its own progress survives
+//! each update in its sub-FDT.
 
 #![no_std]
 #![no_main]
@@ -116,6 +117,11 @@ fn main(argument: u64) -> i32 {
         if let Err(error) = publish(next) {
             log::warn!("demo: cannot publish init's progress: {error}");
             stop(None);
+        }
+        if start.interval_ms > 0 {
+            // Spaced updates: traffic (and a person watching) runs
+            // between them.
+            syscall::sleep(u64::from(start.interval_ms) * 1_000_000);
         }
         log::info!("demo: update {} of {} starting", next.generation, next.generation + next.remaining);
         mode = CLIENT_VERIFY;

@@ -9,6 +9,14 @@
 //! are mapped with `device_map`, its configuration space is read and
 //! written through `device_config_read`/`write`. Interrupts are not routed
 //! to drivers yet, so netd polls, sleeping a millisecond when idle.
+//!
+//! An update that keeps netd's binary resumes it where it stopped, with
+//! the card still running: the queues, the buffers and the TCP and UDP
+//! sockets are all in its memory, which the kernel hands over with it, and
+//! the next poll (its first instruction after the update is its usual
+//! loop) picks up whatever arrived meanwhile. A new netd binary means a
+//! restart: the card is stopped by the kernel and reset by the new
+//! instance (virtio's status reset in `VirtIONet::new`).
 
 #![no_std]
 #![no_main]
@@ -146,6 +154,9 @@ fn start(device: PciAddress) -> Result<Net, &'static str> {
 }
 
 fn main(_argument: u64) -> i32 {
+    // netd keeps no explicit state across a restart (a resumed netd keeps
+    // everything): whatever a previous instance left is released now.
+    let _ = syscall::kho_done();
     let device = match syscall::wait_for_device(0, 5_000_000_000) {
         Ok(device) => device,
         Err(error) => {
@@ -162,7 +173,7 @@ fn main(_argument: u64) -> i32 {
     };
     let mac = net.mac_address();
     log::info!(
-        "netd: virtio-net at {:02x}:{:02x}.{} up, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        "netd: virtio-net at {:02x}:{:02x}.{} reset and up, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         device.bus(),
         device.device(),
         device.function(),

@@ -2,6 +2,7 @@
 //! built from the defaults of [`QemuCase::new`], with only what differs
 //! written out.
 
+use super::traffic::HostTraffic;
 use crate::arch::Arch;
 use crate::build::TEST_ONLY_SERVICES;
 use crate::demo::SECOND_VERSION;
@@ -126,11 +127,10 @@ pub struct QemuCase {
     /// Free memory must not keep falling from update to update (the
     /// kernels' `update requested ... free_kib=` lines).
     pub checks_no_leak: bool,
-    /// `(host port, lines)`: when the demo pauses before shutdown
-    /// (`demo.wait=1`), connect to 127.0.0.1:port (forwarded to the guest's
-    /// TCP echo port), send that many numbered lines one at a time, and add
-    /// `host: N of M lines echoed over TCP` to the output.
-    pub host_tcp_echo: Option<(u16, u32)>,
+    /// TCP from the host to 127.0.0.1 (forwarded to netd's echo port), as
+    /// the guest's console paces it; its `host: ...` report line joins the
+    /// output (see [`HostTraffic`]).
+    pub host_traffic: Option<HostTraffic>,
 }
 
 /// What this machine and this kernel let the tests cover.
@@ -162,7 +162,7 @@ impl QemuCase {
             testing: true,
             services_absent: Vec::new(),
             checks_no_leak: false,
-            host_tcp_echo: None,
+            host_traffic: None,
         }
     }
 
@@ -214,10 +214,9 @@ impl QemuCase {
         self
     }
 
-    /// Free memory after the last update must be what it was after the
-    /// first.
-    pub fn host_tcp_echo(mut self, host_port: u16, lines: u32) -> Self {
-        self.host_tcp_echo = Some((host_port, lines));
+    /// Host traffic to send while the case runs.
+    pub fn host_traffic(mut self, traffic: HostTraffic) -> Self {
+        self.host_traffic = Some(traffic);
         self
     }
 
@@ -651,6 +650,9 @@ const VIRTIO_NET: &[&str] = &["-netdev", "user,id=net0,restrict=on", "-device", 
 /// card enumerated on the cold boot and again after an update, its BARs
 /// placed on aarch64 (no firmware assigned them) only once.
 fn pci_cases(arch: Arch) -> Vec<QemuCase> {
+    // Where QEMU puts the card: after q35's display on x86_64, first on
+    // virt.
+    let card_slot = if arch == Arch::X86_64 { 2 } else { 1 };
     let mut repeated = vec![("1af4:1000 Ethernet", 2), ("MSI-X", 2)];
     if arch == Arch::Aarch64 {
         repeated.push(("00:01.0: BARs assigned from the host bridge's windows", 1));
@@ -673,9 +675,9 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(VIRTIO_NET)
     .must_contain("pci=off: PCI is left alone");
-    // A driver reaches its own device and nothing else; it restarts at
-    // the update (device state is not handed over yet), and when it ends
-    // the kernel stops its device's DMA.
+    // A driver reaches its own device and nothing else; driverprobe asks
+    // to be restarted at every update, and when it ends the kernel stops
+    // its device's DMA.
     let mut driver = update(
         arch,
         "a driver maps and probes its own device only, and its device stops DMA when it ends",
@@ -699,25 +701,59 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         ),
     )
     .qemu_args(VIRTIO_NET)
-    .must_contain("service 'driverprobe': restarts (it drives a device) by the update rule")
+    // driverprobe asks to be restarted by every update: its card is
+    // stopped before the jump and found again by the next instance.
+    .must_contain("service 'driverprobe': restarts (always restarted) by the update rule")
     .must_contain("DMA stopped ('driverprobe' ended)");
     driver = driver.in_order(&["driverprobe: second instance done", "DMA stopped ('driverprobe' ended)"]);
     // netd drives the card from user mode (virtio-drivers, smoltcp) and
     // takes an address from QEMU's DHCP server (inside QEMU: nothing
-    // leaves it), on the cold boot and again after the update restarts it.
+    // leaves it); the update resumes it with the card still running, so it
+    // neither resets the card nor asks for an address again, and the new
+    // kernel never sizes the card's BARs.
     let netd = update(
         arch,
-        "netd brings the virtio network card up from user mode and gets an address by DHCP, before and after an update",
+        "netd is resumed with its virtio network card running: no reset, no new DHCP, BARs not sized again",
         Module::SecondVersion,
         &format!("{ONE_UPDATE} pci.assign=netd:1af4:1000"),
         Expect::demo_with(
             1,
-            &[("netd: virtio-net at", 2), ("netd: DHCP gave 10.0.2.15/24", 2)],
-            &["netd: no network card", "stopping", "kernel panic", "refused"],
+            &[("netd: virtio-net at", 1), ("netd: DHCP gave 10.0.2.15/24", 1), ("1af4:1000 Ethernet", 2)],
+            &["netd: no network card", "stopping", "kernel panic", "refused", "DMA stopped", "cannot be resumed"],
         ),
     )
     .qemu_args(VIRTIO_NET)
-    .must_contain("service 'netd': restarts (it drives a device) by the update rule");
+    .must_contain("service 'netd': resumable by the update rule")
+    .must_contain(format!("00:0{card_slot}.0: handed over running; its BARs are the handover's, not sized"))
+    .in_order(&["service 'netd' (id 1) resumed", "handed over running"]);
+    // A device record that does not match the device (testing builds
+    // damage one): netd restarts, the kernel stops the card before any
+    // old memory is freed, the new netd resets it, and the other services
+    // are resumed as usual.
+    let damaged = update(
+        arch,
+        "a damaged device record restarts netd with its card stopped and reset, and the others carry on",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} pci.assign=netd:1af4:1000 kho.inject=damage-device:netd"),
+        Expect::demo_with(
+            1,
+            &[("netd: virtio-net at", 2), ("reset and up", 2), ("netd: DHCP gave 10.0.2.15/24", 2)],
+            &["kernel panic", "stopping", "handed over running"],
+        ),
+    )
+    .qemu_args(VIRTIO_NET)
+    .must_contain("fault injection: the device record of 'netd' moves BAR")
+    .must_contain("service 'netd' cannot be resumed (its device: BAR")
+    .must_contain("service 'init' (id 2) resumed")
+    .must_contain("service 'counter' (id 4) resumed")
+    // The card is stopped before any service runs (and so before any of
+    // the old netd's memory can be freed).
+    .in_order(&[
+        "cannot be resumed (its device",
+        "service 'netd' (id 1) restarted",
+        &format!("00:0{card_slot}.0: DMA stopped (its driver was not resumed)"),
+        "first service running",
+    ]);
     // TCP echo from the host after the update: lines sent to 127.0.0.1 on
     // a forwarded port come back from netd on the new kernel.
     let port = free_tcp_port();
@@ -730,9 +766,28 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         Expect::demo_with(1, &[("host: 20 of 20 lines echoed over TCP", 1)], &["kernel panic", "stopping"]),
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_tcp_echo(port, 20)
+    .host_traffic(HostTraffic::Echo { port, lines: 20 })
     .must_contain("netd: TCP echo connection 1 closed");
-    vec![found, off, driver, netd, echo]
+    // One TCP connection opened before the first update stays open
+    // through five (the updates spaced by demo.interval_ms so the host
+    // gets its line in between) and echoes after each: no reconnect.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7");
+    let session = update(
+        arch,
+        "a TCP connection from the host stays open through 5 updates and echoes after each",
+        Module::SecondVersion,
+        "demo.updates=5 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            5,
+            &[("host: one TCP connection, 7 of 7 lines echoed through 5 updates", 1), ("netd: virtio-net at", 1)],
+            &["kernel panic", "stopping", "lost", "cannot connect"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Session { port })
+    .must_contain("netd: TCP echo connection 1 closed");
+    vec![found, off, driver, netd, damaged, echo, session]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

@@ -5,6 +5,7 @@
 mod cases;
 mod host;
 mod runner;
+mod traffic;
 
 pub use host::HOST_CRATES;
 

@@ -247,17 +247,17 @@ fn boot(case: &QemuCase, config: &QemuConfig, scratch: &Path, verbose: bool) -> 
     } else {
         None
     };
-    let mut echo = case.host_tcp_echo.map(|(port, lines)| HostTcpEcho { port, lines, report: None });
+    let mut traffic = case.host_traffic.map(super::traffic::Traffic::new);
     let mut outcome = crate::qemu::run_filtered(command, Some(case.timeout), &mut |line, input| {
         if verbose {
             println!("{line}");
         }
         crate::dump::watch_line(&mut dumper, &mut screenshot, line, input, "");
-        if let Some(echo) = echo.as_mut() {
-            echo.on_line(line, input);
+        if let Some(traffic) = traffic.as_mut() {
+            traffic.on_line(line, input);
         }
     })?;
-    if let Some(report) = echo.and_then(|echo| echo.report) {
+    if let Some(report) = traffic.and_then(super::traffic::Traffic::report) {
         println!("  {report}");
         outcome.output.push_str(&report);
         outcome.output.push('\n');
@@ -277,56 +277,6 @@ fn boot(case: &QemuCase, config: &QemuConfig, scratch: &Path, verbose: bool) -> 
         problems.extend(check_dump(&dump_directory, &outcome.output));
     }
     Ok((outcome, problems))
-}
-
-/// Host traffic for a case: when the demo pauses before shutdown, one TCP
-/// connection to 127.0.0.1:`port` carrying numbered lines, each expected
-/// back unchanged (bounded: `lines` lines, at most two seconds each); then
-/// the connection is closed and the guest let go.
-struct HostTcpEcho {
-    port: u16,
-    lines: u32,
-    report: Option<String>,
-}
-
-impl HostTcpEcho {
-    fn on_line(&mut self, line: &str, input: &mut dyn std::io::Write) {
-        if self.report.is_some() || !line.contains("paused before shutdown") {
-            return;
-        }
-        let echoed = self.exchange().unwrap_or(0);
-        self.report = Some(format!("host: {echoed} of {} lines echoed over TCP", self.lines));
-        // The guest logs the closed connection before it is let go.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = input.write_all(b"\n");
-        let _ = input.flush();
-    }
-
-    fn exchange(&self) -> std::io::Result<u32> {
-        use std::io::{Read, Write};
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
-        let mut echoed = 0;
-        for number in 0..self.lines {
-            let line = format!("baton echo {number}\n");
-            stream.write_all(line.as_bytes())?;
-            let mut received = Vec::new();
-            let mut buffer = [0u8; 64];
-            while received.len() < line.len() {
-                let count = stream.read(&mut buffer)?;
-                if count == 0 {
-                    break;
-                }
-                received.extend_from_slice(&buffer[..count]);
-            }
-            if received == line.as_bytes() {
-                echoed += 1;
-            }
-        }
-        stream.shutdown(std::net::Shutdown::Both)?;
-        Ok(echoed)
-    }
 }
 
 /// Problems when `output` lacks any text of `present` or has any of

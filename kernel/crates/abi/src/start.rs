@@ -10,6 +10,7 @@
 //! | init | 33 | update into the running kernel's own image (`demo.image=own`) |
 //! | init | 34 | wait for the ballast service before updating (`bench.ballast=`) |
 //! | init | 35 | the first client ends without reporting (`test.client=exit-early`) |
+//! | init | 48-63 | milliseconds to wait before each update (`demo.interval_ms=`) |
 //! | ballast | 0-31 | state in MiB |
 //! | ballast | 32-39 | folio order |
 //! | ballast | 40 | keep the state by copying instead of in place (`bench.copy=1`) |
@@ -18,6 +19,7 @@ const SHUTDOWN_BIT: u32 = 32;
 const OWN_IMAGE_BIT: u32 = 33;
 const WAIT_FOR_BALLAST_BIT: u32 = 34;
 const CLIENT_EXITS_EARLY_BIT: u32 = 35;
+const INTERVAL_SHIFT: u32 = 48;
 const BALLAST_ORDER_SHIFT: u32 = 32;
 const BALLAST_COPYING_BIT: u32 = 40;
 
@@ -35,6 +37,9 @@ pub struct InitStart {
     pub wait_for_ballast: bool,
     /// The first client ends without reporting (a test of init's handling).
     pub client_exits_early: bool,
+    /// Milliseconds the demo waits before each update, so that traffic
+    /// runs between them (at most 65535).
+    pub interval_ms: u16,
 }
 
 impl InitStart {
@@ -45,6 +50,7 @@ impl InitStart {
             | (self.own_image as u64) << OWN_IMAGE_BIT
             | (self.wait_for_ballast as u64) << WAIT_FOR_BALLAST_BIT
             | (self.client_exits_early as u64) << CLIENT_EXITS_EARLY_BIT
+            | (self.interval_ms as u64) << INTERVAL_SHIFT
     }
 
     /// Reads a register value (unknown bits are ignored).
@@ -55,6 +61,7 @@ impl InitStart {
             own_image: word & (1 << OWN_IMAGE_BIT) != 0,
             wait_for_ballast: word & (1 << WAIT_FOR_BALLAST_BIT) != 0,
             client_exits_early: word & (1 << CLIENT_EXITS_EARLY_BIT) != 0,
+            interval_ms: (word >> INTERVAL_SHIFT) as u16,
         }
     }
 }
@@ -99,6 +106,7 @@ pub(crate) fn init_start_sample(updates: u32, flags: u8) -> InitStart {
         own_image: flags & 2 != 0,
         wait_for_ballast: flags & 4 != 0,
         client_exits_early: flags & 8 != 0,
+        interval_ms: if flags & 1 != 0 { u16::MAX } else { u16::from(flags) * 100 },
     }
 }
 

@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -38,6 +38,7 @@ mod tests {
         (2, 0xcc4a_3369_0d5a_5be2),
         (3, 0x0fe9_0dc4_908d_b181),
         (4, 0x5d85_0f56_5db5_c4be),
+        (5, 0x11d3_c981_fc96_5345),
     ];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
@@ -67,9 +68,10 @@ mod tests {
 
     fn init_fields(start: InitStart) -> String {
         // Destructured without `..`: a new field fails to compile here.
-        let InitStart { updates, shutdown_when_done, own_image, wait_for_ballast, client_exits_early } = start;
+        let InitStart { updates, shutdown_when_done, own_image, wait_for_ballast, client_exits_early, interval_ms } =
+            start;
         let flags = [shutdown_when_done, own_image, wait_for_ballast, client_exits_early].map(u8::from);
-        format!("{updates} {flags:?}")
+        format!("{updates} {flags:?} {interval_ms}")
     }
 
     fn ballast_fields(start: BallastStart) -> String {

@@ -102,6 +102,31 @@ pub fn size_bars(access: &mut impl ConfigAccess, function: &Function) -> ArrayVe
     bars
 }
 
+/// Checks, without writing anything, that `bar` is still what `at`'s
+/// register holds: the same kind and the same bus address. A kernel that
+/// is handed a running device uses this instead of [`size_bars`] (which
+/// would move a live BAR for a moment). `Err` holds the address found.
+pub fn check_programmed(access: &impl ConfigAccess, at: Address, bar: &Bar) -> Result<(), u64> {
+    let low = access.read(at, bar.register());
+    let (kind_bits, address) = match bar.kind {
+        BarKind::Io => (low & BAR_IO, u64::from(low & !0x3)),
+        BarKind::Memory32 { .. } => (low & 0xf, u64::from(low & !0xf)),
+        BarKind::Memory64 { .. } => {
+            let high = access.read(at, bar.register() + 4);
+            (low & 0xf, (u64::from(high) << 32) | u64::from(low & !0xf))
+        }
+    };
+    let expected_bits = match bar.kind {
+        BarKind::Io => BAR_IO,
+        BarKind::Memory32 { is_prefetchable } => u32::from(is_prefetchable) * BAR_PREFETCHABLE,
+        BarKind::Memory64 { is_prefetchable } => BAR_MEMORY_64 | (u32::from(is_prefetchable) * BAR_PREFETCHABLE),
+    };
+    if kind_bits != expected_bits || address != bar.address {
+        return Err(address);
+    }
+    Ok(())
+}
+
 /// Whether a BAR is at least the smallest its kind allows (16 bytes of
 /// memory, 4 ports).
 fn is_large_enough(kind: BarKind, size_bytes: u64) -> bool {

@@ -22,7 +22,7 @@
 mod bars;
 mod ranges;
 
-pub use bars::{AssignError, Bar, BarKind, Window, Windows, assign_bars, size_bars};
+pub use bars::{AssignError, Bar, BarKind, Window, Windows, assign_bars, check_programmed, size_bars};
 pub use ranges::{HostBridge, RangesError, WindowKind, parse_ranges};
 
 use arrayvec::ArrayVec;

@@ -7,8 +7,8 @@
 mod fake;
 
 use baton_pci::{
-    Address, Bar, BarKind, ConfigAccess, Function, HeaderKind, Window, Windows, assign_bars, capability, enumerate,
-    parse_ranges, size_bars,
+    Address, Bar, BarKind, ConfigAccess, Function, HeaderKind, Window, Windows, assign_bars, capability,
+    check_programmed, enumerate, parse_ranges, size_bars,
 };
 use fake::{FakeFunction, FakeSegment};
 
@@ -251,4 +251,26 @@ fn ecam_offsets_follow_bus_device_function() {
     assert_eq!(at(0, 0, 0).ecam_offset(1), None, "below the region's first bus");
     assert_eq!(Address::new(0, 32, 0), None);
     assert_eq!(at(0, 0x1f, 7).to_string(), "00:1f.7");
+}
+
+#[test]
+fn a_handed_over_bar_is_checked_without_a_single_write() {
+    let mut segment = fake::load(Q35);
+    let net = Function::read(&segment, at(0, 2, 0)).unwrap();
+    let bars = size_bars(&mut segment, &net);
+    let writes = segment.writes;
+    for bar in &bars {
+        assert_eq!(check_programmed(&segment, net.address, bar), Ok(()), "{bar:?}");
+    }
+    assert_eq!(segment.writes, writes, "checking never writes a register");
+    // A BAR recorded elsewhere, or as another kind, is not the one there.
+    let memory64 = bars[2];
+    let moved = Bar { address: memory64.address + 0x4000, ..memory64 };
+    assert_eq!(check_programmed(&segment, net.address, &moved), Err(memory64.address));
+    let as_32 = Bar { kind: BarKind::Memory32 { is_prefetchable: true }, ..memory64 };
+    assert_eq!(check_programmed(&segment, net.address, &as_32), Err(memory64.address));
+    let not_prefetchable = Bar { kind: BarKind::Memory64 { is_prefetchable: false }, ..memory64 };
+    assert!(check_programmed(&segment, net.address, &not_prefetchable).is_err());
+    let io_as_memory = Bar { kind: BarKind::Memory32 { is_prefetchable: false }, ..bars[0] };
+    assert!(check_programmed(&segment, net.address, &io_as_memory).is_err());
 }

@@ -11,8 +11,8 @@ use arrayvec::{ArrayString, ArrayVec};
 use baton_abi::Message;
 use baton_procdesc::roster::{Fate, RosterEntry, write_roster};
 use baton_procdesc::{
-    Architecture, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, SchedulingState, UserRegisters,
-    write_processes,
+    Architecture, DeviceBar, DeviceBarKind, DeviceRecord, Mapping, MappingKind, PendingResult, PhysicalRun,
+    ProcessDescription, SchedulingState, UserRegisters, write_processes,
 };
 
 const MIB: u64 = 1 << 20;
@@ -79,7 +79,23 @@ fn process(architecture: Architecture, service_id: u64, name: &str, scheduling: 
         pending_result: None,
         queued_messages: ArrayVec::new(),
         answerable: ArrayVec::new(),
+        devices: ArrayVec::new(),
     }
+}
+
+/// A driver of a virtio network card at 00:02.0 with one 64-bit BAR,
+/// mapped whole.
+fn drive_card(process: &mut ProcessDescription) {
+    let mut bars = ArrayVec::new();
+    bars.push(DeviceBar {
+        index: 4,
+        kind: DeviceBarKind::Memory64 { is_prefetchable: true },
+        bus_address: 0x80_0000_0000,
+        cpu_address: 0x80_0000_0000,
+        size_bytes: 0x4000,
+    });
+    process.devices.push(DeviceRecord { bus: 0, device: 2, function: 0, vendor_id: 0x1af4, device_id: 0x1000, bars });
+    process.mappings.push(mapping(0x30_0000_0000, MappingKind::Device, true, 0, &[(0x80_0000_0000, 0x4000)]));
 }
 
 fn write(directory: &Path, name: &str, processes: &[ProcessDescription]) {
@@ -137,4 +153,8 @@ fn main() {
     let counter =
         process(Architecture::Aarch64, 0x2a, "counter", SchedulingState::Sleeping { until_ns: 1_000_000_000 });
     write(&directory, "seed-aarch64-receiving-and-sleeping", &[kvstore, counter]);
+
+    let mut netd = process(Architecture::X86_64, 4, "netd", SchedulingState::Sleeping { until_ns: 2_000_000_000 });
+    drive_card(&mut netd);
+    write(&directory, "seed-x86_64-driver", &[netd]);
 }

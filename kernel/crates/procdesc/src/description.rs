@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 use arrayvec::{ArrayString, ArrayVec};
 use baton_abi::{MAX_NAME_BYTES, Message};
 
+use crate::device::{DeviceRecord, MAX_DEVICES};
+
 /// The most processes one description blob holds.
 pub const MAX_PROCESSES: usize = 64;
 
@@ -187,12 +189,22 @@ pub enum MappingKind {
     Preservable,
     /// The read-only view of the sub-FDT from `kho_fetch`.
     HandoverFdt,
+    /// Registers of a device the process drives (`device_map`): its runs
+    /// are CPU addresses inside a memory BAR of one of its
+    /// [`ProcessDescription::devices`], not memory.
+    Device,
 }
 
 impl MappingKind {
     /// Every kind, in wire-number order.
-    pub const ALL: [MappingKind; 5] =
-        [MappingKind::Image, MappingKind::Stack, MappingKind::Heap, MappingKind::Preservable, MappingKind::HandoverFdt];
+    pub const ALL: [MappingKind; 6] = [
+        MappingKind::Image,
+        MappingKind::Stack,
+        MappingKind::Heap,
+        MappingKind::Preservable,
+        MappingKind::HandoverFdt,
+        MappingKind::Device,
+    ];
 
     /// The kind's number in the `kind` property.
     pub const fn number(self) -> u32 {
@@ -202,6 +214,7 @@ impl MappingKind {
             MappingKind::Heap => 3,
             MappingKind::Preservable => 4,
             MappingKind::HandoverFdt => 5,
+            MappingKind::Device => 6,
         }
     }
 
@@ -331,10 +344,16 @@ pub struct ProcessDescription {
     /// Callers whose call it has received and not answered: each may be
     /// the target of its next `reply`. Unique.
     pub answerable: ArrayVec<u64, MAX_ANSWERABLE_CALLERS>,
+    /// The PCI functions it drives, each at most once; its
+    /// [`MappingKind::Device`] mappings lie inside their memory BARs.
+    pub devices: ArrayVec<DeviceRecord, MAX_DEVICES>,
 }
 
 impl ProcessDescription {
-    /// Every physical run of every mapping, mapping by mapping.
+    /// Every physical run of memory behind its mappings, mapping by
+    /// mapping ([`MappingKind::Device`] runs are device registers, not
+    /// memory, and are left out: this crate checks that they lie inside
+    /// the process's recorded BARs).
     ///
     /// This crate checks that runs are page aligned, do not wrap and add up
     /// to their mapping; it cannot know physical memory. Before mapping any
@@ -342,6 +361,9 @@ impl ProcessDescription {
     /// previous kernel preserved, that it belongs to this process and to no
     /// other, and that no two runs overlap.
     pub fn physical_runs(&self) -> impl Iterator<Item = PhysicalRun> + '_ {
-        self.mappings.iter().flat_map(|mapping| mapping.runs.iter().copied())
+        self.mappings
+            .iter()
+            .filter(|mapping| mapping.kind != MappingKind::Device)
+            .flat_map(|mapping| mapping.runs.iter().copied())
     }
 }

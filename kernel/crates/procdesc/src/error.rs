@@ -85,6 +85,11 @@ pub enum Part {
         /// The message's position.
         message_index: usize,
     },
+    /// One of its device records, numbered from 0 in blob order.
+    Device {
+        /// The record's position.
+        device_index: usize,
+    },
 }
 
 impl fmt::Display for Part {
@@ -93,6 +98,7 @@ impl fmt::Display for Part {
             Self::Process => write!(formatter, "process"),
             Self::Mapping { mapping_index } => write!(formatter, "mapping {mapping_index}"),
             Self::QueuedMessage { message_index } => write!(formatter, "queued message {message_index}"),
+            Self::Device { device_index } => write!(formatter, "device {device_index}"),
         }
     }
 }
@@ -136,7 +142,8 @@ pub enum ProcessErrorKind {
         /// The id in the node name.
         node_name_id: u64,
     },
-    /// A child of the process node is neither `mapping@…` nor `message@…`.
+    /// A child of the process node is none of `mapping@…`, `message@…`
+    /// and `device@…`.
     UnexpectedChildNode {
         /// The child's position among the process node's children.
         child_index: usize,
@@ -360,6 +367,50 @@ pub enum ProcessErrorKind {
         caller: u64,
     },
 
+    // Devices.
+    /// More than [`crate::MAX_DEVICES`] device records.
+    TooManyDevices,
+    /// The `pci-address` names no function (device past 31 or bits past
+    /// the bus set).
+    InvalidPciAddress {
+        /// The word found.
+        word: u32,
+    },
+    /// Two device records name the same function.
+    DuplicateDevice,
+    /// More than [`crate::MAX_BARS`] BARs in one record.
+    TooManyBars {
+        /// How many.
+        count: usize,
+    },
+    /// A BAR's kind number is unknown.
+    UnknownBarKind {
+        /// The BAR's position in the record.
+        bar_index: usize,
+        /// The number found.
+        number: u64,
+    },
+    /// A BAR's register is past 5 (or past 4 for a 64-bit BAR, which takes
+    /// two), or it shares a register with another BAR.
+    InvalidBarRegister {
+        /// The BAR's position in the record.
+        bar_index: usize,
+    },
+    /// A BAR's size is not a power of two, or it wraps past the end of the
+    /// address space, or a 32-bit BAR lies above 4 GiB.
+    InvalidBarRange {
+        /// The BAR's position in the record.
+        bar_index: usize,
+    },
+    /// A device mapping is executable or has a folio order.
+    InvalidDeviceMapping,
+    /// A device mapping's run lies inside no memory BAR of the process's
+    /// devices.
+    DeviceRunOutsideBars {
+        /// The run's position in its mapping.
+        run_index: usize,
+    },
+
     // Across processes.
     /// Another process node claims the same service id. Every node sharing
     /// the id is refused: neither can be trusted to be the real one.
@@ -461,6 +512,23 @@ impl fmt::Display for ProcessErrorKind {
                 write!(formatter, "{count} answerable callers, more than {MAX_ANSWERABLE_CALLERS}")
             }
             Self::DuplicateAnswerable { caller } => write!(formatter, "caller {caller:#x} is answerable twice"),
+            Self::TooManyDevices => write!(formatter, "more than {} devices", crate::MAX_DEVICES),
+            Self::InvalidPciAddress { word } => write!(formatter, "pci-address {word:#x} names no PCI function"),
+            Self::DuplicateDevice => write!(formatter, "another device record names the same function"),
+            Self::TooManyBars { count } => write!(formatter, "{count} BARs, more than {}", crate::MAX_BARS),
+            Self::UnknownBarKind { bar_index, number } => {
+                write!(formatter, "BAR {bar_index} has unknown kind {number:#x}")
+            }
+            Self::InvalidBarRegister { bar_index } => {
+                write!(formatter, "BAR {bar_index} is not a register of its own in 0..6")
+            }
+            Self::InvalidBarRange { bar_index } => {
+                write!(formatter, "BAR {bar_index} has a size that is not a power of two or a range that cannot be")
+            }
+            Self::InvalidDeviceMapping => write!(formatter, "device mapping is executable or has a folio order"),
+            Self::DeviceRunOutsideBars { run_index } => {
+                write!(formatter, "device run {run_index} lies inside no memory BAR of the process's devices")
+            }
             Self::DuplicateServiceId => write!(formatter, "another process has the same service id"),
             Self::DuplicateName => write!(formatter, "another process has the same name"),
         }

@@ -41,6 +41,9 @@
 //!         message@<position, hex> {               // at most 16
 //!             label, sender, words;
 //!         };
+//!         device@<position, hex> {                // at most 4
+//!             pci-address, pci-ids, bars;
+//!         };
 //!     };
 //! };
 //! ```
@@ -53,6 +56,7 @@ extern crate alloc;
 
 pub mod coalesce;
 pub mod description;
+pub mod device;
 pub mod error;
 mod parser;
 pub mod roster;
@@ -66,6 +70,7 @@ pub use description::{
     MAX_QUEUED_MESSAGES, MAX_RUNS_PER_MAPPING, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription,
     SchedulingState, UserRegisters,
 };
+pub use device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 pub use error::{DescriptionError, Part, ProcessError, ProcessErrorKind, WriteError};
 pub use parser::read_processes;
 pub use wire::{FORMAT_VERSION, PROCESSES_COMPATIBLE, Property};

@@ -21,13 +21,14 @@ use crate::description::{
     MAX_RUNS_PER_MAPPING, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, SchedulingState,
     UserRegisters,
 };
+use crate::device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 use crate::error::{DescriptionError, Part, ProcessError, ProcessErrorKind};
 use crate::rules::{Violation, check_description};
 use crate::wire::{
-    ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, FORMAT_VERSION, FORMAT_VERSION_PROPERTY, MAPPING_NODE_PREFIX,
-    MAPPING_PROPERTIES, MESSAGE_NODE_PREFIX, MESSAGE_PROPERTIES, PROCESS_NODE_PREFIX, PROCESS_PROPERTIES,
-    PROCESSES_COMPATIBLE, Property, SCHEDULING_PROPERTIES, SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED,
-    scheduling_properties, unit_address,
+    ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, DEVICE_NODE_PREFIX, DEVICE_PROPERTIES, FORMAT_VERSION,
+    FORMAT_VERSION_PROPERTY, MAPPING_NODE_PREFIX, MAPPING_PROPERTIES, MESSAGE_NODE_PREFIX, MESSAGE_PROPERTIES,
+    PROCESS_NODE_PREFIX, PROCESS_PROPERTIES, PROCESSES_COMPATIBLE, Property, SCHEDULING_PROPERTIES,
+    SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED, scheduling_properties, unit_address,
 };
 
 /// Read every process description in `fdt_bytes`, for a kernel running on
@@ -160,7 +161,7 @@ where
     let scheduling = decode_scheduling(&slots).map_err(at_process)?;
     let pending_result = decode_pending_result(&slots).map_err(at_process)?;
     let answerable = decode_answerable(&slots).map_err(at_process)?;
-    let (mappings, queued_messages) = decode_children(children)?;
+    let Children { mappings, queued_messages, devices } = decode_children(children)?;
     Ok(ProcessDescription {
         service_id,
         name: identity.name,
@@ -175,6 +176,7 @@ where
         pending_result,
         queued_messages,
         answerable,
+        devices,
     })
 }
 
@@ -287,17 +289,23 @@ fn decode_answerable(slots: &ProcessSlots<'_>) -> Result<ArrayVec<u64, MAX_ANSWE
     Ok(answerable)
 }
 
-/// Decode the mapping and message nodes, each numbered by its position
-/// among its own kind.
-fn decode_children<'a, C, CP>(
-    children: C,
-) -> Result<(Vec<Mapping>, ArrayVec<Message, { crate::MAX_QUEUED_MESSAGES }>), Violation>
+/// What the child nodes of a process hold.
+struct Children {
+    mappings: Vec<Mapping>,
+    queued_messages: ArrayVec<Message, { crate::MAX_QUEUED_MESSAGES }>,
+    devices: ArrayVec<DeviceRecord, MAX_DEVICES>,
+}
+
+/// Decode the mapping, message and device nodes, each numbered by its
+/// position among its own kind.
+fn decode_children<'a, C, CP>(children: C) -> Result<Children, Violation>
 where
     C: Iterator<Item = ChildNode<'a, CP>>,
     CP: Iterator<Item = (&'a str, &'a [u8])>,
 {
     let mut mappings = Vec::new();
     let mut queued_messages = ArrayVec::new();
+    let mut devices = ArrayVec::new();
     for (child_index, child) in children.enumerate() {
         if let Some(position) = unit_address(child.name, MAPPING_NODE_PREFIX) {
             if mappings.len() >= MAX_MAPPINGS {
@@ -314,11 +322,62 @@ where
             check_child(position, queued_messages.len(), child.has_children).map_err(|kind| (part, kind))?;
             let message = decode_message(child.properties).map_err(|kind| (part, kind))?;
             queued_messages.try_push(message).map_err(|_| (Part::Process, ProcessErrorKind::TooManyQueuedMessages))?;
+        } else if let Some(position) = unit_address(child.name, DEVICE_NODE_PREFIX) {
+            if devices.is_full() {
+                return Err((Part::Process, ProcessErrorKind::TooManyDevices));
+            }
+            let part = Part::Device { device_index: devices.len() };
+            check_child(position, devices.len(), child.has_children).map_err(|kind| (part, kind))?;
+            let device = decode_device(child.properties).map_err(|kind| (part, kind))?;
+            devices.try_push(device).map_err(|_| (Part::Process, ProcessErrorKind::TooManyDevices))?;
         } else {
             return Err((Part::Process, ProcessErrorKind::UnexpectedChildNode { child_index }));
         }
     }
-    Ok((mappings, queued_messages))
+    Ok(Children { mappings, queued_messages, devices })
+}
+
+fn decode_device<'a>(properties: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<DeviceRecord, ProcessErrorKind> {
+    let slots = PropertySlots::collect(&DEVICE_PROPERTIES, properties)?;
+    let word = slots.u32(Property::PciAddress)?;
+    // Bus, device and function fill 16 bits.
+    if word > 0xffff {
+        return Err(ProcessErrorKind::InvalidPciAddress { word });
+    }
+    let [function_bits, bus, ..] = word.to_le_bytes();
+    let ids = slots.u32(Property::PciIds)?;
+    let value = slots.required(Property::Bars)?;
+    let words = u64_words(Property::Bars, value)?;
+    let (entries, partial) = words.as_chunks::<4>();
+    if !partial.is_empty() {
+        return Err(ProcessErrorKind::PropertyNotWholeEntries { property: Property::Bars, size_bytes: value.len() });
+    }
+    if entries.len() > MAX_BARS {
+        return Err(ProcessErrorKind::TooManyBars { count: entries.len() });
+    }
+    let mut bars = ArrayVec::new();
+    for (bar_index, [first, bus_address, cpu_address, size_bytes]) in entries.iter().enumerate() {
+        let first = u64::from_ne_bytes(*first);
+        let number = first >> 8;
+        let kind = DeviceBarKind::from_number(number).ok_or(ProcessErrorKind::UnknownBarKind { bar_index, number })?;
+        let bar = DeviceBar {
+            index: (first & 0xff) as u8,
+            kind,
+            bus_address: u64::from_ne_bytes(*bus_address),
+            cpu_address: u64::from_ne_bytes(*cpu_address),
+            size_bytes: u64::from_ne_bytes(*size_bytes),
+        };
+        bars.try_push(bar).map_err(|_| ProcessErrorKind::TooManyBars { count: entries.len() })?;
+    }
+    let [device_id_low, device_id_high, vendor_low, vendor_high] = ids.to_le_bytes();
+    Ok(DeviceRecord {
+        bus,
+        device: function_bits >> 3,
+        function: function_bits & 0x7,
+        vendor_id: u16::from_le_bytes([vendor_low, vendor_high]),
+        device_id: u16::from_le_bytes([device_id_low, device_id_high]),
+        bars,
+    })
 }
 
 /// A mapping or message node is named by its position and has no children.

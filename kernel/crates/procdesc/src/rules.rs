@@ -14,6 +14,7 @@ use baton_kho::fdt::is_valid_user_name;
 use crate::description::{
     MAX_MAPPINGS, MAX_RUNS_PER_MAPPING, Mapping, MappingKind, PendingResult, ProcessDescription, SchedulingState,
 };
+use crate::device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 use crate::error::{Part, ProcessErrorKind};
 
 /// A broken rule and where.
@@ -29,8 +30,13 @@ pub(crate) fn check_description(description: &ProcessDescription) -> Result<(), 
     if description.mappings.len() > MAX_MAPPINGS {
         return Err(at_process(ProcessErrorKind::TooManyMappings));
     }
+    check_devices(&description.devices)?;
     for (mapping_index, mapping) in description.mappings.iter().enumerate() {
-        check_mapping(mapping).map_err(|kind| (Part::Mapping { mapping_index }, kind))?;
+        let at_mapping = |kind| (Part::Mapping { mapping_index }, kind);
+        check_mapping(mapping).map_err(at_mapping)?;
+        if mapping.kind == MappingKind::Device {
+            check_device_mapping(mapping, &description.devices).map_err(at_mapping)?;
+        }
     }
     check_overlaps(&description.mappings)?;
     check_scheduling(&description.scheduling).map_err(at_process)?;
@@ -146,6 +152,69 @@ fn check_overlaps(mappings: &[Mapping]) -> Result<(), Violation> {
         {
             let kind = ProcessErrorKind::MappingsOverlap { other_mapping_index: *earlier_index };
             return Err((Part::Mapping { mapping_index: *later_index }, kind));
+        }
+    }
+    Ok(())
+}
+
+/// Each record names a function once, with BARs a header could have.
+fn check_devices(devices: &[DeviceRecord]) -> Result<(), Violation> {
+    if devices.len() > MAX_DEVICES {
+        return Err((Part::Process, ProcessErrorKind::TooManyDevices));
+    }
+    for (device_index, device) in devices.iter().enumerate() {
+        let at_device = |kind| (Part::Device { device_index }, kind);
+        if device.device > 31 || device.function > 7 {
+            return Err(at_device(ProcessErrorKind::InvalidPciAddress { word: device.address_word() }));
+        }
+        if devices.iter().take(device_index).any(|earlier| earlier.address_word() == device.address_word()) {
+            return Err(at_device(ProcessErrorKind::DuplicateDevice));
+        }
+        check_bars(&device.bars).map_err(at_device)?;
+    }
+    Ok(())
+}
+
+fn check_bars(bars: &[DeviceBar]) -> Result<(), ProcessErrorKind> {
+    if bars.len() > MAX_BARS {
+        return Err(ProcessErrorKind::TooManyBars { count: bars.len() });
+    }
+    // Registers each BAR takes, as bits.
+    let mut taken = 0_u8;
+    for (bar_index, bar) in bars.iter().enumerate() {
+        let registers: u8 = if matches!(bar.kind, DeviceBarKind::Memory64 { .. }) { 0b11 } else { 0b01 };
+        let last_register = if registers == 0b11 { 4 } else { 5 };
+        if bar.index > last_register {
+            return Err(ProcessErrorKind::InvalidBarRegister { bar_index });
+        }
+        let bits = registers << bar.index;
+        if taken & bits != 0 {
+            return Err(ProcessErrorKind::InvalidBarRegister { bar_index });
+        }
+        taken |= bits;
+        let invalid_range = ProcessErrorKind::InvalidBarRange { bar_index };
+        if !bar.size_bytes.is_power_of_two() {
+            return Err(invalid_range);
+        }
+        let bus_end = bar.bus_address.checked_add(bar.size_bytes).ok_or(invalid_range)?;
+        bar.cpu_address.checked_add(bar.size_bytes).ok_or(invalid_range)?;
+        let is_32_bit = matches!(bar.kind, DeviceBarKind::Memory32 { .. } | DeviceBarKind::Io);
+        if is_32_bit && bus_end > 1 << 32 {
+            return Err(invalid_range);
+        }
+    }
+    Ok(())
+}
+
+/// A device mapping is data, not code, and every run lies inside one
+/// memory BAR of one of the process's devices.
+fn check_device_mapping(mapping: &Mapping, devices: &[DeviceRecord]) -> Result<(), ProcessErrorKind> {
+    if mapping.is_executable || mapping.folio_order != 0 {
+        return Err(ProcessErrorKind::InvalidDeviceMapping);
+    }
+    for (run_index, run) in mapping.runs.iter().enumerate() {
+        if !devices.iter().any(|device| device.contains_cpu_range(run.phys_start, run.size_bytes)) {
+            return Err(ProcessErrorKind::DeviceRunOutsideBars { run_index });
         }
     }
     Ok(())

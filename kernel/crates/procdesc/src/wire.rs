@@ -28,6 +28,10 @@ pub const MAPPING_NODE_PREFIX: &str = "mapping@";
 /// mailbox, in hexadecimal.
 pub const MESSAGE_NODE_PREFIX: &str = "message@";
 
+/// Node name of a device record: this prefix and its position among the
+/// process's devices, in hexadecimal.
+pub const DEVICE_NODE_PREFIX: &str = "device@";
+
 /// `service-flags` bit: subscribed to update lifecycle events.
 pub const SERVICE_FLAG_SUBSCRIBED: u32 = 1 << 0;
 
@@ -98,6 +102,13 @@ pub enum Property {
     Sender,
     /// Message: `words`, u64 × 6.
     Words,
+    /// Device: `pci-address`, u32 (bus << 8 | device << 3 | function).
+    PciAddress,
+    /// Device: `pci-ids`, u32 (vendor ID << 16 | device ID).
+    PciIds,
+    /// Device: `bars`, (u64 register index | kind number << 8, u64 bus
+    /// address, u64 CPU address, u64 size in bytes) × 0 to 6.
+    Bars,
 }
 
 impl Property {
@@ -131,6 +142,9 @@ impl Property {
             Property::Label => "label",
             Property::Sender => "sender",
             Property::Words => "words",
+            Property::PciAddress => "pci-address",
+            Property::PciIds => "pci-ids",
+            Property::Bars => "bars",
         }
     }
 }
@@ -175,6 +189,9 @@ pub(crate) const MAPPING_PROPERTIES: [Property; 6] = [
 
 /// The properties of a message node, in the order they are written.
 pub(crate) const MESSAGE_PROPERTIES: [Property; 3] = [Property::Label, Property::Sender, Property::Words];
+
+/// The properties of a device node, in the order they are written.
+pub(crate) const DEVICE_PROPERTIES: [Property; 3] = [Property::PciAddress, Property::PciIds, Property::Bars];
 
 /// The number after `prefix` in a node name written as `prefix` and a
 /// lowercase hexadecimal number without leading zeros (what the writer

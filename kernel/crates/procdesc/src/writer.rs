@@ -9,9 +9,9 @@ use crate::description::{MAX_PROCESSES, Mapping, ProcessDescription, SchedulingS
 use crate::error::WriteError;
 use crate::rules::check_description;
 use crate::wire::{
-    ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, FORMAT_VERSION, FORMAT_VERSION_PROPERTY, MAPPING_NODE_PREFIX,
-    MESSAGE_NODE_PREFIX, PROCESS_NODE_PREFIX, PROCESSES_COMPATIBLE, Property, SERVICE_FLAG_PRIVILEGED,
-    SERVICE_FLAG_SUBSCRIBED,
+    ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, DEVICE_NODE_PREFIX, FORMAT_VERSION, FORMAT_VERSION_PROPERTY,
+    MAPPING_NODE_PREFIX, MESSAGE_NODE_PREFIX, PROCESS_NODE_PREFIX, PROCESSES_COMPATIBLE, Property,
+    SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED,
 };
 
 /// Write `descriptions` as a `processes-v1` sub-FDT, in order.
@@ -105,6 +105,16 @@ fn write_process(writer: &mut SubFdtWriter, description: &ProcessDescription) ->
         writer.property_u64(Property::Label.name(), message.label)?;
         writer.property_u64(Property::Sender.name(), message.sender)?;
         writer.property(Property::Words.name(), &word_list(message.words))?;
+        writer.end_node(node)?;
+    }
+    for (position, device) in description.devices.iter().enumerate() {
+        let node = writer.begin_node(&format!("{DEVICE_NODE_PREFIX}{position:x}"))?;
+        writer.property_u32(Property::PciAddress.name(), device.address_word())?;
+        writer.property_u32(Property::PciIds.name(), device.ids_word())?;
+        let bars = device.bars.iter().flat_map(|bar| {
+            [u64::from(bar.index) | bar.kind.number() << 8, bar.bus_address, bar.cpu_address, bar.size_bytes]
+        });
+        writer.property(Property::Bars.name(), &word_list(bars))?;
         writer.end_node(node)?;
     }
     writer.end_node(node)

@@ -8,6 +8,7 @@
 //! without checks ([`crate::writer::encode`]) must be refused by the
 //! reader with the same error.
 
+mod devices;
 mod limits;
 mod proptests;
 mod rejections;
@@ -25,6 +26,7 @@ use crate::{
     Architecture, Mapping, MappingKind, PendingResult, PhysicalRun, ProcessDescription, ProcessError, SchedulingState,
     UserRegisters, read_processes, write_processes,
 };
+use crate::{DeviceBar, DeviceBarKind, DeviceRecord};
 
 pub(crate) const KIB: u64 = 1 << 10;
 pub(crate) const MIB: u64 = 1 << 20;
@@ -139,7 +141,37 @@ pub(crate) fn sample_process(
         pending_result: None,
         queued_messages: ArrayVec::new(),
         answerable: ArrayVec::new(),
+        devices: ArrayVec::new(),
     }
+}
+
+/// A virtio network card at 00:02.0 as QEMU's aarch64 `virt` places it: a
+/// 4 KiB 32-bit BAR 1 and a 16 KiB 64-bit prefetchable BAR 4, both
+/// reached by the CPU at their bus addresses plus `cpu_offset`.
+pub(crate) fn sample_device(cpu_offset: u64) -> DeviceRecord {
+    let mut bars = ArrayVec::new();
+    bars.push(DeviceBar {
+        index: 1,
+        kind: DeviceBarKind::Memory32 { is_prefetchable: false },
+        bus_address: 0x1000_1000,
+        cpu_address: 0x1000_1000 + cpu_offset,
+        size_bytes: 4 * KIB,
+    });
+    bars.push(DeviceBar {
+        index: 4,
+        kind: DeviceBarKind::Memory64 { is_prefetchable: true },
+        bus_address: 0x80_0000_0000,
+        cpu_address: 0x80_0000_0000 + cpu_offset,
+        size_bytes: 16 * KIB,
+    });
+    bars.push(DeviceBar {
+        index: 0,
+        kind: DeviceBarKind::Io,
+        bus_address: 0x1000,
+        cpu_address: 0x1000,
+        size_bytes: 32,
+    });
+    DeviceRecord { bus: 0, device: 2, function: 0, vendor_id: 0x1af4, device_id: 0x1000, bars }
 }
 
 /// Four processes, one in each scheduling state, with pending results,
@@ -151,6 +183,9 @@ pub(crate) fn sample_processes(architecture: Architecture) -> Vec<ProcessDescrip
     init.queued_messages.push(Message { label: 7, sender: 3, words: [1, 2, 3, 4, 5, 6] });
     init.queued_messages.push(Message { label: 0x4b48_4f01, sender: u64::MAX, words: [0; 6] });
     init.answerable.push(4);
+    init.devices.push(sample_device(0));
+    // The device's 64-bit BAR, mapped whole.
+    init.mappings.push(mapping(0x30_0000_0000, MappingKind::Device, "rw", &[run(0x80_0000_0000, 16 * KIB)]));
 
     let kvstore = sample_process(architecture, 2, "kvstore", SchedulingState::Receiving { message_buffer: 0x100_0040 });
     let mut counter = sample_process(
