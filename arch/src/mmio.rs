@@ -23,6 +23,11 @@ impl MmioRegion {
         MmioRegion { base, size_bytes }
     }
 
+    /// Its size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
     /// The register's address, if a 4-byte access at `offset` lies inside
     /// the region and is aligned.
     fn address(&self, offset: u64) -> Option<*mut u32> {

@@ -94,9 +94,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
     // the devices they drive, through the host bridge the boot
     // description names) or restarted; otherwise (or without a roster to
     // go by) a cold start.
-    if options.is_pci_enabled
-        && let Some(bridge) = info.pci_host
-    {
+    if let Some(bridge) = info.pci_host {
         pci::note_host_bridge(bridge);
     }
     if update::processes::restore_services().is_none() {

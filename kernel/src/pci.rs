@@ -106,6 +106,15 @@ pub enum AdoptError {
     },
     /// Another record already took the function.
     Taken,
+    /// The manifest does not give this kind of card to this service.
+    NotAssigned,
+    /// A BAR no function could have: a register past the header's, an
+    /// address of 0 or not aligned to its size, or a range over RAM, the
+    /// configuration space or another device's BAR.
+    ImpossibleBar {
+        /// The register.
+        index: u8,
+    },
     /// A BAR register does not hold what the record says.
     BarMoved {
         /// The register.
@@ -131,6 +140,10 @@ impl core::fmt::Display for AdoptError {
                 write!(f, "another card ({vendor_id:04x}:{device_id:04x}) answers at its address")
             }
             AdoptError::Taken => f.write_str("another record took the function"),
+            AdoptError::NotAssigned => f.write_str("the manifest does not give it to this service"),
+            AdoptError::ImpossibleBar { index } => {
+                write!(f, "BAR{index} is not a range this function can decode (register, alignment or overlap)")
+            }
             AdoptError::BarMoved { index, found, recorded } => {
                 write!(f, "BAR{index} holds {found:#x}, the record says {recorded:#x}")
             }
@@ -143,6 +156,8 @@ impl core::fmt::Display for AdoptError {
 struct Ecam {
     region: MmioRegion,
     first_bus: u8,
+    /// Where the window starts in physical memory.
+    physical_start: u64,
 }
 
 impl Ecam {
@@ -264,7 +279,8 @@ fn open(bridge: HostBridge) -> Option<Registry> {
     // device memory for the kernel's lifetime, and only this module
     // touches configuration space.
     let region = unsafe { MmioRegion::new(virt, size_bytes) };
-    Some(Registry { ecam: Ecam { region, first_bus: bridge.first_bus }, windows: bridge.windows, devices: Vec::new() })
+    let ecam = Ecam { region, first_bus: bridge.first_bus, physical_start: bridge.ecam_start };
+    Some(Registry { ecam, windows: bridge.windows, devices: Vec::new() })
 }
 
 fn enumerate(registry: &mut Registry, bridge: HostBridge, is_recording: bool) {
@@ -321,6 +337,14 @@ fn enumerate(registry: &mut Registry, bridge: HostBridge, is_recording: bool) {
     );
 }
 
+impl Registry {
+    /// The physical range of the configuration space it reaches.
+    fn ecam_range(&self) -> core::ops::Range<u64> {
+        let start = self.ecam.physical_start;
+        start..start + self.ecam.region.size_bytes()
+    }
+}
+
 /// The registry, opened through the noted host bridge if enumeration has
 /// not run yet.
 fn opened(guard: &mut Option<Registry>) -> Result<&mut Registry, AdoptError> {
@@ -366,9 +390,12 @@ pub fn records_of(owner: &str) -> Vec<baton_procdesc::DeviceRecord> {
     let mine = registry.devices.iter().filter(|device| device.owner.as_deref() == Some(owner));
     mine.map(|device| {
         let at = device.function.address;
+        // A BAR without an address is nothing a driver can use or a next
+        // kernel must keep.
         let bars = device
             .bars
             .iter()
+            .filter(|bar| bar.address != 0)
             .map(|bar| baton_procdesc::DeviceBar {
                 index: bar.index,
                 kind: recorded_kind(bar.kind),
@@ -390,11 +417,29 @@ pub fn records_of(owner: &str) -> Vec<baton_procdesc::DeviceRecord> {
 }
 
 /// Takes back a device the previous kernel handed over running with its
-/// driver `owner`: the function at the recorded address must be the same
-/// card, each BAR must still hold the recorded address (read, never
-/// written) and be forwarded to the recorded CPU address. Then `owner`
-/// drives it again, before enumeration and without it.
-pub fn adopt(owner: &str, record: &baton_procdesc::DeviceRecord) -> Result<(), AdoptError> {
+/// driver `owner`: the manifest must give this kind of card to `owner`,
+/// the function at the recorded address must be the same card, each BAR
+/// must still hold the recorded address (read, never written), be a range
+/// the function can decode (its own register, aligned to its size, over
+/// no RAM, no configuration space and no other taken-back BAR) and be
+/// forwarded whole to the recorded CPU address. Then `owner` drives it
+/// again, before enumeration and without it.
+///
+/// What cannot be checked without writing to a live BAR is its size: a
+/// record whose size was damaged into a larger aligned power of two that
+/// still passes these checks would let the driver map registers past its
+/// BAR (docs/handover.md, "Device records").
+pub fn adopt(
+    owner: &str,
+    record: &baton_procdesc::DeviceRecord,
+    manifest: &[crate::options::DeviceAssignment],
+) -> Result<(), AdoptError> {
+    let is_assigned = manifest.iter().any(|entry| {
+        entry.service.as_str() == owner && (entry.vendor_id, entry.device_id) == (record.vendor_id, record.device_id)
+    });
+    if !is_assigned {
+        return Err(AdoptError::NotAssigned);
+    }
     let mut guard = REGISTRY.lock();
     let registry = opened(&mut guard)?;
     let at = Address::new(record.bus, record.device, record.function).ok_or(AdoptError::Absent)?;
@@ -405,7 +450,8 @@ pub fn adopt(owner: &str, record: &baton_procdesc::DeviceRecord) -> Result<(), A
     if (function.vendor_id, function.device_id) != (record.vendor_id, record.device_id) {
         return Err(AdoptError::OtherCard { vendor_id: function.vendor_id, device_id: function.device_id });
     }
-    let mut bars = ArrayVec::new();
+    let ecam = registry.ecam_range();
+    let mut bars: ArrayVec<Bar, 6> = ArrayVec::new();
     for recorded in &record.bars {
         let bar = Bar {
             index: recorded.index,
@@ -413,13 +459,38 @@ pub fn adopt(owner: &str, record: &baton_procdesc::DeviceRecord) -> Result<(), A
             address: recorded.bus_address,
             size_bytes: recorded.size_bytes,
         };
+        let impossible = AdoptError::ImpossibleBar { index: bar.index };
+        if usize::from(bar.index) >= function.bar_count()
+            || bar.address == 0
+            || !bar.address.is_multiple_of(bar.size_bytes)
+        {
+            return Err(impossible);
+        }
         baton_pci::check_programmed(&registry.ecam, at, &bar).map_err(|found| AdoptError::BarMoved {
             index: bar.index,
             found,
             recorded: bar.address,
         })?;
-        if cpu_address(&registry.windows, &bar) != Some(recorded.cpu_address) {
+        let last = Bar { address: bar.address + (bar.size_bytes - 1), ..bar };
+        let is_forwarded = cpu_address(&registry.windows, &bar) == Some(recorded.cpu_address)
+            && cpu_address(&registry.windows, &last) == Some(recorded.cpu_address + (bar.size_bytes - 1));
+        if !is_forwarded {
             return Err(AdoptError::NotForwarded { index: bar.index });
+        }
+        if bar.is_memory() {
+            let cpu = recorded.cpu_address..recorded.cpu_address + bar.size_bytes;
+            let taken = registry
+                .devices
+                .iter()
+                .flat_map(|device| device.bars.iter())
+                .chain(bars.iter())
+                .filter(|other| other.is_memory())
+                .filter_map(|other| Some((cpu_address(&registry.windows, other)?, other.size_bytes)));
+            let overlaps_taken = taken.clone().any(|(start, size)| start < cpu.end && cpu.start < start + size);
+            let overlaps_ecam = ecam.start < cpu.end && cpu.start < ecam.end;
+            if overlaps_taken || overlaps_ecam || crate::mm::overlaps_ram(cpu.start, bar.size_bytes) {
+                return Err(impossible);
+            }
         }
         bars.push(bar);
     }

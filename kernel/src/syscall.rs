@@ -266,7 +266,7 @@ fn run_device(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, C
             let phys = pci::bar_range(name, address, bar, offset, length)?;
             // Registers, never RAM: a BAR placed over memory would be a
             // kernel bug, and mapping it uncached would alias the memory.
-            if crate::mm::is_ram(phys, length) {
+            if crate::mm::overlaps_ram(phys, length) {
                 log::warn!(target: "pci", "'{name}': BAR {bar} at {phys:#x} overlaps RAM; not mapped");
                 return Err(Error::InvalidArgument.into());
             }

@@ -7,6 +7,7 @@ use crate::arch::Arch;
 use crate::args::{BootMode, CommandLine, Entry, LimineDir, Memory, Profile, QemuRun, Target};
 use crate::build::{BuildOptions, KernelBuild, build_kernel};
 use crate::doctor::{Need, ensure};
+use crate::network::Network;
 use crate::qemu::{Drive, Firmware, Medium, QemuConfig};
 use crate::util;
 use anyhow::{Context, Result, bail};
@@ -46,6 +47,12 @@ pub struct Args {
     entry: Entry,
     #[command(flatten)]
     limine: LimineDir,
+    #[command(flatten)]
+    network: Network,
+    /// Milliseconds between updates, so traffic runs through them and a
+    /// person sees each one (default 1000 with the network, 0 without).
+    #[arg(long)]
+    interval_ms: Option<u16>,
 }
 
 /// How `demo --boot limine` boots.
@@ -180,9 +187,21 @@ pub fn build_versions(arch: Arch, release: bool, testing: bool) -> Result<(Kerne
 }
 
 fn is_progress_line(line: &str) -> bool {
-    ["booting via", "demo:", "update-report", "client:", "kvstore: migrated", "WARN", "ERROR", "kernel fault", "panic"]
-        .iter()
-        .any(|marker| line.contains(marker))
+    [
+        "booting via",
+        "demo:",
+        "update-report",
+        "client:",
+        "kvstore: migrated",
+        "netd: virtio-net",
+        "netd: DHCP",
+        "WARN",
+        "ERROR",
+        "kernel fault",
+        "panic",
+    ]
+    .iter()
+    .any(|marker| line.contains(marker))
 }
 
 impl Args {
@@ -214,11 +233,22 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
     // Through Limine the screen is captured at the end, as a person at the
     // machine would see it.
     let screen = if limine.is_some() { "demo.screenshot=1" } else { "" };
-    let command_line =
-        format!("demo.updates={} demo.shutdown=1 {pause} {screen} {}", options.updates, options.command_line.append)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+    let mut extra_args = options.qemu.extra_args();
+    let has_network = options.network.is_on(&extra_args);
+    let interval_ms = options.interval_ms.unwrap_or(if has_network { 1000 } else { 0 });
+    let interval = if interval_ms > 0 { format!("demo.interval_ms={interval_ms}") } else { String::new() };
+    let mut command_line = format!(
+        "demo.updates={} demo.shutdown=1 {interval} {pause} {screen} {}",
+        options.updates, options.command_line.append
+    )
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ");
+    if has_network {
+        extra_args.extend(options.network.qemu_args()?);
+        command_line = Network::command_line(&command_line);
+        println!("{}", crate::network::describe(options.network.ports()));
+    }
     let scratch = util::output_dir().join("demo");
     // Always headless: the demo follows the serial console itself.
     let config = QemuConfig {
@@ -227,9 +257,11 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
         memory_mib: options.memory.memory,
         headless: true,
         kvm: false,
-        extra_args: options.qemu.extra_args(),
+        extra_args,
     };
-    let timeout = options.qemu.timeout().unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates)));
+    let spacing = u64::from(interval_ms).div_ceil(1000) * u64::from(options.updates);
+    let timeout =
+        options.qemu.timeout().unwrap_or(Duration::from_secs(120 + 20 * u64::from(options.updates) + spacing));
     println!(
         "demo: Baton {} on {}, updating to {SECOND_VERSION} then {} more time(s)",
         env!("CARGO_PKG_VERSION"),

@@ -21,6 +21,7 @@ mod arch;
 mod args;
 mod dump;
 mod limine;
+mod network;
 mod qemu;
 mod util;
 

@@ -5,6 +5,7 @@ use crate::arch::Arch;
 use crate::args::{BootMode, CommandLine, Entry, Kvm, LimineDir, Memory, Profile, QemuRun, Target, Testing};
 use crate::build::{BuildOptions, build_kernel};
 use crate::doctor::{Need, ensure};
+use crate::network::Network;
 use crate::qemu::{self, Firmware, Medium, QemuConfig};
 use crate::{dump, iso, limine, util};
 use anyhow::{Context, Result, bail};
@@ -38,6 +39,8 @@ pub struct Args {
     /// A boot module (for example the update image), direct boots only.
     #[arg(long)]
     module: Option<PathBuf>,
+    #[command(flatten)]
+    network: Network,
 }
 
 impl Args {
@@ -52,13 +55,20 @@ impl Args {
             bail!("--kvm: /dev/kvm does not exist on this machine");
         }
         ensure(&[Need::Toolchain(arch), Need::Qemu(arch)])?;
+        let mut extra_args = self.qemu.extra_args();
+        let mut command_line = self.command_line.append.clone();
+        if self.network.is_on(&extra_args) {
+            extra_args.extend(self.network.qemu_args()?);
+            command_line = Network::command_line(&command_line);
+            println!("{}", crate::network::describe(self.network.ports()));
+        }
         let config = QemuConfig {
             arch,
-            medium: self.medium()?,
+            medium: self.medium(command_line)?,
             memory_mib: self.memory.memory,
             headless: self.qemu.headless || self.dump_kho.is_some(),
             kvm,
-            extra_args: self.qemu.extra_args(),
+            extra_args,
         };
         let scratch = util::output_dir().join("run");
         let mut command = config.command(&scratch)?;
@@ -88,11 +98,10 @@ impl Args {
 
     /// What QEMU boots: the kernel itself, or an ISO whose plain entry is
     /// the default.
-    fn medium(&self) -> Result<Medium> {
+    fn medium(&self, command_line: String) -> Result<Medium> {
         let arch = self.target.arch;
         let release = self.profile.release;
         let testing = self.testing.testing;
-        let command_line = self.command_line.append.clone();
         match self.entry.boot {
             BootMode::Direct => {
                 let kernel = build_kernel(&BuildOptions { arch, release, version: None, testing })?;
@@ -138,6 +147,15 @@ mod tests {
         );
         assert_eq!((args.qemu.timeout, args.qemu.headless, args.kvm.kvm), (None, false, false));
         assert!(args.command_line.append.is_empty() && args.qemu.extra_args().is_empty());
+        assert_eq!((args.network.net, args.network.host_port_base), (crate::network::NetMode::On, None));
+    }
+
+    #[test]
+    fn the_network_can_be_left_out_or_moved() {
+        let args = parse(&["xtask", "run", "--net", "off"]);
+        assert!(!args.network.is_on(&[]));
+        let args = parse(&["xtask", "run", "--host-port-base", "17000"]);
+        assert_eq!(args.network.ports().update, 17002);
     }
 
     #[test]

@@ -934,6 +934,16 @@ pub fn is_ram(phys: u64, size_bytes: u64) -> bool {
     guard.as_ref().is_some_and(|memory| memory.mapped.contains(&Range::new(phys, end.max(phys + 1))))
 }
 
+/// Whether any byte of `[phys, phys + size_bytes)` is RAM (a device range
+/// must have none: mapped uncached, it would alias memory).
+pub fn overlaps_ram(phys: u64, size_bytes: u64) -> bool {
+    let Some(end) = phys.checked_add(size_bytes) else {
+        return true;
+    };
+    let guard = MEMORY.lock();
+    guard.as_ref().is_some_and(|memory| memory.mapped.overlaps(&Range::new(phys, end.max(phys + 1))))
+}
+
 /// Returns a page from [`allocate_kernel_page`]: pages of the scratch pool
 /// stay with it (it is reset by the next boot), others go back to the page
 /// allocator.

@@ -373,18 +373,26 @@ impl core::fmt::Display for ResumeError {
 /// services start as on a cold boot. Otherwise the names of the services
 /// now running.
 pub fn restore_services() -> Option<Vec<String>> {
-    let blob = handover::incoming::take_kernel_user(ROSTER_USER)?;
+    let Some(blob) = handover::incoming::take_kernel_user(ROSTER_USER) else {
+        stop_orphaned_devices();
+        return None;
+    };
     let roster = match read_roster(&blob) {
         Ok(roster) => roster,
         Err(error) => {
             log::warn!(target: "update", "the roster is refused ({error}): services start as on a cold boot");
+            stop_orphaned_devices();
             return None;
         }
     };
     let mut descriptions = BTreeMap::new();
+    let mut is_any_refused = false;
     match handover::incoming::take_kernel_user(PROCESSES_USER).map(|blob| read_processes(&blob, architecture())) {
         None => {}
-        Some(Err(error)) => log::warn!(target: "update", "process descriptions refused as a whole: {error}"),
+        Some(Err(error)) => {
+            log::warn!(target: "update", "process descriptions refused as a whole: {error}");
+            is_any_refused = true;
+        }
         Some(Ok(results)) => {
             for result in results {
                 match result {
@@ -399,7 +407,6 @@ pub fn restore_services() -> Option<Vec<String>> {
     let mut tasks = TASKS.lock();
     let mut names = Vec::new();
     let (mut resumed, mut restarted) = (Vec::new(), Vec::new());
-    let mut is_any_refused = false;
     for entry in &roster {
         let name = entry.name.as_str();
         if entry.fate == Fate::Resume {
@@ -429,10 +436,8 @@ pub fn restore_services() -> Option<Vec<String>> {
             Err(error) => log::warn!(target: "update", "service '{name}' cannot be restarted: {error}"),
         }
     }
-    // A refused service may have driven a device that is still running
-    // into memory this kernel is about to free.
-    if is_any_refused && crate::options::get().is_pci_enabled {
-        crate::pci::stop_orphans(&crate::options::get().pci_assign);
+    if is_any_refused {
+        stop_orphaned_devices();
     }
     handover::report::note_service_fates(&resumed, &restarted);
     settle_calls(&mut tasks);
@@ -449,6 +454,19 @@ pub fn restore_services() -> Option<Vec<String>> {
         }
     }
     Some(names)
+}
+
+/// On a KHO boot where a service could not be resumed (or none could: no
+/// roster): a driver among them may have left its device running into
+/// memory this kernel is about to free, so every device the manifest names
+/// that no resumed driver took back is stopped now, before any service
+/// runs.
+fn stop_orphaned_devices() {
+    // Under `pci=off` (the previous kernel's command line too) no device
+    // had a driver.
+    if crate::options::is_kho_boot() && crate::options::get().is_pci_enabled {
+        crate::pci::stop_orphans(&crate::options::get().pci_assign);
+    }
 }
 
 /// A resumed caller whose callee is not running (it could not be restarted)
@@ -485,12 +503,24 @@ fn physically_contiguous_bytes(runs: &[baton_procdesc::PhysicalRun]) -> u64 {
 /// memory, then maps the runs into a new address space and schedules it
 /// with its saved registers and state.
 fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
-    let result = rebuild(tasks, entry, description);
-    if result.is_err() {
-        // Devices it took back are stopped before its memory is freed.
-        crate::pci::give_back(entry.name.as_str());
+    rebuild(tasks, entry, description)
+}
+
+/// The devices a service took back while it is rebuilt: given back
+/// (stopped) if the rebuild fails. Declared after the address space, it is
+/// dropped before it, so a device is stopped before any page of the
+/// service goes back to the allocator.
+struct AdoptedDevices<'a> {
+    owner: &'a str,
+    is_kept: bool,
+}
+
+impl Drop for AdoptedDevices<'_> {
+    fn drop(&mut self) {
+        if !self.is_kept {
+            crate::pci::give_back(self.owner);
+        }
     }
-    result
 }
 
 fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
@@ -506,13 +536,21 @@ fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescripti
     }
     let runs: Vec<(u64, u64)> = description.physical_runs().map(|run| (run.phys_start, run.size_bytes)).collect();
     handover::incoming::check_resume_runs(name, &runs).map_err(ResumeError::Memory)?;
-    // Its devices, running since before the jump, come back first: the
-    // records must match the functions exactly (nothing is written to
-    // them), or it restarts and they are reset.
-    for record in &description.devices {
-        crate::pci::adopt(name, record).map_err(ResumeError::Device)?;
+    // The one register `resume_user` does not sanitise: it must be one
+    // this architecture's register takes from a service (the user half).
+    let thread_pointer = description.registers.thread_pointer;
+    if thread_pointer >= baton_abi::USER_ADDRESS_LIMIT {
+        return Err(ResumeError::BadThreadPointer(thread_pointer));
     }
     let mut space = AddressSpace::new().map_err(ResumeError::Map)?;
+    // Its devices, running since before the jump, come back first: the
+    // records must match the functions exactly (nothing is written to
+    // them), or it restarts and they are stopped and reset.
+    let mut adopted = AdoptedDevices { owner: name, is_kept: false };
+    let manifest = &crate::options::get().pci_assign;
+    for record in &description.devices {
+        crate::pci::adopt(name, record, manifest).map_err(ResumeError::Device)?;
+    }
     // Its own pages first, its preservable memory (which a restart would
     // restore from) last: a failure leaves that untouched as long as
     // possible.
@@ -533,7 +571,7 @@ fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescripti
                 // Registers inside its devices' BARs (the format checked
                 // it against the records, `adopt` the records against
                 // the devices); never RAM, never taken from the handover.
-                if crate::mm::is_ram(run.phys_start, run.size_bytes) {
+                if crate::mm::overlaps_ram(run.phys_start, run.size_bytes) {
                     return Err(ResumeError::DeviceOverRam(run.phys_start));
                 }
                 let backing = Backing::Device { phys: run.phys_start };
@@ -566,12 +604,6 @@ fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescripti
             virt += run.size_bytes;
         }
     }
-    // The one register `resume_user` does not sanitise: it must be one
-    // this architecture's register takes from a service (the user half).
-    let thread_pointer = description.registers.thread_pointer;
-    if thread_pointer >= baton_abi::USER_ADDRESS_LIMIT {
-        return Err(ResumeError::BadThreadPointer(thread_pointer));
-    }
     let general = description.registers.general;
     let registers = baton_arch::UserRegisters {
         general,
@@ -599,6 +631,7 @@ fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescripti
         thread_pointer,
     };
     tasks.insert(start).map_err(ResumeError::Spawn)?;
+    adopted.is_kept = true;
     if let (Some(result), Some(process)) = (description.pending_result, tasks.processes.get_mut(&entry.service_id)) {
         process.frame_mut().set_syscall_result(result.status, result.value);
     }

@@ -115,7 +115,7 @@ fn checks(device: PciAddress) -> bool {
         ),
         ("a second device", syscall::device_owned(1).map(drop), Error::NotFound),
     ];
-    let mut is_ok = unmoved;
+    let mut is_ok = unmoved & others_refused(device);
     for (what, got, expected) in refusals {
         if got != Err(expected) {
             log::warn!("driverprobe: {what} gave {got:?}, not {expected}");
@@ -125,6 +125,39 @@ fn checks(device: PciAddress) -> bool {
     if is_ok {
         log::info!("driverprobe: every check held and every forbidden access was refused");
     }
+    is_ok
+}
+
+/// Every other function on bus 0 (another driver's card, or nobody's) is
+/// out of reach: its registers and its BARs are refused, and a slot with
+/// nothing in it is not found.
+fn others_refused(own: PciAddress) -> bool {
+    let mut refused = 0;
+    let mut is_ok = true;
+    for slot in 0..32 {
+        let other = PciAddress::new(0, slot, 0);
+        if other == own {
+            continue;
+        }
+        match syscall::device_config_read(other, 0) {
+            Err(Error::NotFound) => continue,
+            Err(Error::PermissionDenied) => {}
+            got => {
+                log::warn!("driverprobe: 00:{slot:02x}.0's registers gave {got:?}, not PermissionDenied");
+                is_ok = false;
+                continue;
+            }
+        }
+        for bar in 0..6 {
+            let got = syscall::device_map(other, bar, 0, 0x1000).map(drop);
+            if got != Err(Error::PermissionDenied) {
+                log::warn!("driverprobe: 00:{slot:02x}.0's BAR{bar} gave {got:?}, not PermissionDenied");
+                is_ok = false;
+            }
+        }
+        refused += 1;
+    }
+    log::info!("driverprobe: {refused} other function(s) on bus 0 refused, registers and BARs");
     is_ok
 }
 

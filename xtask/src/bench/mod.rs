@@ -9,11 +9,14 @@
 //!   process (the default rule), and restarted (`update.resume=0`) with
 //!   its state as order-0 pages, as 2 MiB folios, and handed over by
 //!   copying (the baseline), with the blackout split into its phases as the kernel's `update-report` line
-//!   gives them; plus cold boots per boot path.
+//!   gives them; plus cold boots per boot path; and what a client outside
+//!   the machine sees: a TCP echo stream through netd across spaced
+//!   updates (`network`).
 //!
 //! The report goes to target/bench/: report.md, updates.csv, cold-boot.csv,
 //! blackout.svg and phases.svg, and every serial log under logs/.
 
+mod network;
 mod parse;
 mod plot;
 mod report;
@@ -49,6 +52,9 @@ pub struct Args {
     /// Layouts to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     layouts: Vec<Layout>,
+    /// Spaced updates of the network benchmark (0 leaves it out).
+    #[arg(long, default_value_t = 8)]
+    network_updates: u32,
     #[command(flatten)]
     kvm: Kvm,
     #[command(flatten)]
@@ -72,6 +78,7 @@ impl Args {
             cold_boots: self.cold_boots.max(1),
             runs: self.runs.max(1),
             layouts: if self.layouts.is_empty() { Layout::ALL.to_vec() } else { self.layouts.clone() },
+            network_updates: self.network_updates,
             kvm: self.kvm.kvm,
             limine_dir: self.limine.limine_dir.clone(),
         })
@@ -204,6 +211,8 @@ pub struct BenchOptions {
     pub runs: u32,
     /// The layouts to run.
     pub layouts: Vec<Layout>,
+    /// Updates of the network benchmark (0: not run).
+    pub network_updates: u32,
     /// Use KVM (x86_64).
     pub kvm: bool,
     /// Limine files for the Limine cold boots (skipped without them).
@@ -218,7 +227,7 @@ mod tests {
     fn defaults_are_kept() {
         let crate::Command::Bench(args) = crate::parse(&["xtask", "bench"]) else { panic!("not bench") };
         assert_eq!(args.sizes, [1, 64, 1024]);
-        assert_eq!((args.updates, args.cold_boots, args.runs), (11, 3, 3));
+        assert_eq!((args.updates, args.cold_boots, args.runs, args.network_updates), (11, 3, 3, 8));
         assert_eq!((args.host, args.kvm.kvm, args.target.arch), (false, false, Arch::X86_64));
     }
 

@@ -38,7 +38,12 @@ pub fn ms(micros: u64) -> String {
 }
 
 /// The Markdown report.
-pub fn report(options: &BenchOptions, scenarios: &[Scenario], cold: &[(String, Vec<u64>)]) -> String {
+pub fn report(
+    options: &BenchOptions,
+    scenarios: &[Scenario],
+    cold: &[(String, Vec<u64>)],
+    network: Option<&super::network::NetworkFigures>,
+) -> String {
     let mut text = String::from("# Baton update benchmarks\n\n");
     let sizes: Vec<String> = options.sizes_mib.iter().map(u64::to_string).collect();
     let _ = writeln!(
@@ -54,8 +59,11 @@ pub fn report(options: &BenchOptions, scenarios: &[Scenario], cold: &[(String, V
     goals_section(&mut text, options, scenarios);
     tracking_section(&mut text, scenarios);
     cold_boot_section(&mut text, options, cold);
+    if let Some(network) = network {
+        super::network::section(&mut text, network);
+    }
     text.push_str(
-        "\n## Files\n\n- updates.csv: every update of every scenario, every phase\n- cold-boot.csv\n- blackout.svg, \
+        "\n## Files\n\n- updates.csv: every update of every scenario, every phase\n- cold-boot.csv\n- network.csv (with the network benchmark)\n- blackout.svg, \
          phases.svg\n- logs/: the serial console of every run\n- host/: the KHO crate on simulated memory\n",
     );
     text
@@ -254,8 +262,12 @@ pub fn write(
     options: &BenchOptions,
     scenarios: &[Scenario],
     cold: &[(String, Vec<u64>)],
+    network: Option<&super::network::NetworkFigures>,
 ) -> Result<()> {
-    std::fs::write(directory.join("report.md"), report(options, scenarios, cold))?;
+    std::fs::write(directory.join("report.md"), report(options, scenarios, cold, network))?;
+    if let Some(network) = network {
+        std::fs::write(directory.join("network.csv"), super::network::csv(options.arch, network))?;
+    }
     std::fs::write(directory.join("updates.csv"), updates_csv(options.arch, scenarios))?;
     std::fs::write(directory.join("cold-boot.csv"), cold_boot_csv(options.arch, cold))?;
     Ok(())
@@ -291,10 +303,11 @@ mod tests {
             cold_boots: 1,
             runs: 1,
             layouts: Layout::ALL.to_vec(),
+            network_updates: 0,
             kvm: false,
             limine_dir: None,
         };
-        let text = report(&options, &scenarios, &[("direct (PVH)".into(), vec![3, 1, 2])]);
+        let text = report(&options, &scenarios, &[("direct (PVH)".into(), vec![3, 1, 2])], None);
         assert!(text.contains("**1.10×** (goal ≤ 1.2×: met)"), "{text}");
         assert!(text.contains("**181.8×** (goal ≥ 50×: met)"), "{text}");
         assert!(text.contains("resumed / restarted (4 KiB pages), 1 MiB: **0.40×**"), "{text}");

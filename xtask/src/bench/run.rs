@@ -203,8 +203,23 @@ pub fn qemu(options: &BenchOptions) -> Result<()> {
         }
     }
     let cold = cold_boots(options, &kernels)?;
+    let network = if options.network_updates > 0 {
+        println!("bench: network, {} spaced updates ...", options.network_updates);
+        let figures = super::network::run(options.arch, options.kvm, &kernels, options.network_updates)
+            .context("the network benchmark")?;
+        println!(
+            "bench:   client gaps {:?} us, kernel blackouts {:?} us, {} of {} lines echoed",
+            figures.gaps.iter().map(|gap| gap.client_gap_us).collect::<Vec<_>>(),
+            figures.gaps.iter().map(|gap| gap.kernel_blackout_us).collect::<Vec<_>>(),
+            figures.echoed,
+            figures.sent
+        );
+        Some(figures)
+    } else {
+        None
+    };
     let directory = output_dir();
-    report::write(&directory, options, &scenarios, &cold)?;
+    report::write(&directory, options, &scenarios, &cold, network.as_ref())?;
     plot::plots(&scenarios)?;
     println!("bench: report in {}", directory.join("report.md").display());
     Ok(())
@@ -223,6 +238,7 @@ mod tests {
             cold_boots: 1,
             runs: 1,
             layouts: Layout::ALL.to_vec(),
+            network_updates: 0,
             kvm: false,
             limine_dir: None,
         };

@@ -754,6 +754,27 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         &format!("00:0{card_slot}.0: DMA stopped (its driver was not resumed)"),
         "first service running",
     ]);
+    // A handover the next kernel cannot read at all (no roster, nothing
+    // preserved): the card the old kernel left running for netd is
+    // stopped before any service runs, and the new netd resets it.
+    let bypassed = update(
+        arch,
+        "a bypassed handover stops the card netd left running, and the new netd resets it",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} pci.assign=netd:1af4:1000 kho.inject=root"),
+        Expect::status(
+            Arch::TEST_SUCCESS_STATUS,
+            &["handover bypassed", "demo: complete after 1 updates", "reset and up, MAC"],
+            &["kernel fault", "panic"],
+        ),
+    )
+    .qemu_args(VIRTIO_NET)
+    .in_order(&[
+        "booting via kho",
+        &format!("00:0{card_slot}.0: DMA stopped (its driver was not resumed)"),
+        "first service running",
+        "netd: virtio-net at",
+    ]);
     // TCP echo from the host after the update: lines sent to 127.0.0.1 on
     // a forwarded port come back from netd on the new kernel.
     let port = free_tcp_port();
@@ -768,6 +789,40 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Echo { port, lines: 20 })
     .must_contain("netd: TCP echo connection 1 closed");
+    // Two cards, two drivers: driverprobe is refused netd's card (its
+    // registers and every BAR) while netd, resumed across the update,
+    // keeps echoing TCP from the host.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7");
+    let others = if arch == Arch::X86_64 { 4 } else { 2 };
+    let neighbours = update(
+        arch,
+        "a driver is refused another driver's card while that driver keeps echoing through an update",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} demo.wait=1 test.device=1 pci.assign=netd:1af4:1000,driverprobe:1af4:1000"),
+        Expect::demo_with(
+            1,
+            &[
+                ("host: 20 of 20 lines echoed over TCP", 1),
+                ("driverprobe: every check held and every forbidden access was refused", 2),
+                (&format!("driverprobe: {others} other function(s) on bus 0 refused, registers and BARs"), 2),
+                ("netd: virtio-net at", 1),
+            ],
+            &["kernel panic", "stopping", "not PermissionDenied"],
+        ),
+    )
+    .qemu_args(&[
+        "-netdev",
+        &forward,
+        "-device",
+        "virtio-net-pci,netdev=net0",
+        "-netdev",
+        "user,id=net1,restrict=on",
+        "-device",
+        "virtio-net-pci,netdev=net1",
+    ])
+    .host_traffic(HostTraffic::Echo { port, lines: 20 })
+    .must_contain("service 'netd': resumable by the update rule");
     // One TCP connection opened before the first update stays open
     // through five (the updates spaced by demo.interval_ms so the host
     // gets its line in between) and echoes after each: no reconnect.
@@ -787,7 +842,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Session { port })
     .must_contain("netd: TCP echo connection 1 closed");
-    vec![found, off, driver, netd, damaged, echo, session]
+    vec![found, off, driver, netd, damaged, bypassed, echo, neighbours, session]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

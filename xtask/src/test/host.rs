@@ -8,8 +8,17 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 /// The crates whose logic is tested on the host.
-pub const HOST_CRATES: [&str; 8] =
-    ["baton-boot", "baton-kho", "baton-mm", "baton-abi", "baton-image", "baton-procdesc", "baton-pci", "baton-user"];
+pub const HOST_CRATES: [&str; 9] = [
+    "baton-boot",
+    "baton-kho",
+    "baton-mm",
+    "baton-abi",
+    "baton-image",
+    "baton-procdesc",
+    "baton-pci",
+    "baton-channel",
+    "baton-user",
+];
 
 /// Parses `test result: ok. 12 passed; 0 failed; ...` lines.
 fn parse_cargo_test_line(line: &str) -> Option<Tally> {

@@ -68,7 +68,9 @@ fn a_device_mapping_must_lie_inside_a_memory_bar() {
     refused_rule(
         |process| {
             let index = device_mapping(process);
-            process.mappings[index].runs[0] = run(0, 4 * KIB);
+            // The I/O BAR at 0x1000, made a page long: a mapping of it
+            // would lie inside it, were it memory.
+            process.mappings[index].runs[0] = run(0x1000, 4 * KIB);
             process.mappings[index].size_bytes = 4 * KIB;
             process.devices[0].bars[2].size_bytes = 4 * KIB;
         },
@@ -174,7 +176,7 @@ fn too_many_devices_or_bars_are_refused() {
     assert_eq!((error.part, error.kind), (Part::Process, Kind::TooManyDevices));
     // Seven BARs in a blob (a record cannot hold them).
     let mut tree = sample_tree(X86_64);
-    let bar = |index: u64| [index | 2 << 16, 0x1000 * (index + 1), 0x1000 * (index + 1), 0x1000];
+    let bar = |index: u64| [index | 2 << 8, 0x1000 * (index + 1), 0x1000 * (index + 1), 0x1000];
     let seven: Vec<u64> = (0..7).flat_map(bar).collect();
     tree.children[0].child("device@0").set("bars", words(&seven));
     let error = only_error(&blob_of(&tree), X86_64, 0);
@@ -201,7 +203,8 @@ fn a_damaged_device_node_is_refused_for_its_process_only() {
         &|device| device.set("bars", words(&[1 | 2 << 8, 0x1000])),
         Kind::PropertyNotWholeEntries { property: crate::Property::Bars, size_bytes: 16 },
     );
-    // Six BARs fit; the sample's mapping is then outside them.
+    // No BARs at all is a record the format takes; the sample's device
+    // mapping then lies outside every BAR.
     let mut tree = sample_tree(X86_64);
     tree.children[0].child("device@0").set("bars", words(&[]));
     let error = only_error(&blob_of(&tree), X86_64, 0);
