@@ -195,8 +195,13 @@ fn main(_argument: u64) -> i32 {
         log::warn!("netd: cannot bind UDP port {ECHO_PORT}");
     }
     let echo = sockets.add(echo);
-    let tcp_socket = || tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 8192]));
-    let tcp_echo = sockets.add(tcp_socket());
+    let mut tcp_socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 8192]));
+    // An echo answers at once: no Nagle coalescing behind an unacknowledged
+    // segment, no delayed acknowledgement (together they held each small
+    // echo back by a round of the host's delayed ACK).
+    tcp_socket.set_nagle_enabled(false);
+    tcp_socket.set_ack_delay(None);
+    let tcp_echo = sockets.add(tcp_socket);
     let mut tcp_connections: u64 = 0;
     let mut echoed: u64 = 0;
     loop {
