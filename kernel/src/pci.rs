@@ -503,13 +503,10 @@ pub fn adopt(
 /// Stops and gives up the devices `owner` took back with [`adopt`]: its
 /// resumption failed after all, and its memory is about to be freed.
 pub fn give_back(owner: &str) {
-    let mut guard = REGISTRY.lock();
-    let Some(registry) = guard.as_mut() else { return };
-    for device in registry.devices.iter_mut().filter(|device| device.owner.as_deref() == Some(owner)) {
-        stop(&mut registry.ecam, device);
-        log::info!(target: "pci", "{}: DMA stopped ('{owner}' is not resumed after all)", device.function.address);
+    stop_owned_by(owner, "is not resumed after all");
+    if let Some(registry) = REGISTRY.lock().as_mut() {
+        registry.devices.retain(|device| device.owner.as_deref() != Some(owner));
     }
-    registry.devices.retain(|device| device.owner.as_deref() != Some(owner));
 }
 
 /// On a KHO boot where a driver could not be resumed: every function the
@@ -534,11 +531,8 @@ pub fn stop_orphans(manifest: &[crate::options::DeviceAssignment]) {
         if !is_named || registry.devices.iter().any(|device| device.function.address == function.address) {
             continue;
         }
-        use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
-        let at = function.address;
-        let command = registry.ecam.read16(at, baton_pci::register::COMMAND_STATUS);
-        registry.ecam.write_command(at, (command & !(BUS_MASTER | IO_SPACE | MEMORY_SPACE)) | INTX_DISABLE);
-        log::info!(target: "pci", "{at}: DMA stopped (its driver was not resumed)");
+        stop_function(&mut registry.ecam, function.address);
+        log::info!(target: "pci", "{}: DMA stopped (its driver was not resumed)", function.address);
     }
 }
 
@@ -675,11 +669,16 @@ pub fn config_write(owner: &str, address: baton_abi::PciAddress, offset: u16, va
 /// decoding are switched off; the owner's next instance switches them on
 /// again.
 pub fn stop_devices_of(owner: &str) {
+    stop_owned_by(owner, "ended");
+}
+
+/// Stops every function `owner` drives, saying why in the log.
+fn stop_owned_by(owner: &str, why: &str) {
     let mut guard = REGISTRY.lock();
     let Some(registry) = guard.as_mut() else { return };
     for device in registry.devices.iter_mut().filter(|device| device.owner.as_deref() == Some(owner)) {
         stop(&mut registry.ecam, device);
-        log::info!(target: "pci", "{}: DMA stopped ('{owner}' ended)", device.function.address);
+        log::info!(target: "pci", "{}: DMA stopped ('{owner}' {why})", device.function.address);
     }
 }
 
@@ -712,11 +711,15 @@ pub fn restart_stopped_devices() {
 }
 
 fn stop(ecam: &mut Ecam, device: &mut Device) {
+    stop_function(ecam, device.function.address);
+    device.probing = [false; 6];
+}
+
+/// Bus mastering and decoding off, legacy interrupts disabled.
+fn stop_function(ecam: &mut Ecam, at: Address) {
     use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
-    let at = device.function.address;
     let command = ecam.read16(at, baton_pci::register::COMMAND_STATUS);
     ecam.write_command(at, (command & !(BUS_MASTER | IO_SPACE | MEMORY_SPACE)) | INTX_DISABLE);
-    device.probing = [false; 6];
 }
 
 fn log_device(Device { function, bars, .. }: &Device) {
