@@ -16,16 +16,25 @@ const HELD_BYTES: usize = 32 * 1024;
 
 /// Output held back while an update is in its blackout: writing to an
 /// emulated UART costs an exit per byte, which would otherwise dominate the
-/// blackout. Flushed when the blackout ends, or before any panic or fault
-/// report.
+/// blackout. When the blackout ends it drains a chunk at a time while the
+/// main thread gets the CPU ([`drain_some`]), so services run meanwhile
+/// (written all at once, a few KiB of boot log kept the first service
+/// waiting for milliseconds); it is written out at once before a panic or
+/// fault report and before the machine stops.
 struct Held {
     is_holding: bool,
+    /// Released: new output still goes behind what is held, which drains.
+    is_draining: bool,
     bytes: [u8; HELD_BYTES],
     length: usize,
     dropped: usize,
 }
 
-static HELD: Mutex<Held> = Mutex::new(Held { is_holding: false, bytes: [0; HELD_BYTES], length: 0, dropped: 0 });
+static HELD: Mutex<Held> =
+    Mutex::new(Held { is_holding: false, is_draining: false, bytes: [0; HELD_BYTES], length: 0, dropped: 0 });
+
+/// Bytes of held output [`drain_some`] writes at a time.
+const DRAIN_BYTES: usize = 256;
 
 /// Output kept for the screen while it cannot be drawn on: from boot until
 /// it is attached (so it shows the boot from its first line), and while it
@@ -225,30 +234,57 @@ pub fn hold() {
     HELD.lock().is_holding = true;
 }
 
-/// Writes out what was held back and stops holding.
+/// The blackout is over: what was held back drains from now on
+/// ([`drain_some`]), new output behind it.
 pub fn release() {
-    let _guard = LOCK.lock();
-    write_held(false);
+    let mut held = HELD.lock();
+    if held.is_holding {
+        held.is_draining = true;
+    }
 }
 
-/// Writes held output; keeps holding if `keep_holding`.
-fn write_held(keep_holding: bool) {
+/// Writes out everything held back at once and stops holding (the
+/// machine is about to stop).
+pub fn flush_held() {
+    let _guard = LOCK.lock();
     let mut held = HELD.lock();
+    while drain_locked(&mut held, HELD_BYTES) {}
+}
+
+/// Writes the next chunk of released output; whether there was any.
+pub fn drain_some() -> bool {
+    let Some(_guard) = LOCK.try_lock() else { return false };
+    let Some(mut held) = HELD.try_lock() else { return false };
+    held.is_draining && drain_locked(&mut held, DRAIN_BYTES)
+}
+
+/// Writes up to `count` held bytes (all of them if not draining yet: a
+/// flush); whether there were any. Holding stops when none is left.
+fn drain_locked(held: &mut Held, count: usize) -> bool {
+    if !held.is_holding {
+        return false;
+    }
+    let length = held.length.min(count);
     if let Some(uart) = UART.get() {
-        uart.write_bytes(&held.bytes[..held.length]);
+        uart.write_bytes(&held.bytes[..length]);
     }
-    to_screen(&held.bytes[..held.length]);
-    if held.dropped > 0 {
-        let mut note = arrayvec::ArrayString::<64>::new();
-        let _ = writeln!(note, "[console: {} bytes dropped]", held.dropped);
-        if let Some(uart) = UART.get() {
-            uart.write_bytes(note.as_bytes());
+    to_screen(&held.bytes[..length]);
+    held.bytes.copy_within(length..held.length, 0);
+    held.length -= length;
+    if held.length == 0 {
+        if held.dropped > 0 {
+            let mut note = arrayvec::ArrayString::<64>::new();
+            let _ = writeln!(note, "[console: {} bytes dropped]", held.dropped);
+            if let Some(uart) = UART.get() {
+                uart.write_bytes(note.as_bytes());
+            }
+            to_screen(note.as_bytes());
+            held.dropped = 0;
         }
-        to_screen(note.as_bytes());
+        held.is_holding = false;
+        held.is_draining = false;
     }
-    held.length = 0;
-    held.dropped = 0;
-    held.is_holding = keep_holding;
+    length > 0
 }
 
 /// Starts the console on the boot description's serial port, if any.
@@ -320,12 +356,7 @@ pub fn print(arguments: fmt::Arguments<'_>) {
 pub fn print_emergency(arguments: fmt::Arguments<'_>) {
     // Whatever was held back comes first, so the report has its context.
     if let Some(mut held) = HELD.try_lock() {
-        held.is_holding = false;
-        if let Some(uart) = UART.get() {
-            uart.write_bytes(&held.bytes[..held.length]);
-        }
-        to_screen(&held.bytes[..held.length]);
-        held.length = 0;
+        while drain_locked(&mut held, HELD_BYTES) {}
     }
     let _ = ConsoleWriter.write_fmt(arguments);
 }

@@ -140,7 +140,7 @@ pub fn enter_test_mode() {
 
 /// Runs the tests `filter` selects and leaves QEMU with the verdict.
 pub fn run(filter: &str) -> ! {
-    crate::console::release();
+    crate::console::flush_held();
     let selected = all().iter().filter(|test| is_selected(test, filter)).count();
     crate::println!("ktest: running {selected} of {} tests (filter '{filter}')", all().len());
     let (mut passed, mut failed) = (0, 0);

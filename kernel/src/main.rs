@@ -115,6 +115,7 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
         if let Some(code) = syscall::pending_shutdown() {
             // Services run on until the line arrives (at most a minute).
             task::run_until(60_000_000_000, console::has_line_ended);
+            console::flush_held();
             baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE });
         }
         if handover::incoming::release_due() {

@@ -495,7 +495,7 @@ fn run_privileged(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcom
                 return Ok(Outcome::Blocked);
             }
             // Output still held for a blackout is written before the end.
-            crate::console::release();
+            crate::console::flush_held();
             baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE })
         }
         Request::Update { image } => {

@@ -602,11 +602,13 @@ pub fn run_until(timeout_ns: u64, mut condition: impl FnMut() -> bool) -> bool {
         if baton_arch::nanoseconds() > deadline {
             break false;
         }
-        // Services that are ready run first; only when none is, wait for
-        // an interrupt.
+        // Output held through the last blackout drains a chunk at a time
+        // meanwhile. Services that are ready run first; only when none is,
+        // wait for an interrupt.
+        let has_drained = crate::console::drain_some();
         if TASKS.lock().has_ready_service() {
             baton_arch::cpu::yield_to_scheduler();
-        } else {
+        } else if !has_drained {
             baton_arch::cpu::wait_for_interrupt();
             baton_arch::cpu::disable_interrupts();
         }

@@ -260,6 +260,8 @@ pub fn perform(image: UpdateImage) -> Result<(), UpdateError> {
     if LIFECYCLE.lock().phase != Phase::Idle {
         return Err(UpdateError::InProgress);
     }
+    // What the last blackout held back is out before this one begins.
+    crate::console::flush_held();
     let started = baton_arch::nanoseconds();
     let is_rehearsal = image == UpdateImage::Rehearsal;
     // The image is validated before anything freezes: a bad one costs
