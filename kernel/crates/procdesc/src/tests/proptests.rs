@@ -18,6 +18,7 @@ use crate::{
     Architecture, Mapping, MappingKind, PendingResult, ProcessDescription, SchedulingState, UserRegisters,
     read_processes, write_processes,
 };
+use crate::{DeviceBar, DeviceBarKind, DeviceRecord};
 
 /// RFLAGS bits a user process may have (IF is added to every value).
 const X86_64_USER_FLAGS: u64 = 0x25_0fd7;
@@ -185,7 +186,56 @@ fn read_and_check(blob: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Valid device records: a function, its IDs, and BARs in registers of
+/// their own (a 64-bit one takes two), naturally aligned, with no device
+/// mapping (the device tests cover those).
+fn devices() -> impl Strategy<Value = Vec<DeviceRecord>> {
+    let bar = (0..5_u8, 0..5_u64, 4..20_u32, 1..1000_u64, any::<u64>());
+    let device = (any::<u8>(), 0..32_u8, 0..8_u8, any::<u16>(), any::<u16>(), vec(bar, 0..4));
+    vec(device, 0..3).prop_map(|devices| {
+        let mut records: Vec<DeviceRecord> = Vec::new();
+        for (bus, device, function, vendor_id, device_id, bars) in devices {
+            if records.iter().any(|record| (record.bus, record.device, record.function) == (bus, device, function)) {
+                continue;
+            }
+            let mut taken = 0_u8;
+            let mut record = DeviceRecord { bus, device, function, vendor_id, device_id, bars: ArrayVec::new() };
+            for (index, kind, size_log2, slot, offset) in bars {
+                let kind = match kind {
+                    0 => DeviceBarKind::Io,
+                    1 => DeviceBarKind::Memory32 { is_prefetchable: false },
+                    2 => DeviceBarKind::Memory32 { is_prefetchable: true },
+                    3 => DeviceBarKind::Memory64 { is_prefetchable: false },
+                    _ => DeviceBarKind::Memory64 { is_prefetchable: true },
+                };
+                let registers: u8 = if matches!(kind, DeviceBarKind::Memory64 { .. }) { 0b11 } else { 0b01 };
+                if taken & (registers << index) != 0 {
+                    continue;
+                }
+                taken |= registers << index;
+                let size_bytes = 1_u64 << size_log2;
+                let bus_address = slot * size_bytes;
+                let cpu_address = bus_address + (offset % 16) * (1 << 32);
+                record.bars.push(DeviceBar { index, kind, bus_address, cpu_address, size_bytes });
+            }
+            records.push(record);
+        }
+        records
+    })
+}
+
 proptest! {
+    #[test]
+    fn device_records_round_trip((architecture, mut processes) in processes(), devices in devices()) {
+        if let Some(first) = processes.first_mut() {
+            first.devices = devices.into_iter().collect();
+        }
+        let blob = write_processes(&processes).unwrap();
+        let read: Vec<ProcessDescription> =
+            read_processes(&blob, architecture).unwrap().into_iter().map(Result::unwrap).collect();
+        prop_assert_eq!(read, processes);
+    }
+
     #[test]
     fn valid_descriptions_round_trip((architecture, processes) in processes()) {
         let blob = write_processes(&processes).unwrap();
