@@ -37,8 +37,10 @@ pub const MAILBOX_CAPACITY: usize = 16;
 /// Messages one sender may have waiting in one mailbox, so a flooding
 /// sender cannot crowd the others out.
 pub const MAILBOX_SHARE: usize = 4;
-/// Timer ticks per second.
-pub const TICK_HZ: u32 = 100;
+/// Timer ticks per second: how finely sleeps end and services are
+/// preempted. At 100 a driver that sleeps "1 ms" between polls slept up to
+/// 10, which every packet's round trip paid for (docs/performance.md).
+pub const TICK_HZ: u32 = 1000;
 
 /// What a service is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
