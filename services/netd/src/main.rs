@@ -44,6 +44,10 @@ baton_user::service!(main);
 const QUEUE_SIZE: usize = 16;
 /// Bytes per receive buffer: an Ethernet frame and the virtio header.
 const BUFFER_BYTES: usize = 2048;
+/// A time without a poll worth a log line: an update's blackout, or the
+/// kernel holding the CPU (loading a service, staging an image); shorter
+/// waits for the CPU behind other services are not reported.
+const PAUSE_REPORTED_NS: u64 = 20_000_000;
 /// The UDP echo port.
 const ECHO_PORT: u16 = 7;
 /// The command register and its decoding and bus-master bits.
@@ -79,6 +83,8 @@ impl ConfigurationAccess for KernelConfig {
 /// one at a time), so it sits in a `RefCell`.
 struct NetDevice {
     net: Rc<RefCell<Net>>,
+    /// Frames taken from the card so far.
+    frames: u64,
 }
 
 struct Received {
@@ -118,6 +124,7 @@ impl Device for NetDevice {
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Received, Transmit)> {
         let buffer = self.net.borrow_mut().receive().ok()?;
+        self.frames += 1;
         Some((Received { net: self.net.clone(), buffer }, Transmit { net: self.net.clone() }))
     }
 
@@ -184,7 +191,7 @@ fn main(_argument: u64) -> i32 {
         mac[4],
         mac[5]
     );
-    let mut card = NetDevice { net: Rc::new(RefCell::new(net)) };
+    let mut card = NetDevice { net: Rc::new(RefCell::new(net)), frames: 0 };
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut interface = Interface::new(config, &mut card, now());
     let mut sockets = SocketSet::new(vec![]);
@@ -204,9 +211,24 @@ fn main(_argument: u64) -> i32 {
     let tcp_echo = sockets.add(tcp_socket);
     let mut tcp_connections: u64 = 0;
     let mut echoed: u64 = 0;
+    let mut last_poll_ns = syscall::clock();
     loop {
         let timestamp = now();
+        // A long time without a poll is an update's blackout (or a long
+        // wait for the CPU): say how long, and what the card had taken in
+        // meanwhile, which this first poll hands to the stack.
+        let poll_ns = syscall::clock();
+        let frames_before = card.frames;
         interface.poll(timestamp, &mut card, &mut sockets);
+        let without_poll_ns = poll_ns.saturating_sub(last_poll_ns);
+        if without_poll_ns > PAUSE_REPORTED_NS {
+            log::info!(
+                "netd: {} us without a poll; the first one after took {} frame(s) from the card",
+                without_poll_ns / 1000,
+                card.frames - frames_before
+            );
+        }
+        last_poll_ns = poll_ns;
         if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(dhcp).poll() {
             match event {
                 dhcpv4::Event::Configured(config) => {
