@@ -42,6 +42,9 @@ pub struct UpdateGap {
     pub client_gap_us: u64,
     /// The kernel's blackout figure for it.
     pub kernel_blackout_us: u64,
+    /// The longest netd went without a poll around it, as netd logged it
+    /// (`netd: N us without a poll`; 0 if it logged none).
+    pub netd_pause_us: u64,
 }
 
 /// What the benchmark measured.
@@ -83,7 +86,12 @@ fn longest_gap(arrivals_us: &[u64], start_us: u64, end_us: u64) -> u64 {
 /// Turns a timeline and the kernel's blackouts (by generation) into
 /// figures. Round trips count only for lines sent and echoed outside
 /// every update window (widened by `margin_us` on both sides).
-fn analyse(timeline: &Timeline, kernel_blackouts: &[(u64, u64)], margin_us: u64) -> NetworkFigures {
+fn analyse(
+    timeline: &Timeline,
+    kernel_blackouts: &[(u64, u64)],
+    netd_pauses: &[(u64, u64)],
+    margin_us: u64,
+) -> NetworkFigures {
     let mut arrivals: Vec<u64> = timeline.echoed.iter().map(|&(_, at)| at).collect();
     arrivals.sort_unstable();
     let is_quiet =
@@ -106,12 +114,39 @@ fn analyse(timeline: &Timeline, kernel_blackouts: &[(u64, u64)], margin_us: u64)
                 .iter()
                 .find(|(found, _)| *found == generation)
                 .map_or(0, |&(_, blackout)| blackout),
+            netd_pause_us: netd_pauses.iter().find(|(found, _)| *found == generation).map_or(0, |&(_, pause)| pause),
         })
         .collect();
     let mut numbers: Vec<u64> = timeline.echoed.iter().map(|&(number, _)| number).collect();
     numbers.sort_unstable();
     numbers.dedup();
     NetworkFigures { rtts_us, gaps, sent: timeline.sent_us.len() as u64, echoed: numbers.len() as u64 }
+}
+
+/// The longest pause netd logged during each update, by generation: from
+/// init's `demo: update G of` to its `demo: generation G verified`.
+fn netd_pauses(output: &str) -> Vec<(u64, u64)> {
+    let mut pauses: Vec<(u64, u64)> = Vec::new();
+    let mut current = None;
+    for line in output.lines() {
+        if let Some(position) = line.find("demo: update ") {
+            current = line[position..].split_whitespace().nth(2).and_then(|word| word.parse::<u64>().ok());
+            if let Some(generation) = current {
+                pauses.push((generation, 0));
+            }
+        } else if line.contains("demo: generation ") {
+            current = None;
+        } else if let (Some(generation), Some(position)) = (current, line.find("netd: ")) {
+            let words: Vec<&str> = line[position..].split_whitespace().collect();
+            if words.get(2..5) == Some(&["us", "without", "a"][..])
+                && let Some(pause) = words.get(1).and_then(|word| word.parse::<u64>().ok())
+                && let Some(entry) = pauses.iter_mut().find(|(found, _)| *found == generation)
+            {
+                entry.1 = entry.1.max(pause);
+            }
+        }
+    }
+    pauses
 }
 
 /// The host side of the stream: a sender and a receiver thread on one
@@ -263,7 +298,7 @@ pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates:
     if blackouts.len() != updates as usize {
         bail!("{} of {updates} updates reported (serial log: {})", blackouts.len(), log.display());
     }
-    Ok(analyse(&timeline, &blackouts, 100_000))
+    Ok(analyse(&timeline, &blackouts, &netd_pauses(&outcome.output), 100_000))
 }
 
 /// The report's section.
@@ -293,10 +328,18 @@ pub fn section(text: &mut String, figures: &NetworkFigures) {
         ms(rtts.last().copied().unwrap_or(0)),
         rtts.len()
     );
-    text.push_str("| update | longest gap between echoes | kernel blackout |\n|---:|---:|---:|\n");
+    text.push_str(
+        "| update | longest gap between echoes | netd without a poll | kernel blackout |\n|---:|---:|---:|---:|\n",
+    );
     for gap in &figures.gaps {
-        let _ =
-            writeln!(text, "| {} | {} ms | {} ms |", gap.generation, ms(gap.client_gap_us), ms(gap.kernel_blackout_us));
+        let _ = writeln!(
+            text,
+            "| {} | {} ms | {} ms | {} ms |",
+            gap.generation,
+            ms(gap.client_gap_us),
+            ms(gap.netd_pause_us),
+            ms(gap.kernel_blackout_us)
+        );
     }
     let steady = |pick: fn(&UpdateGap) -> u64| {
         median(
@@ -316,9 +359,13 @@ pub fn section(text: &mut String, figures: &NetworkFigures) {
 
 /// One CSV line per update.
 pub fn csv(arch: Arch, figures: &NetworkFigures) -> String {
-    let mut text = String::from("arch,generation,client_gap_us,kernel_blackout_us\n");
+    let mut text = String::from("arch,generation,client_gap_us,netd_pause_us,kernel_blackout_us\n");
     for gap in &figures.gaps {
-        let _ = writeln!(text, "{arch},{},{},{}", gap.generation, gap.client_gap_us, gap.kernel_blackout_us);
+        let _ = writeln!(
+            text,
+            "{arch},{},{},{},{}",
+            gap.generation, gap.client_gap_us, gap.netd_pause_us, gap.kernel_blackout_us
+        );
     }
     text
 }
@@ -342,10 +389,27 @@ mod tests {
             echoed: vec![(0, 1_000), (1, 6_500), (2, 11_000), (3, 700_000), (4, 701_000)],
             windows: vec![(1, 400_000, 690_000)],
         };
-        let figures = analyse(&timeline, &[(1, 150_000)], 20_000);
+        let figures = analyse(&timeline, &[(1, 150_000)], &[(1, 300_000)], 20_000);
         assert_eq!(figures.rtts_us, [1_000, 1_500, 1_000], "lines sent or echoed in an update are left out");
-        assert_eq!(figures.gaps, [UpdateGap { generation: 1, client_gap_us: 689_000, kernel_blackout_us: 150_000 }]);
+        let expected =
+            UpdateGap { generation: 1, client_gap_us: 689_000, kernel_blackout_us: 150_000, netd_pause_us: 300_000 };
+        assert_eq!(figures.gaps, [expected]);
         assert_eq!((figures.sent, figures.echoed), (6, 5));
+    }
+
+    #[test]
+    fn netds_pauses_are_taken_per_update_between_inits_lines() {
+        let output = "\
+[ 0.1] [INFO  svc] [netd] netd: 25000 us without a poll; the first one after took 0 frame(s) from the card
+[ 0.2] [INFO  svc] [init] demo: update 1 of 2 starting
+[ 0.3] [INFO  svc] [netd] netd: 31000 us without a poll; the first one after took 2 frame(s) from the card
+[ 0.4] [INFO  svc] [netd] netd: 45000 us without a poll; the first one after took 1 frame(s) from the card
+[ 0.5] [INFO  svc] [init] demo: generation 1 verified 64 keys
+[ 0.6] [INFO  svc] [netd] netd: 99000 us without a poll; the first one after took 0 frame(s) from the card
+[ 0.7] [INFO  svc] [init] demo: update 2 of 2 starting
+[ 0.8] [INFO  svc] [init] demo: generation 2 verified 64 keys
+";
+        assert_eq!(netd_pauses(output), [(1, 45_000), (2, 0)], "outside an update's lines nothing counts");
     }
 
     #[test]
@@ -357,6 +421,7 @@ mod tests {
                     generation,
                     client_gap_us: 40_000 + generation * 1_000,
                     kernel_blackout_us: 20_000,
+                    netd_pause_us: 30_000,
                 })
                 .collect(),
             sent: 100,
@@ -364,7 +429,7 @@ mod tests {
         };
         let mut text = String::new();
         section(&mut text, &figures);
-        assert!(text.contains("| 1 | 41.00 ms | 20.00 ms |"), "{text}");
+        assert!(text.contains("| 1 | 41.00 ms | 30.00 ms | 20.00 ms |"), "{text}");
         assert!(text.contains("median 1.00 ms"), "{text}");
         assert!(text.contains("worst client gap 46.00 ms"), "{text}");
         assert!(text.contains("(0 lost)"), "{text}");
