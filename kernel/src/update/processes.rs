@@ -502,12 +502,8 @@ fn physically_contiguous_bytes(runs: &[baton_procdesc::PhysicalRun]) -> u64 {
 /// kernel (name, ABI, binary, ownership of every run) before taking any
 /// memory, then maps the runs into a new address space and schedules it
 /// with its saved registers and state.
-fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
-    rebuild(tasks, entry, description)
-}
-
-/// The devices a service took back while it is rebuilt: given back
-/// (stopped) if the rebuild fails. Declared after the address space, it is
+/// The devices a service took back while it is resumed: given back
+/// (stopped) if its resumption fails. Declared after the address space, it is
 /// dropped before it, so a device is stopped before any page of the
 /// service goes back to the allocator.
 struct AdoptedDevices<'a> {
@@ -523,7 +519,7 @@ impl Drop for AdoptedDevices<'_> {
     }
 }
 
-fn rebuild(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
+fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescription) -> Result<(), ResumeError> {
     let name = entry.name.as_str();
     if description.name != entry.name {
         return Err(ResumeError::NameMismatch);
