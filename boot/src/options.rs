@@ -59,6 +59,9 @@ pub struct Options {
     pub pci_assign: ArrayVec<DeviceAssignment, MAX_DEVICE_ASSIGNMENTS>,
     /// `test.device=1`: start the driverprobe test service.
     pub is_device_test: bool,
+    /// `test.share=N`: start the shared-region test services (pinger and
+    /// ponger), which carry on through N updates.
+    pub share_test_updates: Option<u64>,
     /// `test.pci_record=1`: log each PCI function's configuration space
     /// and BAR probes, for the host tests' recordings.
     pub is_pci_record: bool,
@@ -211,6 +214,10 @@ impl Options {
                     Some(is_set) => options.is_device_test = is_set,
                     None => problem("a boolean"),
                 },
+                "test.share" => match number(value) {
+                    Some(updates) => options.share_test_updates = Some(updates),
+                    None => problem("a number of updates"),
+                },
                 "test.pci_record" => match boolean(value) {
                     Some(is_set) => options.is_pci_record = is_set,
                     None => problem("a boolean"),
@@ -265,10 +272,11 @@ mod tests {
              update.prepare_timeout_ms=250 mem.service_limit_mib=8 console.screen=off kho.pause=1 \
              bench.ballast=64 bench.order=9 bench.copy=1 ktest=all kho.inject=root test.adversary=4 test.resume=calls \
              test.fault_early=1 test.client=exit-early update.resume=0 pci=off test.pci_record=1 test.device=1 \
-             pci.assign=netd:1af4:1000,probe:1af4:1041 demo.interval_ms=1000",
+             pci.assign=netd:1af4:1000,probe:1af4:1041 demo.interval_ms=1000 test.share=2",
         );
         assert_eq!(options.kho_scratch, Some("10%"));
         assert_eq!(options.resume_test, Some("calls"));
+        assert_eq!(options.share_test_updates, Some(2));
         let demo = InitStart {
             updates: 3,
             shutdown_when_done: true,

@@ -251,6 +251,15 @@ fn start_services(options: &options::Options) {
             log::warn!(target: "boot", "cannot start driver '{name}': {error}");
         }
     }
+    // `test.share=N`: the shared-region test services.
+    #[cfg(feature = "testing")]
+    if let Some(updates) = options.share_test_updates {
+        for (name, argument) in [("ponger", 0), ("pinger", updates)] {
+            if let Err(error) = task::spawn(name, argument) {
+                log::error!(target: "boot", "cannot start {name}: {error}");
+            }
+        }
+    }
     // `test.device=1`: the device-access test service.
     #[cfg(feature = "testing")]
     if options.is_device_test

@@ -9,6 +9,7 @@ use crate::handover::{self, HandoverError};
 use crate::mm::user::{Backing, DEVICE_BASE, SpaceError, device_attributes};
 use crate::pci::{self, PciError};
 use crate::task::ipc::{self, IpcError};
+use crate::task::share::ShareError;
 use crate::task::{Privilege, SpawnError, State, TASKS, Tasks, reschedule};
 use crate::update::{self, UpdateError};
 use baton_abi::error::encode_result;
@@ -37,6 +38,7 @@ enum CallError {
     Spawn(SpawnError),
     Update(UpdateError),
     Pci(PciError),
+    Share(ShareError),
 }
 
 impl From<Error> for CallError {
@@ -67,6 +69,11 @@ impl From<SpawnError> for CallError {
 impl From<PciError> for CallError {
     fn from(error: PciError) -> Self {
         CallError::Pci(error)
+    }
+}
+impl From<ShareError> for CallError {
+    fn from(error: ShareError) -> Self {
+        CallError::Share(error)
     }
 }
 impl From<UpdateError> for CallError {
@@ -143,6 +150,17 @@ fn pci_error(error: PciError) -> Error {
     }
 }
 
+fn share_error(error: ShareError) -> Error {
+    match error {
+        ShareError::NotPreservable | ShareError::NotYours => Error::PermissionDenied,
+        ShareError::NoSuchPeer | ShareError::NoSuchGrant => Error::NotFound,
+        ShareError::OwnPeer => Error::InvalidArgument,
+        ShareError::TooMany => Error::NoMemory,
+        ShareError::AlreadyExists => Error::AlreadyExists,
+        ShareError::Space(error) => space_error(error),
+    }
+}
+
 fn ipc_error(error: IpcError) -> Error {
     match error {
         IpcError::NoSuchService => Error::NotFound,
@@ -185,6 +203,7 @@ impl From<CallError> for Error {
             CallError::Spawn(error) => spawn_error(error),
             CallError::Update(error) => update_error(error),
             CallError::Pci(error) => pci_error(error),
+            CallError::Share(error) => share_error(error),
         }
     }
 }
@@ -249,6 +268,29 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::DeviceMap { .. }
         | Request::DeviceConfigRead { .. }
         | Request::DeviceConfigWrite { .. } => run_device(tasks, id, request),
+        Request::ShareGrant { .. } | Request::ShareMap { .. } | Request::ShareRevoke { .. } => {
+            run_share(tasks, id, request)
+        }
+    }
+}
+
+/// Regions one service grants another (`task::share` checks each step).
+fn run_share(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallError> {
+    match request {
+        Request::ShareGrant { range, peer } => {
+            let peer = read_name(tasks, id, peer.address, peer.length)?;
+            let grant = tasks.share_grant(id, range, &peer)?;
+            let owner = tasks.processes.get(&id).map_or("?", |process| process.name.as_str());
+            log::info!(target: "share", "'{owner}' granted {:#x} bytes to '{peer}' (grant {grant})", range.length);
+            Ok(Outcome::Done(grant))
+        }
+        Request::ShareMap { grant } => Ok(Outcome::Done(tasks.share_map(id, grant)?)),
+        Request::ShareRevoke { grant } => {
+            tasks.share_revoke(id, grant)?;
+            Ok(Outcome::Done(0))
+        }
+        // `run` sends each call to its group.
+        _ => Err(Error::UnknownSyscall.into()),
     }
 }
 
@@ -416,6 +458,11 @@ fn run_kho(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Call
             )?))
         }
         Request::FreePreservable { address } => {
+            // Granted memory stays until its grants end.
+            let granted = tasks.processes.get(&id).and_then(|process| process.space.range_containing(address));
+            if granted.is_some_and(|(start, size, _)| tasks.grants.covers(id, start, size)) {
+                return Err(Error::Busy.into());
+            }
             handover::outgoing::free(&mut caller!().space, address)?;
             Ok(Outcome::Done(0))
         }

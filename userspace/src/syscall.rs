@@ -238,3 +238,22 @@ pub fn device_config_read(address: PciAddress, offset: u16) -> Result<u32> {
 pub fn device_config_write(address: PciAddress, offset: u16, value: u32) -> Result<()> {
     call(Syscall::DeviceConfigWrite, [u64::from(address.0), u64::from(offset), u64::from(value), 0, 0, 0]).map(drop)
 }
+
+/// Grants the running service named `peer` the right to map `length`
+/// bytes (whole pages) of the caller's preservable memory at `address`,
+/// all inside one allocation's physically contiguous block; returns the
+/// grant's id, which the peer needs (send it in a message).
+pub fn share_grant(address: u64, length: u64, peer: &str) -> Result<u64> {
+    call(Syscall::ShareGrant, [address, length, peer.as_ptr() as u64, peer.len() as u64, 0, 0])
+}
+
+/// Maps a region granted to the caller (read-write); returns where.
+pub fn share_map(grant: u64) -> Result<u64> {
+    call(Syscall::ShareMap, [grant, 0, 0, 0, 0, 0])
+}
+
+/// Ends a grant the caller made: its peer's view becomes zeroed memory of
+/// its own, and the peer is told ([`crate::SHARE_REVOKED_LABEL`]).
+pub fn share_revoke(grant: u64) -> Result<()> {
+    call(Syscall::ShareRevoke, [grant, 0, 0, 0, 0, 0]).map(drop)
+}

@@ -40,8 +40,19 @@ impl Args {
 
 /// The services under services/ that only tests use. A production kernel
 /// (built without the `testing` feature) does not embed them.
-pub const TEST_ONLY_SERVICES: [&str; 9] =
-    ["hostile", "adversary", "crasher", "spinner", "khotest", "survivor", "sleeper", "holder", "driverprobe"];
+pub const TEST_ONLY_SERVICES: [&str; 11] = [
+    "hostile",
+    "adversary",
+    "crasher",
+    "spinner",
+    "khotest",
+    "survivor",
+    "sleeper",
+    "holder",
+    "driverprobe",
+    "pinger",
+    "ponger",
+];
 
 /// How to build.
 #[derive(Debug, Clone)]

@@ -386,7 +386,7 @@ pub fn preserve_for_resume(owner: &str, space: &AddressSpace) -> Result<(), Hand
                 Backing::Owned => (0, mapped.size_bytes / PAGE_SIZE),
                 Backing::Preservable { order, folios, .. } => (order, folios),
                 // Device registers are not memory: nothing to preserve.
-                Backing::Borrowed { .. } | Backing::Device { .. } => return Ok(()),
+                Backing::Borrowed { .. } | Backing::Device { .. } | Backing::Shared { .. } => return Ok(()),
             };
             let mut run = ResumeRun { owner: String::from(owner), phys: mapped.phys, order, folios, added: Vec::new() };
             let outcome = preserve_resume_run(out, &mut run, mapped.backing);

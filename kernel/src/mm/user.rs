@@ -23,6 +23,8 @@ pub const PRESERVABLE_BASE: u64 = 0x0000_0010_0000_0000;
 pub const HANDOVER_FDT_BASE: u64 = 0x0000_0020_0000_0000;
 /// Where a driver's device registers are mapped (`device_map`).
 pub const DEVICE_BASE: u64 = 0x0000_0030_0000_0000;
+/// Where regions granted by other services are mapped (`share_map`).
+pub const SHARED_BASE: u64 = 0x0000_0040_0000_0000;
 
 /// Why an address-space operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,13 @@ pub enum Backing {
         /// Physical address.
         phys: u64,
     },
+    /// Another service's preservable memory granted to this one
+    /// (`share_map`); never freed here (the owner holds it). Described to
+    /// a next kernel as a `MappingKind::Shared` mapping.
+    Shared {
+        /// Physical address.
+        phys: u64,
+    },
 }
 
 /// One mapped range as [`AddressSpace::mapped`] reports it: `size_bytes`
@@ -111,6 +120,7 @@ impl MappedEntry {
         let (kind, folio_order) = match self.backing {
             Backing::Borrowed { .. } => return None,
             Backing::Device { .. } => (baton_procdesc::MappingKind::Device, 0),
+            Backing::Shared { .. } => (baton_procdesc::MappingKind::Shared, 0),
             Backing::Preservable { order, .. } => (baton_procdesc::MappingKind::Preservable, order),
             Backing::Owned => (baton_procdesc::MappingKind::Image, 0),
         };

@@ -14,6 +14,7 @@
 
 mod context;
 pub mod ipc;
+pub mod share;
 #[cfg(feature = "testing")]
 mod tests;
 
@@ -171,6 +172,8 @@ pub struct Tasks {
     main_is_polling: bool,
     /// The kernel stack of the last service that ended while running on it.
     retired_stack: Option<KernelStack>,
+    /// Regions services granted one another.
+    pub grants: share::Grants,
 }
 
 /// The main thread's place in the run queue.
@@ -187,6 +190,7 @@ pub static TASKS: Mutex<Tasks> = Mutex::new(Tasks {
     exit_codes: BTreeMap::new(),
     main_is_polling: false,
     retired_stack: None,
+    grants: share::Grants::new(),
 });
 
 /// Images of the services embedded in the kernel, with their content
@@ -526,6 +530,8 @@ impl Tasks {
         process.state = State::Exited(code);
         self.exit_codes.insert(id, code);
         self.run_queue.retain(|&queued| queued != id);
+        // Before any of its memory can be freed: no peer maps it any more.
+        self.end_shares(id);
         let callers: Vec<ServiceId> = self
             .processes
             .values()

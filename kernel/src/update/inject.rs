@@ -13,8 +13,9 @@
 //! chunk's header and entries, or in the first bitmap; and
 //! `damage-process:NAME` (a process description claims memory its service
 //! does not own), `damage-device:NAME` (the device record in NAME's
-//! description says a BAR is where it is not). Every write goes
-//! through the outgoing handover's own metadata pages, so nothing else can
+//! description says a BAR is where it is not), `damage-grant:NAME` (NAME's
+//! shared mapping claims the page after the region it was granted). Every
+//! write goes through the outgoing handover's own metadata pages, so nothing else can
 //! be damaged.
 
 use super::UpdateError;
@@ -84,7 +85,9 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
         }
         "fail-jump" => return Err(UpdateError::InjectedJumpFailure),
         // Applied to the descriptions before they were written.
-        fault if fault.starts_with("damage-process:") || fault.starts_with("damage-device:") => Ok(()),
+        fault if ["damage-process:", "damage-device:", "damage-grant:"].iter().any(|kind| fault.starts_with(kind)) => {
+            Ok(())
+        }
         other => {
             let flip = other.split_once(':').and_then(|(kind, seed)| Some((kind, seed.parse::<u64>().ok()?)));
             match flip {
@@ -114,6 +117,7 @@ pub fn apply(summary: &FinalizeSummary) -> Result<(), UpdateError> {
 /// refuse it, restart that service and resume the others.
 pub fn damage_description(descriptions: &mut [baton_procdesc::ProcessDescription]) {
     damage_device(descriptions);
+    damage_grant(descriptions);
     let Some(name) = requested().and_then(|fault| fault.strip_prefix("damage-process:")) else { return };
     let target = descriptions.iter_mut().find(|description| description.name.as_str() == name);
     match target.and_then(|description| description.mappings.first_mut()).and_then(|mapping| mapping.runs.first_mut()) {
@@ -145,5 +149,29 @@ fn damage_device(descriptions: &mut [baton_procdesc::ProcessDescription]) {
             bar.bus_address += bar.size_bytes;
         }
         None => log::warn!(target: "kho", "fault injection: no device record of '{name}' to damage"),
+    }
+}
+
+/// `kho.inject=damage-grant:NAME`: the first shared mapping of service
+/// NAME claims memory one page past the region it was granted (another
+/// service's memory, which nobody granted it). The next kernel must refuse
+/// to map it, restart NAME and resume the others.
+fn damage_grant(descriptions: &mut [baton_procdesc::ProcessDescription]) {
+    let Some(name) = requested().and_then(|fault| fault.strip_prefix("damage-grant:")) else { return };
+    let target = descriptions.iter_mut().find(|description| description.name.as_str() == name);
+    let shared = target.and_then(|description| {
+        description.mappings.iter_mut().find(|mapping| mapping.kind == baton_procdesc::MappingKind::Shared)
+    });
+    match shared.and_then(|mapping| mapping.runs.first_mut()) {
+        Some(run) => {
+            log::warn!(
+                target: "kho",
+                "fault injection: the shared mapping of '{name}' claims {:#x} instead of {:#x}",
+                run.phys_start + baton_abi::PAGE_SIZE,
+                run.phys_start
+            );
+            run.phys_start += baton_abi::PAGE_SIZE;
+        }
+        None => log::warn!(target: "kho", "fault injection: no shared mapping of '{name}' to damage"),
     }
 }

@@ -32,8 +32,8 @@ use baton_abi::message::KERNEL_SENDER;
 use baton_abi::{Message, PAGE_SIZE};
 use baton_procdesc::roster::{Fate, RosterEntry, read_roster, write_roster};
 use baton_procdesc::{
-    Architecture, MappedRange, Mapping, MappingKind, PendingResult, ProcessDescription, SchedulingState, UserRegisters,
-    read_processes, write_processes,
+    Architecture, GrantRecord, MappedRange, Mapping, MappingKind, PendingResult, ProcessDescription, SchedulingState,
+    UserRegisters, read_processes, write_processes,
 };
 
 /// The kernel publication holding the descriptions of resumed processes.
@@ -142,12 +142,14 @@ pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
         .values()
         .flat_map(|callee| callee.answerable.iter().map(move |&caller| (caller, callee.id)))
         .collect();
+    restart_peers_of_restarted_owners(&tasks, fates);
     let mut descriptions = Vec::new();
-    for process in tasks.processes.values_mut() {
+    let Tasks { processes, grants, .. } = &mut *tasks;
+    for process in processes.values_mut() {
         if fates.get(&process.id) != Some(&Fate::Resume) {
             continue;
         }
-        let description = describe(process, fates, &received);
+        let description = describe(process, grants, fates, &received);
         match description {
             Ok(description) => descriptions.push(description),
             Err(reason) => {
@@ -192,6 +194,21 @@ pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
     Ok(captured)
 }
 
+/// A peer mapping a region whose owner restarts cannot keep it (the
+/// owner's memory does not go across): it restarts too.
+fn restart_peers_of_restarted_owners(tasks: &Tasks, fates: &mut Fates) {
+    loop {
+        let peer = tasks.processes.values().find_map(|process| {
+            let owner =
+                tasks.grants.mapped_by(process.id).find(|grant| fates.get(&grant.owner) != Some(&Fate::Resume))?;
+            (fates.get(&process.id) == Some(&Fate::Resume)).then_some((process, owner.id))
+        });
+        let Some((peer, grant)) = peer else { return };
+        log::info!(target: "update", "service '{}': restarts (the owner of its grant {grant} restarts)", peer.name);
+        fates.insert(peer.id, Fate::Restart);
+    }
+}
+
 /// Undoes [`capture`] (the update was aborted or rehearsed).
 pub fn withdraw() {
     handover::outgoing::withdraw_resume();
@@ -226,9 +243,25 @@ fn roster(tasks: &mut Tasks, fates: &Fates) -> Vec<RosterEntry> {
 /// Describes one process, field by field.
 fn describe(
     process: &mut Process,
+    grants: &task::share::Grants,
     fates: &Fates,
     received: &BTreeSet<(ServiceId, ServiceId)>,
 ) -> Result<ProcessDescription, &'static str> {
+    // The regions it granted, with where each peer maps it (a peer that
+    // restarts maps it again itself).
+    let mut grant_records = ArrayVec::new();
+    for grant in grants.of_owner(process.id) {
+        let peer_virtual_start =
+            grant.mapped.filter(|(peer, _)| fates.get(peer) == Some(&Fate::Resume)).map(|(_, virt)| virt);
+        let record = GrantRecord {
+            grant_id: grant.id,
+            peer: grant.peer,
+            virtual_start: grant.virt,
+            size_bytes: grant.size_bytes,
+            peer_virtual_start,
+        };
+        grant_records.try_push(record).map_err(|_| "it made more grants than a description holds")?;
+    }
     // A driver's devices go with it, running; its device mappings lie in
     // their BARs (the format checks it).
     let mut devices = ArrayVec::new();
@@ -296,6 +329,7 @@ fn describe(
         queued_messages,
         answerable,
         devices,
+        grants: grant_records,
     })
 }
 
@@ -307,6 +341,7 @@ fn range_of(mapped: &Mapped) -> Option<MappedRange> {
     let (kind, folio_order) = match mapped.backing {
         Backing::Borrowed { .. } => return None,
         Backing::Device { .. } => (MappingKind::Device, 0),
+        Backing::Shared { .. } => (MappingKind::Shared, 0),
         Backing::Preservable { order, .. } => (MappingKind::Preservable, order),
         Backing::Owned if mapped.virt == STACK_TOP - STACK_BYTES => (MappingKind::Stack, 0),
         Backing::Owned => (MappingKind::Image, 0),
@@ -346,6 +381,7 @@ enum ResumeError {
     Memory(HandoverError),
     Device(crate::pci::AdoptError),
     DeviceOverRam(u64),
+    SharedRegion,
     Map(crate::mm::user::SpaceError),
     Spawn(task::SpawnError),
 }
@@ -361,6 +397,9 @@ impl core::fmt::Display for ResumeError {
             ResumeError::Memory(error) => write!(f, "its memory: {error}"),
             ResumeError::Device(error) => write!(f, "its device: {error}"),
             ResumeError::DeviceOverRam(phys) => write!(f, "its device mapping at {phys:#x} overlaps RAM"),
+            ResumeError::SharedRegion => {
+                f.write_str("a region it maps is granted by no resumed owner with this peer, address and memory")
+            }
             ResumeError::Map(error) => write!(f, "mapping its memory: {error:?}"),
             ResumeError::Spawn(error) => write!(f, "{error}"),
         }
@@ -405,24 +444,23 @@ pub fn restore_services() -> Option<Vec<String>> {
         }
     }
     let mut tasks = TASKS.lock();
+    let outcomes = resume_described(&mut tasks, &roster, descriptions);
     let mut names = Vec::new();
     let (mut resumed, mut restarted) = (Vec::new(), Vec::new());
     for entry in &roster {
         let name = entry.name.as_str();
-        if entry.fate == Fate::Resume {
-            let result = descriptions.remove(&entry.service_id).ok_or(ResumeError::NoDescription);
-            match result.and_then(|description| resume(&mut tasks, entry, description)) {
-                Ok(()) => {
-                    log::info!(target: "update", "service '{name}' (id {}) resumed", entry.service_id);
-                    names.push(String::from(name));
-                    resumed.push(name);
-                    continue;
-                }
-                Err(error) => {
-                    log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts");
-                    is_any_refused = true;
-                }
+        match outcomes.get(&entry.service_id) {
+            Some(Ok(())) => {
+                log::info!(target: "update", "service '{name}' (id {}) resumed", entry.service_id);
+                names.push(String::from(name));
+                resumed.push(name);
+                continue;
             }
+            Some(Err(error)) => {
+                log::warn!(target: "update", "service '{name}' cannot be resumed ({error}): it restarts");
+                is_any_refused = true;
+            }
+            None => {}
         }
         match task::spawn_as(&mut tasks, name, entry.start_argument, entry.service_id) {
             Ok(()) => {
@@ -454,6 +492,66 @@ pub fn restore_services() -> Option<Vec<String>> {
         }
     }
     Some(names)
+}
+
+/// Resumes every service the roster resumes, owners of shared regions
+/// before the peers that map them (a peer's shared mapping is taken back
+/// only from a grant of an owner already resumed). A peer whose owner is
+/// not resumed, or that waits on an owner that waits on it (each maps the
+/// other's region), is refused: it restarts. Returns each one's outcome by
+/// service id.
+fn resume_described(
+    tasks: &mut Tasks,
+    roster: &[RosterEntry],
+    mut descriptions: BTreeMap<ServiceId, ProcessDescription>,
+) -> BTreeMap<ServiceId, Result<(), ResumeError>> {
+    // The owner of every handed-over grant, by (peer, where it maps it).
+    let mut owner_of: BTreeMap<(String, u64), ServiceId> = BTreeMap::new();
+    for description in descriptions.values() {
+        for grant in &description.grants {
+            if let Some(virt) = grant.peer_virtual_start {
+                owner_of.insert((String::from(grant.peer.as_str()), virt), description.service_id);
+            }
+        }
+    }
+    let mut outcomes = BTreeMap::new();
+    let mut waiting: Vec<&RosterEntry> = roster.iter().filter(|entry| entry.fate == Fate::Resume).collect();
+    loop {
+        let before = waiting.len();
+        let mut index = 0;
+        while let Some(&entry) = waiting.get(index) {
+            let Some(description) = descriptions.get(&entry.service_id) else {
+                outcomes.insert(entry.service_id, Err(ResumeError::NoDescription));
+                waiting.remove(index);
+                continue;
+            };
+            let shared = description.mappings.iter().filter(|mapping| mapping.kind == MappingKind::Shared);
+            let owners: Option<Vec<ServiceId>> = shared
+                .map(|mapping| owner_of.get(&(String::from(entry.name.as_str()), mapping.virtual_start)).copied())
+                .collect();
+            let Some(owners) = owners else {
+                outcomes.insert(entry.service_id, Err(ResumeError::SharedRegion));
+                waiting.remove(index);
+                continue;
+            };
+            if owners.iter().any(|owner| *owner != entry.service_id && !outcomes.contains_key(owner)) {
+                index += 1;
+                continue;
+            }
+            if let Some(description) = descriptions.remove(&entry.service_id) {
+                outcomes.insert(entry.service_id, resume(tasks, entry, description));
+            }
+            waiting.remove(index);
+        }
+        if waiting.len() == before || waiting.is_empty() {
+            break;
+        }
+    }
+    for entry in waiting {
+        outcomes.insert(entry.service_id, Err(ResumeError::SharedRegion));
+    }
+    tasks.grants.forget_awaited();
+    outcomes
 }
 
 /// On a KHO boot where a service could not be resumed (or none could: no
@@ -538,6 +636,17 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     if thread_pointer >= baton_abi::USER_ADDRESS_LIMIT {
         return Err(ResumeError::BadThreadPointer(thread_pointer));
     }
+    // Every region it maps from another service must be one a resumed
+    // owner granted it, at the same address and over the same memory.
+    let mut shared = Vec::new();
+    for mapping in description.mappings.iter().filter(|mapping| mapping.kind == MappingKind::Shared) {
+        let run = mapping.runs.first().ok_or(ResumeError::SharedRegion)?;
+        let grant = tasks
+            .grants
+            .find_handed_over(name, mapping.virtual_start, run.phys_start, mapping.size_bytes)
+            .ok_or(ResumeError::SharedRegion)?;
+        shared.push((grant, mapping.virtual_start));
+    }
     let mut space = AddressSpace::new().map_err(ResumeError::Map)?;
     // Its devices, running since before the jump, come back first: the
     // records must match the functions exactly (nothing is written to
@@ -561,6 +670,15 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
         let mut taken: Option<Block> = None;
         for (index, run) in mapping.runs.iter().enumerate() {
             if mapping.kind == MappingKind::HandoverFdt {
+                continue;
+            }
+            if mapping.kind == MappingKind::Shared {
+                // The owner's memory, checked against its grant above.
+                let backing = Backing::Shared { phys: run.phys_start };
+                space
+                    .map_described(virt, run.phys_start, run.size_bytes, attributes, backing)
+                    .map_err(ResumeError::Map)?;
+                virt += run.size_bytes;
                 continue;
             }
             if mapping.kind == MappingKind::Device {
@@ -628,6 +746,26 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     };
     tasks.insert(start).map_err(ResumeError::Spawn)?;
     adopted.is_kept = true;
+    for (grant, virt) in shared {
+        tasks.grants.note_mapped(grant, entry.service_id, virt);
+    }
+    // The regions it granted: the same memory, now mapped again in it.
+    for record in &description.grants {
+        let Some(phys) = description.grant_physical_start(record) else { continue };
+        let grant = task::share::Grant {
+            id: record.grant_id,
+            owner: entry.service_id,
+            peer: record.peer,
+            virt: record.virtual_start,
+            size_bytes: record.size_bytes,
+            phys,
+            mapped: None,
+            awaited_at: record.peer_virtual_start,
+        };
+        if let Err(error) = tasks.grants.restore(grant) {
+            log::warn!(target: "update", "service '{name}': grant {} not restored: {error}", record.grant_id);
+        }
+    }
     if let (Some(result), Some(process)) = (description.pending_result, tasks.processes.get_mut(&entry.service_id)) {
         process.frame_mut().set_syscall_result(result.status, result.value);
     }

@@ -566,6 +566,60 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             "survivor: computation across the update agrees",
         ])
         .in_order(&["sleeper: sleeping through the update", "process handover:", "sleeper: woke"]),
+        // A shared-memory channel between two resumed services: the region
+        // stays mapped in both, at the same addresses, through the update;
+        // every forbidden grant, map, revoke and free is refused; a
+        // revoked grant, and one whose owner exits, read as zeroes in the
+        // peer, which carries on (and is resumed by the second update).
+        update(
+            arch,
+            "a shared-memory channel between two services lives through an update; revoked grants read as zeroes",
+            Module::SecondVersion,
+            "demo.updates=2 demo.shutdown=1 demo.interval_ms=400 test.share=1",
+            Expect::demo_with(
+                2,
+                &[("service 'ponger' (id", 2)],
+                &[
+                    "pinger: exchange",
+                    "ponger: cannot map",
+                    "not a channel",
+                    "the channel broke",
+                    "still shows the owner's bytes",
+                    "cannot be resumed",
+                    "refused {",
+                    "kernel fault",
+                ],
+            ),
+        )
+        .must_contain("pinger: every forbidden grant, map and free was refused")
+        .must_contain("ponger: mapped grant 1; mapping it twice and revoking it were refused")
+        .must_contain("through 1 update(s), every pong matched")
+        .in_order(&[
+            "'pinger' granted 0x2000 bytes to 'ponger' (grant 1)",
+            "service 'pinger' (id",
+            "pinger: continued on the new kernel after",
+            "every pong matched",
+            "pinger: grant 1 revoked and its region freed",
+            "pinger: exiting while ponger maps grant 2",
+            "ponger: grant 2 ended after",
+            "ponger: continued on the new kernel",
+        ])
+        // Told by the kernel, so perhaps before pinger says it revoked.
+        .in_order(&["every pong matched", "ponger: grant 1 ended after"]),
+        // A peer whose description claims memory next to the region it was
+        // granted is refused: it restarts (without the owner's memory),
+        // the owner is resumed.
+        update(
+            arch,
+            "a shared mapping that claims more than its grant restarts the peer and resumes the owner",
+            Module::SecondVersion,
+            "demo.updates=1 demo.shutdown=1 test.share=1 kho.inject=damage-grant:ponger",
+            Expect::demo_with(1, &[], &["kernel fault", "every pong matched"]),
+        )
+        .must_contain("fault injection: the shared mapping of 'ponger' claims")
+        .must_contain("service 'ponger' cannot be resumed (a region it maps is granted by no resumed owner")
+        .must_contain("service 'ponger' (id 1) restarted")
+        .must_contain("service 'pinger' (id 2) resumed"),
         // The holder is restarted by every update: the call it had received
         // fails with CallInterrupted (never delivered twice) and an
         // idempotent retry reaches the new instance; the call still in its

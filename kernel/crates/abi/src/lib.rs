@@ -17,7 +17,9 @@ pub mod version;
 pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
-pub use syscall::{PciAddress, Request, Syscall, UpdateEvent, UpdateFate, UpdateImage, UserBuffer};
+pub use syscall::{
+    MAX_GRANTS, PciAddress, Request, SHARE_REVOKED_LABEL, Syscall, UpdateEvent, UpdateFate, UpdateImage, UserBuffer,
+};
 pub use version::ABI_VERSION;
 
 /// The end of the user half of every address space: user pointers must lie

@@ -119,7 +119,34 @@ pub enum Syscall {
     /// and INTx-disable bits change; the rest of the header is read-only
     /// (`PermissionDenied`).
     DeviceConfigWrite = 32,
+    /// `share_grant(address, length, peer name, name length) -> grant`:
+    /// grants the service named `peer` (running now, not the caller) the
+    /// right to map `[address, address + length)` of the caller's
+    /// preservable memory: whole pages of one allocation's physically
+    /// contiguous block. The memory stays the caller's (and is handed over
+    /// with it); `free_preservable` of it answers `Busy` until the grant is
+    /// revoked. At most [`MAX_GRANTS`] grants a service (`NoMemory`).
+    ShareGrant = 33,
+    /// `share_map(grant) -> user address`: the named peer maps a grant
+    /// read-write (never executable). `NotFound` for no such grant,
+    /// `PermissionDenied` when the caller is not its peer,
+    /// `AlreadyExists` when it is mapped already.
+    ShareMap = 34,
+    /// `share_revoke(grant)`: the owner ends a grant. A peer that had it
+    /// mapped keeps its addresses, now backed by zeroed memory of its own
+    /// (its reads of the channel see a dead region, never the owner's
+    /// memory), and gets a [`SHARE_REVOKED_LABEL`] message from the kernel.
+    /// The same happens when the owner exits. `PermissionDenied` for
+    /// another service's grant.
+    ShareRevoke = 35,
 }
+
+/// The most grants one service holds at a time.
+pub const MAX_GRANTS: usize = 8;
+
+/// Label of the kernel's message to a peer whose grant was revoked (its
+/// owner revoked it or exited): word 0 is the grant id.
+pub const SHARE_REVOKED_LABEL: u64 = 0x5348_5200;
 
 /// A PCI function's address as system calls pass it: bus << 8 | device <<
 /// 3 | function.
@@ -164,7 +191,7 @@ impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 32] = [
+        const ALL: [Syscall; 35] = [
             Log,
             Exit,
             Yield,
@@ -197,6 +224,9 @@ impl Syscall {
             DeviceMap,
             DeviceConfigRead,
             DeviceConfigWrite,
+            ShareGrant,
+            ShareMap,
+            ShareRevoke,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -462,6 +492,23 @@ pub enum Request {
         /// What to write.
         value: u32,
     },
+    /// See [`Syscall::ShareGrant`].
+    ShareGrant {
+        /// The memory granted (whole pages).
+        range: UserBuffer,
+        /// The peer's name.
+        peer: UserBuffer,
+    },
+    /// See [`Syscall::ShareMap`].
+    ShareMap {
+        /// The grant.
+        grant: u64,
+    },
+    /// See [`Syscall::ShareRevoke`].
+    ShareRevoke {
+        /// The grant.
+        grant: u64,
+    },
 }
 
 fn order(value: u64) -> Result<u32, Error> {
@@ -592,6 +639,12 @@ impl Request {
                 offset: config_offset(a1)?,
                 value: u32::try_from(arguments[2]).map_err(|_| Error::InvalidArgument)?,
             },
+            Syscall::ShareGrant => Request::ShareGrant {
+                range: page_range(a0, a1)?,
+                peer: UserBuffer::new(arguments[2], arguments[3], MAX_NAME_BYTES as u64, 1)?,
+            },
+            Syscall::ShareMap => Request::ShareMap { grant: a0 },
+            Syscall::ShareRevoke => Request::ShareRevoke { grant: a0 },
         })
     }
 }
@@ -603,12 +656,30 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=32 {
+        for number in 1..=35 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(33, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(36, [0; 6]), Err(Error::UnknownSyscall));
+    }
+
+    #[test]
+    fn share_calls_take_whole_pages_and_a_name() {
+        let decode = |arguments: [u64; 6]| Request::decode(Syscall::ShareGrant as u64, arguments);
+        let range = UserBuffer { address: 0x10_0000_0000, length: 0x2000 };
+        let peer = UserBuffer { address: 0x1000, length: 4 };
+        assert_eq!(decode([0x10_0000_0000, 0x2000, 0x1000, 4, 0, 0]), Ok(Request::ShareGrant { range, peer }));
+        assert_eq!(decode([0x10_0000_0000, 0, 0x1000, 4, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(decode([0x10_0000_0000, 0x800, 0x1000, 4, 0, 0]), Err(Error::Misaligned));
+        assert_eq!(decode([0x10_0000_0800, 0x1000, 0x1000, 4, 0, 0]), Err(Error::Misaligned));
+        assert_eq!(decode([0x10_0000_0000, 0x1000, 0x1000, 32, 0, 0]), Err(Error::TooLarge));
+        assert_eq!(decode([USER_ADDRESS_LIMIT, 0x1000, 0x1000, 4, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(Request::decode(Syscall::ShareMap as u64, [9, 0, 0, 0, 0, 0]), Ok(Request::ShareMap { grant: 9 }));
+        assert_eq!(
+            Request::decode(Syscall::ShareRevoke as u64, [9, 0, 0, 0, 0, 0]),
+            Ok(Request::ShareRevoke { grant: 9 })
+        );
     }
 
     #[test]
@@ -722,11 +793,12 @@ mod tests {
         /// Decoding never panics, and every accepted buffer lies in the user
         /// half without wrapping.
         #[test]
-        fn decoding_is_total_and_buffers_are_safe(number in 0u64..30, arguments: [u64; 6]) {
+        fn decoding_is_total_and_buffers_are_safe(number in 0u64..40, arguments: [u64; 6]) {
             if let Ok(request) = Request::decode(number, arguments) {
                 let buffer = match request {
                     Request::Log(buffer) | Request::Lookup(buffer) | Request::KhoPreserve(buffer)
-                    | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. } => Some(buffer),
+                    | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. }
+                    | Request::ShareGrant { peer: buffer, .. } => Some(buffer),
                     Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
                     | Request::Reply { message, .. } => Some(message),
                     _ => None,

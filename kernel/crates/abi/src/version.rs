@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 #[cfg(test)]
 mod tests {
@@ -39,6 +39,7 @@ mod tests {
         (3, 0x0fe9_0dc4_908d_b181),
         (4, 0x5d85_0f56_5db5_c4be),
         (5, 0x11d3_c981_fc96_5345),
+        (6, 0xee10_ff64_b45c_9a69),
     ];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
@@ -161,6 +162,8 @@ mod tests {
         line(format_args!("max name bytes {MAX_NAME_BYTES}"));
         line(format_args!("max log bytes {MAX_LOG_BYTES}"));
         line(format_args!("max sub-FDT bytes {MAX_SUB_FDT_BYTES}"));
+        line(format_args!("max grants {}", crate::MAX_GRANTS));
+        line(format_args!("share revoked label {:#x}", crate::SHARE_REVOKED_LABEL));
         text
     }
 

@@ -80,6 +80,7 @@ fn process(architecture: Architecture, service_id: u64, name: &str, scheduling: 
         queued_messages: ArrayVec::new(),
         answerable: ArrayVec::new(),
         devices: ArrayVec::new(),
+        grants: ArrayVec::new(),
     }
 }
 
@@ -157,4 +158,20 @@ fn main() {
     let mut netd = process(Architecture::X86_64, 4, "netd", SchedulingState::Sleeping { until_ns: 2_000_000_000 });
     drive_card(&mut netd);
     write(&directory, "seed-x86_64-driver", &[netd]);
+
+    // A channel: pinger grants the first 8 KiB of its preservable memory
+    // to ponger, which maps it.
+    let mut pinger =
+        process(Architecture::X86_64, 5, "pinger", SchedulingState::Receiving { message_buffer: 0x7fff_fffe_fe00 });
+    pinger.grants.push(baton_procdesc::GrantRecord {
+        grant_id: 1,
+        peer: ArrayString::from("ponger").expect("short name"),
+        virtual_start: 0x10_0000_0000,
+        size_bytes: 0x2000,
+        peer_virtual_start: Some(0x40_0000_0000),
+    });
+    let mut ponger =
+        process(Architecture::X86_64, 6, "ponger", SchedulingState::Receiving { message_buffer: 0x7fff_fffe_fe00 });
+    ponger.mappings.push(mapping(0x40_0000_0000, MappingKind::Shared, true, 0, &[((5 << 32) + 4 * MIB, 0x2000)]));
+    write(&directory, "seed-x86_64-channel", &[pinger, ponger]);
 }

@@ -11,6 +11,7 @@ use arrayvec::{ArrayString, ArrayVec};
 use baton_abi::{MAX_NAME_BYTES, Message};
 
 use crate::device::{DeviceRecord, MAX_DEVICES};
+use crate::grant::{GrantRecord, MAX_GRANTS};
 
 /// The most processes one description blob holds.
 pub const MAX_PROCESSES: usize = 64;
@@ -193,17 +194,22 @@ pub enum MappingKind {
     /// are CPU addresses inside a memory BAR of one of its
     /// [`ProcessDescription::devices`], not memory.
     Device,
+    /// Another service's memory granted to this one (`share_map`): one
+    /// run, which a grant record of the owner must name (see
+    /// [`crate::grant`]); not this process's memory.
+    Shared,
 }
 
 impl MappingKind {
     /// Every kind, in wire-number order.
-    pub const ALL: [MappingKind; 6] = [
+    pub const ALL: [MappingKind; 7] = [
         MappingKind::Image,
         MappingKind::Stack,
         MappingKind::Heap,
         MappingKind::Preservable,
         MappingKind::HandoverFdt,
         MappingKind::Device,
+        MappingKind::Shared,
     ];
 
     /// The kind's number in the `kind` property.
@@ -215,6 +221,7 @@ impl MappingKind {
             MappingKind::Preservable => 4,
             MappingKind::HandoverFdt => 5,
             MappingKind::Device => 6,
+            MappingKind::Shared => 7,
         }
     }
 
@@ -347,13 +354,17 @@ pub struct ProcessDescription {
     /// The PCI functions it drives, each at most once; its
     /// [`MappingKind::Device`] mappings lie inside their memory BARs.
     pub devices: ArrayVec<DeviceRecord, MAX_DEVICES>,
+    /// The regions of its preservable memory it granted to other services.
+    pub grants: ArrayVec<GrantRecord, MAX_GRANTS>,
 }
 
 impl ProcessDescription {
     /// Every physical run of memory behind its mappings, mapping by
     /// mapping ([`MappingKind::Device`] runs are device registers, not
     /// memory, and are left out: this crate checks that they lie inside
-    /// the process's recorded BARs).
+    /// the process's recorded BARs; [`MappingKind::Shared`] runs are the
+    /// owner's memory, left out too: the kernel matches them against the
+    /// owner's grants).
     ///
     /// This crate checks that runs are page aligned, do not wrap and add up
     /// to their mapping; it cannot know physical memory. Before mapping any
@@ -363,7 +374,14 @@ impl ProcessDescription {
     pub fn physical_runs(&self) -> impl Iterator<Item = PhysicalRun> + '_ {
         self.mappings
             .iter()
-            .filter(|mapping| mapping.kind != MappingKind::Device)
+            .filter(|mapping| !matches!(mapping.kind, MappingKind::Device | MappingKind::Shared))
             .flat_map(|mapping| mapping.runs.iter().copied())
+    }
+
+    /// Where `grant` (one of its [`Self::grants`]) starts in physical
+    /// memory: inside one run of one of its preservable mappings, which a
+    /// description that read back always has.
+    pub fn grant_physical_start(&self, grant: &GrantRecord) -> Option<u64> {
+        crate::rules::grant_physical_start(grant, &self.mappings)
     }
 }

@@ -90,6 +90,11 @@ pub enum Part {
         /// The record's position.
         device_index: usize,
     },
+    /// One of its grant records, numbered from 0 in blob order.
+    Grant {
+        /// The record's position.
+        grant_index: usize,
+    },
 }
 
 impl fmt::Display for Part {
@@ -99,6 +104,7 @@ impl fmt::Display for Part {
             Self::Mapping { mapping_index } => write!(formatter, "mapping {mapping_index}"),
             Self::QueuedMessage { message_index } => write!(formatter, "queued message {message_index}"),
             Self::Device { device_index } => write!(formatter, "device {device_index}"),
+            Self::Grant { grant_index } => write!(formatter, "grant {grant_index}"),
         }
     }
 }
@@ -411,6 +417,22 @@ pub enum ProcessErrorKind {
         run_index: usize,
     },
 
+    // Grants.
+    /// More than [`crate::MAX_GRANTS`] grant records.
+    TooManyGrants,
+    /// A grant id is zero, or another grant of the process has it.
+    InvalidGrantId,
+    /// The peer is not a valid service name, or is the owner itself.
+    InvalidGrantPeer,
+    /// The granted range is empty, not page aligned, wraps, or does not
+    /// lie inside one physical run of one writable preservable mapping.
+    InvalidGrantRange,
+    /// The peer's mapping is not page aligned or ends past the user half.
+    InvalidPeerMapping,
+    /// A shared mapping is executable, has a folio order, or has more than
+    /// one run.
+    InvalidSharedMapping,
+
     // Across processes.
     /// Another process node claims the same service id. Every node sharing
     /// the id is refused: neither can be trusted to be the real one.
@@ -528,6 +550,16 @@ impl fmt::Display for ProcessErrorKind {
             Self::InvalidDeviceMapping => write!(formatter, "device mapping is executable or has a folio order"),
             Self::DeviceRunOutsideBars { run_index } => {
                 write!(formatter, "device run {run_index} lies inside no memory BAR of the process's devices")
+            }
+            Self::TooManyGrants => write!(formatter, "more than {} grants", crate::MAX_GRANTS),
+            Self::InvalidGrantId => write!(formatter, "grant id is zero or used twice"),
+            Self::InvalidGrantPeer => write!(formatter, "grant peer is not another service's name"),
+            Self::InvalidGrantRange => {
+                write!(formatter, "granted range is not whole pages inside one run of a writable preservable mapping")
+            }
+            Self::InvalidPeerMapping => write!(formatter, "peer mapping is not a page-aligned user address"),
+            Self::InvalidSharedMapping => {
+                write!(formatter, "shared mapping is executable, has a folio order or more than one run")
             }
             Self::DuplicateServiceId => write!(formatter, "another process has the same service id"),
             Self::DuplicateName => write!(formatter, "another process has the same name"),

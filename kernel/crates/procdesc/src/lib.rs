@@ -44,6 +44,9 @@
 //!         device@<position, hex> {                // at most 4
 //!             pci-address, pci-ids, bars;
 //!         };
+//!         grant@<position, hex> {                 // at most 8
+//!             grant-id, peer, range, [peer-mapping];
+//!         };
 //!     };
 //! };
 //! ```
@@ -58,6 +61,7 @@ pub mod coalesce;
 pub mod description;
 pub mod device;
 pub mod error;
+pub mod grant;
 mod parser;
 pub mod roster;
 mod rules;
@@ -72,6 +76,7 @@ pub use description::{
 };
 pub use device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 pub use error::{DescriptionError, Part, ProcessError, ProcessErrorKind, WriteError};
+pub use grant::{GrantRecord, MAX_GRANTS};
 pub use parser::read_processes;
 pub use wire::{FORMAT_VERSION, PROCESSES_COMPATIBLE, Property};
 pub use writer::write_processes;

@@ -23,12 +23,13 @@ use crate::description::{
 };
 use crate::device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 use crate::error::{DescriptionError, Part, ProcessError, ProcessErrorKind};
+use crate::grant::{GrantRecord, MAX_GRANTS};
 use crate::rules::{Violation, check_description};
 use crate::wire::{
     ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, DEVICE_NODE_PREFIX, DEVICE_PROPERTIES, FORMAT_VERSION,
-    FORMAT_VERSION_PROPERTY, MAPPING_NODE_PREFIX, MAPPING_PROPERTIES, MESSAGE_NODE_PREFIX, MESSAGE_PROPERTIES,
-    PROCESS_NODE_PREFIX, PROCESS_PROPERTIES, PROCESSES_COMPATIBLE, Property, SCHEDULING_PROPERTIES,
-    SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED, scheduling_properties, unit_address,
+    FORMAT_VERSION_PROPERTY, GRANT_NODE_PREFIX, GRANT_PROPERTIES, MAPPING_NODE_PREFIX, MAPPING_PROPERTIES,
+    MESSAGE_NODE_PREFIX, MESSAGE_PROPERTIES, PROCESS_NODE_PREFIX, PROCESS_PROPERTIES, PROCESSES_COMPATIBLE, Property,
+    SCHEDULING_PROPERTIES, SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED, scheduling_properties, unit_address,
 };
 
 /// Read every process description in `fdt_bytes`, for a kernel running on
@@ -161,7 +162,7 @@ where
     let scheduling = decode_scheduling(&slots).map_err(at_process)?;
     let pending_result = decode_pending_result(&slots).map_err(at_process)?;
     let answerable = decode_answerable(&slots).map_err(at_process)?;
-    let Children { mappings, queued_messages, devices } = decode_children(children)?;
+    let Children { mappings, queued_messages, devices, grants } = decode_children(children)?;
     Ok(ProcessDescription {
         service_id,
         name: identity.name,
@@ -177,6 +178,7 @@ where
         queued_messages,
         answerable,
         devices,
+        grants,
     })
 }
 
@@ -294,9 +296,10 @@ struct Children {
     mappings: Vec<Mapping>,
     queued_messages: ArrayVec<Message, { crate::MAX_QUEUED_MESSAGES }>,
     devices: ArrayVec<DeviceRecord, MAX_DEVICES>,
+    grants: ArrayVec<GrantRecord, MAX_GRANTS>,
 }
 
-/// Decode the mapping, message and device nodes, each numbered by its
+/// Decode the mapping, message, device and grant nodes, each numbered by its
 /// position among its own kind.
 fn decode_children<'a, C, CP>(children: C) -> Result<Children, Violation>
 where
@@ -306,6 +309,7 @@ where
     let mut mappings = Vec::new();
     let mut queued_messages = ArrayVec::new();
     let mut devices = ArrayVec::new();
+    let mut grants = ArrayVec::new();
     for (child_index, child) in children.enumerate() {
         if let Some(position) = unit_address(child.name, MAPPING_NODE_PREFIX) {
             if mappings.len() >= MAX_MAPPINGS {
@@ -330,11 +334,41 @@ where
             check_child(position, devices.len(), child.has_children).map_err(|kind| (part, kind))?;
             let device = decode_device(child.properties).map_err(|kind| (part, kind))?;
             devices.try_push(device).map_err(|_| (Part::Process, ProcessErrorKind::TooManyDevices))?;
+        } else if let Some(position) = unit_address(child.name, GRANT_NODE_PREFIX) {
+            if grants.is_full() {
+                return Err((Part::Process, ProcessErrorKind::TooManyGrants));
+            }
+            let part = Part::Grant { grant_index: grants.len() };
+            check_child(position, grants.len(), child.has_children).map_err(|kind| (part, kind))?;
+            let grant = decode_grant(child.properties).map_err(|kind| (part, kind))?;
+            grants.try_push(grant).map_err(|_| (Part::Process, ProcessErrorKind::TooManyGrants))?;
         } else {
             return Err((Part::Process, ProcessErrorKind::UnexpectedChildNode { child_index }));
         }
     }
-    Ok(Children { mappings, queued_messages, devices })
+    Ok(Children { mappings, queued_messages, devices, grants })
+}
+
+fn decode_grant<'a>(properties: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<GrantRecord, ProcessErrorKind> {
+    let slots = PropertySlots::collect(&GRANT_PROPERTIES, properties)?;
+    let grant_id = slots.u64(Property::GrantId)?;
+    let peer = decode_name(slots.required(Property::Peer)?).map_err(|_| ProcessErrorKind::InvalidGrantPeer)?;
+    let value = slots.required(Property::Range)?;
+    check_size(Property::Range, value, 16)?;
+    let [virtual_start, size_bytes] = u64_words(Property::Range, value)? else {
+        return Err(ProcessErrorKind::PropertyTooShort { property: Property::Range, size_bytes: value.len() });
+    };
+    let peer_virtual_start = match slots.get(Property::PeerMapping) {
+        None => None,
+        Some(value) => Some(u64_value(Property::PeerMapping, value)?),
+    };
+    Ok(GrantRecord {
+        grant_id,
+        peer,
+        virtual_start: u64::from_ne_bytes(*virtual_start),
+        size_bytes: u64::from_ne_bytes(*size_bytes),
+        peer_virtual_start,
+    })
 }
 
 fn decode_device<'a>(properties: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<DeviceRecord, ProcessErrorKind> {

@@ -16,6 +16,7 @@ use crate::description::{
 };
 use crate::device::{DeviceBar, DeviceBarKind, DeviceRecord, MAX_BARS, MAX_DEVICES};
 use crate::error::{Part, ProcessErrorKind};
+use crate::grant::{GrantRecord, MAX_GRANTS};
 
 /// A broken rule and where.
 pub(crate) type Violation = (Part, ProcessErrorKind);
@@ -37,8 +38,12 @@ pub(crate) fn check_description(description: &ProcessDescription) -> Result<(), 
         if mapping.kind == MappingKind::Device {
             check_device_mapping(mapping, &description.devices).map_err(at_mapping)?;
         }
+        if mapping.kind == MappingKind::Shared && (mapping.is_executable || mapping.runs.len() != 1) {
+            return Err(at_mapping(ProcessErrorKind::InvalidSharedMapping));
+        }
     }
     check_overlaps(&description.mappings)?;
+    check_grants(description)?;
     check_scheduling(&description.scheduling).map_err(at_process)?;
     if let Some(pending_result) = description.pending_result {
         check_pending_result(pending_result).map_err(at_process)?;
@@ -218,6 +223,60 @@ fn check_device_mapping(mapping: &Mapping, devices: &[DeviceRecord]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Each grant has its own nonzero id, names another service, and covers
+/// whole pages of one physical run of one writable preservable mapping
+/// (the memory a peer's shared mapping is, and the owner hands over).
+fn check_grants(description: &ProcessDescription) -> Result<(), Violation> {
+    let grants = &description.grants;
+    if grants.len() > MAX_GRANTS {
+        return Err((Part::Process, ProcessErrorKind::TooManyGrants));
+    }
+    for (grant_index, grant) in grants.iter().enumerate() {
+        let at_grant = |kind| (Part::Grant { grant_index }, kind);
+        if grant.grant_id == 0 || grants.iter().take(grant_index).any(|earlier| earlier.grant_id == grant.grant_id) {
+            return Err(at_grant(ProcessErrorKind::InvalidGrantId));
+        }
+        if !is_valid_user_name(&grant.peer) || grant.peer == description.name {
+            return Err(at_grant(ProcessErrorKind::InvalidGrantPeer));
+        }
+        if grant_physical_start(grant, &description.mappings).is_none() {
+            return Err(at_grant(ProcessErrorKind::InvalidGrantRange));
+        }
+        if let Some(start) = grant.peer_virtual_start {
+            let end = start.checked_add(grant.size_bytes);
+            if !start.is_multiple_of(PAGE_SIZE) || end.is_none_or(|end| end > USER_ADDRESS_LIMIT) {
+                return Err(at_grant(ProcessErrorKind::InvalidPeerMapping));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The physical address of a grant's first byte, when it covers whole
+/// pages of one physical run of one writable preservable mapping.
+pub(crate) fn grant_physical_start(grant: &GrantRecord, mappings: &[Mapping]) -> Option<u64> {
+    let (start, size) = (grant.virtual_start, grant.size_bytes);
+    if size == 0 || !start.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let end = start.checked_add(size)?;
+    let mapping = mappings.iter().find(|mapping| {
+        mapping.kind == MappingKind::Preservable
+            && mapping.is_writable
+            && mapping.virtual_start <= start
+            && end <= mapping.virtual_start.saturating_add(mapping.size_bytes)
+    })?;
+    let mut run_virtual = mapping.virtual_start;
+    for run in &mapping.runs {
+        let run_end = run_virtual.checked_add(run.size_bytes)?;
+        if run_virtual <= start && end <= run_end {
+            return run.phys_start.checked_add(start.checked_sub(run_virtual)?);
+        }
+        run_virtual = run_end;
+    }
+    None
 }
 
 fn check_scheduling(scheduling: &SchedulingState) -> Result<(), ProcessErrorKind> {

@@ -32,6 +32,10 @@ pub const MESSAGE_NODE_PREFIX: &str = "message@";
 /// process's devices, in hexadecimal.
 pub const DEVICE_NODE_PREFIX: &str = "device@";
 
+/// Node name of a grant record: this prefix and its position among the
+/// process's grants, in hexadecimal.
+pub const GRANT_NODE_PREFIX: &str = "grant@";
+
 /// `service-flags` bit: subscribed to update lifecycle events.
 pub const SERVICE_FLAG_SUBSCRIBED: u32 = 1 << 0;
 
@@ -109,6 +113,15 @@ pub enum Property {
     /// Device: `bars`, (u64 register index | kind number << 8, u64 bus
     /// address, u64 CPU address, u64 size in bytes) × 0 to 6.
     Bars,
+    /// Grant: `grant-id`, u64 (not zero).
+    GrantId,
+    /// Grant: `peer`, NUL-terminated service name.
+    Peer,
+    /// Grant: `range`, (u64 first address in the owner, u64 size in bytes).
+    Range,
+    /// Grant: `peer-mapping`, u64 (where the peer maps it; absent while it
+    /// does not).
+    PeerMapping,
 }
 
 impl Property {
@@ -145,6 +158,10 @@ impl Property {
             Property::PciAddress => "pci-address",
             Property::PciIds => "pci-ids",
             Property::Bars => "bars",
+            Property::GrantId => "grant-id",
+            Property::Peer => "peer",
+            Property::Range => "range",
+            Property::PeerMapping => "peer-mapping",
         }
     }
 }
@@ -192,6 +209,10 @@ pub(crate) const MESSAGE_PROPERTIES: [Property; 3] = [Property::Label, Property:
 
 /// The properties of a device node, in the order they are written.
 pub(crate) const DEVICE_PROPERTIES: [Property; 3] = [Property::PciAddress, Property::PciIds, Property::Bars];
+
+/// The properties of a grant node, in the order they are written.
+pub(crate) const GRANT_PROPERTIES: [Property; 4] =
+    [Property::GrantId, Property::Peer, Property::Range, Property::PeerMapping];
 
 /// The number after `prefix` in a node name written as `prefix` and a
 /// lowercase hexadecimal number without leading zeros (what the writer

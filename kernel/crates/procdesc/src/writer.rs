@@ -10,7 +10,7 @@ use crate::error::WriteError;
 use crate::rules::check_description;
 use crate::wire::{
     ACCESS_FLAG_EXECUTABLE, ACCESS_FLAG_WRITABLE, DEVICE_NODE_PREFIX, FORMAT_VERSION, FORMAT_VERSION_PROPERTY,
-    MAPPING_NODE_PREFIX, MESSAGE_NODE_PREFIX, PROCESS_NODE_PREFIX, PROCESSES_COMPATIBLE, Property,
+    GRANT_NODE_PREFIX, MAPPING_NODE_PREFIX, MESSAGE_NODE_PREFIX, PROCESS_NODE_PREFIX, PROCESSES_COMPATIBLE, Property,
     SERVICE_FLAG_PRIVILEGED, SERVICE_FLAG_SUBSCRIBED,
 };
 
@@ -115,6 +115,16 @@ fn write_process(writer: &mut SubFdtWriter, description: &ProcessDescription) ->
             [u64::from(bar.index) | bar.kind.number() << 8, bar.bus_address, bar.cpu_address, bar.size_bytes]
         });
         writer.property(Property::Bars.name(), &word_list(bars))?;
+        writer.end_node(node)?;
+    }
+    for (position, grant) in description.grants.iter().enumerate() {
+        let node = writer.begin_node(&format!("{GRANT_NODE_PREFIX}{position:x}"))?;
+        writer.property_u64(Property::GrantId.name(), grant.grant_id)?;
+        writer.property_string(Property::Peer.name(), &grant.peer)?;
+        writer.property(Property::Range.name(), &word_list([grant.virtual_start, grant.size_bytes]))?;
+        if let Some(peer_virtual_start) = grant.peer_virtual_start {
+            writer.property_u64(Property::PeerMapping.name(), peer_virtual_start)?;
+        }
         writer.end_node(node)?;
     }
     writer.end_node(node)

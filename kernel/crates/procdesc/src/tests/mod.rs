@@ -9,6 +9,7 @@
 //! reader with the same error.
 
 mod devices;
+mod grants;
 mod limits;
 mod proptests;
 mod rejections;
@@ -142,6 +143,7 @@ pub(crate) fn sample_process(
         queued_messages: ArrayVec::new(),
         answerable: ArrayVec::new(),
         devices: ArrayVec::new(),
+        grants: ArrayVec::new(),
     }
 }
 
@@ -187,7 +189,19 @@ pub(crate) fn sample_processes(architecture: Architecture) -> Vec<ProcessDescrip
     // The device's 64-bit BAR, mapped whole.
     init.mappings.push(mapping(0x30_0000_0000, MappingKind::Device, "rw", &[run(0x80_0000_0000, 16 * KIB)]));
 
-    let kvstore = sample_process(architecture, 2, "kvstore", SchedulingState::Receiving { message_buffer: 0x100_0040 });
+    // 8 KiB of kvstore's preservable memory (the second run of its mapping
+    // at 0x10_0100_0000), granted to init and mapped there.
+    init.mappings.push(mapping(0x40_0000_0000, MappingKind::Shared, "rw", &[run(0x2_0050_2000, 8 * KIB)]));
+
+    let mut kvstore =
+        sample_process(architecture, 2, "kvstore", SchedulingState::Receiving { message_buffer: 0x100_0040 });
+    kvstore.grants.push(crate::GrantRecord {
+        grant_id: 1,
+        peer: ArrayString::from("init").unwrap(),
+        virtual_start: 0x10_0100_1000,
+        size_bytes: 8 * KIB,
+        peer_virtual_start: Some(0x40_0000_0000),
+    });
     let mut counter = sample_process(
         architecture,
         3,

@@ -146,6 +146,7 @@ fn process(architecture: Architecture) -> impl Strategy<Value = ProcessDescripti
                 queued_messages: mailbox.0.into_iter().collect(),
                 answerable: mailbox.1.into_iter().collect(),
                 devices: ArrayVec::new(),
+                grants: ArrayVec::new(),
             }
         },
     )

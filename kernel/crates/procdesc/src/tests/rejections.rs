@@ -159,7 +159,7 @@ fn an_unexpected_child_node_is_refused() {
     refused(
         |process| process.children.push(TreeNode::new("thread@0")),
         Part::Process,
-        Kind::UnexpectedChildNode { child_index: 12 },
+        Kind::UnexpectedChildNode { child_index: 13 },
     );
     refused(
         |process| process.children[0].name = String::from("mapping@00"),
@@ -505,7 +505,7 @@ fn an_x86_64_thread_pointer_must_be_canonical() {
 
 #[test]
 fn an_unknown_mapping_kind_is_refused() {
-    for number in [0, 7] {
+    for number in [0, 8] {
         refused(
             |process| process.child("mapping@0").set("kind", word32(number)),
             MAPPING_0,

@@ -75,6 +75,7 @@ fn the_blob_has_the_documented_names_and_native_endian_fields() {
             "mapping@6",
             "mapping@7",
             "mapping@8",
+            "mapping@9",
             "message@0",
             "message@1",
             "device@0"
@@ -85,12 +86,19 @@ fn the_blob_has_the_documented_names_and_native_endian_fields() {
     assert_eq!(heap.get("access-flags"), Some(&word32(1)[..]));
     assert_eq!(heap.get("physical-runs"), Some(&words(&[0x1_0030_0000, 0x4000, 0x1_0038_0000, 0x2000])[..]));
     assert_eq!(init.children[8].get("kind"), Some(&word32(6)[..]), "a device mapping");
-    assert_eq!(init.children[9].get("words"), Some(&words(&[1, 2, 3, 4, 5, 6])[..]));
-    let card = &init.children[11];
+    assert_eq!(init.children[9].get("kind"), Some(&word32(7)[..]), "a shared mapping");
+    assert_eq!(init.children[10].get("words"), Some(&words(&[1, 2, 3, 4, 5, 6])[..]));
+    let card = &init.children[12];
     assert_eq!(card.get("pci-address"), Some(&word32(2 << 3)[..]));
     assert_eq!(card.get("pci-ids"), Some(&word32(0x1af4_1000)[..]));
     let bars = [1 | 2 << 8, 0x1000_1000, 0x1000_1000, 0x1000, 4 | 0x103 << 8, 0x80_0000_0000, 0x80_0000_0000, 0x4000];
     assert_eq!(card.get("bars").map(|bars| bars[..64].to_vec()), Some(words(&bars)));
+
+    let grant = tree.children[1].children.iter().find(|child| child.name == "grant@0").unwrap();
+    let names: Vec<&str> = grant.properties.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["grant-id", "peer", "range", "peer-mapping"]);
+    assert_eq!(grant.get("peer"), Some(&b"init\0"[..]));
+    assert_eq!(grant.get("range"), Some(&words(&[0x10_0100_1000, 0x2000])[..]));
 
     let aarch64 = sample_tree(Architecture::Aarch64);
     assert_eq!(aarch64.children[0].get("architecture"), Some(&word32(2)[..]));
@@ -102,10 +110,11 @@ fn the_blob_has_the_documented_names_and_native_endian_fields() {
 fn physical_runs_visits_every_run_mapping_by_mapping() {
     let process = &sample_processes(Architecture::X86_64)[0];
     let runs: Vec<PhysicalRun> = process.physical_runs().collect();
-    let memory = || process.mappings.iter().filter(|mapping| mapping.kind != MappingKind::Device);
+    let memory =
+        || process.mappings.iter().filter(|mapping| !matches!(mapping.kind, MappingKind::Device | MappingKind::Shared));
     let expected: Vec<PhysicalRun> = memory().flat_map(|mapping| mapping.runs.clone()).collect();
     assert_eq!(runs, expected);
-    assert_eq!(runs.len(), 13, "every run but the device mapping's");
+    assert_eq!(runs.len(), 13, "every run but the device mapping's and the shared one's");
     let total: u64 = runs.iter().map(|run| run.size_bytes).sum();
     assert_eq!(total, memory().map(|mapping| mapping.size_bytes).sum::<u64>());
 }
