@@ -260,6 +260,13 @@ fn start_services(options: &options::Options) {
             }
         }
     }
+    // The network's services start with its driver: TCP echo on port 7
+    // through netd's sockets.
+    if options.pci_assign.iter().any(|entry| entry.service.as_str() == "netd")
+        && let Err(error) = task::spawn("echo", 0)
+    {
+        log::warn!(target: "boot", "cannot start echo: {error}");
+    }
     // `test.device=1`: the device-access test service.
     #[cfg(feature = "testing")]
     if options.is_device_test

@@ -154,7 +154,7 @@ fn share_error(error: ShareError) -> Error {
     match error {
         ShareError::NotPreservable | ShareError::NotYours => Error::PermissionDenied,
         ShareError::NoSuchPeer | ShareError::NoSuchGrant => Error::NotFound,
-        ShareError::OwnPeer => Error::InvalidArgument,
+        ShareError::OwnPeer | ShareError::WrongLength => Error::InvalidArgument,
         ShareError::TooMany => Error::NoMemory,
         ShareError::AlreadyExists => Error::AlreadyExists,
         ShareError::Space(error) => space_error(error),
@@ -247,6 +247,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::SetThreadPointer { .. } => run_basic(tasks, id, request),
         Request::Send { .. }
         | Request::Receive { .. }
+        | Request::ReceiveUntil { .. }
         | Request::Call { .. }
         | Request::Reply { .. }
         | Request::Lookup { .. } => run_ipc(tasks, id, request),
@@ -284,7 +285,7 @@ fn run_share(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Ca
             log::info!(target: "share", "'{owner}' granted {:#x} bytes to '{peer}' (grant {grant})", range.length);
             Ok(Outcome::Done(grant))
         }
-        Request::ShareMap { grant } => Ok(Outcome::Done(tasks.share_map(id, grant)?)),
+        Request::ShareMap { grant, length } => Ok(Outcome::Done(tasks.share_map(id, grant, length)?)),
         Request::ShareRevoke { grant } => {
             tasks.share_revoke(id, grant)?;
             Ok(Outcome::Done(0))
@@ -388,7 +389,11 @@ fn run_ipc(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Call
             ipc::post(tasks, id, target, message)?;
             Ok(Outcome::Done(0))
         }
-        Request::Receive { message: buffer } => {
+        Request::Receive { message: buffer } | Request::ReceiveUntil { message: buffer, .. } => {
+            let deadline_ns = match request {
+                Request::ReceiveUntil { deadline_ns, .. } => deadline_ns,
+                _ => u64::MAX,
+            };
             // Check the buffer before blocking, so a bad pointer fails now.
             caller!().space.write(buffer.address, &[0; 0])?;
             read_message(tasks, id, buffer.address)?;
@@ -396,9 +401,12 @@ fn run_ipc(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Call
                 caller!().space.write(buffer.address, &message.to_bytes())?;
                 return Ok(Outcome::Done(message.sender));
             }
+            if deadline_ns <= baton_arch::nanoseconds() {
+                return Err(Error::WouldBlock.into());
+            }
             let process = caller!();
             process.space.write(buffer.address, &Message::default().to_bytes())?;
-            process.state = State::Receiving { buffer: buffer.address };
+            process.state = State::Receiving { buffer: buffer.address, deadline_ns };
             Ok(Outcome::Blocked)
         }
         Request::Call { target, message: buffer } => {

@@ -121,6 +121,14 @@ pub fn receive() -> Result<Message> {
     Ok(message)
 }
 
+/// As [`receive`], giving up with `WouldBlock` when the clock reaches
+/// `deadline_ns` (or earlier, when an update intervenes).
+pub fn receive_until(deadline_ns: u64) -> Result<Message> {
+    let mut message = Message::default();
+    call(Syscall::ReceiveUntil, [&mut message as *mut Message as u64, deadline_ns, 0, 0, 0, 0])?;
+    Ok(message)
+}
+
 /// Sends `message` to `target` and waits for the reply.
 pub fn call_service(target: u64, message: &Message) -> Result<Message> {
     let mut buffer = *message;
@@ -247,9 +255,10 @@ pub fn share_grant(address: u64, length: u64, peer: &str) -> Result<u64> {
     call(Syscall::ShareGrant, [address, length, peer.as_ptr() as u64, peer.len() as u64, 0, 0])
 }
 
-/// Maps a region granted to the caller (read-write); returns where.
-pub fn share_map(grant: u64) -> Result<u64> {
-    call(Syscall::ShareMap, [grant, 0, 0, 0, 0, 0])
+/// Maps a region of `length` bytes granted to the caller (read-write);
+/// returns where. `InvalidArgument` when the grant is of another size.
+pub fn share_map(grant: u64, length: u64) -> Result<u64> {
+    call(Syscall::ShareMap, [grant, length, 0, 0, 0, 0])
 }
 
 /// Ends a grant the caller made: its peer's view becomes zeroed memory of

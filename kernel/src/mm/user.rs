@@ -79,6 +79,8 @@ pub enum Backing {
     Shared {
         /// Physical address.
         phys: u64,
+        /// The grant it comes from.
+        grant: u64,
     },
 }
 
@@ -124,6 +126,10 @@ impl MappedEntry {
             Backing::Preservable { order, .. } => (baton_procdesc::MappingKind::Preservable, order),
             Backing::Owned => (baton_procdesc::MappingKind::Image, 0),
         };
+        let grant_id = match self.backing {
+            Backing::Shared { grant, .. } => grant,
+            _ => 0,
+        };
         Some(baton_procdesc::MappedRange {
             virtual_start: virt,
             size_bytes: self.size_bytes,
@@ -132,6 +138,7 @@ impl MappedEntry {
             is_writable: self.is_writable,
             is_executable: self.is_executable,
             folio_order,
+            grant_id,
         })
     }
 }

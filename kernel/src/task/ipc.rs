@@ -50,7 +50,7 @@ pub fn post(tasks: &mut Tasks, sender: u64, target: ServiceId, mut message: Mess
     let process = tasks.processes.get_mut(&target).ok_or(IpcError::NoSuchService)?;
     match process.state {
         State::Exited(_) => Err(IpcError::NoSuchService),
-        State::Receiving { buffer } => {
+        State::Receiving { buffer, .. } => {
             if is_call {
                 process.answerable.insert(sender);
             }

@@ -52,6 +52,8 @@ pub enum State {
     Receiving {
         /// User address of the message buffer.
         buffer: u64,
+        /// When the wait ends without a message (`u64::MAX`: never).
+        deadline_ns: u64,
     },
     /// Waiting for `target` to reply; the reply goes to `buffer`.
     Calling {
@@ -579,6 +581,15 @@ pub fn tick(frame: *mut TrapFrame) -> *mut TrapFrame {
         .collect();
     for id in due {
         tasks.wake(id);
+    }
+    let timed_out: Vec<ServiceId> = tasks
+        .processes
+        .values()
+        .filter(|process| matches!(process.state, State::Receiving { deadline_ns, .. } if deadline_ns <= now))
+        .map(|process| process.id)
+        .collect();
+    for id in timed_out {
+        tasks.fail_call(id, baton_abi::Error::WouldBlock);
     }
     let next = reschedule(&mut tasks, frame);
     drop(tasks);

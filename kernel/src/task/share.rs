@@ -60,11 +60,6 @@ impl Grants {
         self.by_id.values().filter(move |grant| grant.owner == owner)
     }
 
-    /// The grants `peer` has mapped.
-    pub fn mapped_by(&self, peer: ServiceId) -> impl Iterator<Item = &Grant> + '_ {
-        self.by_id.values().filter(move |grant| grant.mapped.is_some_and(|(mapper, _)| mapper == peer))
-    }
-
     /// Whether any of `owner`'s memory in `[virt, virt + size_bytes)` is
     /// granted.
     pub fn covers(&self, owner: ServiceId, virt: u64, size_bytes: u64) -> bool {
@@ -84,6 +79,13 @@ impl Grants {
         Ok(())
     }
 
+    /// Keeps `id` from being given to a new grant (an id the previous
+    /// kernel used, whose grant may have ended with the update: its peer
+    /// is told so by id, which must not name a new grant too).
+    pub fn reserve(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id.saturating_add(1));
+    }
+
     /// Notes that `peer` has grant `id` mapped at `virt` (again, for a
     /// resumed peer).
     pub fn note_mapped(&mut self, id: u64, peer: ServiceId, virt: u64) {
@@ -93,12 +95,23 @@ impl Grants {
         }
     }
 
-    /// The grant a resumed peer named `peer` had mapped at `virt` with
-    /// this memory: one its (resumed) owner recorded with this peer, this
-    /// address and this memory, not yet taken back.
-    pub fn find_handed_over(&self, peer: &str, virt: u64, phys: u64, size_bytes: u64) -> Option<u64> {
-        let grant = self.by_id.values().find(|grant| grant.awaited_at == Some(virt) && grant.peer.as_str() == peer)?;
-        (grant.phys == phys && grant.size_bytes == size_bytes && grant.mapped.is_none()).then_some(grant.id)
+    /// Grant `id`, if it exists.
+    pub fn get(&self, id: u64) -> Option<&Grant> {
+        self.by_id.get(&id)
+    }
+
+    /// Whether a resumed peer named `peer` may map grant `id` at `virt`
+    /// over this memory again: its (resumed) owner recorded the grant with
+    /// this peer, this address and this memory, and nobody took it back
+    /// yet.
+    pub fn is_handed_over(&self, id: u64, peer: &str, virt: u64, phys: u64, size_bytes: u64) -> bool {
+        self.by_id.get(&id).is_some_and(|grant| {
+            grant.peer.as_str() == peer
+                && grant.awaited_at == Some(virt)
+                && grant.phys == phys
+                && grant.size_bytes == size_bytes
+                && grant.mapped.is_none()
+        })
     }
 
     /// Every grant still awaiting a peer that did not come back: it is
@@ -128,6 +141,8 @@ pub enum ShareError {
     NotYours,
     /// The grant is mapped already, or its id is taken.
     AlreadyExists,
+    /// The grant is not of the size the peer expects.
+    WrongLength,
     /// Mapping it failed.
     Space(SpaceError),
 }
@@ -142,6 +157,7 @@ impl core::fmt::Display for ShareError {
             ShareError::NoSuchGrant => f.write_str("no such grant"),
             ShareError::NotYours => f.write_str("another service's grant"),
             ShareError::AlreadyExists => f.write_str("already mapped"),
+            ShareError::WrongLength => f.write_str("not of the size expected"),
             ShareError::Space(error) => write!(f, "mapping it: {error:?}"),
         }
     }
@@ -185,14 +201,17 @@ impl Tasks {
         Ok(id)
     }
 
-    /// `share_map`: the grant's peer maps it, read-write, never
+    /// `share_map`: the grant's peer maps it (when it is `length` bytes), read-write, never
     /// executable. A page is left unmapped after it, so two shared
     /// regions never read as one mapping in a process description.
-    pub fn share_map(&mut self, caller: ServiceId, id: u64) -> Result<u64, ShareError> {
+    pub fn share_map(&mut self, caller: ServiceId, id: u64, length: u64) -> Result<u64, ShareError> {
         let grant = *self.grants.by_id.get(&id).ok_or(ShareError::NoSuchGrant)?;
         let process = self.processes.get_mut(&caller).ok_or(ShareError::NoSuchGrant)?;
         if process.name != grant.peer {
             return Err(ShareError::NotYours);
+        }
+        if grant.size_bytes != length {
+            return Err(ShareError::WrongLength);
         }
         if grant.mapped.is_some_and(|(peer, _)| peer == caller) {
             return Err(ShareError::AlreadyExists);
@@ -204,7 +223,7 @@ impl Tasks {
         let attributes = user_attributes(true, false);
         process
             .space
-            .map(virt, grant.phys, grant.size_bytes, attributes, Backing::Shared { phys: grant.phys })
+            .map(virt, grant.phys, grant.size_bytes, attributes, Backing::Shared { phys: grant.phys, grant: id })
             .map_err(ShareError::Space)?;
         self.grants.note_mapped(id, caller, virt);
         Ok(virt)

@@ -142,7 +142,6 @@ pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
         .values()
         .flat_map(|callee| callee.answerable.iter().map(move |&caller| (caller, callee.id)))
         .collect();
-    restart_peers_of_restarted_owners(&tasks, fates);
     let mut descriptions = Vec::new();
     let Tasks { processes, grants, .. } = &mut *tasks;
     for process in processes.values_mut() {
@@ -192,21 +191,6 @@ pub fn capture(fates: &mut Fates) -> Result<Captured, UpdateError> {
     captured.resumed = fates.values().filter(|fate| **fate == Fate::Resume).count();
     captured.restarted = fates.len() - captured.resumed;
     Ok(captured)
-}
-
-/// A peer mapping a region whose owner restarts cannot keep it (the
-/// owner's memory does not go across): it restarts too.
-fn restart_peers_of_restarted_owners(tasks: &Tasks, fates: &mut Fates) {
-    loop {
-        let peer = tasks.processes.values().find_map(|process| {
-            let owner =
-                tasks.grants.mapped_by(process.id).find(|grant| fates.get(&grant.owner) != Some(&Fate::Resume))?;
-            (fates.get(&process.id) == Some(&Fate::Resume)).then_some((process, owner.id))
-        });
-        let Some((peer, grant)) = peer else { return };
-        log::info!(target: "update", "service '{}': restarts (the owner of its grant {grant} restarts)", peer.name);
-        fates.insert(peer.id, Fate::Restart);
-    }
 }
 
 /// Undoes [`capture`] (the update was aborted or rehearsed).
@@ -280,7 +264,15 @@ fn describe(
     let mut pending_result = None;
     let scheduling = match process.state {
         State::Ready => SchedulingState::Ready,
-        State::Receiving { buffer } => SchedulingState::Receiving { message_buffer: buffer },
+        State::Receiving { buffer, deadline_ns: u64::MAX } => SchedulingState::Receiving { message_buffer: buffer },
+        // A wait with a deadline ends with the update (its messages wait
+        // in the mailbox): the format need not carry deadlines, and the
+        // service goes round its loop once more.
+        State::Receiving { .. } => {
+            let (status, value) = baton_abi::error::encode_result(Err(baton_abi::Error::WouldBlock));
+            pending_result = Some(PendingResult { status, value });
+            SchedulingState::Ready
+        }
         State::Sleeping { until_ns } => SchedulingState::Sleeping { until_ns },
         State::Calling { target, buffer } => {
             // A call the restarting target has received and not answered is
@@ -354,6 +346,10 @@ fn range_of(mapped: &Mapped) -> Option<MappedRange> {
         is_writable: mapped.is_writable,
         is_executable: mapped.is_executable,
         folio_order,
+        grant_id: match mapped.backing {
+            Backing::Shared { grant, .. } => grant,
+            _ => 0,
+        },
     })
 }
 
@@ -398,7 +394,7 @@ impl core::fmt::Display for ResumeError {
             ResumeError::Device(error) => write!(f, "its device: {error}"),
             ResumeError::DeviceOverRam(phys) => write!(f, "its device mapping at {phys:#x} overlaps RAM"),
             ResumeError::SharedRegion => {
-                f.write_str("a region it maps is granted by no resumed owner with this peer, address and memory")
+                f.write_str("a region it maps differs from its resumed owner's grant (peer, address or memory)")
             }
             ResumeError::Map(error) => write!(f, "mapping its memory: {error:?}"),
             ResumeError::Spawn(error) => write!(f, "{error}"),
@@ -496,22 +492,24 @@ pub fn restore_services() -> Option<Vec<String>> {
 
 /// Resumes every service the roster resumes, owners of shared regions
 /// before the peers that map them (a peer's shared mapping is taken back
-/// only from a grant of an owner already resumed). A peer whose owner is
-/// not resumed, or that waits on an owner that waits on it (each maps the
-/// other's region), is refused: it restarts. Returns each one's outcome by
-/// service id.
+/// only from a grant of an owner already resumed; a grant whose owner was
+/// not resumed reaches the peer as revoked). Two services that wait on
+/// each other (each maps the other's region) are refused: they restart.
+/// Returns each one's outcome by service id.
 fn resume_described(
     tasks: &mut Tasks,
     roster: &[RosterEntry],
     mut descriptions: BTreeMap<ServiceId, ProcessDescription>,
 ) -> BTreeMap<ServiceId, Result<(), ResumeError>> {
-    // The owner of every handed-over grant, by (peer, where it maps it).
-    let mut owner_of: BTreeMap<(String, u64), ServiceId> = BTreeMap::new();
+    // The owner of every handed-over grant, by grant id.
+    let mut owner_of: BTreeMap<u64, ServiceId> = BTreeMap::new();
     for description in descriptions.values() {
         for grant in &description.grants {
-            if let Some(virt) = grant.peer_virtual_start {
-                owner_of.insert((String::from(grant.peer.as_str()), virt), description.service_id);
-            }
+            owner_of.insert(grant.grant_id, description.service_id);
+            tasks.grants.reserve(grant.grant_id);
+        }
+        for mapping in &description.mappings {
+            tasks.grants.reserve(mapping.grant_id);
         }
     }
     let mut outcomes = BTreeMap::new();
@@ -525,16 +523,11 @@ fn resume_described(
                 waiting.remove(index);
                 continue;
             };
+            // A grant whose owner is described waits for that owner; one
+            // whose owner is not (it restarts) reads as revoked.
             let shared = description.mappings.iter().filter(|mapping| mapping.kind == MappingKind::Shared);
-            let owners: Option<Vec<ServiceId>> = shared
-                .map(|mapping| owner_of.get(&(String::from(entry.name.as_str()), mapping.virtual_start)).copied())
-                .collect();
-            let Some(owners) = owners else {
-                outcomes.insert(entry.service_id, Err(ResumeError::SharedRegion));
-                waiting.remove(index);
-                continue;
-            };
-            if owners.iter().any(|owner| *owner != entry.service_id && !outcomes.contains_key(owner)) {
+            let mut owners = shared.filter_map(|mapping| owner_of.get(&mapping.grant_id));
+            if owners.any(|owner| *owner != entry.service_id && !outcomes.contains_key(owner)) {
                 index += 1;
                 continue;
             }
@@ -637,15 +630,22 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
         return Err(ResumeError::BadThreadPointer(thread_pointer));
     }
     // Every region it maps from another service must be one a resumed
-    // owner granted it, at the same address and over the same memory.
+    // owner granted it, at the same address and over the same memory. A
+    // grant that no resumed owner holds ended with the update (its owner
+    // restarts): the peer's range is backed by zeroed memory of its own,
+    // as after a revocation, and it is told.
     let mut shared = Vec::new();
+    let mut ended = Vec::new();
     for mapping in description.mappings.iter().filter(|mapping| mapping.kind == MappingKind::Shared) {
         let run = mapping.runs.first().ok_or(ResumeError::SharedRegion)?;
-        let grant = tasks
-            .grants
-            .find_handed_over(name, mapping.virtual_start, run.phys_start, mapping.size_bytes)
-            .ok_or(ResumeError::SharedRegion)?;
-        shared.push((grant, mapping.virtual_start));
+        let (grant, virt) = (mapping.grant_id, mapping.virtual_start);
+        if tasks.grants.get(grant).is_none() {
+            ended.push(grant);
+        } else if tasks.grants.is_handed_over(grant, name, virt, run.phys_start, mapping.size_bytes) {
+            shared.push((grant, virt));
+        } else {
+            return Err(ResumeError::SharedRegion);
+        }
     }
     let mut space = AddressSpace::new().map_err(ResumeError::Map)?;
     // Its devices, running since before the jump, come back first: the
@@ -673,11 +673,15 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
                 continue;
             }
             if mapping.kind == MappingKind::Shared {
-                // The owner's memory, checked against its grant above.
-                let backing = Backing::Shared { phys: run.phys_start };
-                space
-                    .map_described(virt, run.phys_start, run.size_bytes, attributes, backing)
-                    .map_err(ResumeError::Map)?;
+                if ended.contains(&mapping.grant_id) {
+                    space.map_new(virt, run.size_bytes, attributes).map_err(ResumeError::Map)?;
+                } else {
+                    // The owner's memory, checked against its grant above.
+                    let backing = Backing::Shared { phys: run.phys_start, grant: mapping.grant_id };
+                    space
+                        .map_described(virt, run.phys_start, run.size_bytes, attributes, backing)
+                        .map_err(ResumeError::Map)?;
+                }
                 virt += run.size_bytes;
                 continue;
             }
@@ -727,7 +731,9 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     };
     let state = match description.scheduling {
         SchedulingState::Ready => State::Ready,
-        SchedulingState::Receiving { message_buffer } => State::Receiving { buffer: message_buffer },
+        SchedulingState::Receiving { message_buffer } => {
+            State::Receiving { buffer: message_buffer, deadline_ns: u64::MAX }
+        }
         SchedulingState::Calling { target, message_buffer } => State::Calling { target, buffer: message_buffer },
         SchedulingState::Sleeping { until_ns } => State::Sleeping { until_ns },
     };
@@ -748,6 +754,13 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     adopted.is_kept = true;
     for (grant, virt) in shared {
         tasks.grants.note_mapped(grant, entry.service_id, virt);
+    }
+    for grant in ended {
+        log::info!(target: "update", "service '{name}': grant {grant} ended with the update (its owner restarts)");
+        let notice = Message::new(baton_abi::SHARE_REVOKED_LABEL, [grant, 0, 0, 0, 0, 0]);
+        if let Err(error) = task::ipc::post(tasks, KERNEL_SENDER, entry.service_id, notice) {
+            log::warn!(target: "update", "cannot tell service '{name}' its grant {grant} ended: {error}");
+        }
     }
     // The regions it granted: the same memory, now mapped again in it.
     for record in &description.grants {

@@ -1,14 +1,17 @@
 //! netd: the network service. It drives the virtio network card the
 //! kernel's manifest gives it (`pci.assign=netd:1af4:1000`) from user mode
 //! with the `virtio-drivers` crate over the PCI transport, and runs the
-//! `smoltcp` TCP/IP stack on it: it takes an address by DHCP and answers
-//! TCP and UDP echo on port 7.
+//! `smoltcp` TCP/IP stack on it: it takes an address by DHCP, answers UDP
+//! echo on port 7, and offers TCP to other services: a client grants it a
+//! channel region and asks it to listen on a port (`sockets.rs`); the
+//! connections' bytes travel through the channel.
 //!
 //! The device reaches memory only through the kernel's calls: its queues
 //! are preservable memory (physical addresses from the kernel), its BARs
 //! are mapped with `device_map`, its configuration space is read and
 //! written through `device_config_read`/`write`. Interrupts are not routed
-//! to drivers yet, so netd polls, sleeping a millisecond when idle.
+//! to drivers yet, so netd polls, waiting up to a millisecond for a
+//! client's message when idle (`receive_until`).
 //!
 //! An update that keeps netd's binary resumes it where it stopped, with
 //! the card still running: the queues, the buffers and the TCP and UDP
@@ -24,14 +27,18 @@
 extern crate alloc;
 
 mod hal;
+mod sockets;
 
 use alloc::rc::Rc;
 use alloc::vec;
-use baton_user::{PciAddress, syscall};
+use alloc::vec::Vec;
+use baton_sockets::LISTEN_LABEL;
+use baton_user::message::KERNEL_SENDER;
+use baton_user::{Error, Message, PciAddress, SHARE_REVOKED_LABEL, syscall};
 use core::cell::RefCell;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::socket::{dhcpv4, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
@@ -202,14 +209,7 @@ fn main(_argument: u64) -> i32 {
         log::warn!("netd: cannot bind UDP port {ECHO_PORT}");
     }
     let echo = sockets.add(echo);
-    let mut tcp_socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 8192]));
-    // An echo answers at once: no Nagle coalescing behind an unacknowledged
-    // segment, no delayed acknowledgement (together they held each small
-    // echo back by a round of the host's delayed ACK).
-    tcp_socket.set_nagle_enabled(false);
-    tcp_socket.set_ack_delay(None);
-    let tcp_echo = sockets.add(tcp_socket);
-    let mut tcp_connections: u64 = 0;
+    let mut listeners: Vec<sockets::Listener> = Vec::new();
     let mut echoed: u64 = 0;
     let mut last_poll_ns = syscall::clock();
     loop {
@@ -266,28 +266,68 @@ fn main(_argument: u64) -> i32 {
                 }
             }
         }
-        // TCP echo on port 7: one connection at a time; whatever arrives
-        // goes back.
-        let socket = sockets.get_mut::<tcp::Socket>(tcp_echo);
-        if !socket.is_open() {
-            if socket.listen(ECHO_PORT).is_err() {
-                log::warn!("netd: cannot listen on TCP port {ECHO_PORT}");
+        // Other services' sockets.
+        listeners.retain_mut(|listener| match listener.service(&mut sockets) {
+            Ok(()) => true,
+            Err(why) => {
+                log::warn!(
+                    "netd: port {} of service {}: {why}; its listener is dropped",
+                    listener.port(),
+                    listener.client()
+                );
+                false
             }
-        } else if socket.may_recv() && socket.can_send() {
-            let mut chunk = [0u8; 1024];
-            if let Ok(length) = socket.recv_slice(&mut chunk)
-                && length > 0
-            {
-                let _ = socket.send_slice(&chunk[..length]);
-            }
-        } else if !socket.may_recv() && socket.state() == tcp::State::CloseWait {
-            socket.close();
-            tcp_connections += 1;
-            log::info!("netd: TCP echo connection {tcp_connections} closed");
-        }
+        });
         match interface.poll_delay(timestamp, &sockets) {
             Some(delay) if delay.total_micros() == 0 => {}
-            _ => syscall::sleep(1_000_000),
+            _ => {
+                if let Ok(message) = syscall::receive_until(syscall::clock() + 1_000_000) {
+                    handle(message, &mut listeners, &mut sockets);
+                }
+            }
         }
     }
+}
+
+/// A client's request, or the kernel's word that a client's grant ended.
+fn handle(message: Message, listeners: &mut Vec<sockets::Listener>, sockets: &mut SocketSet<'static>) {
+    if message.sender == KERNEL_SENDER {
+        if message.label == SHARE_REVOKED_LABEL
+            && let Some(position) = listeners.iter().position(|listener| listener.grant() == message.words[0])
+        {
+            let listener = listeners.remove(position);
+            log::info!("netd: the channel of port {} ended (its client revoked it or exited)", listener.port());
+            listener.remove(sockets);
+        }
+        return;
+    }
+    if message.label != LISTEN_LABEL {
+        return;
+    }
+    let [port, grant, length, connections, ..] = message.words;
+    let (status, fresh) = if listeners.iter().any(|listener| listener.grant() == grant) {
+        // A resumed netd still has it (the client asks again after an
+        // update to learn whether netd was restarted).
+        (0, 0)
+    } else {
+        match sockets::Listener::new(message.sender, port, grant, length, connections, sockets) {
+            Ok(listener) => {
+                log::info!(
+                    "netd: listening on TCP port {port} for service {} ({connections} connection(s), grant {grant})",
+                    message.sender
+                );
+                listeners.push(listener);
+                (0, 1)
+            }
+            Err(error) => {
+                let error = match error {
+                    sockets::ListenError::Map(error) => error,
+                    sockets::ListenError::NotAChannel | sockets::ListenError::Invalid => Error::InvalidArgument,
+                };
+                log::warn!("netd: cannot listen on TCP port {port} for service {}: {error}", message.sender);
+                (error.number(), 0)
+            }
+        }
+    };
+    let _ = syscall::reply(message.sender, &Message::new(status, [fresh, 0, 0, 0, 0, 0]));
 }

@@ -64,7 +64,7 @@ fn refusals() -> bool {
         own && nobody && beyond
     };
     let image = expect("granting its own code", syscall::share_grant(code, 4096, "ponger"), Error::PermissionDenied);
-    let unknown = expect("mapping a grant that does not exist", syscall::share_map(999_999), Error::NotFound);
+    let unknown = expect("mapping a grant that does not exist", syscall::share_map(999_999, 4096), Error::NotFound);
     own_name_refused && image && unknown
 }
 
@@ -154,7 +154,7 @@ fn main(updates_to_see: u64) -> i32 {
         }
     };
     let busy = expect("freeing granted memory", syscall::free_preservable(region).map(|()| 0), Error::Busy);
-    let own = expect("mapping its own grant", syscall::share_map(grant), Error::PermissionDenied);
+    let own = expect("mapping its own grant", syscall::share_map(grant, REGION_BYTES), Error::PermissionDenied);
     if refused && busy && own {
         log::info!("pinger: every forbidden grant, map and free was refused");
     }

@@ -45,7 +45,8 @@ struct Ponger {
 
 impl Ponger {
     fn map_channel(&mut self, grant: u64) {
-        let address = match syscall::share_map(grant) {
+        let short = syscall::share_map(grant, REGION_BYTES / 2) == Err(Error::InvalidArgument);
+        let address = match syscall::share_map(grant, REGION_BYTES) {
             Ok(address) => address,
             Err(error) => {
                 log::warn!("ponger: cannot map grant {grant}: {error}");
@@ -53,12 +54,16 @@ impl Ponger {
             }
         };
         self.grants.push((grant, address));
-        let twice = syscall::share_map(grant) == Err(Error::AlreadyExists);
+        let twice = syscall::share_map(grant, REGION_BYTES) == Err(Error::AlreadyExists);
         let revoke = syscall::share_revoke(grant) == Err(Error::PermissionDenied);
-        if twice && revoke {
-            log::info!("ponger: mapped grant {grant}; mapping it twice and revoking it were refused");
+        if twice && revoke && short {
+            log::info!(
+                "ponger: mapped grant {grant}; mapping it at the wrong size, twice, and revoking it were refused"
+            );
         } else {
-            log::warn!("ponger: grant {grant}: mapped twice refused {twice}, revoke refused {revoke}");
+            log::warn!(
+                "ponger: grant {grant}: wrong size refused {short}, mapped twice refused {twice}, revoke refused {revoke}"
+            );
         }
         // SAFETY: the region was just mapped read-write, 8 KiB, and stays
         // mapped for this service's life.
@@ -145,7 +150,7 @@ fn main(_argument: u64) -> i32 {
             DOORBELL => ponger.answer(message.sender),
             GRANT_TO_OUTLIVE => {
                 let grant = message.words[0];
-                match syscall::share_map(grant) {
+                match syscall::share_map(grant, 4096) {
                     Ok(address) => {
                         ponger.grants.push((grant, address));
                         // SAFETY: just mapped read-write, a page long.

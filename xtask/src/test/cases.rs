@@ -592,7 +592,7 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             ),
         )
         .must_contain("pinger: every forbidden grant, map and free was refused")
-        .must_contain("ponger: mapped grant 1; mapping it twice and revoking it were refused")
+        .must_contain("ponger: mapped grant 1; mapping it at the wrong size, twice, and revoking it were refused")
         .must_contain("through 1 update(s), every pong matched")
         .in_order(&[
             "'pinger' granted 0x2000 bytes to 'ponger' (grant 1)",
@@ -617,7 +617,7 @@ fn process_handover_cases(arch: Arch) -> Vec<QemuCase> {
             Expect::demo_with(1, &[], &["kernel fault", "every pong matched"]),
         )
         .must_contain("fault injection: the shared mapping of 'ponger' claims")
-        .must_contain("service 'ponger' cannot be resumed (a region it maps is granted by no resumed owner")
+        .must_contain("service 'ponger' cannot be resumed (a region it maps differs from its resumed owner's grant")
         .must_contain("service 'ponger' (id 1) restarted")
         .must_contain("service 'pinger' (id 2) resumed"),
         // The holder is restarted by every update: the call it had received
@@ -798,8 +798,11 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .qemu_args(VIRTIO_NET)
     .must_contain("fault injection: the device record of 'netd' moves BAR")
     .must_contain("service 'netd' cannot be resumed (its device: BAR")
-    .must_contain("service 'init' (id 2) resumed")
-    .must_contain("service 'counter' (id 4) resumed")
+    .must_contain("service 'echo' (id 2) resumed")
+    .must_contain("service 'init' (id 3) resumed")
+    .must_contain("service 'counter' (id 5) resumed")
+    // echo, resumed, asks the new netd to listen again.
+    .must_contain("echo: netd was restarted; port 7 is served again")
     // The card is stopped before any service runs (and so before any of
     // the old netd's memory can be freed).
     .in_order(&[
@@ -842,7 +845,29 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Echo { port, lines: 20 })
-    .must_contain("netd: TCP echo connection 1 closed");
+    .must_contain("echo: a connection closed by the remote end (1 so far)");
+    // A client of netd's sockets that restarts while netd is resumed: its
+    // grant ends in netd (the owner's memory does not go across), netd
+    // drops that listener, and the client's next instance is served
+    // again through a new grant.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7");
+    let client_restarts = update(
+        arch,
+        "a socket client that restarts ends its grant in the resumed netd and is served again",
+        Module::SecondVersion,
+        &format!("{ONE_UPDATE} demo.wait=1 pci.assign=netd:1af4:1000 kho.inject=damage-process:echo"),
+        Expect::demo_with(1, &[("host: 20 of 20 lines echoed over TCP", 1)], &["kernel panic", "stopping"]),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Echo { port, lines: 20 })
+    .must_contain("service 'echo' cannot be resumed")
+    .must_contain("service 'netd' (id 1) resumed")
+    .in_order(&[
+        "service 'netd': grant 1 ended with the update (its owner restarts)",
+        "netd: the channel of port 7 ended",
+        "echo: serving TCP port 7 through netd (grant 2)",
+    ]);
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
@@ -895,8 +920,9 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Session { port })
-    .must_contain("netd: TCP echo connection 1 closed");
-    vec![found, off, driver, netd, damaged, bypassed, echo, neighbours, session]
+    .must_contain("echo: a connection closed by the remote end (1 so far)")
+    .must_contain("service 'echo' (id");
+    vec![found, off, driver, netd, damaged, bypassed, echo, client_restarts, neighbours, session]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

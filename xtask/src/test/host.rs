@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 /// The crates whose logic is tested on the host.
-pub const HOST_CRATES: [&str; 9] = [
+pub const HOST_CRATES: [&str; 10] = [
     "baton-boot",
     "baton-kho",
     "baton-mm",
@@ -17,6 +17,7 @@ pub const HOST_CRATES: [&str; 9] = [
     "baton-procdesc",
     "baton-pci",
     "baton-channel",
+    "baton-sockets",
     "baton-user",
 ];
 

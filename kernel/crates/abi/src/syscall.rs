@@ -127,10 +127,13 @@ pub enum Syscall {
     /// with it); `free_preservable` of it answers `Busy` until the grant is
     /// revoked. At most [`MAX_GRANTS`] grants a service (`NoMemory`).
     ShareGrant = 33,
-    /// `share_map(grant) -> user address`: the named peer maps a grant
-    /// read-write (never executable). `NotFound` for no such grant,
-    /// `PermissionDenied` when the caller is not its peer,
-    /// `AlreadyExists` when it is mapped already.
+    /// `share_map(grant, length) -> user address`: the named peer maps a
+    /// grant read-write (never executable). `length` is the size the peer
+    /// expects (told by the owner, checked by the kernel): a grant of any
+    /// other size is `InvalidArgument`, so a peer never trusts an owner's
+    /// word for how much memory it reaches. `NotFound` for no such grant,
+    /// `PermissionDenied` when the caller is not its peer, `AlreadyExists`
+    /// when it is mapped already.
     ShareMap = 34,
     /// `share_revoke(grant)`: the owner ends a grant. A peer that had it
     /// mapped keeps its addresses, now backed by zeroed memory of its own
@@ -139,6 +142,14 @@ pub enum Syscall {
     /// The same happens when the owner exits. `PermissionDenied` for
     /// another service's grant.
     ShareRevoke = 35,
+    /// `receive_until(buffer, deadline) -> sender`: as `receive`, but
+    /// gives up when the monotonic clock reaches `deadline` (nanoseconds,
+    /// the clock of `clock`) with `WouldBlock`. A deadline already passed
+    /// takes a queued message or answers `WouldBlock` at once (a poll). An
+    /// update ends the wait early, with `WouldBlock` (messages that arrive
+    /// meanwhile wait in the mailbox): a loop that waits for messages or a
+    /// time just goes round again.
+    ReceiveUntil = 36,
 }
 
 /// The most grants one service holds at a time.
@@ -191,7 +202,7 @@ impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 35] = [
+        const ALL: [Syscall; 36] = [
             Log,
             Exit,
             Yield,
@@ -227,6 +238,7 @@ impl Syscall {
             ShareGrant,
             ShareMap,
             ShareRevoke,
+            ReceiveUntil,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -503,11 +515,20 @@ pub enum Request {
     ShareMap {
         /// The grant.
         grant: u64,
+        /// Its size as the caller expects it (whole pages).
+        length: u64,
     },
     /// See [`Syscall::ShareRevoke`].
     ShareRevoke {
         /// The grant.
         grant: u64,
+    },
+    /// See [`Syscall::ReceiveUntil`].
+    ReceiveUntil {
+        /// Where the message goes.
+        message: UserBuffer,
+        /// When to give up (monotonic nanoseconds).
+        deadline_ns: u64,
     },
 }
 
@@ -643,8 +664,17 @@ impl Request {
                 range: page_range(a0, a1)?,
                 peer: UserBuffer::new(arguments[2], arguments[3], MAX_NAME_BYTES as u64, 1)?,
             },
-            Syscall::ShareMap => Request::ShareMap { grant: a0 },
+            Syscall::ShareMap => {
+                if a1 == 0 {
+                    return Err(Error::InvalidArgument);
+                }
+                if !a1.is_multiple_of(PAGE_SIZE) {
+                    return Err(Error::Misaligned);
+                }
+                Request::ShareMap { grant: a0, length: a1 }
+            }
             Syscall::ShareRevoke => Request::ShareRevoke { grant: a0 },
+            Syscall::ReceiveUntil => Request::ReceiveUntil { message: message(a0)?, deadline_ns: a1 },
         })
     }
 }
@@ -656,12 +686,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=35 {
+        for number in 1..=36 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(36, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(37, [0; 6]), Err(Error::UnknownSyscall));
     }
 
     #[test]
@@ -675,7 +705,10 @@ mod tests {
         assert_eq!(decode([0x10_0000_0800, 0x1000, 0x1000, 4, 0, 0]), Err(Error::Misaligned));
         assert_eq!(decode([0x10_0000_0000, 0x1000, 0x1000, 32, 0, 0]), Err(Error::TooLarge));
         assert_eq!(decode([USER_ADDRESS_LIMIT, 0x1000, 0x1000, 4, 0, 0]), Err(Error::BadAddress));
-        assert_eq!(Request::decode(Syscall::ShareMap as u64, [9, 0, 0, 0, 0, 0]), Ok(Request::ShareMap { grant: 9 }));
+        let map = |arguments: [u64; 6]| Request::decode(Syscall::ShareMap as u64, arguments);
+        assert_eq!(map([9, 0x2000, 0, 0, 0, 0]), Ok(Request::ShareMap { grant: 9, length: 0x2000 }));
+        assert_eq!(map([9, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(map([9, 0x1800, 0, 0, 0, 0]), Err(Error::Misaligned));
         assert_eq!(
             Request::decode(Syscall::ShareRevoke as u64, [9, 0, 0, 0, 0, 0]),
             Ok(Request::ShareRevoke { grant: 9 })
@@ -800,7 +833,7 @@ mod tests {
                     | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. }
                     | Request::ShareGrant { peer: buffer, .. } => Some(buffer),
                     Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
-                    | Request::Reply { message, .. } => Some(message),
+                    | Request::Reply { message, .. } | Request::ReceiveUntil { message, .. } => Some(message),
                     _ => None,
                 };
                 if let Some(buffer) = buffer {

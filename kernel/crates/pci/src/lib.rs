@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 mod bars;
+pub mod msix;
 mod ranges;
 
 pub use bars::{AssignError, Bar, BarKind, Window, Windows, assign_bars, check_programmed, size_bars};

@@ -274,3 +274,39 @@ fn a_handed_over_bar_is_checked_without_a_single_write() {
     let io_as_memory = Bar { kind: BarKind::Memory32 { is_prefetchable: false }, ..bars[0] };
     assert!(check_programmed(&segment, net.address, &io_as_memory).is_err());
 }
+
+#[test]
+fn the_virtio_cards_msix_table_and_pba_are_found() {
+    for (fixture, card) in [(Q35, at(0, 2, 0)), (VIRT, at(0, 1, 0))] {
+        let segment = fake::load(fixture);
+        let function = functions(&segment).into_iter().find(|function| function.address == card).unwrap();
+        let msix = baton_pci::msix::Msix::read(&segment, &function).unwrap();
+        // QEMU's virtio-net: vectors for the config change and each queue
+        // (4 with one queue pair), table at the start of BAR 1, PBA at
+        // 0x800 in it.
+        assert_eq!(msix.table_size, 4, "{fixture:.40}");
+        assert_eq!((msix.table_bar, msix.table_offset), (1, 0));
+        assert_eq!((msix.pba_bar, msix.pba_offset), (1, 0x800));
+        assert_eq!(msix.entry_offset(3), Some(0x30));
+        assert_eq!(msix.entry_offset(4), None);
+        assert_eq!((msix.table_bytes(), msix.pba_bytes()), (64, 8));
+        // BAR 1's only page holds both; BAR 4 (the virtio registers) is free.
+        assert!(msix.overlaps(1, 0, 4096, 4096));
+        assert!(msix.overlaps(1, 0x800, 8, 4096));
+        assert!(!msix.overlaps(4, 0, 0x4000, 4096));
+        assert!(!msix.overlaps(1, 0x1000, 4096, 4096));
+        // The capability's registers are the kernel's; others are not.
+        let offset = msix.capability_offset;
+        for register in [offset & !3, offset + 4, offset + 8] {
+            assert!(baton_pci::msix::is_interrupt_register(&function, register), "{register:#x}");
+        }
+        assert!(!baton_pci::msix::is_interrupt_register(&function, 0x100));
+        assert!(!baton_pci::msix::is_interrupt_register(&function, offset + 12));
+    }
+}
+
+#[test]
+fn a_table_entry_is_address_data_and_mask() {
+    assert_eq!(baton_pci::msix::table_entry(0xfee0_1000, 0x41, false), [0xfee0_1000, 0, 0x41, 0]);
+    assert_eq!(baton_pci::msix::table_entry(0x1_0802_0040, 80, true), [0x0802_0040, 1, 80, 1]);
+}

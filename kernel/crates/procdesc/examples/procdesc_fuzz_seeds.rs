@@ -27,6 +27,7 @@ fn mapping(virtual_start: u64, kind: MappingKind, is_writable: bool, folio_order
         is_writable,
         is_executable: kind == MappingKind::Image && !is_writable,
         folio_order,
+        grant_id: if kind == MappingKind::Shared { 1 } else { 0 },
         runs,
     }
 }

@@ -39,6 +39,8 @@ pub struct MappedRange {
     pub is_executable: bool,
     /// Folio order (preservable memory; zero otherwise).
     pub folio_order: u32,
+    /// The grant a shared range comes from (zero for every other kind).
+    pub grant_id: u64,
 }
 
 /// What the next range does to the mapping being built.
@@ -58,7 +60,8 @@ fn step(last: &MappedRange, runs: usize, next: &MappedRange) -> Step {
         && last.kind == next.kind
         && last.is_writable == next.is_writable
         && last.is_executable == next.is_executable
-        && last.folio_order == next.folio_order;
+        && last.folio_order == next.folio_order
+        && last.grant_id == next.grant_id;
     if !continues {
         Step::NewMapping
     } else if last.kind != MappingKind::Preservable
@@ -127,6 +130,7 @@ pub fn coalesce(ranges: impl IntoIterator<Item = MappedRange>) -> Vec<Mapping> {
                 is_writable: range.is_writable,
                 is_executable: range.is_executable,
                 folio_order: range.folio_order,
+                grant_id: range.grant_id,
                 runs: alloc::vec![run],
             }),
         }
@@ -144,6 +148,7 @@ mod tests {
 
     fn preservable(virtual_start: u64, phys_start: u64, size_bytes: u64) -> MappedRange {
         MappedRange {
+            grant_id: 0,
             virtual_start,
             size_bytes,
             phys_start,

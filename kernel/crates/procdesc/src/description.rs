@@ -257,6 +257,9 @@ pub struct Mapping {
     /// The folio order of a [`MappingKind::Preservable`] mapping; zero for
     /// every other kind.
     pub folio_order: u32,
+    /// The grant a [`MappingKind::Shared`] mapping comes from (its owner's
+    /// id for it, not zero); zero for every other kind.
+    pub grant_id: u64,
     /// The physical runs, in virtual order, summing to `size_bytes`.
     pub runs: Vec<PhysicalRun>,
 }

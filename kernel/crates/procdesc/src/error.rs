@@ -429,9 +429,15 @@ pub enum ProcessErrorKind {
     InvalidGrantRange,
     /// The peer's mapping is not page aligned or ends past the user half.
     InvalidPeerMapping,
-    /// A shared mapping is executable, has a folio order, or has more than
-    /// one run.
+    /// A shared mapping is executable, has a folio order, more than one
+    /// run, or grant id zero.
     InvalidSharedMapping,
+    /// A property only another mapping kind has (`grant-id` on a mapping
+    /// that is not shared).
+    PropertyNotForKind {
+        /// The property.
+        property: Property,
+    },
 
     // Across processes.
     /// Another process node claims the same service id. Every node sharing
@@ -559,7 +565,10 @@ impl fmt::Display for ProcessErrorKind {
             }
             Self::InvalidPeerMapping => write!(formatter, "peer mapping is not a page-aligned user address"),
             Self::InvalidSharedMapping => {
-                write!(formatter, "shared mapping is executable, has a folio order or more than one run")
+                write!(formatter, "shared mapping is executable, has a folio order, more than one run or no grant id")
+            }
+            Self::PropertyNotForKind { property } => {
+                write!(formatter, "{property} does not belong to this mapping kind")
             }
             Self::DuplicateServiceId => write!(formatter, "another process has the same service id"),
             Self::DuplicateName => write!(formatter, "another process has the same name"),

@@ -438,6 +438,13 @@ fn decode_mapping<'a>(properties: impl Iterator<Item = (&'a str, &'a [u8])>) -> 
     }
     let folio_order = slots.u32(Property::FolioOrder)?;
     let runs = decode_runs(slots.required(Property::PhysicalRuns)?)?;
+    // Present exactly on shared mappings (the rules check it is not zero).
+    let grant_id = match (kind, slots.get(Property::GrantId)) {
+        (MappingKind::Shared, Some(value)) => u64_value(Property::GrantId, value)?,
+        (MappingKind::Shared, None) => return Err(ProcessErrorKind::MissingProperty { property: Property::GrantId }),
+        (_, Some(_)) => return Err(ProcessErrorKind::PropertyNotForKind { property: Property::GrantId }),
+        (_, None) => 0,
+    };
     Ok(Mapping {
         virtual_start,
         size_bytes,
@@ -445,6 +452,7 @@ fn decode_mapping<'a>(properties: impl Iterator<Item = (&'a str, &'a [u8])>) -> 
         is_writable: access_flags & ACCESS_FLAG_WRITABLE != 0,
         is_executable: access_flags & ACCESS_FLAG_EXECUTABLE != 0,
         folio_order,
+        grant_id,
         runs,
     })
 }

@@ -38,8 +38,12 @@ pub(crate) fn check_description(description: &ProcessDescription) -> Result<(), 
         if mapping.kind == MappingKind::Device {
             check_device_mapping(mapping, &description.devices).map_err(at_mapping)?;
         }
-        if mapping.kind == MappingKind::Shared && (mapping.is_executable || mapping.runs.len() != 1) {
+        let is_shared = mapping.kind == MappingKind::Shared;
+        if is_shared && (mapping.is_executable || mapping.runs.len() != 1 || mapping.grant_id == 0) {
             return Err(at_mapping(ProcessErrorKind::InvalidSharedMapping));
+        }
+        if !is_shared && mapping.grant_id != 0 {
+            return Err(at_mapping(ProcessErrorKind::PropertyNotForKind { property: crate::Property::GrantId }));
         }
     }
     check_overlaps(&description.mappings)?;

@@ -113,7 +113,7 @@ pub enum Property {
     /// Device: `bars`, (u64 register index | kind number << 8, u64 bus
     /// address, u64 CPU address, u64 size in bytes) × 0 to 6.
     Bars,
-    /// Grant: `grant-id`, u64 (not zero).
+    /// Grant, and shared mapping (only): `grant-id`, u64 (not zero).
     GrantId,
     /// Grant: `peer`, NUL-terminated service name.
     Peer,
@@ -195,13 +195,14 @@ pub(crate) const PROCESS_PROPERTIES: [Property; 18] = [
 ];
 
 /// The properties of a mapping node, in the order they are written.
-pub(crate) const MAPPING_PROPERTIES: [Property; 6] = [
+pub(crate) const MAPPING_PROPERTIES: [Property; 7] = [
     Property::VirtualStart,
     Property::SizeBytes,
     Property::Kind,
     Property::AccessFlags,
     Property::FolioOrder,
     Property::PhysicalRuns,
+    Property::GrantId,
 ];
 
 /// The properties of a message node, in the order they are written.

@@ -141,5 +141,8 @@ fn write_mapping(writer: &mut SubFdtWriter, position: usize, mapping: &Mapping) 
     writer.property_u32(Property::FolioOrder.name(), mapping.folio_order)?;
     let runs = mapping.runs.iter().flat_map(|run| [run.phys_start, run.size_bytes]);
     writer.property(Property::PhysicalRuns.name(), &word_list(runs))?;
+    if mapping.kind == crate::MappingKind::Shared {
+        writer.property_u64(Property::GrantId.name(), mapping.grant_id)?;
+    }
     writer.end_node(node)
 }

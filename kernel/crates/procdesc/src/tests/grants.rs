@@ -37,7 +37,9 @@ fn shared_processes(architecture: Architecture) -> Vec<ProcessDescription> {
         size_bytes: 4 * KIB,
         peer_virtual_start: None,
     });
-    processes[1].mappings.push(mapping(PEER_VIRTUAL, MappingKind::Shared, "rw", &[run(GRANT_PHYSICAL, 12 * KIB)]));
+    let mut shared = mapping(PEER_VIRTUAL, MappingKind::Shared, "rw", &[run(GRANT_PHYSICAL, 12 * KIB)]);
+    shared.grant_id = 7;
+    processes[1].mappings.push(shared);
     processes
 }
 
@@ -178,6 +180,38 @@ fn a_shared_mapping_is_one_run_of_data() {
         part,
         Kind::InvalidSharedMapping,
     );
+}
+
+#[test]
+fn a_shared_mapping_names_its_grant_and_no_other_mapping_does() {
+    let property = crate::Property::GrantId;
+    // The shared mapping without its grant id (node 1's mapping@8).
+    let blob = write_processes(&shared_processes(X86_64)).unwrap();
+    let mut tree = tree_of(&blob);
+    let shared = tree.children[1].children.iter_mut().find(|child| child.name == "mapping@8").unwrap();
+    shared.properties.retain(|(name, _)| name != "grant-id");
+    let error = only_error(&blob_of(&tree), X86_64, 1);
+    assert_eq!((error.part, error.kind), (Part::Mapping { mapping_index: 8 }, Kind::MissingProperty { property }));
+    // A grant id on an image mapping.
+    let mut tree = tree_of(&blob);
+    let image = tree.children[1].children.iter_mut().find(|child| child.name == "mapping@0").unwrap();
+    image.properties.push((String::from("grant-id"), 7_u64.to_ne_bytes().to_vec()));
+    let error = only_error(&blob_of(&tree), X86_64, 1);
+    assert_eq!((error.part, error.kind), (Part::Mapping { mapping_index: 0 }, Kind::PropertyNotForKind { property }));
+    // Grant id zero, and a grant id on another kind, in typed descriptions.
+    refused_rule(
+        1,
+        |kvstore| kvstore.mappings[8].grant_id = 0,
+        Part::Mapping { mapping_index: 8 },
+        Kind::InvalidSharedMapping,
+    );
+    // (The encoder writes a grant id only on shared mappings, so only the
+    // writer can be handed this one.)
+    let mut processes = shared_processes(X86_64);
+    processes[1].mappings[0].grant_id = 3;
+    let kind = Kind::PropertyNotForKind { property };
+    let part = Part::Mapping { mapping_index: 0 };
+    assert_eq!(write_processes(&processes), Err(WriteError::InvalidProcess { process_index: 1, part, kind }));
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub(crate) fn mapping(virtual_start: u64, kind: MappingKind, access: &str, runs:
         is_writable: access.contains('w'),
         is_executable: access.contains('x'),
         folio_order: 0,
+        grant_id: if kind == MappingKind::Shared { 1 } else { 0 },
         runs: runs.to_vec(),
     }
 }

@@ -211,7 +211,7 @@ fn every_required_property_must_be_present() {
     for property in PROCESS_PROPERTIES.into_iter().filter(|property| !optional.contains(property)) {
         refused(|process| process.remove(property.name()), Part::Process, Kind::MissingProperty { property });
     }
-    for property in MAPPING_PROPERTIES {
+    for property in MAPPING_PROPERTIES.into_iter().filter(|property| *property != Property::GrantId) {
         refused(
             |process| process.child("mapping@4").remove(property.name()),
             mapping_part(4),

@@ -1,0 +1,256 @@
+//! TCP sockets for other services: a client grants netd a channel region
+//! and asks it (IPC, `LISTEN_LABEL`) to listen on a port; netd keeps a few
+//! smoltcp sockets listening there and carries each connection's events
+//! and bytes as `baton-sockets` records in the channel, ringing the
+//! client's doorbell when it wrote some.
+//!
+//! Everything lives in netd's memory and the client's region, so a
+//! resumed netd and a resumed client carry on through an update mid-
+//! connection: the region stays mapped in both at the same addresses.
+
+use alloc::vec::Vec;
+use baton_sockets::{DOORBELL_LABEL, MAX_PAYLOAD, MAX_RECORD, Record, RecordReader};
+use baton_user::channel::{Endpoint, Region, Side};
+use baton_user::{Error, Message, syscall};
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+
+/// The most connections one listener accepts at a time.
+pub const MAX_CONNECTIONS: u64 = 8;
+/// The largest channel region netd maps.
+const MAX_REGION_BYTES: u64 = 1 << 20;
+
+/// One accepted-or-listening socket of a listener.
+struct Connection {
+    handle: SocketHandle,
+    /// The client was told it was accepted.
+    is_announced: bool,
+    /// The client knows it is over (told `Closed`, or it sent `Close`).
+    is_over: bool,
+}
+
+/// One client's listening port.
+pub struct Listener {
+    client: u64,
+    grant: u64,
+    port: u16,
+    endpoint: Endpoint<Region>,
+    reader: RecordReader,
+    /// Client bytes a socket could not take yet: (connection, bytes).
+    pending: Option<(u8, Vec<u8>)>,
+    connections: Vec<Connection>,
+}
+
+/// Why a listen request is refused.
+pub enum ListenError {
+    /// The grant cannot be mapped.
+    Map(Error),
+    /// The region is not a channel netd can attach to.
+    NotAChannel,
+    /// Bad arguments (port 0, no connections).
+    Invalid,
+}
+
+fn tcp_socket() -> tcp::Socket<'static> {
+    let mut socket =
+        tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 8192]), tcp::SocketBuffer::new(alloc::vec![0; 8192]));
+    // Small requests are answered at once: no Nagle coalescing behind an
+    // unacknowledged segment, no delayed acknowledgement.
+    socket.set_nagle_enabled(false);
+    socket.set_ack_delay(None);
+    socket
+}
+
+impl Listener {
+    /// Maps `grant` (from `client`, `length` bytes), attaches to the
+    /// channel in it and starts `connections` sockets listening on `port`.
+    pub fn new(
+        client: u64,
+        port: u64,
+        grant: u64,
+        length: u64,
+        connections: u64,
+        sockets: &mut SocketSet<'static>,
+    ) -> Result<Listener, ListenError> {
+        let port = u16::try_from(port).ok().filter(|port| *port != 0).ok_or(ListenError::Invalid)?;
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            return Err(ListenError::Invalid);
+        }
+        if length > MAX_REGION_BYTES {
+            return Err(ListenError::Invalid);
+        }
+        // The kernel maps it only if the grant is `length` bytes.
+        let address = syscall::share_map(grant, length).map_err(ListenError::Map)?;
+        // SAFETY: the grant was just mapped read-write, `length` bytes;
+        // the kernel keeps the addresses valid for netd's life (zeroed if
+        // the grant ends). `attach` checks the channel fits in them.
+        let memory = unsafe { Region::new(address, length) };
+        let endpoint = Endpoint::attach(memory, Side::Attacher).map_err(|_| ListenError::NotAChannel)?;
+        let mut listener = Listener {
+            client,
+            grant,
+            port,
+            endpoint,
+            reader: RecordReader::new(),
+            pending: None,
+            connections: Vec::new(),
+        };
+        for _ in 0..connections {
+            let mut socket = tcp_socket();
+            if socket.listen(port).is_err() {
+                return Err(ListenError::Invalid);
+            }
+            let handle = sockets.add(socket);
+            listener.connections.push(Connection { handle, is_announced: false, is_over: false });
+        }
+        Ok(listener)
+    }
+
+    /// The client's grant.
+    pub fn grant(&self) -> u64 {
+        self.grant
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The client.
+    pub fn client(&self) -> u64 {
+        self.client
+    }
+
+    /// Gives the sockets back (the client went away).
+    pub fn remove(self, sockets: &mut SocketSet<'static>) {
+        for connection in self.connections {
+            sockets.get_mut::<tcp::Socket>(connection.handle).abort();
+            sockets.remove(connection.handle);
+        }
+    }
+
+    /// Moves bytes both ways and reports connection events. `Err` when the
+    /// channel is broken (the client wrote nonsense): drop the listener.
+    pub fn service(&mut self, sockets: &mut SocketSet<'static>) -> Result<(), &'static str> {
+        self.take_from_client(sockets)?;
+        let wrote = self.pass_to_client(sockets)?;
+        if wrote {
+            // A full mailbox already holds a doorbell: nothing is lost.
+            let _ = syscall::send(self.client, &Message::new(DOORBELL_LABEL, [0; 6]));
+        }
+        Ok(())
+    }
+
+    /// Takes the client's records and hands their bytes to the sockets,
+    /// stopping at the first a socket cannot take yet.
+    fn take_from_client(&mut self, sockets: &mut SocketSet<'static>) -> Result<(), &'static str> {
+        loop {
+            if let Some((connection, bytes)) = self.pending.take() {
+                let Some(handle) = self.connections.get(usize::from(connection)).map(|c| c.handle) else {
+                    continue;
+                };
+                let socket = sockets.get_mut::<tcp::Socket>(handle);
+                let sent = socket.send_slice(&bytes).unwrap_or(bytes.len());
+                if sent < bytes.len() {
+                    self.pending = Some((connection, bytes[sent..].to_vec()));
+                    return Ok(());
+                }
+            }
+            let endpoint = &mut self.endpoint;
+            let record = match self.reader.next(|space| endpoint.receive(space)) {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err("the client broke the channel"),
+            };
+            match record {
+                Record::Data { connection, bytes } => {
+                    let is_live =
+                        self.connections.get(usize::from(connection)).is_some_and(|c| c.is_announced && !c.is_over);
+                    if is_live {
+                        self.pending = Some((connection, bytes.to_vec()));
+                    }
+                }
+                Record::Close { connection } => {
+                    if let Some(state) = self.connections.get_mut(usize::from(connection))
+                        && state.is_announced
+                    {
+                        state.is_over = true;
+                        sockets.get_mut::<tcp::Socket>(state.handle).close();
+                    }
+                }
+                Record::Accepted { .. } | Record::Closed { .. } => return Err("the client sent netd's records"),
+            }
+        }
+    }
+
+    /// Writes a record if the ring has room for all of it.
+    fn put(endpoint: &mut Endpoint<Region>, record: &Record<'_>) -> Result<bool, &'static str> {
+        let mut buffer = [0u8; MAX_RECORD];
+        let length = record.encode(&mut buffer).ok_or("a record netd cannot encode")?;
+        let room = endpoint.writable().map_err(|_| "the client broke the channel")?;
+        if (room as usize) < length {
+            return Ok(false);
+        }
+        endpoint.send(&buffer[..length]).map_err(|_| "the client broke the channel")?;
+        Ok(true)
+    }
+
+    /// Tells the client what happened on each connection and passes on
+    /// what arrived; re-arms sockets whose connection is over.
+    fn pass_to_client(&mut self, sockets: &mut SocketSet<'static>) -> Result<bool, &'static str> {
+        let mut wrote = false;
+        for (index, state) in self.connections.iter_mut().enumerate() {
+            let connection = index as u8;
+            let socket = sockets.get_mut::<tcp::Socket>(state.handle);
+            if !state.is_announced && socket.state() == tcp::State::Established {
+                let (address, port) = match socket.remote_endpoint() {
+                    Some(endpoint) => match endpoint.addr {
+                        IpAddress::Ipv4(address) => (address.octets(), endpoint.port),
+                    },
+                    None => ([0; 4], 0),
+                };
+                if !Self::put(&mut self.endpoint, &Record::Accepted { connection, address, port })? {
+                    continue;
+                }
+                state.is_announced = true;
+                wrote = true;
+            }
+            if !state.is_announced {
+                continue;
+            }
+            while socket.can_recv() && !state.is_over {
+                let room = self.endpoint.writable().map_err(|_| "the client broke the channel")? as usize;
+                let Some(space) = room.checked_sub(baton_sockets::HEADER_BYTES).filter(|space| *space > 0) else {
+                    break;
+                };
+                let mut chunk = [0u8; MAX_PAYLOAD];
+                let wanted = space.min(MAX_PAYLOAD);
+                let Ok(count) = socket.recv_slice(&mut chunk[..wanted]) else { break };
+                if count == 0 {
+                    break;
+                }
+                Self::put(&mut self.endpoint, &Record::Data { connection, bytes: &chunk[..count] })?;
+                wrote = true;
+            }
+            // The remote end finished sending (or reset) and every byte
+            // it sent is passed on: the connection is over for the client.
+            if !state.is_over && !socket.may_recv() && !socket.can_recv() {
+                if !Self::put(&mut self.endpoint, &Record::Closed { connection })? {
+                    continue;
+                }
+                state.is_over = true;
+                wrote = true;
+                socket.close();
+            }
+            if state.is_over && socket.state() == tcp::State::Closed {
+                state.is_announced = false;
+                state.is_over = false;
+                if socket.listen(self.port).is_err() {
+                    log::warn!("netd: cannot listen on TCP port {} again", self.port);
+                }
+            }
+        }
+        Ok(wrote)
+    }
+}
