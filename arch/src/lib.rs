@@ -141,6 +141,9 @@ pub enum Irq {
     Timer,
     /// A spurious interrupt (nothing to do, nothing to acknowledge).
     Spurious,
+    /// A message-signalled interrupt (MSI-X) the kernel routed, by slot
+    /// (see `interrupts::message_target`).
+    Message(u32),
     /// Anything else, by its number.
     Other(u32),
 }

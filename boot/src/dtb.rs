@@ -227,6 +227,12 @@ fn read_interrupts(info: &mut BootInfo, fdt: &Fdt<'_>) {
                 Some(InterruptController::GicV2 { distributor: distributor.start, cpu_interface: cpu_interface.start });
         }
     }
+    // GICv2m: message interrupts become SPIs through this frame.
+    if let Some(frame) = fdt.find_compatible(&["arm,gic-v2m-frame"])
+        && let Some(range) = reg_ranges(frame).next()
+    {
+        info.msi_frame = Some(range.start);
+    }
     // The architected timer lists four PPIs: secure, non-secure physical,
     // virtual, hypervisor (each as <type number flags>). PPI n is INTID n+16.
     if let Some(timer) = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
@@ -419,6 +425,7 @@ mod tests {
         let mut info = BootInfo::new(BootPath::LinuxImage);
         parse_into(&mut info, blob, 0x4000_0000, MemoryNodes::Read);
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+        assert_eq!(info.msi_frame, Some(0x802_0000), "the GICv2m frame");
         let bridge = info.pci_host.expect("a host bridge");
         assert_eq!((bridge.ecam_start, bridge.ecam_size_bytes), (0x40_1000_0000, 0x1000_0000));
         assert_eq!((bridge.first_bus, bridge.last_bus, bridge.last_reachable_bus()), (0, 255, Some(255)));

@@ -307,6 +307,9 @@ pub fn write(info: &BootInfo, extras: &HandoverExtras<'_>) -> Result<Vec<u8>, ba
     if let Some(timer) = info.timer_interrupt {
         writer.property_u32("timer-interrupt", timer)?;
     }
+    if let Some(frame) = info.msi_frame {
+        writer.property_u64("msi-frame", frame)?;
+    }
     if let Some(bridge) = info.pci_host.as_ref().or(extras.pci_host.as_ref()) {
         let mut bytes = Vec::new();
         let head = [bridge.ecam_start, bridge.ecam_size_bytes, u64::from(bridge.first_bus), u64::from(bridge.last_bus)];
@@ -492,6 +495,7 @@ pub fn parse(bytes: &[u8], blob_phys: u64, root_fdt: u64, info: &mut BootInfo) -
         };
     }
     info.timer_interrupt = property("timer-interrupt").and_then(native_u32);
+    info.msi_frame = property("msi-frame").and_then(native_u64);
     if let Some(value) = property("pci-host-bridge") {
         let [ecam_start, ecam_size_bytes, first_bus, last_bus, windows @ ..] = records::<13>(value)
             .and_then(|mut records| records.next())
@@ -581,6 +585,7 @@ mod tests {
         info.interrupt_controller =
             Some(InterruptController::GicV3 { distributor: 0x800_0000, redistributor: 0x80a_0000 });
         info.timer_interrupt = Some(27);
+        info.msi_frame = Some(0x802_0000);
         info.pci_host = Some(baton_pci::HostBridge {
             ecam_start: 0x40_1000_0000,
             ecam_size_bytes: 0x1000_0000,
@@ -642,6 +647,7 @@ mod tests {
         assert_eq!(parsed.serial, info.serial);
         assert_eq!(parsed.interrupt_controller, info.interrupt_controller);
         assert_eq!(parsed.timer_interrupt, Some(27));
+        assert_eq!(parsed.msi_frame, Some(0x802_0000));
         assert_eq!(parsed.pci_host, info.pci_host);
         let kho = parsed.kho.unwrap();
         assert_eq!(kho.scratch.as_slice(), scratch);

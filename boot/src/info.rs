@@ -369,6 +369,9 @@ pub struct BootInfo {
     /// The interrupt number (INTID) of the timer the kernel uses, when the
     /// firmware tables name it.
     pub timer_interrupt: Option<u32>,
+    /// The GICv2m MSI frame (aarch64: where devices write to raise a
+    /// message interrupt), when the device tree has one.
+    pub msi_frame: Option<u64>,
     /// The PCI host bridge the device tree describes (aarch64; x86_64
     /// finds its ECAM in ACPI's MCFG, which the kernel reads).
     pub pci_host: Option<baton_pci::HostBridge>,
@@ -401,6 +404,7 @@ impl BootInfo {
             serial: None,
             interrupt_controller: None,
             timer_interrupt: None,
+            msi_frame: None,
             pci_host: None,
             handover: None,
             kho: None,

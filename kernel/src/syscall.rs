@@ -146,7 +146,11 @@ fn pci_error(error: PciError) -> Error {
         PciError::NotEnumerated => Error::WouldBlock,
         PciError::NotFound => Error::NotFound,
         PciError::NotOwner | PciError::ReadOnly => Error::PermissionDenied,
-        PciError::NoSuchBar | PciError::PastTheEnd => Error::InvalidArgument,
+        PciError::NoSuchBar | PciError::PastTheEnd | PciError::NoInterrupts | PciError::NoSuchEntry => {
+            Error::InvalidArgument
+        }
+        PciError::KernelOwned => Error::PermissionDenied,
+        PciError::AlreadyRouted => Error::AlreadyExists,
     }
 }
 
@@ -268,7 +272,8 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         Request::DeviceOwned { .. }
         | Request::DeviceMap { .. }
         | Request::DeviceConfigRead { .. }
-        | Request::DeviceConfigWrite { .. } => run_device(tasks, id, request),
+        | Request::DeviceConfigWrite { .. }
+        | Request::DeviceIrq { .. } => run_device(tasks, id, request),
         Request::ShareGrant { .. } | Request::ShareMap { .. } | Request::ShareRevoke { .. } => {
             run_share(tasks, id, request)
         }
@@ -322,6 +327,10 @@ fn run_device(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, C
         }
         Request::DeviceConfigWrite { address, offset, value } => {
             pci::config_write(name, address, offset, value)?;
+            Ok(Outcome::Done(0))
+        }
+        Request::DeviceIrq { address, entry } => {
+            pci::route_entry(name, id, address, entry)?;
             Ok(Outcome::Done(0))
         }
         // `run` sends each call to its group.

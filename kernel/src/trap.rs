@@ -23,6 +23,11 @@ pub fn baton_trap(frame: &mut TrapFrame) -> *mut TrapFrame {
             let next = match irq {
                 Irq::Timer => crate::task::tick(frame),
                 Irq::Spurious => frame,
+                // A driver's device: a message to the driver.
+                Irq::Message(slot) => match crate::pci::route(slot) {
+                    Some(route) => crate::task::interrupt(frame, route.owner, route.address.0, route.entry),
+                    None => frame,
+                },
                 Irq::Other(number) => {
                     log::warn!(target: "trap", "unexpected interrupt {number}");
                     frame

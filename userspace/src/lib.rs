@@ -33,7 +33,7 @@ pub use baton_abi::error as baton_abi_error;
 /// System call numbers, for services that issue raw calls (tests).
 pub use baton_abi::syscall as baton_abi_syscall;
 pub use baton_abi::{
-    BallastStart, Error, InitStart, MAX_GRANTS, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, Message, PAGE_SIZE,
+    BallastStart, Error, IRQ_LABEL, InitStart, MAX_GRANTS, MAX_SUB_FDT_BYTES, MAX_USER_FOLIO_ORDER, Message, PAGE_SIZE,
     PciAddress, SHARE_REVOKED_LABEL, UpdateEvent, UpdateFate, UpdateImage, message,
 };
 /// The sub-FDT writer services publish their state with (shared with the

@@ -237,6 +237,13 @@ pub fn device_map(address: PciAddress, bar: u8, offset: u64, length: u64) -> Res
     call(Syscall::DeviceMap, [u64::from(address.0), u64::from(bar), offset, length, 0, 0])
 }
 
+/// Routes MSI-X entry `entry` of the caller's device to it: each
+/// interrupt arrives as a message with label [`crate::IRQ_LABEL`].
+/// `InvalidArgument` where no message interrupt can be routed (poll).
+pub fn device_irq(address: PciAddress, entry: u16) -> Result<()> {
+    call(Syscall::DeviceIrq, [u64::from(address.0), u64::from(entry), 0, 0, 0, 0]).map(drop)
+}
+
 /// A 32-bit configuration register of the caller's device.
 pub fn device_config_read(address: PciAddress, offset: u16) -> Result<u32> {
     call(Syscall::DeviceConfigRead, [u64::from(address.0), u64::from(offset), 0, 0, 0, 0]).map(|value| value as u32)

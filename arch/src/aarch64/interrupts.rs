@@ -14,6 +14,22 @@ static VERSION: AtomicU8 = AtomicU8::new(0);
 static DISTRIBUTOR: AtomicU64 = AtomicU64::new(0);
 static CPU_INTERFACE: AtomicU64 = AtomicU64::new(0);
 static TIMER_INTERRUPT: AtomicU32 = AtomicU32::new(DEFAULT_TIMER_INTERRUPT);
+/// The GICv2m frame: its physical address (what devices write to), and
+/// the SPIs it raises (first, count); 0 without one.
+static MSI_FRAME_PHYS: AtomicU64 = AtomicU64::new(0);
+static MSI_FIRST_SPI: AtomicU32 = AtomicU32::new(0);
+static MSI_SPI_COUNT: AtomicU32 = AtomicU32::new(0);
+/// How many message interrupts the kernel can route at a time (at most;
+/// the frame may offer fewer).
+pub const MESSAGE_SLOTS: u32 = 32;
+/// GICv2m: MSI_TYPER (first SPI in bits 16..26, count in 0..10) and the
+/// doorbell register a device writes the SPI number to.
+const V2M_MSI_TYPER: u64 = 0x008;
+const V2M_MSI_SETSPI_NS: u64 = 0x040;
+// Distributor: interrupt configuration (2 bits each, bit 1 edge) and
+// targets (a byte each, a CPU mask).
+const GICD_ICFGR: u64 = 0xc00;
+const GICD_ITARGETSR: u64 = 0x800;
 
 // Distributor registers (both versions).
 const GICD_CTLR: u64 = 0x000;
@@ -65,6 +81,14 @@ pub fn init(info: &BootInfo) -> Result<(), InterruptError> {
             DISTRIBUTOR.store(distributor, Ordering::Relaxed);
             CPU_INTERFACE.store(cpu, Ordering::Relaxed);
             VERSION.store(2, Ordering::Relaxed);
+            if let Some(frame) = info.msi_frame
+                && let Some(registers) = super::device_window::map(frame, 0x1000)
+            {
+                let typer = read32(registers, V2M_MSI_TYPER);
+                MSI_FIRST_SPI.store((typer >> 16) & 0x3ff, Ordering::Relaxed);
+                MSI_SPI_COUNT.store((typer & 0x3ff).min(MESSAGE_SLOTS), Ordering::Relaxed);
+                MSI_FRAME_PHYS.store(frame, Ordering::Relaxed);
+            }
         }
         InterruptController::GicV3 { distributor, redistributor } => {
             let distributor = map(distributor, 0x1_0000)?;
@@ -153,8 +177,12 @@ pub fn claim(_frame: &super::trap::TrapFrame) -> Irq {
         _ => SPURIOUS_INTERRUPT,
     };
     LAST_CLAIMED.store(intid, Ordering::Relaxed);
+    let first_message = MSI_FIRST_SPI.load(Ordering::Relaxed);
+    let messages = MSI_SPI_COUNT.load(Ordering::Relaxed);
     if intid >= SPURIOUS_INTERRUPT {
         Irq::Spurious
+    } else if messages > 0 && (first_message..first_message + messages).contains(&intid) {
+        Irq::Message(intid - first_message)
     } else if intid == TIMER_INTERRUPT.load(Ordering::Relaxed) {
         // Re-arm the next tick relative to now.
         // SAFETY: reprogramming the virtual timer only schedules interrupts.
@@ -168,6 +196,33 @@ pub fn claim(_frame: &super::trap::TrapFrame) -> Irq {
 }
 
 static LAST_CLAIMED: AtomicU32 = AtomicU32::new(SPURIOUS_INTERRUPT);
+
+/// Where a device writes, and what, to raise message-interrupt `slot`:
+/// the GICv2m frame's doorbell and the slot's SPI. `None` without a frame
+/// (a GICv3 machine: its ITS is not driven yet, so drivers poll) or past
+/// the frame's SPIs.
+pub fn message_target(slot: u32) -> Option<(u64, u32)> {
+    let frame = MSI_FRAME_PHYS.load(Ordering::Relaxed);
+    if frame == 0 || slot >= MSI_SPI_COUNT.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some((frame + V2M_MSI_SETSPI_NS, MSI_FIRST_SPI.load(Ordering::Relaxed) + slot))
+}
+
+/// Lets message-interrupt `slot` through the distributor: its SPI edge
+/// triggered, aimed at this CPU, enabled. `false` when there is no such
+/// slot.
+pub fn enable_message(slot: u32) -> bool {
+    let Some((_, spi)) = message_target(slot) else { return false };
+    let distributor = DISTRIBUTOR.load(Ordering::Relaxed);
+    let field = u64::from(spi % 16) * 2;
+    let config = GICD_ICFGR + 4 * u64::from(spi / 16);
+    write32(distributor, config, read32(distributor, config) | (0b10 << field));
+    write8(distributor, GICD_ITARGETSR + u64::from(spi), 1);
+    write8(distributor, GICD_IPRIORITYR + u64::from(spi), 0x80);
+    write32(distributor, GICD_ISENABLER + 4 * u64::from(spi / 32), 1 << (spi % 32));
+    true
+}
 
 /// Signals the end of handling `irq` to the GIC.
 pub fn complete(irq: Irq) {

@@ -16,6 +16,12 @@ use x86_64::registers::model_specific::Msr;
 pub const TIMER_VECTOR: u8 = 32;
 /// Vector of spurious interrupts.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The vector of message-interrupt slot 0; slot `n` is this plus `n`.
+const FIRST_MESSAGE_VECTOR: u8 = 0x40;
+/// How many message interrupts the kernel can route at a time.
+pub const MESSAGE_SLOTS: u32 = 32;
+/// The local APIC's ID register.
+const APIC_ID: u32 = 0x20;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 /// IA32_APIC_BASE: the APIC is enabled / in x2APIC mode.
@@ -155,11 +161,38 @@ pub fn stop_timer() {
 
 /// Identifies the interrupt that caused `frame`.
 pub fn claim(frame: &super::trap::TrapFrame) -> Irq {
+    let first_message = u64::from(FIRST_MESSAGE_VECTOR);
     match frame.vector {
         vector if vector == u64::from(TIMER_VECTOR) => Irq::Timer,
         vector if vector == u64::from(SPURIOUS_VECTOR) => Irq::Spurious,
+        vector if (first_message..first_message + u64::from(MESSAGE_SLOTS)).contains(&vector) => {
+            Irq::Message((vector - first_message) as u32)
+        }
         vector => Irq::Other(vector as u32),
     }
+}
+
+/// Where a device writes, and what, to raise message-interrupt `slot` on
+/// this CPU: the local APIC's MSI address with this CPU's APIC ID, and the
+/// slot's vector (fixed delivery, edge). `None` past the last slot, or for
+/// an APIC ID an MSI address cannot carry (above 255, which needs
+/// interrupt remapping).
+pub fn message_target(slot: u32) -> Option<(u64, u32)> {
+    if slot >= MESSAGE_SLOTS {
+        return None;
+    }
+    let id = match XAPIC_REGISTERS.load(Ordering::Relaxed) {
+        0 => read_register(APIC_ID),
+        _ => read_register(APIC_ID) >> 24,
+    };
+    let id = u8::try_from(id).ok()?;
+    Some((0xfee0_0000 | (u64::from(id) << 12), u32::from(FIRST_MESSAGE_VECTOR) + slot))
+}
+
+/// Lets message-interrupt `slot` through (the local APIC takes every
+/// vector it is sent: nothing to do).
+pub fn enable_message(slot: u32) -> bool {
+    slot < MESSAGE_SLOTS
 }
 
 /// Signals the end of handling `irq`.

@@ -597,6 +597,29 @@ pub fn tick(frame: *mut TrapFrame) -> *mut TrapFrame {
     next
 }
 
+/// A device interrupt for driver `owner` (its function at `address`, MSI-X
+/// entry `entry`): a message from the kernel, counted into one already
+/// waiting in its mailbox for the same entry so a busy device cannot fill
+/// it; then the next thread runs (the driver, if it was waiting).
+pub fn interrupt(frame: *mut TrapFrame, owner: ServiceId, address: u16, entry: u16) -> *mut TrapFrame {
+    let mut tasks = TASKS.lock();
+    let (address, entry) = (u64::from(address), u64::from(entry));
+    let is_irq = |message: &Message| {
+        message.sender == baton_abi::message::KERNEL_SENDER
+            && message.label == baton_abi::IRQ_LABEL
+            && message.words[..2] == [address, entry]
+    };
+    let queued = tasks.processes.get_mut(&owner).and_then(|process| process.mailbox.iter_mut().find(|m| is_irq(m)));
+    match queued {
+        Some(message) => message.words[2] = message.words[2].saturating_add(1),
+        None => {
+            let message = Message::new(baton_abi::IRQ_LABEL, [address, entry, 1, 0, 0, 0]);
+            let _ = ipc::post(&mut tasks, baton_abi::message::KERNEL_SENDER, owner, message);
+        }
+    }
+    reschedule(&mut tasks, frame)
+}
+
 /// Ends the running service because of a fault and returns the next frame.
 pub fn kill_current(frame: *mut TrapFrame, reason: core::fmt::Arguments<'_>) -> *mut TrapFrame {
     let mut tasks = TASKS.lock();

@@ -752,6 +752,15 @@ fn resume(tasks: &mut Tasks, entry: &RosterEntry, description: ProcessDescriptio
     };
     tasks.insert(start).map_err(ResumeError::Spawn)?;
     adopted.is_kept = true;
+    // Its devices' interrupts, held masked through the jump, come to it
+    // again; and it looks at each device once, for what reached the old
+    // kernel after its last message.
+    if !description.devices.is_empty() {
+        for route in crate::pci::reroute_adopted(name, entry.service_id) {
+            let words = [u64::from(route.address.0), u64::from(route.entry), 0, 0, 0, 0];
+            let _ = task::ipc::post(tasks, KERNEL_SENDER, entry.service_id, Message::new(baton_abi::IRQ_LABEL, words));
+        }
+    }
     for (grant, virt) in shared {
         tasks.grants.note_mapped(grant, entry.service_id, virt);
     }

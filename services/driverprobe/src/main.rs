@@ -6,8 +6,9 @@
 //! BAR and reads a register through it, probes a BAR's size the way
 //! drivers do (all-ones, read, restore) and checks that the BAR did not
 //! move, and then tries what it must not: write the header, reach a
-//! function that is not its own, map an I/O BAR, a missing BAR and a range
-//! past a BAR's end. On the cold boot it switches bus mastering on and
+//! function that is not its own, map an I/O BAR, a missing BAR, a range
+//! past a BAR's end and its MSI-X table, write its MSI-X capability, route
+//! an MSI-X entry past the table or the same entry twice. On the cold boot it switches bus mastering on and
 //! waits for the update (which restarts it: `always-restart`); its next
 //! instance runs the same checks and exits, so the kernel stops the
 //! device's DMA.
@@ -53,6 +54,23 @@ fn probe_size(device: PciAddress, bar: u8, is_64: bool) -> Result<(u64, bool), E
     Ok(((!mask).wrapping_add(1), unmoved))
 }
 
+/// Where the function's MSI-X capability is, and the BAR of its table.
+fn msix(device: PciAddress) -> Option<(u16, u8)> {
+    let read = |offset: u16| syscall::device_config_read(device, offset).ok();
+    let mut pointer = (read(0x34)? & 0xfc) as u16;
+    for _ in 0..48 {
+        if pointer == 0 {
+            return None;
+        }
+        let header = read(pointer)?;
+        if header as u8 == 0x11 {
+            return Some((pointer, (read(pointer + 4)? & 0x7) as u8));
+        }
+        pointer = ((header >> 8) & 0xfc) as u16;
+    }
+    None
+}
+
 fn checks(device: PciAddress) -> bool {
     let ids = syscall::device_config_read(device, 0).unwrap_or(0);
     log::info!(
@@ -64,7 +82,10 @@ fn checks(device: PciAddress) -> bool {
         ids >> 16
     );
     let io = baton_user::device::io_bar(device);
-    let Some(memory) = baton_user::device::memory_bars(device).first().copied() else {
+    // The MSI-X table's BAR is the kernel's to map: probe another one.
+    let msix = msix(device);
+    let bars = baton_user::device::memory_bars(device);
+    let Some(memory) = bars.iter().find(|bar| msix.is_none_or(|(_, table)| table != bar.index)).copied() else {
         log::warn!("driverprobe: no memory BAR");
         return false;
     };
@@ -114,6 +135,24 @@ fn checks(device: PciAddress) -> bool {
             Error::InvalidArgument,
         ),
         ("a second device", syscall::device_owned(1).map(drop), Error::NotFound),
+        (
+            "the MSI-X table's page",
+            msix.map_or(Err(Error::PermissionDenied), |(_, table)| {
+                syscall::device_map(device, table, 0, 0x1000).map(drop)
+            }),
+            Error::PermissionDenied,
+        ),
+        (
+            "a write to the MSI-X capability",
+            msix.map_or(Err(Error::PermissionDenied), |(offset, _)| syscall::device_config_write(device, offset, 0)),
+            Error::PermissionDenied,
+        ),
+        ("an MSI-X entry past the table", syscall::device_irq(device, 2047), Error::InvalidArgument),
+        (
+            "routing an MSI-X entry twice",
+            syscall::device_irq(device, 0).and_then(|()| syscall::device_irq(device, 0)),
+            Error::AlreadyExists,
+        ),
     ];
     let mut is_ok = unmoved & others_refused(device);
     for (what, got, expected) in refusals {

@@ -9,9 +9,11 @@
 //! The device reaches memory only through the kernel's calls: its queues
 //! are preservable memory (physical addresses from the kernel), its BARs
 //! are mapped with `device_map`, its configuration space is read and
-//! written through `device_config_read`/`write`. Interrupts are not routed
-//! to drivers yet, so netd polls, waiting up to a millisecond for a
-//! client's message when idle (`receive_until`).
+//! written through `device_config_read`/`write`. Its interrupts arrive as
+//! messages (MSI-X entry 0, which both queues use, routed by the kernel
+//! with `device_irq`): netd waits in `receive_until` for one, a client's
+//! message or the stack's next timer. Where no message interrupt can be
+//! routed it polls every millisecond.
 //!
 //! An update that keeps netd's binary resumes it where it stopped, with
 //! the card still running: the queues, the buffers and the TCP and UDP
@@ -27,6 +29,7 @@
 extern crate alloc;
 
 mod hal;
+mod irq;
 mod sockets;
 
 use alloc::rc::Rc;
@@ -51,10 +54,15 @@ baton_user::service!(main);
 const QUEUE_SIZE: usize = 16;
 /// Bytes per receive buffer: an Ethernet frame and the virtio header.
 const BUFFER_BYTES: usize = 2048;
-/// A time without a poll worth a log line: an update's blackout, or the
-/// kernel holding the CPU (loading a service, staging an image); shorter
-/// waits for the CPU behind other services are not reported.
+/// A poll this much later than netd meant to poll (its wait's deadline)
+/// is worth a log line: an update's blackout, or the kernel holding the
+/// CPU (loading a service, staging an image); shorter waits for the CPU
+/// behind other services are not reported. The line gives the whole
+/// stretch since the previous poll.
 const PAUSE_REPORTED_NS: u64 = 20_000_000;
+/// The longest netd waits for an interrupt or a client before it polls
+/// anyway.
+const WAIT_WITH_INTERRUPTS_NS: u64 = 50_000_000;
 /// The UDP echo port.
 const ECHO_PORT: u16 = 7;
 /// The command register and its decoding and bus-master bits.
@@ -198,6 +206,19 @@ fn main(_argument: u64) -> i32 {
         mac[4],
         mac[5]
     );
+    // Interrupts where the kernel routes them: netd then sleeps until the
+    // card (or a client) has something, instead of polling every
+    // millisecond.
+    let has_interrupts = match irq::route(device, 2) {
+        Ok(()) => {
+            log::info!("netd: the card interrupts through MSI-X entry 0");
+            true
+        }
+        Err(why) => {
+            log::info!("netd: {why}; polling every millisecond");
+            false
+        }
+    };
     let mut card = NetDevice { net: Rc::new(RefCell::new(net)), frames: 0 };
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut interface = Interface::new(config, &mut card, now());
@@ -212,6 +233,9 @@ fn main(_argument: u64) -> i32 {
     let mut listeners: Vec<sockets::Listener> = Vec::new();
     let mut echoed: u64 = 0;
     let mut last_poll_ns = syscall::clock();
+    // When netd meant to poll again at the latest (it sleeps up to 50 ms
+    // on purpose when it has interrupts).
+    let mut planned_poll_ns = last_poll_ns;
     loop {
         let timestamp = now();
         // A long time without a poll is an update's blackout (or a long
@@ -221,7 +245,7 @@ fn main(_argument: u64) -> i32 {
         let frames_before = card.frames;
         interface.poll(timestamp, &mut card, &mut sockets);
         let without_poll_ns = poll_ns.saturating_sub(last_poll_ns);
-        if without_poll_ns > PAUSE_REPORTED_NS {
+        if poll_ns.saturating_sub(planned_poll_ns) > PAUSE_REPORTED_NS {
             log::info!(
                 "netd: {} us without a poll; the first one after took {} frame(s) from the card",
                 without_poll_ns / 1000,
@@ -229,6 +253,7 @@ fn main(_argument: u64) -> i32 {
             );
         }
         last_poll_ns = poll_ns;
+        planned_poll_ns = poll_ns;
         if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(dhcp).poll() {
             match event {
                 dhcpv4::Event::Configured(config) => {
@@ -280,8 +305,17 @@ fn main(_argument: u64) -> i32 {
         });
         match interface.poll_delay(timestamp, &sockets) {
             Some(delay) if delay.total_micros() == 0 => {}
-            _ => {
-                if let Ok(message) = syscall::receive_until(syscall::clock() + 1_000_000) {
+            delay => {
+                // With interrupts: until the card, a client or the stack's
+                // next timer (at most 50 ms, a safety net); without: a
+                // millisecond.
+                let wait_ns = match (has_interrupts, delay) {
+                    (false, _) => 1_000_000,
+                    (true, Some(delay)) => (delay.total_micros() * 1000).min(WAIT_WITH_INTERRUPTS_NS),
+                    (true, None) => WAIT_WITH_INTERRUPTS_NS,
+                };
+                planned_poll_ns = syscall::clock() + wait_ns;
+                if let Ok(message) = syscall::receive_until(planned_poll_ns) {
                     handle(message, &mut listeners, &mut sockets);
                 }
             }
@@ -289,8 +323,25 @@ fn main(_argument: u64) -> i32 {
     }
 }
 
-/// A client's request, or the kernel's word that a client's grant ended.
+/// Interrupts the card raised, as the kernel counted them into its
+/// messages (its message after an update counts none: it only asks for a
+/// look at the card).
+static INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// A client's request, the card's interrupt, or the kernel's word that a
+/// client's grant ended.
 fn handle(message: Message, listeners: &mut Vec<sockets::Listener>, sockets: &mut SocketSet<'static>) {
+    if message.sender == KERNEL_SENDER && message.label == baton_user::IRQ_LABEL {
+        // The next poll looks at the card; count them for the log.
+        let before = INTERRUPTS.fetch_add(message.words[2], core::sync::atomic::Ordering::Relaxed);
+        let after = before + message.words[2];
+        // A line each time the count passes a power of two.
+        let crossed = after > before && (before == 0 || after.ilog2() > before.ilog2());
+        if crossed {
+            log::info!("netd: {after} interrupt(s) from the card so far");
+        }
+        return;
+    }
     if message.sender == KERNEL_SENDER {
         if message.label == SHARE_REVOKED_LABEL
             && let Some(position) = listeners.iter().position(|listener| listener.grant() == message.words[0])

@@ -920,6 +920,11 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Session { port })
+    // The card interrupts netd (MSI-X through the local APIC or GICv2m),
+    // routed again after each update.
+    .must_contain("netd: the card interrupts through MSI-X entry 0")
+    .must_contain("interrupt(s) from the card so far")
+    .must_contain("1 MSI-X entr(ies) routed again to 'netd'")
     .must_contain("echo: a connection closed by the remote end (1 so far)")
     .must_contain("service 'echo' (id");
     vec![found, off, driver, netd, damaged, bypassed, echo, client_restarts, neighbours, session]

@@ -18,7 +18,8 @@ pub use error::Error;
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
 pub use syscall::{
-    MAX_GRANTS, PciAddress, Request, SHARE_REVOKED_LABEL, Syscall, UpdateEvent, UpdateFate, UpdateImage, UserBuffer,
+    IRQ_LABEL, MAX_GRANTS, PciAddress, Request, SHARE_REVOKED_LABEL, Syscall, UpdateEvent, UpdateFate, UpdateImage,
+    UserBuffer,
 };
 pub use version::ABI_VERSION;
 

@@ -150,7 +150,22 @@ pub enum Syscall {
     /// meanwhile wait in the mailbox): a loop that waits for messages or a
     /// time just goes round again.
     ReceiveUntil = 36,
+    /// `device_irq(address, entry)`: routes MSI-X table entry `entry` of
+    /// the caller's function to the caller: each interrupt it raises
+    /// arrives as a message from the kernel with label [`IRQ_LABEL`]
+    /// (words: the function's address, the entry, how many interrupts
+    /// since the last such message; 0 after an update, when the driver
+    /// should look at its device once, whatever happened). The kernel
+    /// owns the table (`device_map` of its pages is `PermissionDenied`)
+    /// and the MSI and MSI-X capability registers. `InvalidArgument` for
+    /// a function without MSI-X, an entry past its table, or a machine
+    /// that routes no message interrupts (a driver then polls);
+    /// `AlreadyExists` when the entry is routed.
+    DeviceIrq = 37,
 }
+
+/// Label of the kernel's interrupt messages to a driver (`device_irq`).
+pub const IRQ_LABEL: u64 = 0x4952_5100;
 
 /// The most grants one service holds at a time.
 pub const MAX_GRANTS: usize = 8;
@@ -202,7 +217,7 @@ impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 36] = [
+        const ALL: [Syscall; 37] = [
             Log,
             Exit,
             Yield,
@@ -239,6 +254,7 @@ impl Syscall {
             ShareMap,
             ShareRevoke,
             ReceiveUntil,
+            DeviceIrq,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -523,6 +539,13 @@ pub enum Request {
         /// The grant.
         grant: u64,
     },
+    /// See [`Syscall::DeviceIrq`].
+    DeviceIrq {
+        /// The caller's function.
+        address: PciAddress,
+        /// The MSI-X table entry.
+        entry: u16,
+    },
     /// See [`Syscall::ReceiveUntil`].
     ReceiveUntil {
         /// Where the message goes.
@@ -675,6 +698,10 @@ impl Request {
             }
             Syscall::ShareRevoke => Request::ShareRevoke { grant: a0 },
             Syscall::ReceiveUntil => Request::ReceiveUntil { message: message(a0)?, deadline_ns: a1 },
+            Syscall::DeviceIrq => Request::DeviceIrq {
+                address: pci_address(a0)?,
+                entry: u16::try_from(a1).map_err(|_| Error::InvalidArgument)?,
+            },
         })
     }
 }
@@ -686,12 +713,16 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=36 {
+        for number in 1..=37 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(37, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(38, [0; 6]), Err(Error::UnknownSyscall));
+        let irq = |arguments: [u64; 6]| Request::decode(Syscall::DeviceIrq as u64, arguments);
+        assert_eq!(irq([0x10, 2, 0, 0, 0, 0]), Ok(Request::DeviceIrq { address: PciAddress(0x10), entry: 2 }));
+        assert_eq!(irq([0x1_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(irq([0x10, 0x1_0000, 0, 0, 0, 0]), Err(Error::InvalidArgument));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -41,6 +41,7 @@ mod tests {
         (5, 0x11d3_c981_fc96_5345),
         (6, 0xee10_ff64_b45c_9a69),
         (7, 0x50e3_bf3e_d386_10ed),
+        (8, 0x3209_02a4_af4a_52c3),
     ];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
@@ -165,6 +166,7 @@ mod tests {
         line(format_args!("max sub-FDT bytes {MAX_SUB_FDT_BYTES}"));
         line(format_args!("max grants {}", crate::MAX_GRANTS));
         line(format_args!("share revoked label {:#x}", crate::SHARE_REVOKED_LABEL));
+        line(format_args!("irq label {:#x}", crate::IRQ_LABEL));
         text
     }
 

@@ -11,8 +11,9 @@
 //! recorded bus address) and refuses the resumption of the driver when
 //! anything differs.
 //!
-//! Interrupt routing is not recorded: Baton's drivers poll (no interrupt
-//! reaches a user-mode driver yet), so there is none to hand over.
+//! Interrupt routing is not recorded: it is in the device's MSI-X table,
+//! which the next kernel reads (the entries left unmasked) and routes
+//! again to slots of its own.
 
 use arrayvec::ArrayVec;
 

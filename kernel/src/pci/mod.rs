@@ -15,6 +15,10 @@
 //! function without writing anything, and enumeration later never sizes
 //! or moves its BARs.
 
+mod interrupts;
+
+pub use interrupts::{reroute_adopted, route, route_entry};
+
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use baton_arch::mmio::MmioRegion;
@@ -40,6 +44,9 @@ pub struct Device {
     /// Handed over running by the previous kernel, with its driver: its
     /// BARs come from the handover and are never sized.
     is_handed_over: bool,
+    /// Its MSI-X was masked for the jump (unmasked again if the jump does
+    /// not happen).
+    is_masked_for_jump: bool,
 }
 
 /// What enumeration found, and the way to reach it.
@@ -72,8 +79,18 @@ pub enum PciError {
     /// The range reaches past the BAR's end.
     PastTheEnd,
     /// The register is the kernel's (header fields other than the command
-    /// register and the BARs).
+    /// register and the BARs, and the MSI and MSI-X capabilities).
     ReadOnly,
+    /// The pages hold the function's MSI-X table or pending bits, which
+    /// are the kernel's.
+    KernelOwned,
+    /// The function has no MSI-X, or this machine routes no message
+    /// interrupts (or has no slot left).
+    NoInterrupts,
+    /// The MSI-X table has no such entry.
+    NoSuchEntry,
+    /// The entry is routed already.
+    AlreadyRouted,
 }
 
 impl core::fmt::Display for PciError {
@@ -85,6 +102,10 @@ impl core::fmt::Display for PciError {
             PciError::NoSuchBar => "no such memory BAR",
             PciError::PastTheEnd => "the range reaches past the BAR's end",
             PciError::ReadOnly => "the register is the kernel's",
+            PciError::KernelOwned => "the pages hold the MSI-X table, which is the kernel's",
+            PciError::NoInterrupts => "no message interrupt can be routed for this function",
+            PciError::NoSuchEntry => "the MSI-X table has no such entry",
+            PciError::AlreadyRouted => "the MSI-X entry is routed already",
         })
     }
 }
@@ -322,8 +343,15 @@ fn enumerate(registry: &mut Registry, bridge: HostBridge, is_recording: bool) {
                 Err(error) => log::warn!(target: "pci", "{at}: {error}; its device is left without it"),
             }
         }
-        let device =
-            Device { function, bars, owner: None, probing: [false; 6], stopped_command: None, is_handed_over: false };
+        let device = Device {
+            function,
+            bars,
+            owner: None,
+            probing: [false; 6],
+            stopped_command: None,
+            is_handed_over: false,
+            is_masked_for_jump: false,
+        };
         log_device(&device);
         registry.devices.push(device);
     }
@@ -495,7 +523,15 @@ pub fn adopt(
         bars.push(bar);
     }
     let owner = Some(alloc::string::String::from(owner));
-    let device = Device { function, bars, owner, probing: [false; 6], stopped_command: None, is_handed_over: true };
+    let device = Device {
+        function,
+        bars,
+        owner,
+        probing: [false; 6],
+        stopped_command: None,
+        is_handed_over: true,
+        is_masked_for_jump: false,
+    };
     registry.devices.push(device);
     Ok(())
 }
@@ -575,7 +611,7 @@ pub fn bar_range(
     offset: u64,
     length: u64,
 ) -> Result<u64, PciError> {
-    with_owned(owner, address, |_, windows, device| {
+    with_owned(owner, address, |ecam, windows, device| {
         let found =
             device.bars.iter().find(|found| found.index == bar && found.is_memory()).ok_or(PciError::NoSuchBar)?;
         if found.address == 0 {
@@ -584,6 +620,9 @@ pub fn bar_range(
         let end = offset.checked_add(length).ok_or(PciError::PastTheEnd)?;
         if end > found.size_bytes {
             return Err(PciError::PastTheEnd);
+        }
+        if interrupts::is_kernel_owned(ecam, device, bar, offset, length) {
+            return Err(PciError::KernelOwned);
         }
         let start = cpu_address(windows, found).ok_or(PciError::NoSuchBar)?;
         Ok(start + offset)
@@ -655,7 +694,7 @@ pub fn config_write(owner: &str, address: baton_abi::PciAddress, offset: u16, va
             ecam.write_command(at, command);
             return Ok(());
         }
-        if offset < 0x40 {
+        if offset < 0x40 || baton_pci::msix::is_interrupt_register(&device.function, offset) {
             return Err(PciError::ReadOnly);
         }
         ecam.write(at, offset, value);
@@ -690,8 +729,14 @@ fn stop_owned_by(owner: &str, why: &str) {
 pub fn stop_devices_for_jump(is_resumed: impl Fn(&str) -> bool) {
     let mut guard = REGISTRY.lock();
     let Some(registry) = guard.as_mut() else { return };
-    let restarting = |device: &&mut Device| device.owner.as_deref().is_some_and(|owner| !is_resumed(owner));
-    for device in registry.devices.iter_mut().filter(restarting) {
+    for device in registry.devices.iter_mut() {
+        let Some(owner) = device.owner.as_deref() else { continue };
+        if is_resumed(owner) {
+            // Running on, its interrupts held as pending bits until the
+            // next kernel routes them again.
+            device.is_masked_for_jump = interrupts::mask(&mut registry.ecam, device);
+            continue;
+        }
         device.stopped_command =
             Some(registry.ecam.read16(device.function.address, baton_pci::register::COMMAND_STATUS));
         stop(&mut registry.ecam, device);
@@ -707,6 +752,9 @@ pub fn restart_stopped_devices() {
         if let Some(command) = device.stopped_command.take() {
             registry.ecam.write_command(device.function.address, command);
         }
+        if core::mem::take(&mut device.is_masked_for_jump) {
+            interrupts::unmask(&mut registry.ecam, device);
+        }
     }
 }
 
@@ -715,8 +763,10 @@ fn stop(ecam: &mut Ecam, device: &mut Device) {
     device.probing = [false; 6];
 }
 
-/// Bus mastering and decoding off, legacy interrupts disabled.
+/// Bus mastering and decoding off, legacy interrupts disabled, its
+/// message interrupts routed nowhere.
 fn stop_function(ecam: &mut Ecam, at: Address) {
+    interrupts::forget_function(at);
     use baton_pci::command::{BUS_MASTER, INTX_DISABLE, IO_SPACE, MEMORY_SPACE};
     let command = ecam.read16(at, baton_pci::register::COMMAND_STATUS);
     ecam.write_command(at, (command & !(BUS_MASTER | IO_SPACE | MEMORY_SPACE)) | INTX_DISABLE);
