@@ -65,3 +65,17 @@ pub fn io_bar(device: PciAddress) -> Option<u8> {
         value & 1 == 1 && value & !0x3 != 0
     })
 }
+
+/// The capabilities of `device`, in list order: (offset, first register).
+/// The walk stops at 48 entries (a list that loops, on a broken device).
+pub fn capabilities(device: PciAddress) -> Vec<(u16, u32)> {
+    let read = |offset: u16| syscall::device_config_read(device, offset).ok();
+    let mut found = Vec::new();
+    let mut pointer = read(0x34).map_or(0, |value| (value & 0xfc) as u16);
+    while pointer != 0 && found.len() < 48 {
+        let Some(header) = read(pointer) else { break };
+        found.push((pointer, header));
+        pointer = ((header >> 8) & 0xfc) as u16;
+    }
+    found
+}

@@ -56,19 +56,9 @@ fn probe_size(device: PciAddress, bar: u8, is_64: bool) -> Result<(u64, bool), E
 
 /// Where the function's MSI-X capability is, and the BAR of its table.
 fn msix(device: PciAddress) -> Option<(u16, u8)> {
-    let read = |offset: u16| syscall::device_config_read(device, offset).ok();
-    let mut pointer = (read(0x34)? & 0xfc) as u16;
-    for _ in 0..48 {
-        if pointer == 0 {
-            return None;
-        }
-        let header = read(pointer)?;
-        if header as u8 == 0x11 {
-            return Some((pointer, (read(pointer + 4)? & 0x7) as u8));
-        }
-        pointer = ((header >> 8) & 0xfc) as u16;
-    }
-    None
+    let (offset, _) = baton_user::device::capabilities(device).into_iter().find(|(_, header)| *header as u8 == 0x11)?;
+    let table = syscall::device_config_read(device, offset + 4).ok()?;
+    Some((offset, (table & 0x7) as u8))
 }
 
 fn checks(device: PciAddress) -> bool {

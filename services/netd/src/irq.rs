@@ -19,20 +19,11 @@ const PAGE_BYTES: u64 = 4096;
 /// Where the common configuration is: (BAR, offset, length).
 fn common_configuration(device: PciAddress) -> Option<(u8, u64, u64)> {
     let read = |offset: u16| syscall::device_config_read(device, offset).ok();
-    let mut pointer = (read(0x34)? & 0xfc) as u16;
-    for _ in 0..48 {
-        if pointer == 0 {
-            return None;
-        }
-        let header = read(pointer)?;
-        let (id, next, kind) = (header as u8, (header >> 8) as u8, (header >> 24) as u8);
-        if id == VIRTIO_CAPABILITY && kind == COMMON_CONFIGURATION {
-            let bar = read(pointer + 4)? as u8;
-            return Some((bar, u64::from(read(pointer + 8)?), u64::from(read(pointer + 12)?)));
-        }
-        pointer = u16::from(next & 0xfc);
-    }
-    None
+    let (pointer, _) = baton_user::device::capabilities(device)
+        .into_iter()
+        .find(|(_, header)| *header as u8 == VIRTIO_CAPABILITY && (*header >> 24) as u8 == COMMON_CONFIGURATION)?;
+    let bar = read(pointer + 4)? as u8;
+    Some((bar, u64::from(read(pointer + 8)?), u64::from(read(pointer + 12)?)))
 }
 
 /// Routes the card's MSI-X entry 0 to netd and points `queues` queues at
