@@ -37,7 +37,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use baton_sockets::LISTEN_LABEL;
 use baton_user::message::KERNEL_SENDER;
-use baton_user::{Error, Message, PciAddress, SHARE_REVOKED_LABEL, syscall};
+use baton_user::{Error, Message, PciAddress, syscall};
 use core::cell::RefCell;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -342,43 +342,59 @@ fn handle(message: Message, listeners: &mut Vec<sockets::Listener>, sockets: &mu
         }
         return;
     }
-    if message.sender == KERNEL_SENDER {
-        if message.label == SHARE_REVOKED_LABEL
-            && let Some(position) = listeners.iter().position(|listener| listener.grant() == message.words[0])
-        {
-            let listener = listeners.remove(position);
-            log::info!("netd: the channel of port {} ended (its client revoked it or exited)", listener.port());
-            listener.remove(sockets);
+    if message.sender == KERNEL_SENDER || message.label != LISTEN_LABEL {
+        return;
+    }
+    let mut name_bytes = [0u8; baton_sockets::MAX_CLIENT_NAME];
+    let request = baton_sockets::parse_listen(&message.words, &mut name_bytes);
+    let (port, connections, is_new_instance) = request.map_or((0, 0, false), |request| {
+        (u64::from(request.port), u64::from(request.connections), request.is_new_instance)
+    });
+    let name = request.and_then(|request| core::str::from_utf8(&name_bytes[..request.name_length]).ok());
+    // The client says its name (grants go by name); the kernel says
+    // whether it is true.
+    let Some(name) = name.filter(|name| syscall::lookup(name) == Ok(message.sender)) else {
+        log::warn!("netd: service {} asked to listen under a name that is not its own", message.sender);
+        let _ = syscall::reply(message.sender, &Message::new(Error::InvalidArgument.number(), [0; 6]));
+        return;
+    };
+    let is_port_taken = listeners.iter().any(|listener| u64::from(listener.port()) == port);
+    let existing =
+        listeners.iter_mut().find(|listener| listener.client() == message.sender && u64::from(listener.port()) == port);
+    let (status, channel, fresh) = match existing {
+        // A resumed client asking after an update, or a restarted one:
+        // the same channel, and to a new instance every open connection
+        // announced again.
+        Some(listener) => {
+            if is_new_instance {
+                listener.reannounce(sockets);
+            }
+            (0, listener.channel(), 0)
         }
-        return;
-    }
-    if message.label != LISTEN_LABEL {
-        return;
-    }
-    let [port, grant, length, connections, ..] = message.words;
-    let (status, fresh) = if listeners.iter().any(|listener| listener.grant() == grant) {
-        // A resumed netd still has it (the client asks again after an
-        // update to learn whether netd was restarted).
-        (0, 0)
-    } else {
-        match sockets::Listener::new(message.sender, port, grant, length, connections, sockets) {
+        None if is_port_taken => {
+            log::warn!("netd: TCP port {port} is another service's; '{name}' is refused");
+            (Error::AlreadyExists.number(), (0, 0), 0)
+        }
+        None => match sockets::Listener::new(message.sender, name, port, connections, sockets) {
             Ok(listener) => {
+                let channel = listener.channel();
                 log::info!(
-                    "netd: listening on TCP port {port} for service {} ({connections} connection(s), grant {grant})",
-                    message.sender
+                    "netd: listening on TCP port {port} for '{}' ({connections} connection(s), grant {})",
+                    listener.client_name(),
+                    channel.0
                 );
                 listeners.push(listener);
-                (0, 1)
+                (0, channel, 1)
             }
             Err(error) => {
                 let error = match error {
-                    sockets::ListenError::Map(error) => error,
-                    sockets::ListenError::NotAChannel | sockets::ListenError::Invalid => Error::InvalidArgument,
+                    sockets::ListenError::Kernel(error) => error,
+                    sockets::ListenError::Invalid => Error::InvalidArgument,
                 };
-                log::warn!("netd: cannot listen on TCP port {port} for service {}: {error}", message.sender);
-                (error.number(), 0)
+                log::warn!("netd: cannot listen on TCP port {port} for '{name}': {error}");
+                (error.number(), (0, 0), 0)
             }
-        }
+        },
     };
-    let _ = syscall::reply(message.sender, &Message::new(status, [fresh, 0, 0, 0, 0, 0]));
+    let _ = syscall::reply(message.sender, &Message::new(status, [channel.0, channel.1, fresh, 0, 0, 0]));
 }

@@ -1,16 +1,21 @@
-//! TCP sockets for other services: a client grants netd a channel region
-//! and asks it (IPC, `LISTEN_LABEL`) to listen on a port; netd keeps a few
-//! smoltcp sockets listening there and carries each connection's events
-//! and bytes as `baton-sockets` records in the channel, ringing the
-//! client's doorbell when it wrote some.
+//! TCP sockets for other services: a client asks netd (IPC, `LISTEN_LABEL`)
+//! to listen on a port; netd keeps a few smoltcp sockets listening there,
+//! lays a channel out in a region of its own, grants it to the client, and
+//! carries each connection's events and bytes as `baton-sockets` records
+//! in the channel, ringing the client's doorbell when it wrote some.
 //!
-//! Everything lives in netd's memory and the client's region, so a
-//! resumed netd and a resumed client carry on through an update mid-
-//! connection: the region stays mapped in both at the same addresses.
+//! netd owns the region, like the sockets: a client that restarts (a new
+//! binary at an update) loses neither. Its next instance asks again, gets
+//! the same grant, attaches to the channel where its previous instance
+//! stopped reading, and is told every connection still open (`Accepted`
+//! again), so TCP clients outside never notice. Everything lives in
+//! memory the update hands over, so a resumed netd and a resumed client
+//! carry on mid-connection.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use baton_sockets::{DOORBELL_LABEL, MAX_PAYLOAD, MAX_RECORD, Record, RecordReader};
-use baton_user::channel::{Endpoint, Region, Side};
+use baton_user::channel::{Endpoint, Region};
 use baton_user::{Error, Message, syscall};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -18,8 +23,11 @@ use smoltcp::wire::IpAddress;
 
 /// The most connections one listener accepts at a time.
 pub const MAX_CONNECTIONS: u64 = 8;
-/// The largest channel region netd maps.
-const MAX_REGION_BYTES: u64 = 1 << 20;
+/// Each channel: an order-3 folio (32 KiB), a 4 KiB header and two 8 KiB
+/// rings.
+const REGION_ORDER: u32 = 3;
+const REGION_BYTES: u64 = 32 * 1024;
+const RING_BYTES: u32 = 8 * 1024;
 
 /// One accepted-or-listening socket of a listener.
 struct Connection {
@@ -33,7 +41,9 @@ struct Connection {
 /// One client's listening port.
 pub struct Listener {
     client: u64,
+    client_name: String,
     grant: u64,
+    region: u64,
     port: u16,
     endpoint: Endpoint<Region>,
     reader: RecordReader,
@@ -44,11 +54,10 @@ pub struct Listener {
 
 /// Why a listen request is refused.
 pub enum ListenError {
-    /// The grant cannot be mapped.
-    Map(Error),
-    /// The region is not a channel netd can attach to.
-    NotAChannel,
-    /// Bad arguments (port 0, no connections).
+    /// No memory for the region, or it cannot be granted.
+    Kernel(Error),
+    /// Bad arguments (port 0, no connections, a port another listener
+    /// has).
     Invalid,
 }
 
@@ -63,13 +72,13 @@ fn tcp_socket() -> tcp::Socket<'static> {
 }
 
 impl Listener {
-    /// Maps `grant` (from `client`, `length` bytes), attaches to the
-    /// channel in it and starts `connections` sockets listening on `port`.
+    /// Lays a channel out in a region of netd's, grants it to `client`
+    /// (named `client_name`) and starts `connections` sockets listening on
+    /// `port`.
     pub fn new(
         client: u64,
+        client_name: &str,
         port: u64,
-        grant: u64,
-        length: u64,
         connections: u64,
         sockets: &mut SocketSet<'static>,
     ) -> Result<Listener, ListenError> {
@@ -77,19 +86,24 @@ impl Listener {
         if !(1..=MAX_CONNECTIONS).contains(&connections) {
             return Err(ListenError::Invalid);
         }
-        if length > MAX_REGION_BYTES {
-            return Err(ListenError::Invalid);
-        }
-        // The kernel maps it only if the grant is `length` bytes.
-        let address = syscall::share_map(grant, length).map_err(ListenError::Map)?;
-        // SAFETY: the grant was just mapped read-write, `length` bytes;
-        // the kernel keeps the addresses valid for netd's life (zeroed if
-        // the grant ends). `attach` checks the channel fits in them.
-        let memory = unsafe { Region::new(address, length) };
-        let endpoint = Endpoint::attach(memory, Side::Attacher).map_err(|_| ListenError::NotAChannel)?;
+        let region = syscall::allocate_preservable(REGION_ORDER).map_err(ListenError::Kernel)?;
+        // SAFETY: the folio is netd's preservable memory, mapped read-write
+        // until netd frees it (after revoking the grant and dropping the
+        // endpoint, in `remove`).
+        let memory = unsafe { Region::new(region, REGION_BYTES) };
+        let endpoint = Endpoint::create(memory, RING_BYTES).map_err(|_| ListenError::Invalid)?;
+        let grant = match syscall::share_grant(region, REGION_BYTES, client_name) {
+            Ok(grant) => grant,
+            Err(error) => {
+                let _ = syscall::free_preservable(region);
+                return Err(ListenError::Kernel(error));
+            }
+        };
         let mut listener = Listener {
             client,
+            client_name: String::from(client_name),
             grant,
+            region,
             port,
             endpoint,
             reader: RecordReader::new(),
@@ -99,6 +113,7 @@ impl Listener {
         for _ in 0..connections {
             let mut socket = tcp_socket();
             if socket.listen(port).is_err() {
+                listener.remove(sockets);
                 return Err(ListenError::Invalid);
             }
             let handle = sockets.add(socket);
@@ -107,9 +122,33 @@ impl Listener {
         Ok(listener)
     }
 
-    /// The client's grant.
-    pub fn grant(&self) -> u64 {
-        self.grant
+    /// The channel a client maps: (grant, length in bytes).
+    pub fn channel(&self) -> (u64, u64) {
+        (self.grant, REGION_BYTES)
+    }
+
+    /// The client's name.
+    pub fn client_name(&self) -> &str {
+        &self.client_name
+    }
+
+    /// A new instance of the client asks again (it restarted): every
+    /// connection still open is announced to it anew; one that was
+    /// closing when the old instance went is reset, as the new one cannot
+    /// know it.
+    pub fn reannounce(&mut self, sockets: &mut SocketSet<'static>) {
+        for state in &mut self.connections {
+            if !state.is_announced {
+                continue;
+            }
+            let socket = sockets.get_mut::<tcp::Socket>(state.handle);
+            if socket.state() == tcp::State::Established && !state.is_over {
+                state.is_announced = false;
+            } else {
+                socket.abort();
+                state.is_over = true;
+            }
+        }
     }
 
     /// The port.
@@ -122,11 +161,16 @@ impl Listener {
         self.client
     }
 
-    /// Gives the sockets back (the client went away).
+    /// Gives the sockets and the region back (the client went away): the
+    /// grant is revoked before the memory is freed.
     pub fn remove(self, sockets: &mut SocketSet<'static>) {
-        for connection in self.connections {
+        for connection in &self.connections {
             sockets.get_mut::<tcp::Socket>(connection.handle).abort();
             sockets.remove(connection.handle);
+        }
+        let _ = syscall::share_revoke(self.grant);
+        if let Err(error) = syscall::free_preservable(self.region) {
+            log::warn!("netd: the channel of port {} cannot be freed: {error}", self.port);
         }
     }
 
@@ -136,8 +180,13 @@ impl Listener {
         self.take_from_client(sockets)?;
         let wrote = self.pass_to_client(sockets)?;
         if wrote {
-            // A full mailbox already holds a doorbell: nothing is lost.
-            let _ = syscall::send(self.client, &Message::new(DOORBELL_LABEL, [0; 6]));
+            // A full mailbox already holds a doorbell: nothing is lost. A
+            // client that is gone takes its listener with it.
+            if let Err(Error::NotFound | Error::PeerGone) =
+                syscall::send(self.client, &Message::new(DOORBELL_LABEL, [0; 6]))
+            {
+                return Err("the client is gone");
+            }
         }
         Ok(())
     }

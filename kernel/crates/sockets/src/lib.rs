@@ -1,9 +1,10 @@
 //! netd's socket records: how a network service and a client service talk
 //! over a `baton-channel` byte stream.
 //!
-//! The client asks netd over IPC to listen on a TCP port and names the
-//! channel (a region it granted netd). From then on everything about that
-//! port's connections travels as records in the channel's two rings:
+//! The client asks netd over IPC to listen on a TCP port; netd lays a
+//! channel out in a region of its own and grants it to the client, which
+//! maps it. From then on everything about that port's connections travels
+//! as records in the channel's two rings:
 //!
 //! | kind | direction | payload |
 //! |---:|---|---|
@@ -36,14 +37,74 @@ pub const HEADER_BYTES: usize = 4;
 /// The largest record.
 pub const MAX_RECORD: usize = HEADER_BYTES + MAX_PAYLOAD;
 
-/// IPC label: a client asks netd to listen (call; words: TCP port, grant
-/// of the channel, the region's length in bytes, connections to accept at
-/// a time). The reply's label is
-/// 0 for success or an error number; its word 0 is 1 when netd set the
-/// listener up now, 0 when it already had it (a resumed netd).
+/// The longest client name a listen request carries.
+pub const MAX_CLIENT_NAME: usize = 24;
+/// IPC label: a client asks netd to listen (a call; [`listen_words`]
+/// makes its words: TCP port, connections to accept at a time, and the
+/// client's name, which netd checks with `lookup`). The reply's label is 0
+/// for success or an error number (`AlreadyExists`: another service has
+/// the port); its words are the channel's grant and length, and 1 when
+/// netd set the listener up now, 0 when it already had it (the client
+/// asked again: a resumed client after an update, or a restarted one,
+/// which is told every open connection again).
 pub const LISTEN_LABEL: u64 = 0x4e45_5401;
 /// IPC label: either side wrote records into the channel.
 pub const DOORBELL_LABEL: u64 = 0x4e45_5402;
+
+/// Listen-request flag: the client is a new instance (started or
+/// restarted, not resumed), which knows none of the connections: netd
+/// tells it every open one again.
+pub const LISTEN_NEW_INSTANCE: u64 = 1 << 8;
+
+/// The words of a listen request: port, connections (with
+/// [`LISTEN_NEW_INSTANCE`] for a new instance), the name's length, and the
+/// name in words 3 to 5 (little-endian bytes). `None` for a name longer
+/// than [`MAX_CLIENT_NAME`].
+pub fn listen_words(port: u16, connections: u8, is_new_instance: bool, name: &str) -> Option<[u64; 6]> {
+    if name.len() > MAX_CLIENT_NAME {
+        return None;
+    }
+    let flags = if is_new_instance { LISTEN_NEW_INSTANCE } else { 0 };
+    let mut bytes = [0u8; MAX_CLIENT_NAME];
+    bytes.get_mut(..name.len())?.copy_from_slice(name.as_bytes());
+    let (chunks, _) = bytes.as_chunks::<8>();
+    let [first, second, third] = chunks else { return None };
+    let packed = [first, second, third].map(|chunk| u64::from_le_bytes(*chunk));
+    Some([u64::from(port), u64::from(connections) | flags, name.len() as u64, packed[0], packed[1], packed[2]])
+}
+
+/// A listen request read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenRequest {
+    /// The TCP port.
+    pub port: u16,
+    /// Connections to accept at a time.
+    pub connections: u8,
+    /// A new instance of the client.
+    pub is_new_instance: bool,
+    /// Bytes of the name written into the caller's buffer.
+    pub name_length: usize,
+}
+
+/// A listen request read back, its name into `name`. `None` when a word is
+/// out of range.
+pub fn parse_listen(words: &[u64; 6], name: &mut [u8; MAX_CLIENT_NAME]) -> Option<ListenRequest> {
+    let [port, second, length, packed @ ..] = *words;
+    let port = u16::try_from(port).ok()?;
+    if second & !(0xff | LISTEN_NEW_INSTANCE) != 0 {
+        return None;
+    }
+    let connections = (second & 0xff) as u8;
+    let is_new_instance = second & LISTEN_NEW_INSTANCE != 0;
+    let length = usize::try_from(length).ok().filter(|length| *length <= MAX_CLIENT_NAME)?;
+    let [first, second, third] = packed.map(u64::to_le_bytes);
+    let mut bytes = [0u8; MAX_CLIENT_NAME];
+    for (to, from) in bytes.chunks_exact_mut(8).zip([first, second, third]) {
+        to.copy_from_slice(&from);
+    }
+    name.get_mut(..length)?.copy_from_slice(bytes.get(..length)?);
+    Some(ListenRequest { port, connections, is_new_instance, name_length: length })
+}
 
 /// One record, borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

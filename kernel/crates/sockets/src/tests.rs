@@ -120,3 +120,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_listen_request_reads_back() {
+    let words = listen_words(6379, 4, true, "kvstore").unwrap();
+    let mut name = [0u8; MAX_CLIENT_NAME];
+    let request = ListenRequest { port: 6379, connections: 4, is_new_instance: true, name_length: 7 };
+    assert_eq!(parse_listen(&words, &mut name), Some(request));
+    assert_eq!(&name[..7], b"kvstore");
+    let longest = "a".repeat(MAX_CLIENT_NAME);
+    let words = listen_words(7, 1, false, &longest).unwrap();
+    let request = ListenRequest { port: 7, connections: 1, is_new_instance: false, name_length: MAX_CLIENT_NAME };
+    assert_eq!(parse_listen(&words, &mut name), Some(request));
+    assert_eq!(listen_words(7, 1, false, &"a".repeat(MAX_CLIENT_NAME + 1)), None);
+    // Hostile words.
+    assert_eq!(parse_listen(&[70_000, 1, 0, 0, 0, 0], &mut name), None);
+    assert_eq!(parse_listen(&[7, 0x300, 0, 0, 0, 0], &mut name), None);
+    assert_eq!(parse_listen(&[7, 1, 25, 0, 0, 0], &mut name), None);
+}
