@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 /// The crates whose logic is tested on the host.
-pub const HOST_CRATES: [&str; 10] = [
+pub const HOST_CRATES: [&str; 11] = [
     "baton-boot",
     "baton-kho",
     "baton-mm",
@@ -18,6 +18,7 @@ pub const HOST_CRATES: [&str; 10] = [
     "baton-pci",
     "baton-channel",
     "baton-sockets",
+    "baton-resp",
     "baton-user",
 ];
 

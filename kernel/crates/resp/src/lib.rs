@@ -1,0 +1,40 @@
+//! kvstore's Redis side: requests read off a connection's bytes (RESP2
+//! arrays of bulk strings, decoded by the `redis-protocol` crate), checked
+//! against limits before anything is allocated for them, and the commands
+//! of Redis's string keyspace run against a [`Store`].
+//!
+//! Everything a client sends is hostile: a bulk length past the limit or
+//! bytes that are not RESP give an error reply and a closed connection
+//! ([`Framer`]), never a panic or an allocation of the claimed size.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+mod commands;
+mod framer;
+pub mod glob;
+mod store;
+
+pub use commands::{Client, Command, Limits, Outcome, ServerInfo, execute};
+pub use framer::{Framer, FramerError};
+pub use redis_protocol::resp2::types::OwnedFrame as Frame;
+pub use store::{MemoryStore, Store, StoreError};
+
+/// Encodes `frame` at the end of `out`.
+pub fn encode(frame: &Frame, out: &mut alloc::vec::Vec<u8>) {
+    use redis_protocol::resp2::types::Resp2Frame;
+    let start = out.len();
+    out.resize(start + frame.encode_len(false), 0);
+    if redis_protocol::resp2::encode::encode(&mut out[start..], frame, false).is_err() {
+        // Sized by `encode_len` just above: cannot happen; reply an error
+        // rather than garbage.
+        out.truncate(start);
+        out.extend_from_slice(b"-ERR internal encoding error\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests;
