@@ -25,6 +25,7 @@ pub mod ipc;
 pub mod kho;
 pub mod logging;
 pub mod protocol;
+pub mod sockets;
 pub mod syscall;
 pub mod thread;
 

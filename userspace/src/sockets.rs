@@ -1,0 +1,173 @@
+//! A service's side of netd's TCP sockets: ask netd to listen on a port,
+//! map the channel it grants, take the connections' records from it and
+//! send data back, following netd through updates (asking again after
+//! `continued`, and when netd's grant ends because netd restarted).
+
+use crate::channel::{Endpoint, Region, Side};
+use crate::message::KERNEL_SENDER;
+use crate::{Error, Message, SHARE_REVOKED_LABEL, UpdateEvent, ipc, syscall};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use baton_sockets::{DOORBELL_LABEL, LISTEN_LABEL, MAX_PAYLOAD, MAX_RECORD, Record, RecordReader};
+
+pub use baton_sockets::Record as SocketRecord;
+
+/// The most channel bytes a client maps.
+const MAX_REGION_BYTES: u64 = 1 << 20;
+
+/// One port served through netd.
+pub struct Listener {
+    netd: u64,
+    port: u16,
+    connections: u8,
+    name: &'static str,
+    /// The channel netd granted: (grant, endpoint).
+    channel: Option<(u64, Endpoint<Region>)>,
+    reader: RecordReader,
+    /// Records that did not fit in the ring yet.
+    outgoing: VecDeque<(u8, Option<Vec<u8>>)>,
+}
+
+/// What a kernel message meant for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Not about netd's channel.
+    NotMine,
+    /// The listener asked netd again; `true` when netd set the port up
+    /// anew (it had been restarted).
+    Asked(bool),
+}
+
+impl Listener {
+    /// Asks netd (service `netd`) to listen on `port` for `name` (this
+    /// service's name), `connections` at a time, as a new instance.
+    pub fn new(netd: u64, port: u16, connections: u8, name: &'static str) -> Result<Listener, Error> {
+        let mut listener = Listener {
+            netd,
+            port,
+            connections,
+            name,
+            channel: None,
+            reader: RecordReader::new(),
+            outgoing: VecDeque::new(),
+        };
+        listener.listen(true)?;
+        Ok(listener)
+    }
+
+    /// The grant netd gave.
+    pub fn grant(&self) -> Option<u64> {
+        self.channel.as_ref().map(|(grant, _)| *grant)
+    }
+
+    /// Whether records wait for room in the ring (look again soon: netd
+    /// does not ring when it reads).
+    pub fn has_outgoing(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Asks netd and maps the channel it grants, unless it is the one
+    /// already mapped; `Ok(true)` when netd set the port up now.
+    fn listen(&mut self, is_new_instance: bool) -> Result<bool, Error> {
+        let words = baton_sockets::listen_words(self.port, self.connections, is_new_instance, self.name)
+            .ok_or(Error::TooLarge)?;
+        let reply = ipc::request_idempotent(self.netd, LISTEN_LABEL, words)?;
+        if reply.label != 0 {
+            return Err(Error::from_number(reply.label).unwrap_or(Error::InvalidArgument));
+        }
+        let [grant, length, fresh, ..] = reply.words;
+        if self.grant() == Some(grant) {
+            return Ok(fresh == 1);
+        }
+        if length > MAX_REGION_BYTES {
+            return Err(Error::TooLarge);
+        }
+        // The kernel maps it only if the grant is that long.
+        let address = syscall::share_map(grant, length)?;
+        // SAFETY: just mapped read-write, `length` bytes; the kernel keeps
+        // the addresses valid for this service's life (zeroed if the
+        // grant ends).
+        let memory = unsafe { Region::new(address, length) };
+        let endpoint = Endpoint::attach(memory, Side::Attacher).map_err(|_| Error::InvalidArgument)?;
+        self.channel = Some((grant, endpoint));
+        self.reader = RecordReader::new();
+        Ok(fresh == 1)
+    }
+
+    /// Follows netd through a kernel message: after `continued` it asks
+    /// again (a restarted netd lost the port); when netd's grant ends (it
+    /// restarted) it asks the new netd.
+    pub fn follow(&mut self, message: &Message) -> Result<Followed, Error> {
+        if message.sender != KERNEL_SENDER {
+            return Ok(Followed::NotMine);
+        }
+        if message.label == SHARE_REVOKED_LABEL && self.grant() == Some(message.words[0]) {
+            self.channel = None;
+            self.outgoing.clear();
+            return self.listen(false).map(|_| Followed::Asked(true));
+        }
+        if UpdateEvent::from_label(message.label) == Some(UpdateEvent::Continued) {
+            return self.listen(false).map(Followed::Asked);
+        }
+        Ok(Followed::NotMine)
+    }
+
+    /// Takes every record netd wrote, handing each to `handle`.
+    pub fn read(&mut self, mut handle: impl FnMut(Record<'_>)) -> Result<(), &'static str> {
+        loop {
+            let Some((_, endpoint)) = self.channel.as_mut() else { return Ok(()) };
+            match self.reader.next(|space| endpoint.receive(space)) {
+                Ok(Some(Record::Close { .. })) => return Err("netd sent a client's record"),
+                Ok(Some(record)) => handle(record),
+                Ok(None) => return Ok(()),
+                Err(_) => return Err("netd broke the channel"),
+            }
+        }
+    }
+
+    /// Queues `bytes` for `connection` (split into records).
+    pub fn send(&mut self, connection: u8, bytes: &[u8]) {
+        for chunk in bytes.chunks(MAX_PAYLOAD) {
+            self.outgoing.push_back((connection, Some(chunk.to_vec())));
+        }
+    }
+
+    /// Queues closing `connection`.
+    pub fn close(&mut self, connection: u8) {
+        self.outgoing.push_back((connection, None));
+    }
+
+    /// Drops what is queued for `connection` (it is gone).
+    pub fn forget(&mut self, connection: u8) {
+        self.outgoing.retain(|(queued, _)| *queued != connection);
+    }
+
+    /// Writes what fits and rings netd if anything went.
+    pub fn flush(&mut self) -> Result<(), &'static str> {
+        let mut wrote = false;
+        let Some((_, endpoint)) = self.channel.as_mut() else { return Ok(()) };
+        while let Some((connection, bytes)) = self.outgoing.front() {
+            let record = match bytes {
+                Some(bytes) => Record::Data { connection: *connection, bytes },
+                None => Record::Close { connection: *connection },
+            };
+            let mut buffer = [0u8; MAX_RECORD];
+            let length = record.encode(&mut buffer).ok_or("a record too long to encode")?;
+            if (endpoint.writable().map_err(|_| "netd broke the channel")? as usize) < length {
+                break;
+            }
+            endpoint.send(&buffer[..length]).map_err(|_| "netd broke the channel")?;
+            self.outgoing.pop_front();
+            wrote = true;
+        }
+        if wrote {
+            let _ = syscall::send(self.netd, &Message::new(DOORBELL_LABEL, [0; 6]));
+        }
+        Ok(())
+    }
+
+    /// Whether `message` is netd's doorbell.
+    pub fn is_doorbell(&self, message: &Message) -> bool {
+        message.label == DOORBELL_LABEL && message.sender == self.netd
+    }
+}
