@@ -22,6 +22,8 @@ pub enum Need {
     Xorriso,
     /// dtc, used by tests that check FDTs with an independent tool.
     Dtc,
+    /// redis-cli, the real Redis client the tests talk to kvstore with.
+    RedisCli,
 }
 
 /// A Debian package and what it provides.
@@ -34,6 +36,7 @@ fn package(need: Need) -> &'static str {
         Need::Uefi(Arch::Aarch64) => "qemu-efi-aarch64",
         Need::Xorriso => "xorriso",
         Need::Dtc => "device-tree-compiler",
+        Need::RedisCli => "redis-tools",
     }
 }
 
@@ -56,6 +59,7 @@ fn is_met(need: Need) -> bool {
         }
         Need::Xorriso => find_program("xorriso").is_some(),
         Need::Dtc => find_program("dtc").is_some(),
+        Need::RedisCli => find_program("redis-cli").is_some(),
     }
 }
 
@@ -66,6 +70,7 @@ fn describe(need: Need) -> String {
         Need::Uefi(arch) => format!("UEFI firmware {}", uefi_firmware(arch).0),
         Need::Xorriso => "xorriso".to_string(),
         Need::Dtc => "dtc".to_string(),
+        Need::RedisCli => "redis-cli (redis-tools)".to_string(),
     }
 }
 
@@ -155,7 +160,7 @@ pub fn all_needs() -> Vec<Need> {
     for arch in Arch::ALL {
         needs.extend([Need::Toolchain(arch), Need::Qemu(arch), Need::Uefi(arch)]);
     }
-    needs.extend([Need::Xorriso, Need::Dtc]);
+    needs.extend([Need::Xorriso, Need::Dtc, Need::RedisCli]);
     needs
 }
 

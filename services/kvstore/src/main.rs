@@ -12,6 +12,8 @@
 
 extern crate alloc;
 
+mod redis;
+
 use alloc::vec::Vec;
 use baton_user::kho::{Folio, fetch_sub_fdt};
 use baton_user::message::KERNEL_SENDER;
@@ -286,17 +288,40 @@ fn main(_argument: u64) -> i32 {
     let _ = syscall::kho_done();
     log::info!("kvstore: ready (format {FORMAT}, {} entries)", store.entries().len());
     let mut buffers = DecodeBuffers::default();
+    // Redis clients, when the machine has a network.
+    let mut redis = syscall::lookup("netd").ok().and_then(redis::Redis::start);
     loop {
-        let message = match syscall::receive() {
+        let waiting = redis.as_ref().is_some_and(redis::Redis::has_outgoing);
+        let received = if waiting { syscall::receive_until(syscall::clock() + 1_000_000) } else { syscall::receive() };
+        let message = match received {
             Ok(message) => message,
+            Err(Error::WouldBlock) => {
+                if let Some(redis) = redis.as_mut() {
+                    redis.service();
+                }
+                continue;
+            }
             Err(error) => {
                 log::warn!("kvstore: receive failed: {error}");
                 continue;
             }
         };
+        if let Some(redis) = redis.as_mut() {
+            if redis.is_doorbell(&message) {
+                redis.service();
+                continue;
+            }
+            if message.sender == KERNEL_SENDER && redis.follow(&message) {
+                continue;
+            }
+        }
         if message.sender == KERNEL_SENDER {
             match UpdateEvent::from_label(message.label) {
                 Some(UpdateEvent::Prepare) => {
+                    // Every request received before the freeze is answered.
+                    if let Some(redis) = redis.as_mut() {
+                        redis.service();
+                    }
                     store.is_frozen = true;
                     let status = match store.publish() {
                         Ok(()) => 0,

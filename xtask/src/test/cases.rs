@@ -874,6 +874,25 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Session { port });
+    // Redis through netd: one redis-cli connection from the host, opened
+    // before the first update, keeps its key and its counter through five
+    // updates into the same image (kvstore resumed, its keyspace with it),
+    // every reply checked.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let redis = update(
+        arch,
+        "redis-cli keeps one connection and its keys through 5 updates",
+        Module::SameImage,
+        "demo.updates=5 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            5,
+            &[("host: redis-cli, one connection, 13 of 13 replies right through 5 updates", 1)],
+            &["kernel panic", "stopping", "refused port"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Redis { port });
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
@@ -933,7 +952,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .must_contain("1 MSI-X entr(ies) routed again to 'netd'")
     .must_contain("echo: a connection closed by the remote end (1 so far)")
     .must_contain("service 'echo' (id");
-    vec![found, off, driver, netd, damaged, bypassed, echo, client_restarts, neighbours, session]
+    vec![found, off, driver, netd, damaged, bypassed, echo, client_restarts, redis, neighbours, session]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

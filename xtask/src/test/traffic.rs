@@ -26,6 +26,60 @@ pub enum HostTraffic {
         /// The forwarded host port.
         port: u16,
     },
+    /// One `redis-cli` process (one connection), started once kvstore
+    /// serves Redis (before the first update) and kept through every
+    /// update: SET and INCR before, GET and INCR after each update, every
+    /// reply checked.
+    Redis {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+    },
+}
+
+/// A `redis-cli` with its input and output lines.
+struct RedisCli {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl RedisCli {
+    fn start(port: u16) -> std::io::Result<RedisCli> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let input = child.stdin.take().ok_or_else(|| std::io::Error::other("no stdin"))?;
+        let output = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(RedisCli { child, input, lines })
+    }
+
+    /// Runs one command; whether its reply was `expected`.
+    fn command(&mut self, command: &str, expected: &str) -> Result<bool, String> {
+        writeln!(self.input, "{command}").map_err(|error| format!("redis-cli: {error}"))?;
+        self.input.flush().map_err(|error| format!("redis-cli: {error}"))?;
+        match self.lines.recv_timeout(LINE_TIMEOUT) {
+            Ok(reply) => Ok(reply == expected),
+            Err(_) => Err(format!("no reply to '{command}'")),
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.input);
+        let _ = self.child.wait();
+    }
 }
 
 /// How long one line may take to come back.
@@ -59,6 +113,8 @@ fn exchange(stream: &mut TcpStream, line: &str) -> std::io::Result<bool> {
 pub struct Traffic {
     kind: HostTraffic,
     stream: Option<TcpStream>,
+    redis: Option<RedisCli>,
+    counter: u32,
     sent: u32,
     echoed: u32,
     updates: u32,
@@ -68,7 +124,17 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn new(kind: HostTraffic) -> Traffic {
-        Traffic { kind, stream: None, sent: 0, echoed: 0, updates: 0, failure: None, report: None }
+        Traffic {
+            kind,
+            stream: None,
+            redis: None,
+            counter: 0,
+            sent: 0,
+            echoed: 0,
+            updates: 0,
+            failure: None,
+            report: None,
+        }
     }
 
     /// The line the case's output gets, once the traffic is over.
@@ -116,6 +182,35 @@ impl Traffic {
                     return;
                 }
             }
+            HostTraffic::Redis { port } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.redis.is_none() {
+                    match RedisCli::start(port) {
+                        Ok(cli) => self.redis = Some(cli),
+                        Err(error) => self.failure = Some(format!("cannot start redis-cli: {error}")),
+                    }
+                    self.redis_step(&[("SET baton:key before", "OK")]);
+                    self.redis_incr();
+                } else if line.contains("demo: init resumed on the new kernel") {
+                    self.updates += 1;
+                    self.redis_step(&[("GET baton:key", "before")]);
+                    self.redis_incr();
+                } else if is_pause {
+                    self.redis_step(&[("EXISTS baton:key", "1")]);
+                    if let Some(cli) = self.redis.take() {
+                        cli.finish();
+                    }
+                    let mut report = format!(
+                        "host: redis-cli, one connection, {} of {} replies right through {} updates",
+                        self.echoed, self.sent, self.updates
+                    );
+                    if let Some(failure) = &self.failure {
+                        report.push_str(&format!(" ({failure})"));
+                    }
+                    self.report = Some(report);
+                } else {
+                    return;
+                }
+            }
         }
         if is_pause {
             // The guest logs the closed connection before it is let go.
@@ -123,6 +218,30 @@ impl Traffic {
             let _ = input.write_all(b"\n");
             let _ = input.flush();
         }
+    }
+
+    /// Commands over the redis-cli connection, each reply checked; a
+    /// broken connection is reported, never reopened.
+    fn redis_step(&mut self, commands: &[(&str, &str)]) {
+        for (command, expected) in commands {
+            let Some(cli) = self.redis.as_mut() else { return };
+            self.sent += 1;
+            match cli.command(command, expected) {
+                Ok(true) => self.echoed += 1,
+                Ok(false) => self.failure = Some(format!("a wrong reply to '{command}'")),
+                Err(error) => {
+                    self.failure = Some(error);
+                    self.redis = None;
+                }
+            }
+        }
+    }
+
+    /// INCR on the counter, which counts every step exactly once.
+    fn redis_incr(&mut self) {
+        self.counter += 1;
+        let expected = self.counter.to_string();
+        self.redis_step(&[("INCR baton:count", &expected)]);
     }
 
     /// One numbered line over the session's connection; a broken

@@ -1,0 +1,145 @@
+//! kvstore's Redis front: RESP2 on TCP port 6379 through netd's sockets,
+//! the commands of `baton-resp`.
+//!
+//! The keyspace is a `baton_resp::MemoryStore` in kvstore's memory for
+//! now: an update that resumes kvstore keeps it whole (every page of the
+//! process goes across); one that restarts kvstore starts it empty, while
+//! netd keeps the connections open. A table in preservable memory that a
+//! restart takes over is the next step (issue 16, item 2).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use baton_resp::{Client, Frame, Framer, Limits, MemoryStore, Outcome, ServerInfo, encode, execute};
+use baton_user::sockets::{Followed, Listener, SocketRecord};
+use baton_user::{Message, syscall};
+
+/// The Redis port.
+const PORT: u16 = 6379;
+/// Connections at a time.
+const CONNECTIONS: u8 = 8;
+
+/// One connection's reader and state.
+struct Connection {
+    framer: Framer,
+    client: Client,
+}
+
+/// The Redis side of kvstore.
+pub struct Redis {
+    listener: Listener,
+    store: MemoryStore,
+    limits: Limits,
+    info: ServerInfo,
+    connections: BTreeMap<u8, Connection>,
+    next_client_id: u64,
+}
+
+impl Redis {
+    /// Asks netd (service `netd`) for the port.
+    pub fn start(netd: u64) -> Option<Redis> {
+        match Listener::new(netd, PORT, CONNECTIONS, "kvstore") {
+            Ok(listener) => {
+                log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
+                let info = ServerInfo { kernel_version: alloc::string::String::from("baton"), ..ServerInfo::default() };
+                Some(Redis {
+                    listener,
+                    store: MemoryStore::new(),
+                    limits: Limits::default(),
+                    info,
+                    connections: BTreeMap::new(),
+                    next_client_id: 1,
+                })
+            }
+            Err(error) => {
+                log::warn!("kvstore: netd refused port {PORT}: {error}");
+                None
+            }
+        }
+    }
+
+    /// Whether replies wait for room in the channel.
+    pub fn has_outgoing(&self) -> bool {
+        self.listener.has_outgoing()
+    }
+
+    /// A kernel message: follows netd through updates. Whether it was
+    /// about netd's channel.
+    pub fn follow(&mut self, message: &Message) -> bool {
+        match self.listener.follow(message) {
+            Ok(Followed::Asked(_)) => true,
+            Ok(Followed::NotMine) => false,
+            Err(error) => {
+                log::warn!("kvstore: netd refused port {PORT}: {error}");
+                true
+            }
+        }
+    }
+
+    /// Whether `message` is netd's doorbell.
+    pub fn is_doorbell(&self, message: &Message) -> bool {
+        self.listener.is_doorbell(message)
+    }
+
+    /// Answers every whole request that has arrived, in order per
+    /// connection.
+    pub fn service(&mut self) {
+        let mut records: Vec<(u8, Option<Vec<u8>>)> = Vec::new();
+        let read = self.listener.read(|record| match record {
+            SocketRecord::Accepted { connection, .. } => records.push((connection, Some(Vec::new()))),
+            SocketRecord::Data { connection, bytes } => records.push((connection, Some(bytes.to_vec()))),
+            SocketRecord::Closed { connection } => records.push((connection, None)),
+            SocketRecord::Close { .. } => {}
+        });
+        if let Err(why) = read {
+            log::warn!("kvstore: {why}");
+        }
+        let now_ms = syscall::clock() / 1_000_000;
+        for (number, bytes) in records {
+            let Some(bytes) = bytes else {
+                self.connections.remove(&number);
+                self.listener.forget(number);
+                continue;
+            };
+            self.info.connected_clients = self.connections.len();
+            let limits = self.limits;
+            let mut out = Vec::new();
+            let mut is_closing = false;
+            let Redis { connections, next_client_id, store, info, .. } = self;
+            let connection = connections.entry(number).or_insert_with(|| {
+                let client = Client::new(*next_client_id);
+                *next_client_id += 1;
+                Connection { framer: Framer::new(), client }
+            });
+            connection.framer.push(&bytes);
+            loop {
+                match connection.framer.next(limits.max_value_bytes, limits.max_arguments) {
+                    Ok(Some(request)) => {
+                        info.commands_processed += 1;
+                        let (reply, outcome) = execute(store, &mut connection.client, &limits, info, now_ms, &request);
+                        encode(&reply, &mut out);
+                        if outcome == Outcome::Close {
+                            is_closing = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        encode(&Frame::Error(alloc::string::String::from(error.reply())), &mut out);
+                        is_closing = true;
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                self.listener.send(number, &out);
+            }
+            if is_closing {
+                self.listener.close(number);
+                self.connections.remove(&number);
+            }
+        }
+        if let Err(why) = self.listener.flush() {
+            log::warn!("kvstore: {why}");
+        }
+    }
+}
