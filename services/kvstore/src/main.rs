@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use baton_user::kho::{Folio, fetch_sub_fdt};
 use baton_user::message::KERNEL_SENDER;
 use baton_user::protocol::{self, DecodeBuffers, KvRequest, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use baton_user::{Error, Message, SubFdtWriter, UpdateEvent, native_u32, native_u64, parse_fdt, syscall};
+use baton_user::{Error, Message, SubFdtWriter, UpdateEvent, UpdateFate, native_u32, native_u64, parse_fdt, syscall};
 
 baton_user::service!(main);
 
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Publishes the sub-FDT describing the table and preserves the table.
-    fn publish(&mut self) -> Result<(), Error> {
+    fn publish(&mut self, redis: Option<redis::Handover>) -> Result<(), Error> {
         let count = self.entries().len() as u32;
         let fdt = (|| {
             let mut writer = SubFdtWriter::new().ok()?;
@@ -212,6 +212,11 @@ impl Store {
             writer.property_u64("table", self.folio.physical).ok()?;
             writer.property_u32("order", self.folio.order).ok()?;
             writer.property_u32("entries", count).ok()?;
+            if let Some((physical, order, bytes)) = redis {
+                let words = [physical, u64::from(order), bytes];
+                let value: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+                writer.property("redis-keyspace", &value).ok()?;
+            }
             writer.finish().ok()
         })()
         .ok_or(Error::NoMemory)?;
@@ -225,9 +230,17 @@ impl Store {
     }
 }
 
+/// The Redis keyspace the previous instance handed over, if it did.
+fn redis_handover(fdt: &[u8]) -> Option<redis::Handover> {
+    let parsed = parse_fdt(fdt).ok()?;
+    let value = parsed.find_node("/")?.property("redis-keyspace")?.value;
+    let word = |index: usize| value.get(index * 8..index * 8 + 8).and_then(native_u64);
+    Some((word(0)?, u32::try_from(word(1)?).ok()?, word(2)?))
+}
+
 /// The table the previous instance handed over, migrated to this format.
-fn restore() -> Option<Store> {
-    let fdt = fetch_sub_fdt().ok()?;
+fn restore(fdt: Option<&[u8]>) -> Option<Store> {
+    let fdt = fdt?;
     let parsed = parse_fdt(fdt).ok()?;
     let root = parsed.find_node("/")?;
     let compatible = root.property("compatible")?.as_str()?;
@@ -269,7 +282,9 @@ fn main(_argument: u64) -> i32 {
     if let Err(error) = syscall::kho_subscribe() {
         log::warn!("kvstore: cannot subscribe to updates: {error}");
     }
-    let mut store = match restore() {
+    let fdt = fetch_sub_fdt().ok();
+    let redis_keys = fdt.and_then(redis_handover).and_then(redis::take_over);
+    let mut store = match restore(fdt) {
         Some(store) => store,
         None => {
             let folio = match Folio::allocate(TABLE_ORDER) {
@@ -289,7 +304,10 @@ fn main(_argument: u64) -> i32 {
     log::info!("kvstore: ready (format {FORMAT}, {} entries)", store.entries().len());
     let mut buffers = DecodeBuffers::default();
     // Redis clients, when the machine has a network.
-    let mut redis = syscall::lookup("netd").ok().and_then(redis::Redis::start);
+    let mut redis = match syscall::lookup("netd") {
+        Ok(netd) => redis::Redis::start(netd, redis_keys),
+        Err(_) => None,
+    };
     loop {
         let waiting = redis.as_ref().is_some_and(redis::Redis::has_outgoing);
         let received = if waiting { syscall::receive_until(syscall::clock() + 1_000_000) } else { syscall::receive() };
@@ -318,12 +336,17 @@ fn main(_argument: u64) -> i32 {
         if message.sender == KERNEL_SENDER {
             match UpdateEvent::from_label(message.label) {
                 Some(UpdateEvent::Prepare) => {
-                    // Every request received before the freeze is answered.
+                    // Every request received before the freeze is answered;
+                    // a restart takes the keyspace along.
+                    let mut handover = None;
                     if let Some(redis) = redis.as_mut() {
                         redis.service();
+                        if UpdateFate::from_word(message.words[0]) == UpdateFate::Restarted {
+                            handover = redis.prepare_restart();
+                        }
                     }
                     store.is_frozen = true;
-                    let status = match store.publish() {
+                    let status = match store.publish(handover) {
                         Ok(()) => 0,
                         Err(error) => {
                             log::warn!("kvstore: cannot publish: {error}");
@@ -332,7 +355,12 @@ fn main(_argument: u64) -> i32 {
                     };
                     let _ = syscall::kho_ready(UpdateEvent::Prepare, status);
                 }
-                Some(UpdateEvent::Resumed) => store.is_frozen = false,
+                Some(UpdateEvent::Resumed) => {
+                    store.is_frozen = false;
+                    if let Some(redis) = redis.as_mut() {
+                        redis.abort_handover();
+                    }
+                }
                 _ => {}
             }
             continue;

@@ -893,6 +893,33 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Redis { port });
+    // The same into the second version, whose first update restarts
+    // kvstore (its table format changes): the keyspace goes across as
+    // explicit state, netd holds the connection meanwhile.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let redis_restarted = update(
+        arch,
+        "redis-cli keeps one connection and its keys through 5 updates, the first restarting kvstore",
+        Module::SecondVersion,
+        "demo.updates=5 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            5,
+            &[
+                ("host: redis-cli, one connection, 13 of 13 replies right through 5 updates", 1),
+                ("service 'kvstore' (id", 5),
+                ("Redis key(s) taken over", 1),
+            ],
+            &["kernel panic", "stopping", "refused port", "does not read"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Redis { port })
+    .in_order(&[
+        "kvstore: 2 Redis key(s) handed over",
+        "service 'kvstore' (id 4) restarted",
+        "kvstore: 2 Redis key(s) taken over",
+    ]);
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
@@ -952,7 +979,20 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .must_contain("1 MSI-X entr(ies) routed again to 'netd'")
     .must_contain("echo: a connection closed by the remote end (1 so far)")
     .must_contain("service 'echo' (id");
-    vec![found, off, driver, netd, damaged, bypassed, echo, client_restarts, redis, neighbours, session]
+    vec![
+        found,
+        off,
+        driver,
+        netd,
+        damaged,
+        bypassed,
+        echo,
+        client_restarts,
+        redis,
+        redis_restarted,
+        neighbours,
+        session,
+    ]
 }
 
 /// Hostile services attacking while an update runs (`test.adversary=N`).

@@ -101,3 +101,58 @@ impl Store for MemoryStore {
         self.used_bytes
     }
 }
+
+/// The magic at the start of a keyspace's bytes ([`MemoryStore::to_bytes`]).
+const KEYSPACE_MAGIC: &[u8; 8] = b"BRKS0001";
+/// "No expiry" in the bytes.
+const NO_EXPIRY: u64 = u64::MAX;
+
+impl MemoryStore {
+    /// The whole keyspace as bytes, for a next instance to take over: the
+    /// magic, the key count, then per key its length and the value's (u32
+    /// each), its expiry (u64, all-ones for none), the key and the value;
+    /// little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.used_bytes + 16 * self.entries.len());
+        out.extend_from_slice(KEYSPACE_MAGIC);
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (key, (value, expires_at)) in &self.entries {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&expires_at.unwrap_or(NO_EXPIRY).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// A keyspace read back from [`MemoryStore::to_bytes`]'s bytes (read
+    /// as hostile: every length is checked against what is there). `None`
+    /// for bytes that are not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MemoryStore> {
+        fn take<'a>(bytes: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
+            let (head, tail) = bytes.split_at_checked(count)?;
+            *bytes = tail;
+            Some(head)
+        }
+        fn word<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+            take(bytes, N)?.try_into().ok()
+        }
+        let mut rest = bytes;
+        if take(&mut rest, 8)? != KEYSPACE_MAGIC {
+            return None;
+        }
+        let count = u64::from_le_bytes(word(&mut rest)?);
+        let mut store = MemoryStore::new();
+        for _ in 0..count {
+            let key_length = u32::from_le_bytes(word(&mut rest)?) as usize;
+            let value_length = u32::from_le_bytes(word(&mut rest)?) as usize;
+            let expires_at = u64::from_le_bytes(word(&mut rest)?);
+            let key = take(&mut rest, key_length)?;
+            let value = take(&mut rest, value_length)?;
+            let expires_at = (expires_at != NO_EXPIRY).then_some(expires_at);
+            store.put(key, value, expires_at).ok()?;
+        }
+        rest.is_empty().then_some(store)
+    }
+}

@@ -278,3 +278,30 @@ proptest::proptest! {
         let _ = execute(&mut server.store, &mut server.client, &server.limits, &server.info, 5, &words);
     }
 }
+
+#[test]
+fn a_keyspace_goes_across_as_bytes() {
+    let mut server = Server::new();
+    server.run(&["SET", "a", "1"]);
+    server.run(&["SET", "b", "two", "PX", "5000"]);
+    let request = vec![b"SET".to_vec(), vec![0, 255], vec![13, 10, 0]];
+    execute(&mut server.store, &mut server.client, &server.limits, &server.info, 1_000, &request);
+    let bytes = server.store.to_bytes();
+    let mut next = Server::new();
+    next.store = MemoryStore::from_bytes(&bytes).unwrap();
+    assert_eq!(next.store.len(), 3);
+    assert_eq!(next.store.used_bytes(), server.store.used_bytes());
+    assert_eq!(next.run(&["GET", "a"]), bulk("1"));
+    assert_eq!(next.run(&["PTTL", "b"]), Frame::Integer(5000), "the expiry time goes across");
+    // Truncated, extended or damaged bytes are refused whole.
+    for cut in 0..bytes.len() {
+        assert!(MemoryStore::from_bytes(&bytes[..cut]).is_none(), "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(MemoryStore::from_bytes(&longer).is_none());
+    let mut lying = bytes.clone();
+    lying[16] = 0xff; // the first key's length
+    assert!(MemoryStore::from_bytes(&lying).is_none());
+    assert!(MemoryStore::from_bytes(&MemoryStore::new().to_bytes()).is_some_and(|store| store.is_empty()));
+}
