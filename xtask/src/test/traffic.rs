@@ -170,14 +170,10 @@ impl Traffic {
                     if let Some(stream) = self.stream.take() {
                         let _ = stream.shutdown(Shutdown::Both);
                     }
-                    let mut report = format!(
+                    self.finish_report(format!(
                         "host: one TCP connection, {} of {} lines echoed through {} updates",
                         self.echoed, self.sent, self.updates
-                    );
-                    if let Some(failure) = &self.failure {
-                        report.push_str(&format!(" ({failure})"));
-                    }
-                    self.report = Some(report);
+                    ));
                 } else {
                     return;
                 }
@@ -199,14 +195,10 @@ impl Traffic {
                     if let Some(cli) = self.redis.take() {
                         cli.finish();
                     }
-                    let mut report = format!(
+                    self.finish_report(format!(
                         "host: redis-cli, one connection, {} of {} replies right through {} updates",
                         self.echoed, self.sent, self.updates
-                    );
-                    if let Some(failure) = &self.failure {
-                        report.push_str(&format!(" ({failure})"));
-                    }
-                    self.report = Some(report);
+                    ));
                 } else {
                     return;
                 }
@@ -218,6 +210,14 @@ impl Traffic {
             let _ = input.write_all(b"\n");
             let _ = input.flush();
         }
+    }
+
+    /// The report line: `head`, and the first failure if there was one.
+    fn finish_report(&mut self, mut head: String) {
+        if let Some(failure) = &self.failure {
+            head.push_str(&format!(" ({failure})"));
+        }
+        self.report = Some(head);
     }
 
     /// Commands over the redis-cli connection, each reply checked; a
