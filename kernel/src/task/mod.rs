@@ -573,23 +573,22 @@ pub fn tick(frame: *mut TrapFrame) -> *mut TrapFrame {
     let mut tasks = TASKS.lock();
     tasks.ticks += 1;
     let now = baton_arch::nanoseconds();
-    let due: Vec<ServiceId> = tasks
+    // Sleeps that end, and receives whose deadline passed (one pass).
+    let due: Vec<(ServiceId, bool)> = tasks
         .processes
         .values()
-        .filter(|process| matches!(process.state, State::Sleeping { until_ns } if until_ns <= now))
-        .map(|process| process.id)
+        .filter_map(|process| match process.state {
+            State::Sleeping { until_ns } if until_ns <= now => Some((process.id, false)),
+            State::Receiving { deadline_ns, .. } if deadline_ns <= now => Some((process.id, true)),
+            _ => None,
+        })
         .collect();
-    for id in due {
-        tasks.wake(id);
-    }
-    let timed_out: Vec<ServiceId> = tasks
-        .processes
-        .values()
-        .filter(|process| matches!(process.state, State::Receiving { deadline_ns, .. } if deadline_ns <= now))
-        .map(|process| process.id)
-        .collect();
-    for id in timed_out {
-        tasks.fail_call(id, baton_abi::Error::WouldBlock);
+    for (id, is_receive) in due {
+        if is_receive {
+            tasks.fail_call(id, baton_abi::Error::WouldBlock);
+        } else {
+            tasks.wake(id);
+        }
     }
     let next = reschedule(&mut tasks, frame);
     drop(tasks);

@@ -52,7 +52,9 @@ impl Redis {
         match Listener::new(netd, PORT, CONNECTIONS, "kvstore") {
             Ok(listener) => {
                 log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
-                let info = ServerInfo { kernel_version: alloc::string::String::from("baton"), ..ServerInfo::default() };
+                // No call tells a service the kernel's version, generation
+                // or blackouts yet: INFO leaves them out.
+                let info = ServerInfo::default();
                 Some(Redis {
                     listener,
                     store: restored.unwrap_or_default(),

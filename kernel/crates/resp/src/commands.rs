@@ -31,15 +31,16 @@ impl Default for Limits {
     }
 }
 
-/// What INFO reports about the server and the machine.
+/// What INFO reports about the server and the machine. What the caller
+/// does not know is `None` and left out of the reply, never made up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerInfo {
     /// The kernel's version.
-    pub kernel_version: String,
+    pub kernel_version: Option<String>,
     /// Updates since the cold boot.
-    pub generation: u64,
+    pub generation: Option<u64>,
     /// The last update's blackout, in microseconds.
-    pub last_blackout_us: u64,
+    pub last_blackout_us: Option<u64>,
     /// One line per update: what the kernel's history says.
     pub update_history: Vec<String>,
     /// Clients connected.
@@ -247,7 +248,7 @@ fn info(store: &impl Store, limits: &Limits, server: &ServerInfo, section: Optio
         &[
             ("redis_version", String::from("7.0.15")),
             ("redis_mode", String::from("standalone")),
-            ("os", format!("Baton {}", server.kernel_version)),
+            ("os", String::from("Baton")),
             ("uptime_in_seconds", format!("{}", server.uptime_ms / 1000)),
         ],
     );
@@ -260,12 +261,17 @@ fn info(store: &impl Store, limits: &Limits, server: &ServerInfo, section: Optio
     let keyspace =
         if store.is_empty() { vec![] } else { vec![("db0", format!("keys={},expires=0,avg_ttl=0", store.len()))] };
     add("Keyspace", &keyspace);
-    let mut baton = vec![
-        ("kernel_version", server.kernel_version.clone()),
-        ("generation", format!("{}", server.generation)),
-        ("last_blackout_us", format!("{}", server.last_blackout_us)),
-        ("updates", format!("{}", server.update_history.len())),
-    ];
+    let mut baton = Vec::new();
+    if let Some(version) = &server.kernel_version {
+        baton.push(("kernel_version", version.clone()));
+    }
+    if let Some(generation) = server.generation {
+        baton.push(("generation", format!("{generation}")));
+    }
+    if let Some(blackout) = server.last_blackout_us {
+        baton.push(("last_blackout_us", format!("{blackout}")));
+    }
+    baton.push(("updates_recorded", format!("{}", server.update_history.len())));
     let history: Vec<(String, String)> = server
         .update_history
         .iter()

@@ -162,8 +162,13 @@ fn what_clients_send_on_connect_works() {
     for section in ["# Server", "# Clients", "# Memory", "# Stats", "# Keyspace", "# Baton"] {
         assert!(info.contains(section), "{section} in {info}");
     }
+    assert!(!info.contains("generation:"), "nothing the server was not told");
+    server.info.generation = Some(3);
+    server.info.kernel_version = Some(String::from("0.2.0"));
     let Frame::BulkString(only) = server.run(&["INFO", "baton"]) else { panic!() };
-    assert!(String::from_utf8(only).unwrap().starts_with("# Baton"));
+    let only = String::from_utf8(only).unwrap();
+    assert!(only.starts_with("# Baton"));
+    assert!(only.contains("generation:3\r\n") && only.contains("kernel_version:0.2.0\r\n"), "{only}");
     let request: Vec<Vec<u8>> = vec![b"QUIT".to_vec()];
     let (_, outcome) = execute(&mut server.store, &mut server.client, &server.limits, &server.info, 0, &request);
     assert_eq!(outcome, Outcome::Close);
