@@ -12,6 +12,10 @@ use baton_sockets::{DOORBELL_LABEL, LISTEN_LABEL, MAX_PAYLOAD, MAX_RECORD, Recor
 
 pub use baton_sockets::Record as SocketRecord;
 
+/// How often a listen request meets a full mailbox before it gives up
+/// (a millisecond apart).
+const BUSY_ATTEMPTS: u32 = 100;
+
 /// The most channel bytes a client maps.
 const MAX_REGION_BYTES: u64 = 1 << 20;
 
@@ -55,6 +59,25 @@ impl Listener {
         Ok(listener)
     }
 
+    /// Asks netd for `port` again for a restarted service that was
+    /// handed its previous instance's connections: netd announces none of
+    /// them again, and the channel is read on where that instance
+    /// stopped. The flag is `true` when netd set the port up now (it had
+    /// been restarted too): the handed-over connections are gone.
+    pub fn resume(netd: u64, port: u16, connections: u8, name: &'static str) -> Result<(Listener, bool), Error> {
+        let mut listener = Listener {
+            netd,
+            port,
+            connections,
+            name,
+            channel: None,
+            reader: RecordReader::new(),
+            outgoing: VecDeque::new(),
+        };
+        let fresh = listener.listen(false)?;
+        Ok((listener, fresh))
+    }
+
     /// The grant netd gave.
     pub fn grant(&self) -> Option<u64> {
         self.channel.as_ref().map(|(grant, _)| *grant)
@@ -71,7 +94,17 @@ impl Listener {
     fn listen(&mut self, is_new_instance: bool) -> Result<bool, Error> {
         let words = baton_sockets::listen_words(self.port, self.connections, is_new_instance, self.name)
             .ok_or(Error::TooLarge)?;
-        let reply = ipc::request_idempotent(self.netd, LISTEN_LABEL, words)?;
+        // netd's mailbox may be full for a moment (doorbells, its card's
+        // interrupts): that is no refusal, so ask again shortly.
+        let mut reply = ipc::request_idempotent(self.netd, LISTEN_LABEL, words);
+        for _ in 0..BUSY_ATTEMPTS {
+            if !matches!(reply, Err(Error::WouldBlock)) {
+                break;
+            }
+            syscall::sleep(1_000_000);
+            reply = ipc::request_idempotent(self.netd, LISTEN_LABEL, words);
+        }
+        let reply = reply?;
         if reply.label != 0 {
             return Err(Error::from_number(reply.label).unwrap_or(Error::InvalidArgument));
         }
@@ -135,6 +168,20 @@ impl Listener {
     /// Queues closing `connection`.
     pub fn close(&mut self, connection: u8) {
         self.outgoing.push_back((connection, None));
+    }
+
+    /// Takes every record still queued, in order (a restarting service
+    /// hands them to its next instance).
+    pub fn take_outgoing(&mut self) -> Vec<(u8, Option<Vec<u8>>)> {
+        self.outgoing.drain(..).collect()
+    }
+
+    /// Queues records a previous instance left unsent, ahead of anything
+    /// queued since.
+    pub fn requeue(&mut self, records: Vec<(u8, Option<Vec<u8>>)>) {
+        for record in records.into_iter().rev() {
+            self.outgoing.push_front(record);
+        }
     }
 
     /// Drops what is queued for `connection` (it is gone).

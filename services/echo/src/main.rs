@@ -90,8 +90,8 @@ fn main(_argument: u64) -> i32 {
             listener.send(connection, &bytes);
         }
         for connection in closed {
-            // Nothing of it may go out any more.
-            listener.forget(connection);
+            // What was echoed goes out, then netd may reuse the number.
+            listener.close(connection);
             log::info!("echo: a connection closed by the remote end ({connections} so far)");
         }
         if let Err(why) = read.and_then(|()| listener.flush()) {

@@ -212,8 +212,8 @@ impl Store {
             writer.property_u64("table", self.folio.physical).ok()?;
             writer.property_u32("order", self.folio.order).ok()?;
             writer.property_u32("entries", count).ok()?;
-            if let Some((physical, order, bytes)) = redis {
-                let words = [physical, u64::from(order), bytes];
+            if let Some((physical, order, keyspace, sessions)) = redis {
+                let words = [physical, u64::from(order), keyspace, sessions];
                 let value: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
                 writer.property("redis-keyspace", &value).ok()?;
             }
@@ -235,7 +235,8 @@ fn redis_handover(fdt: &[u8]) -> Option<redis::Handover> {
     let parsed = parse_fdt(fdt).ok()?;
     let value = parsed.find_node("/")?.property("redis-keyspace")?.value;
     let word = |index: usize| value.get(index * 8..index * 8 + 8).and_then(native_u64);
-    Some((word(0)?, u32::try_from(word(1)?).ok()?, word(2)?))
+    // Three words from an instance that handed over no sessions.
+    Some((word(0)?, u32::try_from(word(1)?).ok()?, word(2)?, word(3).unwrap_or(0)))
 }
 
 /// The table the previous instance handed over, migrated to this format.
@@ -358,7 +359,9 @@ fn main(_argument: u64) -> i32 {
                 Some(UpdateEvent::Resumed) => {
                     store.is_frozen = false;
                     if let Some(redis) = redis.as_mut() {
+                        // Serving again: what netd held meanwhile too.
                         redis.abort_handover();
+                        redis.service();
                     }
                 }
                 _ => {}

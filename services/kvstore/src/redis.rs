@@ -4,15 +4,21 @@
 //! The keyspace is a `baton_resp::MemoryStore` in kvstore's memory: an
 //! update that resumes kvstore keeps it whole (every page of the process
 //! goes across). One that restarts kvstore gets it as explicit state: on
-//! `prepare` the keyspace is written into one preservable folio (at most
-//! 4 MiB for now) that the sub-FDT names, and the next instance reads it
-//! back before it serves anyone; netd keeps the connections open
-//! meanwhile. A table that lives in preservable memory all along (no copy
-//! at `prepare`, any size) is issue 16's item 2.
+//! `prepare` the keyspace and the connections' state (`Sessions`: clients,
+//! half-arrived requests, replies not yet in netd's channel) are written
+//! into one preservable folio (at most 4 MiB for now) that the sub-FDT
+//! names, and kvstore reads nothing more from netd. The next instance
+//! reads both back before it serves anyone and reads the channel where
+//! this one stopped, so every request is answered once, in order; netd
+//! keeps the connections open meanwhile. A table that lives in
+//! preservable memory all along (no copy at `prepare`, any size) is issue
+//! 16's item 2.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use baton_resp::{Client, Frame, Framer, Limits, MemoryStore, Outcome, ServerInfo, Store, encode, execute};
+use baton_resp::{
+    Client, Frame, Framer, Limits, MemoryStore, Outcome, ServerInfo, Session, Sessions, Store, encode, execute,
+};
 use baton_user::kho::Folio;
 use baton_user::sockets::{Followed, Listener, SocketRecord};
 use baton_user::{MAX_USER_FOLIO_ORDER, Message, syscall};
@@ -20,7 +26,7 @@ use baton_user::{MAX_USER_FOLIO_ORDER, Message, syscall};
 /// The Redis port.
 const PORT: u16 = 6379;
 /// Connections at a time.
-const CONNECTIONS: u8 = 8;
+const CONNECTIONS: u8 = 16;
 
 /// One connection's reader and state.
 struct Connection {
@@ -36,48 +42,86 @@ pub struct Redis {
     info: ServerInfo,
     connections: BTreeMap<u8, Connection>,
     next_client_id: u64,
-    /// The keyspace written out for a restart, preserved until the update
-    /// happens (or is aborted).
+    /// The keyspace and sessions written out for a restart, preserved
+    /// until the update happens (or is aborted). Nothing is read from or
+    /// sent to netd meanwhile: it is all the next instance's.
     handover: Option<Folio>,
 }
 
-/// Where a keyspace handed to the next instance is: (physical address,
-/// folio order, bytes).
-pub type Handover = (u64, u32, u64);
+/// Where the state handed to the next instance is: (physical address,
+/// folio order, keyspace bytes, session bytes after them).
+pub type Handover = (u64, u32, u64, u64);
+
+/// What a previous instance handed over.
+pub type Restored = (MemoryStore, Sessions);
 
 impl Redis {
     /// Asks netd (service `netd`) for the port, with the keyspace a
     /// previous instance handed over, if any.
-    pub fn start(netd: u64, restored: Option<MemoryStore>) -> Option<Redis> {
-        match Listener::new(netd, PORT, CONNECTIONS, "kvstore") {
-            Ok(listener) => {
-                log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
-                // No call tells a service the kernel's version, generation
-                // or blackouts yet: INFO leaves them out.
-                let info = ServerInfo::default();
-                Some(Redis {
-                    listener,
-                    store: restored.unwrap_or_default(),
-                    limits: Limits::default(),
-                    info,
-                    connections: BTreeMap::new(),
-                    next_client_id: 1,
-                    handover: None,
-                })
-            }
+    pub fn start(netd: u64, restored: Option<Restored>) -> Option<Redis> {
+        let (listener, store, sessions) = match restored {
+            // The connections are this instance's: netd tells it none
+            // again, unless netd itself started anew.
+            Some((store, sessions)) => match Listener::resume(netd, PORT, CONNECTIONS, "kvstore") {
+                Ok((listener, false)) => (Ok(listener), store, sessions),
+                Ok((listener, true)) => (Ok(listener), store, Sessions::default()),
+                Err(error) => (Err(error), store, sessions),
+            },
+            None => (Listener::new(netd, PORT, CONNECTIONS, "kvstore"), MemoryStore::new(), Sessions::default()),
+        };
+        let listener = match listener {
+            Ok(listener) => listener,
             Err(error) => {
                 log::warn!("kvstore: netd refused port {PORT}: {error}");
-                None
+                return None;
             }
+        };
+        log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
+        // No call tells a service the kernel's version, generation or
+        // blackouts yet: INFO leaves them out.
+        let info = ServerInfo::default();
+        let mut redis = Redis {
+            listener,
+            store,
+            limits: Limits::default(),
+            info,
+            connections: BTreeMap::new(),
+            next_client_id: sessions.next_client_id.max(1),
+            handover: None,
+        };
+        for Session { connection, client, framer } in sessions.sessions {
+            redis.connections.insert(connection, Connection { framer, client });
         }
+        redis.listener.requeue(sessions.unsent);
+        // Requests that had half arrived may be whole now.
+        redis.service();
+        Some(redis)
     }
 
-    /// An update restarts kvstore: writes the keyspace into a preservable
-    /// folio and preserves it. `None` when it does not fit one (it is then
-    /// lost, and said so).
+    /// An update restarts kvstore: writes the keyspace and the sessions
+    /// into a preservable folio and preserves it; kvstore then leaves
+    /// netd's channel alone. `None` when they do not fit one (the keys are
+    /// then lost, and said so).
     pub fn prepare_restart(&mut self) -> Option<Handover> {
         self.abort_handover();
-        let bytes = self.store.to_bytes();
+        let mut bytes = self.store.to_bytes();
+        let keyspace_bytes = bytes.len() as u64;
+        let sessions = Sessions {
+            next_client_id: self.next_client_id,
+            sessions: self
+                .connections
+                .iter()
+                .map(|(number, connection)| Session {
+                    connection: *number,
+                    client: connection.client.clone(),
+                    framer: connection.framer.clone(),
+                })
+                .collect(),
+            unsent: self.listener.take_outgoing(),
+        };
+        // Kept queued too, should the update be aborted.
+        self.listener.requeue(sessions.unsent.clone());
+        bytes.extend_from_slice(&sessions.to_bytes());
         let order = (0..=MAX_USER_FOLIO_ORDER).find(|order| (4096_u64 << order) >= bytes.len() as u64);
         let Some(order) = order else {
             log::warn!("kvstore: the Redis keyspace ({} bytes) is too large to hand over yet; it is lost", bytes.len());
@@ -86,8 +130,13 @@ impl Redis {
         let mut folio = Folio::allocate(order).ok()?;
         folio.bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
         folio.preserve().ok()?;
-        let handover = (folio.physical, order, bytes.len() as u64);
-        log::info!("kvstore: {} Redis key(s) handed over ({} bytes)", self.store.len(), bytes.len());
+        let handover = (folio.physical, order, keyspace_bytes, bytes.len() as u64 - keyspace_bytes);
+        log::info!(
+            "kvstore: {} Redis key(s) and {} connection(s) handed over ({} bytes)",
+            self.store.len(),
+            sessions.sessions.len(),
+            bytes.len()
+        );
         self.handover = Some(folio);
         Some(handover)
     }
@@ -100,16 +149,23 @@ impl Redis {
         }
     }
 
-    /// Whether replies wait for room in the channel.
+    /// Whether replies wait for room in the channel (and may go: not
+    /// after they were handed over).
     pub fn has_outgoing(&self) -> bool {
-        self.listener.has_outgoing()
+        self.handover.is_none() && self.listener.has_outgoing()
     }
 
     /// A kernel message: follows netd through updates. Whether it was
     /// about netd's channel.
     pub fn follow(&mut self, message: &Message) -> bool {
         match self.listener.follow(message) {
-            Ok(Followed::Asked(_)) => true,
+            Ok(Followed::Asked(is_anew)) => {
+                if is_anew {
+                    // A new netd: none of the connections exist any more.
+                    self.connections.clear();
+                }
+                true
+            }
             Ok(Followed::NotMine) => false,
             Err(error) => {
                 log::warn!("kvstore: netd refused port {PORT}: {error}");
@@ -126,33 +182,51 @@ impl Redis {
     /// Answers every whole request that has arrived, in order per
     /// connection.
     pub fn service(&mut self) {
-        let mut records: Vec<(u8, Option<Vec<u8>>)> = Vec::new();
+        if self.handover.is_some() {
+            // Handed over: what netd holds is the next instance's.
+            return;
+        }
+        /// What happened on a connection, in the order netd said it.
+        enum Event {
+            Accepted,
+            Data(Vec<u8>),
+            Closed,
+        }
+        let mut records: Vec<(u8, Event)> = Vec::new();
         let read = self.listener.read(|record| match record {
-            SocketRecord::Accepted { connection, .. } => records.push((connection, Some(Vec::new()))),
-            SocketRecord::Data { connection, bytes } => records.push((connection, Some(bytes.to_vec()))),
-            SocketRecord::Closed { connection } => records.push((connection, None)),
+            SocketRecord::Accepted { connection, .. } => records.push((connection, Event::Accepted)),
+            SocketRecord::Data { connection, bytes } => records.push((connection, Event::Data(bytes.to_vec()))),
+            SocketRecord::Closed { connection } => records.push((connection, Event::Closed)),
             SocketRecord::Close { .. } => {}
         });
         if let Err(why) = read {
             log::warn!("kvstore: {why}");
         }
         let now_ms = syscall::clock() / 1_000_000;
-        for (number, bytes) in records {
-            let Some(bytes) = bytes else {
-                self.connections.remove(&number);
-                self.listener.forget(number);
-                continue;
+        for (number, event) in records {
+            let bytes = match event {
+                Event::Accepted => {
+                    let client = Client::new(self.next_client_id);
+                    self.next_client_id += 1;
+                    self.connections.insert(number, Connection { framer: Framer::new(), client });
+                    continue;
+                }
+                // After kvstore closed it itself, nothing of it is read.
+                Event::Data(_) | Event::Closed if !self.connections.contains_key(&number) => continue,
+                Event::Data(bytes) => bytes,
+                Event::Closed => {
+                    // Its replies went first; then netd may reuse it.
+                    self.connections.remove(&number);
+                    self.listener.close(number);
+                    continue;
+                }
             };
             self.info.connected_clients = self.connections.len();
             let limits = self.limits;
             let mut out = Vec::new();
             let mut is_closing = false;
-            let Redis { connections, next_client_id, store, info, .. } = self;
-            let connection = connections.entry(number).or_insert_with(|| {
-                let client = Client::new(*next_client_id);
-                *next_client_id += 1;
-                Connection { framer: Framer::new(), client }
-            });
+            let Redis { connections, store, info, .. } = self;
+            let Some(connection) = connections.get_mut(&number) else { continue };
             connection.framer.push(&bytes);
             loop {
                 match connection.framer.next(limits.max_value_bytes, limits.max_arguments) {
@@ -167,6 +241,7 @@ impl Redis {
                     }
                     Ok(None) => break,
                     Err(error) => {
+                        log::warn!("kvstore: connection {number}: {}; closing it", error.reply());
                         encode(&Frame::Error(alloc::string::String::from(error.reply())), &mut out);
                         is_closing = true;
                         break;
@@ -187,16 +262,25 @@ impl Redis {
     }
 }
 
-/// The keyspace a previous instance handed over at `handover`, read back
-/// and its folio freed.
-pub fn take_over(handover: Handover) -> Option<MemoryStore> {
-    let (physical, order, bytes) = handover;
+/// The keyspace and sessions a previous instance handed over at
+/// `handover`, read back and their folio freed.
+pub fn take_over(handover: Handover) -> Option<Restored> {
+    let (physical, order, keyspace, sessions) = handover;
     let mut folio = Folio::restore(physical, order).ok()?;
-    let store = folio.bytes_mut().get(..bytes as usize).and_then(MemoryStore::from_bytes);
+    let bytes = folio.bytes_mut();
+    let end = keyspace.checked_add(sessions).and_then(|end| usize::try_from(end).ok());
+    let restored = end.and_then(|end| bytes.get(..end)).and_then(|bytes| {
+        let (keys, sessions) = bytes.split_at(keyspace as usize);
+        // A previous instance that knew no sessions wrote none.
+        let sessions = if sessions.is_empty() { Some(Sessions::default()) } else { Sessions::from_bytes(sessions) };
+        Some((MemoryStore::from_bytes(keys)?, sessions?))
+    });
     let _ = syscall::free_preservable(folio.address);
-    match &store {
-        Some(store) => log::info!("kvstore: {} Redis key(s) taken over", store.len()),
+    match &restored {
+        Some((store, sessions)) => {
+            log::info!("kvstore: {} Redis key(s) and {} connection(s) taken over", store.len(), sessions.sessions.len())
+        }
         None => log::warn!("kvstore: the handed-over Redis keyspace does not read; starting empty"),
     }
-    store
+    restored
 }

@@ -22,20 +22,24 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 
 /// The most connections one listener accepts at a time.
-pub const MAX_CONNECTIONS: u64 = 8;
+pub const MAX_CONNECTIONS: u64 = 128;
+/// The most closed connections a listener lets finish closing beside its
+/// slots; past that the oldest is reset.
+const MAX_LINGERING: usize = 64;
 /// Each channel: an order-3 folio (32 KiB), a 4 KiB header and two 8 KiB
 /// rings.
 const REGION_ORDER: u32 = 3;
 const REGION_BYTES: u64 = 32 * 1024;
 const RING_BYTES: u32 = 8 * 1024;
 
-/// One accepted-or-listening socket of a listener.
+/// One accepted-or-listening socket of a listener: a connection number.
 struct Connection {
     handle: SocketHandle,
-    /// The client was told it was accepted.
+    /// The client was told it was accepted; the number is the
+    /// connection's until the client sends `Close`.
     is_announced: bool,
-    /// The client knows it is over (told `Closed`, or it sent `Close`).
-    is_over: bool,
+    /// The client was told `Closed`.
+    is_told_closed: bool,
 }
 
 /// One client's listening port.
@@ -50,6 +54,10 @@ pub struct Listener {
     /// Client bytes a socket could not take yet: (connection, bytes).
     pending: Option<(u8, Vec<u8>)>,
     connections: Vec<Connection>,
+    /// Sockets of connections that are over for the client, finishing
+    /// their close (TIME-WAIT, LAST-ACK) while a fresh socket listens in
+    /// their slot, so a new client is never refused meanwhile.
+    lingering: Vec<SocketHandle>,
 }
 
 /// Why a listen request is refused.
@@ -109,6 +117,7 @@ impl Listener {
             reader: RecordReader::new(),
             pending: None,
             connections: Vec::new(),
+            lingering: Vec::new(),
         };
         for _ in 0..connections {
             let mut socket = tcp_socket();
@@ -117,7 +126,7 @@ impl Listener {
                 return Err(ListenError::Invalid);
             }
             let handle = sockets.add(socket);
-            listener.connections.push(Connection { handle, is_announced: false, is_over: false });
+            listener.connections.push(Connection { handle, is_announced: false, is_told_closed: false });
         }
         Ok(listener)
     }
@@ -132,22 +141,40 @@ impl Listener {
         &self.client_name
     }
 
-    /// A new instance of the client asks again (it restarted): every
-    /// connection still open is announced to it anew; one that was
-    /// closing when the old instance went is reset, as the new one cannot
-    /// know it.
+    /// A new instance of the client asks again (it restarted and knows
+    /// none of the connections): every connection still open is
+    /// announced to it anew; one it had been told was closed is reset, as
+    /// the new instance cannot know it.
     pub fn reannounce(&mut self, sockets: &mut SocketSet<'static>) {
-        for state in &mut self.connections {
+        for index in 0..self.connections.len() {
+            let Some(state) = self.connections.get_mut(index) else { continue };
             if !state.is_announced {
                 continue;
             }
-            let socket = sockets.get_mut::<tcp::Socket>(state.handle);
-            if socket.state() == tcp::State::Established && !state.is_over {
-                state.is_announced = false;
+            if state.is_told_closed {
+                sockets.get_mut::<tcp::Socket>(state.handle).abort();
+                Self::release(state, self.port, &mut self.lingering, sockets);
             } else {
-                socket.abort();
-                state.is_over = true;
+                state.is_announced = false;
             }
+        }
+    }
+
+    /// The client is done with a connection (it sent `Close`, or a new
+    /// instance never knew it): the socket finishes closing aside and the
+    /// number listens again at once, on a fresh socket when the old one
+    /// is still closing.
+    fn release(state: &mut Connection, port: u16, lingering: &mut Vec<SocketHandle>, sockets: &mut SocketSet<'static>) {
+        let socket = sockets.get_mut::<tcp::Socket>(state.handle);
+        socket.close();
+        if socket.state() != tcp::State::Closed {
+            lingering.push(state.handle);
+            state.handle = sockets.add(tcp_socket());
+        }
+        state.is_announced = false;
+        state.is_told_closed = false;
+        if sockets.get_mut::<tcp::Socket>(state.handle).listen(port).is_err() {
+            log::warn!("netd: cannot listen on TCP port {port} again");
         }
     }
 
@@ -164,9 +191,9 @@ impl Listener {
     /// Gives the sockets and the region back (the client went away): the
     /// grant is revoked before the memory is freed.
     pub fn remove(self, sockets: &mut SocketSet<'static>) {
-        for connection in &self.connections {
-            sockets.get_mut::<tcp::Socket>(connection.handle).abort();
-            sockets.remove(connection.handle);
+        for handle in self.connections.iter().map(|connection| connection.handle).chain(self.lingering) {
+            sockets.get_mut::<tcp::Socket>(handle).abort();
+            sockets.remove(handle);
         }
         let _ = syscall::share_revoke(self.grant);
         if let Err(error) = syscall::free_preservable(self.region) {
@@ -214,8 +241,9 @@ impl Listener {
             };
             match record {
                 Record::Data { connection, bytes } => {
-                    let is_live =
-                        self.connections.get(usize::from(connection)).is_some_and(|c| c.is_announced && !c.is_over);
+                    // Also after `Closed`: a remote end that only shut
+                    // its sending side still reads the replies.
+                    let is_live = self.connections.get(usize::from(connection)).is_some_and(|c| c.is_announced);
                     if is_live {
                         self.pending = Some((connection, bytes.to_vec()));
                     }
@@ -224,8 +252,7 @@ impl Listener {
                     if let Some(state) = self.connections.get_mut(usize::from(connection))
                         && state.is_announced
                     {
-                        state.is_over = true;
-                        sockets.get_mut::<tcp::Socket>(state.handle).close();
+                        Self::release(state, self.port, &mut self.lingering, sockets);
                     }
                 }
                 Record::Accepted { .. } | Record::Closed { .. } => return Err("the client sent netd's records"),
@@ -246,13 +273,26 @@ impl Listener {
     }
 
     /// Tells the client what happened on each connection and passes on
-    /// what arrived; re-arms sockets whose connection is over.
+    /// what arrived; re-arms sockets reset before they were announced.
     fn pass_to_client(&mut self, sockets: &mut SocketSet<'static>) -> Result<bool, &'static str> {
         let mut wrote = false;
         for (index, state) in self.connections.iter_mut().enumerate() {
             let connection = index as u8;
             let socket = sockets.get_mut::<tcp::Socket>(state.handle);
-            if !state.is_announced && socket.state() == tcp::State::Established {
+            if !state.is_announced {
+                match socket.state() {
+                    // A connection the remote end already finished
+                    // sending on is announced too, then said closed.
+                    tcp::State::Established | tcp::State::CloseWait => {}
+                    tcp::State::Closed => {
+                        // Reset while connecting: listen again.
+                        if socket.listen(self.port).is_err() {
+                            log::warn!("netd: cannot listen on TCP port {} again", self.port);
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                }
                 let (address, port) = match socket.remote_endpoint() {
                     Some(endpoint) => match endpoint.addr {
                         IpAddress::Ipv4(address) => (address.octets(), endpoint.port),
@@ -265,10 +305,10 @@ impl Listener {
                 state.is_announced = true;
                 wrote = true;
             }
-            if !state.is_announced {
+            if state.is_told_closed {
                 continue;
             }
-            while socket.can_recv() && !state.is_over {
+            while socket.can_recv() {
                 let room = self.endpoint.writable().map_err(|_| "the client broke the channel")? as usize;
                 let Some(space) = room.checked_sub(baton_sockets::HEADER_BYTES).filter(|space| *space > 0) else {
                     break;
@@ -283,22 +323,27 @@ impl Listener {
                 wrote = true;
             }
             // The remote end finished sending (or reset) and every byte
-            // it sent is passed on: the connection is over for the client.
-            if !state.is_over && !socket.may_recv() && !socket.can_recv() {
+            // it sent is passed on: the client is told, and answers with
+            // `Close` when it is done.
+            if !socket.may_recv() && !socket.can_recv() {
                 if !Self::put(&mut self.endpoint, &Record::Closed { connection })? {
                     continue;
                 }
-                state.is_over = true;
+                state.is_told_closed = true;
                 wrote = true;
-                socket.close();
             }
-            if state.is_over && socket.state() == tcp::State::Closed {
-                state.is_announced = false;
-                state.is_over = false;
-                if socket.listen(self.port).is_err() {
-                    log::warn!("netd: cannot listen on TCP port {} again", self.port);
-                }
+        }
+        self.lingering.retain(|&handle| {
+            let is_closed = sockets.get::<tcp::Socket>(handle).state() == tcp::State::Closed;
+            if is_closed {
+                sockets.remove(handle);
             }
+            !is_closed
+        });
+        while self.lingering.len() > MAX_LINGERING {
+            let oldest = self.lingering.remove(0);
+            sockets.get_mut::<tcp::Socket>(oldest).abort();
+            sockets.remove(oldest);
         }
         Ok(wrote)
     }

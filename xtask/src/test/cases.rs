@@ -908,7 +908,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             &[
                 ("host: redis-cli, one connection, 13 of 13 replies right through 5 updates", 1),
                 ("service 'kvstore' (id", 5),
-                ("Redis key(s) taken over", 1),
+                ("connection(s) taken over", 1),
             ],
             &["kernel panic", "stopping", "refused port", "does not read"],
         ),
@@ -916,10 +916,31 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Redis { port })
     .in_order(&[
-        "kvstore: 2 Redis key(s) handed over",
+        "kvstore: 2 Redis key(s) and 1 connection(s) handed over",
         "service 'kvstore' (id 4) restarted",
-        "kvstore: 2 Redis key(s) taken over",
+        "kvstore: 2 Redis key(s) and 1 connection(s) taken over",
     ]);
+    // redis-benchmark (8 connections, four tests of 20,000 requests) runs
+    // while three updates happen, the first restarting kvstore: no error,
+    // no connection lost, and its counter counted every INCR once.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let benchmark = update(
+        arch,
+        "redis-benchmark runs through 3 updates, the first restarting kvstore, without an error",
+        Module::SecondVersion,
+        "demo.updates=3 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            3,
+            &[
+                ("host: redis-benchmark, 4 tests of 20000 requests through 3 updates, 0 errors, its counter at 20000", 1),
+                ("connection(s) taken over", 1),
+            ],
+            &["kernel panic", "stopping", "refused port", "does not read", "lost"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 20_000 });
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
@@ -990,6 +1011,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         client_restarts,
         redis,
         redis_restarted,
+        benchmark,
         neighbours,
         session,
     ]

@@ -34,6 +34,119 @@ pub enum HostTraffic {
         /// The forwarded host port of the guest's 6379.
         port: u16,
     },
+    /// `redis-benchmark -t set,get,incr,mset -c 8`, started once kvstore
+    /// serves Redis, running while the updates happen. When the demo
+    /// pauses it must have finished with no error, and the keys it wrote
+    /// are read back: its counter must have counted every INCR exactly
+    /// once.
+    RedisBenchmark {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+        /// Requests of each test (`-n`).
+        requests: u32,
+    },
+}
+
+/// How long redis-benchmark may take after the demo paused.
+const BENCHMARK_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A running redis-benchmark and the thread collecting its output (all
+/// of it, so a full pipe never stalls it).
+struct Benchmark {
+    child: std::process::Child,
+    output: std::thread::JoinHandle<String>,
+}
+
+impl Benchmark {
+    fn start(port: u16, requests: u32) -> std::io::Result<Benchmark> {
+        use std::process::{Command, Stdio};
+        // stderr into the same pipe as stdout, in the order written.
+        let (reader, writer) = std::io::pipe()?;
+        let child = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "set,get,incr,mset"])
+            .args(["-n", &requests.to_string(), "-c", "8", "-q"])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            .spawn()?;
+        let output = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut output = String::new();
+            let _ = reader.read_to_string(&mut output);
+            output
+        });
+        Ok(Benchmark { child, output })
+    }
+}
+
+/// Waits for a running redis-benchmark and checks what it said and what it
+/// left in the store: the report line.
+fn finish_benchmark(benchmark: Benchmark, port: u16, requests: u32, updates: u32) -> String {
+    let Benchmark { mut child, output } = benchmark;
+    let deadline = std::time::Instant::now() + BENCHMARK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let output = output.join().unwrap_or_default();
+    let Some(status) = status else {
+        return format!("host: redis-benchmark did not finish in {} s", BENCHMARK_TIMEOUT.as_secs());
+    };
+    // `-q` prints one line per test; anything about errors or a lost
+    // connection is a failure.
+    let tests = ["SET", "GET", "INCR", "MSET (10 keys)"];
+    // Its progress overwrites itself with carriage returns.
+    let lines = || output.split(['\r', '\n']).map(str::trim);
+    let finished = tests
+        .iter()
+        .filter(|test| {
+            lines().any(|line| line.starts_with(&format!("{test}: ")) && line.contains("requests per second"))
+        })
+        .count();
+    let problems = lines()
+        .filter(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower.contains("error") || lower.contains("reset") || lower.contains("closed")
+        })
+        .count();
+    if !status.success() || finished != tests.len() || problems != 0 {
+        let first = lines().find(|line| line.contains("rror") || line.contains("losed")).unwrap_or("");
+        return format!(
+            "host: redis-benchmark failed ({status}, {finished} of {} tests, {problems} error line(s); '{first}')",
+            tests.len()
+        );
+    }
+    // Without `-r` redis-benchmark writes fixed keys: a value of its
+    // data size (3 random bytes) and a counter it incremented exactly
+    // `requests` times.
+    let check = |command: &[&str]| -> Option<String> {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(command)
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let length = check(&["STRLEN", "key:__rand_int__"]);
+    let counter = check(&["GET", "counter:__rand_int__"]);
+    let expected = requests.to_string();
+    if length.as_deref() != Some("3") || counter.as_deref() != Some(expected.as_str()) {
+        return format!(
+            "host: redis-benchmark's keys are wrong afterwards (value length {length:?}, counter {counter:?})"
+        );
+    }
+    format!(
+        "host: redis-benchmark, {} tests of {requests} requests through {updates} updates, 0 errors, \
+         its counter at {requests}",
+        tests.len()
+    )
 }
 
 /// A `redis-cli` with its input and output lines.
@@ -114,6 +227,7 @@ pub struct Traffic {
     kind: HostTraffic,
     stream: Option<TcpStream>,
     redis: Option<RedisCli>,
+    benchmark: Option<Benchmark>,
     counter: u32,
     sent: u32,
     echoed: u32,
@@ -128,6 +242,7 @@ impl Traffic {
             kind,
             stream: None,
             redis: None,
+            benchmark: None,
             counter: 0,
             sent: 0,
             echoed: 0,
@@ -199,6 +314,27 @@ impl Traffic {
                         "host: redis-cli, one connection, {} of {} replies right through {} updates",
                         self.echoed, self.sent, self.updates
                     ));
+                } else {
+                    return;
+                }
+            }
+            HostTraffic::RedisBenchmark { port, requests } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.benchmark.is_none() {
+                    match Benchmark::start(port, requests) {
+                        Ok(child) => self.benchmark = Some(child),
+                        Err(error) => self.failure = Some(format!("cannot start redis-benchmark: {error}")),
+                    }
+                    return;
+                } else if line.contains("update-report: generation=") && self.benchmark.is_some() {
+                    // An update finished while redis-benchmark ran.
+                    self.updates += 1;
+                    return;
+                } else if is_pause {
+                    let report = match self.benchmark.take() {
+                        Some(child) => finish_benchmark(child, port, requests, self.updates),
+                        None => "host: redis-benchmark never started".to_string(),
+                    };
+                    self.finish_report(report);
                 } else {
                     return;
                 }

@@ -59,7 +59,7 @@ pub struct Client {
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
     /// SCAN cursors handed out: cursor `n` resumes after `scan_marks[n - 1]`.
-    scan_marks: Vec<Vec<u8>>,
+    pub(crate) scan_marks: Vec<Vec<u8>>,
 }
 
 impl Client {

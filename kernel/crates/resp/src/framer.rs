@@ -31,7 +31,7 @@ impl FramerError {
 }
 
 /// One connection's unread bytes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Framer {
     buffer: Vec<u8>,
 }
@@ -57,6 +57,11 @@ impl Framer {
     /// Bytes received and not yet a whole request.
     pub fn pending(&self) -> usize {
         self.buffer.len()
+    }
+
+    /// The bytes received and not yet a whole request.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buffer
     }
 
     /// Adds what arrived.

@@ -16,11 +16,13 @@ extern crate alloc;
 mod commands;
 mod framer;
 pub mod glob;
+mod sessions;
 mod store;
 
 pub use commands::{Client, Command, Limits, Outcome, ServerInfo, execute};
 pub use framer::{Framer, FramerError};
 pub use redis_protocol::resp2::types::OwnedFrame as Frame;
+pub use sessions::{Session, Sessions, Unsent};
 pub use store::{MemoryStore, Store, StoreError};
 
 /// Encodes `frame` at the end of `out`.

@@ -310,3 +310,67 @@ fn a_keyspace_goes_across_as_bytes() {
     assert!(MemoryStore::from_bytes(&lying).is_none());
     assert!(MemoryStore::from_bytes(&MemoryStore::new().to_bytes()).is_some_and(|store| store.is_empty()));
 }
+
+fn sample_sessions() -> Sessions {
+    let mut named = Client::new(3);
+    named.name = Some(b"bench\xff".to_vec());
+    let mut server = Server::new();
+    server.client = named;
+    for key in ["a", "b", "c"] {
+        server.run(&["SET", key, "1"]);
+    }
+    // A SCAN cursor handed out before the restart resumes after it.
+    assert!(matches!(server.run(&["SCAN", "0", "COUNT", "1"]), Frame::Array(_)));
+    let mut half = Framer::new();
+    half.push(b"*2\r\n$3\r\nGET\r\n$1\r");
+    Sessions {
+        next_client_id: 9,
+        sessions: alloc::vec![
+            Session { connection: 0, client: server.client.clone(), framer: half },
+            Session { connection: 5, client: Client::new(4), framer: Framer::new() },
+        ],
+        unsent: alloc::vec![(0, Some(b"+OK\r\n".to_vec())), (5, None), (0, Some(Vec::new()))],
+    }
+}
+
+#[test]
+fn sessions_go_across_a_restart_whole() {
+    let sessions = sample_sessions();
+    let bytes = sessions.to_bytes();
+    let back = Sessions::from_bytes(&bytes).expect("reads back");
+    assert_eq!(back, sessions);
+    // The half request finishes with the bytes that come after it.
+    let mut framer = back.sessions[0].framer.clone();
+    framer.push(b"\na\r\n");
+    assert_eq!(framer.next(1024, 16), Ok(Some(alloc::vec![b"GET".to_vec(), b"a".to_vec()])));
+    // The SCAN cursor is still the client's.
+    let mut server = Server::new();
+    server.client = back.sessions[0].client.clone();
+    for key in ["a", "b", "c"] {
+        server.run(&["SET", key, "1"]);
+    }
+    let Frame::Array(reply) = server.run(&["SCAN", "1", "COUNT", "10"]) else { panic!("SCAN") };
+    assert_eq!(reply[0], bulk("0"));
+}
+
+#[test]
+fn sessions_refuse_damaged_bytes() {
+    let bytes = sample_sessions().to_bytes();
+    for cut in 0..bytes.len() {
+        assert_eq!(Sessions::from_bytes(&bytes[..cut]), None, "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(Sessions::from_bytes(&longer), None);
+    let mut magic = bytes.clone();
+    magic[0] ^= 1;
+    assert_eq!(Sessions::from_bytes(&magic), None);
+    // A session count the bytes cannot hold is refused before allocating.
+    let mut huge = bytes.clone();
+    huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(Sessions::from_bytes(&huge), None);
+    // Two sessions for one connection are not a state a kvstore leaves.
+    let mut twice = sample_sessions();
+    twice.sessions[1].connection = 0;
+    assert_eq!(Sessions::from_bytes(&twice.to_bytes()), None);
+}

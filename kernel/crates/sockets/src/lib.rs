@@ -10,8 +10,16 @@
 //! |---:|---|---|
 //! | 1 `Accepted` | netd to client | the remote IPv4 address (4 bytes) and port (2, little-endian) |
 //! | 2 `Data` | both | the bytes (1 to [`MAX_PAYLOAD`]) |
-//! | 3 `Closed` | netd to client | none: the remote end closed or reset; the connection is gone |
+//! | 3 `Closed` | netd to client | none: the remote end finished sending (or reset) and every byte it sent came before this |
 //! | 4 `Close` | client to netd | none: close it (after the data already sent) |
+//!
+//! A connection's number belongs to it until the client sends `Close`,
+//! also after netd said `Closed` (the client answers it with `Close`,
+//! after any last replies: a remote end that only shut its sending side
+//! still gets them). Only then does netd give the number to a new
+//! connection, so no record in flight ever reaches the wrong one. After
+//! its own `Close` the client ignores records for that number until the
+//! next `Accepted`.
 //!
 //! Every record starts with four bytes: kind, connection number,
 //! payload length (u16, little-endian). The reader ([`RecordReader`])
@@ -53,7 +61,8 @@ pub const DOORBELL_LABEL: u64 = 0x4e45_5402;
 
 /// Listen-request flag: the client is a new instance (started or
 /// restarted, not resumed), which knows none of the connections: netd
-/// tells it every open one again.
+/// tells it every open one again. A restarted client that was handed its
+/// previous instance's connections asks without it, like a resumed one.
 pub const LISTEN_NEW_INSTANCE: u64 = 1 << 8;
 
 /// The words of a listen request: port, connections (with
