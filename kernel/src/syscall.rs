@@ -247,6 +247,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::Yield
         | Request::Sleep { .. }
         | Request::Clock
+        | Request::KernelInfo(_)
         | Request::ServiceId
         | Request::SetThreadPointer { .. } => run_basic(tasks, id, request),
         Request::Send { .. }
@@ -369,6 +370,12 @@ fn run_basic(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Ca
             Ok(Outcome::Blocked)
         }
         Request::Clock => Ok(Outcome::Done(baton_arch::nanoseconds())),
+        Request::KernelInfo(buffer) => {
+            let mut bytes = [0; baton_abi::KERNEL_INFO_BYTES];
+            let length = handover::report::kernel_info().encode(&mut bytes);
+            caller!().space.write(buffer.address, &bytes[..length])?;
+            Ok(Outcome::Done(length as u64))
+        }
         Request::ServiceId => Ok(Outcome::Done(id)),
         Request::SetThreadPointer { value } => {
             // Decoding kept it in the user half, which every architecture's

@@ -81,6 +81,15 @@ pub fn clock() -> u64 {
     call(Syscall::Clock, [0; 6]).unwrap_or(0)
 }
 
+/// What the running kernel is: its version, its generation (updates
+/// since the cold boot) and the most recent updates with their blackouts.
+pub fn kernel_info() -> Result<baton_abi::KernelInfo> {
+    let mut bytes = [0u8; baton_abi::KERNEL_INFO_BYTES];
+    let length = call(Syscall::KernelInfo, [bytes.as_mut_ptr() as u64, bytes.len() as u64, 0, 0, 0, 0])?;
+    let written = bytes.get(..length as usize).ok_or(crate::Error::InvalidArgument)?;
+    baton_abi::KernelInfo::decode(written).ok_or(crate::Error::InvalidArgument)
+}
+
 /// This service's id.
 pub fn service_id() -> u64 {
     call(Syscall::ServiceId, [0; 6]).unwrap_or(0)

@@ -184,3 +184,26 @@ pub fn log_history() {
         );
     }
 }
+
+/// What `kernel_info` tells a service: this kernel's version, its
+/// generation and the updates that led to it.
+pub fn kernel_info() -> baton_abi::KernelInfo {
+    use baton_abi::info::{MAX_UPDATES, Version};
+    let generation = crate::options::boot_info().kho.as_ref().map_or(0, |kho| u64::from(kho.generation));
+    let mut info =
+        baton_abi::KernelInfo { version: Version::new(crate::options::VERSION), generation, ..Default::default() };
+    let history = history();
+    let recent = &history[history.len().saturating_sub(MAX_UPDATES)..];
+    for (slot, record) in info.updates.iter_mut().zip(recent) {
+        *slot = baton_abi::UpdateSummary {
+            generation: u64::from(record.generation),
+            blackout_us: record.blackout_us,
+            preserved_bytes: record.preserved_bytes,
+            sub_fdts: u64::from(record.sub_fdts),
+            from: Version::new(record.from.as_str()),
+            to: Version::new(record.to.as_str()),
+        };
+    }
+    info.update_count = recent.len();
+    info
+}

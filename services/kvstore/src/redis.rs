@@ -77,9 +77,8 @@ impl Redis {
             }
         };
         log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
-        // No call tells a service the kernel's version, generation or
-        // blackouts yet: INFO leaves them out.
-        let info = ServerInfo::default();
+        let mut info = ServerInfo::default();
+        refresh_kernel_info(&mut info);
         let mut redis = Redis {
             listener,
             store,
@@ -160,6 +159,8 @@ impl Redis {
     pub fn follow(&mut self, message: &Message) -> bool {
         match self.listener.follow(message) {
             Ok(Followed::Asked(is_anew)) => {
+                // Asked after `continued`: a new kernel.
+                refresh_kernel_info(&mut self.info);
                 if is_anew {
                     // A new netd: none of the connections exist any more.
                     self.connections.clear();
@@ -203,6 +204,7 @@ impl Redis {
             log::warn!("kvstore: {why}");
         }
         let now_ms = syscall::clock() / 1_000_000;
+        self.info.uptime_ms = now_ms;
         for (number, event) in records {
             let bytes = match event {
                 Event::Accepted => {
@@ -260,6 +262,29 @@ impl Redis {
             log::warn!("kvstore: {why}");
         }
     }
+}
+
+/// What INFO's `baton` section says about the kernel kvstore runs on,
+/// from `kernel_info` (left out if the call fails, never made up).
+fn refresh_kernel_info(info: &mut ServerInfo) {
+    let Ok(kernel) = syscall::kernel_info() else { return };
+    info.kernel_version = Some(alloc::string::String::from(kernel.version.as_str()));
+    info.generation = Some(kernel.generation);
+    info.last_blackout_us = kernel.last_update().map(|update| update.blackout_us);
+    info.update_history = kernel
+        .updates()
+        .iter()
+        .map(|update| {
+            alloc::format!(
+                "generation={},from={},to={},blackout_us={},preserved_bytes={}",
+                update.generation,
+                update.from.as_str(),
+                update.to.as_str(),
+                update.blackout_us,
+                update.preserved_bytes
+            )
+        })
+        .collect();
 }
 
 /// The keyspace and sessions a previous instance handed over at

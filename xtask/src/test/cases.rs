@@ -887,7 +887,11 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         "demo.updates=5 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
         Expect::demo_with(
             5,
-            &[("host: redis-cli, one connection, 13 of 13 replies right through 5 updates", 1)],
+            &[(
+                "host: redis-cli, one connection, 13 of 13 replies right through 5 updates; INFO baton: kernel 0.1.0, \
+                 generation 5, 5 update(s) listed, last blackout given",
+                1,
+            )],
             &["kernel panic", "stopping", "refused port"],
         ),
     )
@@ -906,7 +910,11 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         Expect::demo_with(
             5,
             &[
-                ("host: redis-cli, one connection, 13 of 13 replies right through 5 updates", 1),
+                (
+                    "host: redis-cli, one connection, 13 of 13 replies right through 5 updates; INFO baton: kernel \
+                     0.2.0, generation 5, 5 update(s) listed, last blackout given",
+                    1,
+                ),
                 ("service 'kvstore' (id", 5),
                 ("connection(s) taken over", 1),
             ],

@@ -50,6 +50,32 @@ pub enum HostTraffic {
 /// How long redis-benchmark may take after the demo paused.
 const BENCHMARK_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// What `INFO baton` says, over a connection of its own, in a line:
+/// the kernel's version, its generation, how many updates it lists and
+/// whether the last blackout is there.
+fn info_baton(port: u16) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "INFO", "baton"])
+        .output();
+    let Ok(output) = output else { return "INFO baton: redis-cli did not run".to_string() };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines().find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':').map(str::to_string))
+    };
+    let listed = text.lines().filter(|line| line.starts_with("update_")).count();
+    format!(
+        "INFO baton: kernel {}, generation {}, {} update(s) listed, last blackout {}",
+        field("kernel_version").unwrap_or_else(|| "missing".to_string()),
+        field("generation").unwrap_or_else(|| "missing".to_string()),
+        listed,
+        if field("last_blackout_us").is_some_and(|value| value.parse::<u64>().is_ok_and(|us| us > 0)) {
+            "given"
+        } else {
+            "missing"
+        }
+    )
+}
+
 /// A running redis-benchmark and the thread collecting its output (all
 /// of it, so a full pipe never stalls it).
 struct Benchmark {
@@ -310,8 +336,9 @@ impl Traffic {
                     if let Some(cli) = self.redis.take() {
                         cli.finish();
                     }
+                    let info = info_baton(port);
                     self.finish_report(format!(
-                        "host: redis-cli, one connection, {} of {} replies right through {} updates",
+                        "host: redis-cli, one connection, {} of {} replies right through {} updates; {info}",
                         self.echoed, self.sent, self.updates
                     ));
                 } else {

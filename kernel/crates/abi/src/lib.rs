@@ -9,12 +9,14 @@
 #![deny(unsafe_code)]
 
 pub mod error;
+pub mod info;
 pub mod message;
 pub mod start;
 pub mod syscall;
 pub mod version;
 
 pub use error::Error;
+pub use info::{KERNEL_INFO_BYTES, KernelInfo, UpdateSummary};
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
 pub use syscall::{

@@ -162,6 +162,12 @@ pub enum Syscall {
     /// that routes no message interrupts (a driver then polls);
     /// `AlreadyExists` when the entry is routed.
     DeviceIrq = 37,
+    /// `kernel_info(buffer, length) -> bytes written`: what the running
+    /// kernel is (its version, the generation: updates since the cold
+    /// boot) and the most recent updates that led to it with their
+    /// blackouts, as [`crate::info::KernelInfo`] bytes. `length` must be
+    /// at least [`crate::KERNEL_INFO_BYTES`] (`InvalidArgument`).
+    KernelInfo = 38,
 }
 
 /// Label of the kernel's interrupt messages to a driver (`device_irq`).
@@ -217,7 +223,7 @@ impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 37] = [
+        const ALL: [Syscall; 38] = [
             Log,
             Exit,
             Yield,
@@ -255,6 +261,7 @@ impl Syscall {
             ShareRevoke,
             ReceiveUntil,
             DeviceIrq,
+            KernelInfo,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -546,6 +553,8 @@ pub enum Request {
         /// The MSI-X table entry.
         entry: u16,
     },
+    /// See [`Syscall::KernelInfo`].
+    KernelInfo(UserBuffer),
     /// See [`Syscall::ReceiveUntil`].
     ReceiveUntil {
         /// Where the message goes.
@@ -698,6 +707,13 @@ impl Request {
             }
             Syscall::ShareRevoke => Request::ShareRevoke { grant: a0 },
             Syscall::ReceiveUntil => Request::ReceiveUntil { message: message(a0)?, deadline_ns: a1 },
+            Syscall::KernelInfo => {
+                if a1 < crate::KERNEL_INFO_BYTES as u64 {
+                    return Err(Error::InvalidArgument);
+                }
+                // Only what is written is checked: the first bytes.
+                Request::KernelInfo(UserBuffer::new(a0, crate::KERNEL_INFO_BYTES as u64, u64::MAX, 1)?)
+            }
             Syscall::DeviceIrq => Request::DeviceIrq {
                 address: pci_address(a0)?,
                 entry: u16::try_from(a1).map_err(|_| Error::InvalidArgument)?,
@@ -713,12 +729,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=37 {
+        for number in 1..=38 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(38, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(39, [0; 6]), Err(Error::UnknownSyscall));
         let irq = |arguments: [u64; 6]| Request::decode(Syscall::DeviceIrq as u64, arguments);
         assert_eq!(irq([0x10, 2, 0, 0, 0, 0]), Ok(Request::DeviceIrq { address: PciAddress(0x10), entry: 2 }));
         assert_eq!(irq([0x1_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
@@ -841,6 +857,23 @@ mod tests {
     }
 
     #[test]
+    fn kernel_info_wants_room_for_the_whole_answer() {
+        let bytes = crate::KERNEL_INFO_BYTES as u64;
+        assert_eq!(
+            Request::decode(Syscall::KernelInfo as u64, [0x1000, bytes + 100, 0, 0, 0, 0]),
+            Ok(Request::KernelInfo(UserBuffer { address: 0x1000, length: bytes }))
+        );
+        assert_eq!(
+            Request::decode(Syscall::KernelInfo as u64, [0x1000, bytes - 1, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            Request::decode(Syscall::KernelInfo as u64, [USER_ADDRESS_LIMIT - 8, bytes, 0, 0, 0, 0]),
+            Err(Error::BadAddress)
+        );
+    }
+
+    #[test]
     fn lifecycle_labels_round_trip() {
         for event in [UpdateEvent::Prepare, UpdateEvent::Frozen, UpdateEvent::Aborted, UpdateEvent::Resumed] {
             assert_eq!(UpdateEvent::from_label(event.label()), Some(event));
@@ -862,7 +895,7 @@ mod tests {
                 let buffer = match request {
                     Request::Log(buffer) | Request::Lookup(buffer) | Request::KhoPreserve(buffer)
                     | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. }
-                    | Request::ShareGrant { peer: buffer, .. } => Some(buffer),
+                    | Request::ShareGrant { peer: buffer, .. } | Request::KernelInfo(buffer) => Some(buffer),
                     Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
                     | Request::Reply { message, .. } | Request::ReceiveUntil { message, .. } => Some(message),
                     _ => None,

@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 #[cfg(test)]
 mod tests {
@@ -42,6 +42,7 @@ mod tests {
         (6, 0xee10_ff64_b45c_9a69),
         (7, 0x50e3_bf3e_d386_10ed),
         (8, 0x3209_02a4_af4a_52c3),
+        (9, 0x514a_6ec7_605f_ff45),
     ];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
@@ -167,6 +168,19 @@ mod tests {
         line(format_args!("max grants {}", crate::MAX_GRANTS));
         line(format_args!("share revoked label {:#x}", crate::SHARE_REVOKED_LABEL));
         line(format_args!("irq label {:#x}", crate::IRQ_LABEL));
+        // The layout of kernel_info's answer: a known answer's bytes.
+        let mut info = crate::KernelInfo { generation: 2, update_count: 1, ..Default::default() };
+        info.version = crate::info::Version::new("v");
+        info.updates[0] = crate::UpdateSummary {
+            generation: 2,
+            blackout_us: 3,
+            preserved_bytes: 4,
+            sub_fdts: 5,
+            ..Default::default()
+        };
+        let mut bytes = [0; crate::KERNEL_INFO_BYTES];
+        let length = info.encode(&mut bytes);
+        line(format_args!("kernel info bytes {} answer {:?}", crate::KERNEL_INFO_BYTES, &bytes[..length]));
         text
     }
 
