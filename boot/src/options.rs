@@ -242,6 +242,20 @@ impl Options {
     }
 }
 
+/// The value of `SERVICE.KEY=VALUE` on `command_line`, for
+/// `service_option`: a service sees only the options under its own name.
+/// A bare `SERVICE.KEY` is an empty value; the last occurrence wins, as
+/// for the kernel's own options.
+pub fn service_option<'a>(command_line: &'a str, service: &str, key: &str) -> Option<&'a str> {
+    if service.is_empty() || key.is_empty() {
+        return None;
+    }
+    cmdline::parameters(command_line)
+        .filter(|parameter| parameter.key.strip_prefix(service).and_then(|rest| rest.strip_prefix('.')) == Some(key))
+        .last()
+        .map(|parameter| parameter.value.unwrap_or(""))
+}
+
 fn number(value: Option<&str>) -> Option<u64> {
     value?.parse().ok()
 }
@@ -253,6 +267,19 @@ fn boolean(value: Option<&str>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_sees_only_its_own_options() {
+        let line = "kvstore.maxclients=10 kvstoreX.maxclients=3 kvstore.flag netd.maxclients=7 kvstore.maxclients=12";
+        assert_eq!(service_option(line, "kvstore", "maxclients"), Some("12"));
+        assert_eq!(service_option(line, "kvstore", "flag"), Some(""));
+        assert_eq!(service_option(line, "netd", "maxclients"), Some("7"));
+        assert_eq!(service_option(line, "kvstore", "maxmemory"), None);
+        assert_eq!(service_option(line, "kvstore", ""), None);
+        assert_eq!(service_option(line, "", "maxclients"), None);
+        // Not a prefix match on the key either.
+        assert_eq!(service_option(line, "kvstore", "max"), None);
+    }
 
     #[test]
     fn defaults_when_nothing_is_given() {

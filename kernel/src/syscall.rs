@@ -248,6 +248,7 @@ fn run(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, CallErro
         | Request::Sleep { .. }
         | Request::Clock
         | Request::KernelInfo(_)
+        | Request::ServiceOption { .. }
         | Request::ServiceId
         | Request::SetThreadPointer { .. } => run_basic(tasks, id, request),
         Request::Send { .. }
@@ -370,6 +371,18 @@ fn run_basic(tasks: &mut Tasks, id: u64, request: Request) -> Result<Outcome, Ca
             Ok(Outcome::Blocked)
         }
         Request::Clock => Ok(Outcome::Done(baton_arch::nanoseconds())),
+        Request::ServiceOption { key, value } => {
+            let key = read_name(tasks, id, key.address, key.length)?;
+            let process = caller!();
+            let command_line = crate::options::boot_info().command_line.as_str();
+            let found = baton_boot::options::service_option(command_line, process.name.as_str(), &key)
+                .ok_or(Error::NotFound)?;
+            if found.len() as u64 > value.length {
+                return Err(Error::TooLarge.into());
+            }
+            process.space.write(value.address, found.as_bytes())?;
+            Ok(Outcome::Done(found.len() as u64))
+        }
         Request::KernelInfo(buffer) => {
             let mut bytes = [0; baton_abi::KERNEL_INFO_BYTES];
             let length = handover::report::kernel_info().encode(&mut bytes);

@@ -90,6 +90,17 @@ pub fn kernel_info() -> Result<baton_abi::KernelInfo> {
     baton_abi::KernelInfo::decode(written).ok_or(crate::Error::InvalidArgument)
 }
 
+/// The value of `NAME.KEY=VALUE` on the kernel command line, NAME being
+/// this service's name (`None` when the line has none, or it is not
+/// UTF-8 or longer than 256 bytes).
+pub fn service_option(key: &str) -> Option<alloc::string::String> {
+    let mut value = [0u8; baton_abi::MAX_OPTION_VALUE_BYTES];
+    let arguments = [key.as_ptr() as u64, key.len() as u64, value.as_mut_ptr() as u64, value.len() as u64, 0, 0];
+    let length = call(Syscall::ServiceOption, arguments).ok()?;
+    let text = core::str::from_utf8(value.get(..length as usize)?).ok()?;
+    Some(alloc::string::String::from(text))
+}
+
 /// This service's id.
 pub fn service_id() -> u64 {
     call(Syscall::ServiceId, [0; 6]).unwrap_or(0)

@@ -17,7 +17,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use baton_resp::{
-    Client, Frame, Framer, Limits, MemoryStore, Outcome, ServerInfo, Session, Sessions, Store, encode, execute,
+    Client, Frame, Framer, Limits, MAX_CLIENTS_REPLY, MemoryStore, Outcome, ServerInfo, Session, Sessions, Store,
+    encode, execute,
 };
 use baton_user::kho::Folio;
 use baton_user::sockets::{Followed, Listener, SocketRecord};
@@ -25,8 +26,9 @@ use baton_user::{MAX_USER_FOLIO_ORDER, Message, syscall};
 
 /// The Redis port.
 const PORT: u16 = 6379;
-/// Connections at a time.
-const CONNECTIONS: u8 = 16;
+/// Sockets netd keeps beyond `maxclients`, so a client past the limit is
+/// told so (Redis's error) rather than refused by TCP.
+const SPARE_CONNECTIONS: usize = 8;
 
 /// One connection's reader and state.
 struct Connection {
@@ -59,15 +61,22 @@ impl Redis {
     /// Asks netd (service `netd`) for the port, with the keyspace a
     /// previous instance handed over, if any.
     pub fn start(netd: u64, restored: Option<Restored>) -> Option<Redis> {
+        // `kvstore.maxclients=`, `kvstore.maxmemory=`... on the kernel
+        // command line.
+        let (limits, problems) = Limits::from_options(syscall::service_option);
+        for key in problems {
+            log::warn!("kvstore: kvstore.{key}= does not read as a size in range; the default is kept");
+        }
+        let sockets = (limits.max_clients + SPARE_CONNECTIONS).min(usize::from(u8::MAX)) as u8;
         let (listener, store, sessions) = match restored {
             // The connections are this instance's: netd tells it none
             // again, unless netd itself started anew.
-            Some((store, sessions)) => match Listener::resume(netd, PORT, CONNECTIONS, "kvstore") {
+            Some((store, sessions)) => match Listener::resume(netd, PORT, sockets, "kvstore") {
                 Ok((listener, false)) => (Ok(listener), store, sessions),
                 Ok((listener, true)) => (Ok(listener), store, Sessions::default()),
                 Err(error) => (Err(error), store, sessions),
             },
-            None => (Listener::new(netd, PORT, CONNECTIONS, "kvstore"), MemoryStore::new(), Sessions::default()),
+            None => (Listener::new(netd, PORT, sockets, "kvstore"), MemoryStore::new(), Sessions::default()),
         };
         let listener = match listener {
             Ok(listener) => listener,
@@ -76,13 +85,17 @@ impl Redis {
                 return None;
             }
         };
-        log::info!("kvstore: serving Redis on TCP port {PORT} through netd");
+        log::info!(
+            "kvstore: serving Redis on TCP port {PORT} through netd (maxclients {}, maxmemory {} bytes)",
+            limits.max_clients,
+            limits.max_memory_bytes
+        );
         let mut info = ServerInfo::default();
         refresh_kernel_info(&mut info);
         let mut redis = Redis {
             listener,
             store,
-            limits: Limits::default(),
+            limits,
             info,
             connections: BTreeMap::new(),
             next_client_id: sessions.next_client_id.max(1),
@@ -207,6 +220,13 @@ impl Redis {
         self.info.uptime_ms = now_ms;
         for (number, event) in records {
             let bytes = match event {
+                Event::Accepted if self.connections.len() >= self.limits.max_clients => {
+                    // Redis's answer past the limit; the others go on.
+                    self.listener.send(number, MAX_CLIENTS_REPLY);
+                    self.listener.close(number);
+                    self.info.rejected_connections += 1;
+                    continue;
+                }
                 Event::Accepted => {
                     let client = Client::new(self.next_client_id);
                     self.next_client_id += 1;

@@ -928,6 +928,35 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         "service 'kvstore' (id 4) restarted",
         "kvstore: 2 Redis key(s) and 1 connection(s) taken over",
     ]);
+    // Hostile clients while two updates happen, the first restarting
+    // kvstore: past maxclients, a 2 GiB bulk, bytes that are not RESP, a
+    // byte-a-time client and a full maxmemory each get Redis's answer,
+    // and the first client keeps its connection and its key throughout.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let hostile = update(
+        arch,
+        "hostile Redis clients cost the others nothing, through 2 updates",
+        Module::SecondVersion,
+        "demo.updates=2 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000 \
+         kvstore.maxclients=4 kvstore.maxmemory=64kb",
+        Expect::demo_with(
+            2,
+            &[
+                (
+                    "host: hostile clients: 4 served and 3 past maxclients told so, a 2 GiB bulk refused and closed, \
+                  random bytes refused and closed, 10 PINGs answered in",
+                    1,
+                ),
+                ("-OOM after", 1),
+                ("the first client kept its connection and its key", 1),
+                ("maxclients 4, maxmemory 65536 bytes", 2),
+            ],
+            &["kernel panic", "stopping", "refused port", "does not read", "lost"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Hostile { port });
     // redis-benchmark (8 connections, four tests of 20,000 requests) runs
     // while three updates happen, the first restarting kvstore: no error,
     // no connection lost, and its counter counted every INCR once.
@@ -1020,6 +1049,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         redis,
         redis_restarted,
         benchmark,
+        hostile,
         neighbours,
         session,
     ]

@@ -4,6 +4,7 @@
 
 mod cases;
 mod host;
+mod hostile;
 mod runner;
 mod traffic;
 

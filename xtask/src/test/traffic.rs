@@ -34,6 +34,13 @@ pub enum HostTraffic {
         /// The forwarded host port of the guest's 6379.
         port: u16,
     },
+    /// Hostile Redis clients (`super::hostile`), started once kvstore
+    /// serves Redis and running while the updates happen; checked when
+    /// the demo pauses.
+    Hostile {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+    },
     /// `redis-benchmark -t set,get,incr,mset -c 8`, started once kvstore
     /// serves Redis, running while the updates happen. When the demo
     /// pauses it must have finished with no error, and the keys it wrote
@@ -254,6 +261,7 @@ pub struct Traffic {
     stream: Option<TcpStream>,
     redis: Option<RedisCli>,
     benchmark: Option<Benchmark>,
+    hostile: Option<super::hostile::Hostile>,
     counter: u32,
     sent: u32,
     echoed: u32,
@@ -269,6 +277,7 @@ impl Traffic {
             stream: None,
             redis: None,
             benchmark: None,
+            hostile: None,
             counter: 0,
             sent: 0,
             echoed: 0,
@@ -341,6 +350,20 @@ impl Traffic {
                         "host: redis-cli, one connection, {} of {} replies right through {} updates; {info}",
                         self.echoed, self.sent, self.updates
                     ));
+                } else {
+                    return;
+                }
+            }
+            HostTraffic::Hostile { port } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.hostile.is_none() {
+                    self.hostile = Some(super::hostile::Hostile::start(port));
+                    return;
+                } else if is_pause {
+                    let report = match self.hostile.take() {
+                        Some(hostile) => hostile.finish(),
+                        None => "host: hostile clients never started".to_string(),
+                    };
+                    self.finish_report(report);
                 } else {
                     return;
                 }

@@ -20,8 +20,8 @@ pub use info::{KERNEL_INFO_BYTES, KernelInfo, UpdateSummary};
 pub use message::{MESSAGE_WORDS, Message};
 pub use start::{BallastStart, InitStart};
 pub use syscall::{
-    IRQ_LABEL, MAX_GRANTS, PciAddress, Request, SHARE_REVOKED_LABEL, Syscall, UpdateEvent, UpdateFate, UpdateImage,
-    UserBuffer,
+    IRQ_LABEL, MAX_GRANTS, MAX_OPTION_KEY_BYTES, MAX_OPTION_VALUE_BYTES, PciAddress, Request, SHARE_REVOKED_LABEL,
+    Syscall, UpdateEvent, UpdateFate, UpdateImage, UserBuffer,
 };
 pub use version::ABI_VERSION;
 

@@ -168,7 +168,19 @@ pub enum Syscall {
     /// blackouts, as [`crate::info::KernelInfo`] bytes. `length` must be
     /// at least [`crate::KERNEL_INFO_BYTES`] (`InvalidArgument`).
     KernelInfo = 38,
+    /// `service_option(key, key length, buffer, length) -> value length`:
+    /// the value of `NAME.KEY=VALUE` on the kernel command line, where
+    /// NAME is the caller's own name (a service sees no one else's
+    /// options); a bare `NAME.KEY` has an empty value. `NotFound` when
+    /// the line has none, `TooLarge` when the value does not fit the
+    /// buffer (nothing is written then).
+    ServiceOption = 39,
 }
+
+/// The longest key `service_option` takes.
+pub const MAX_OPTION_KEY_BYTES: usize = 64;
+/// The longest value buffer `service_option` takes.
+pub const MAX_OPTION_VALUE_BYTES: usize = 256;
 
 /// Label of the kernel's interrupt messages to a driver (`device_irq`).
 pub const IRQ_LABEL: u64 = 0x4952_5100;
@@ -223,7 +235,7 @@ impl Syscall {
     /// The call with this number.
     pub fn from_number(number: u64) -> Option<Syscall> {
         use Syscall::*;
-        const ALL: [Syscall; 38] = [
+        const ALL: [Syscall; 39] = [
             Log,
             Exit,
             Yield,
@@ -262,6 +274,7 @@ impl Syscall {
             ReceiveUntil,
             DeviceIrq,
             KernelInfo,
+            ServiceOption,
         ];
         ALL.iter().copied().find(|call| *call as u64 == number)
     }
@@ -555,6 +568,13 @@ pub enum Request {
     },
     /// See [`Syscall::KernelInfo`].
     KernelInfo(UserBuffer),
+    /// See [`Syscall::ServiceOption`].
+    ServiceOption {
+        /// The key (after the service's name and the dot).
+        key: UserBuffer,
+        /// Where the value goes.
+        value: UserBuffer,
+    },
     /// See [`Syscall::ReceiveUntil`].
     ReceiveUntil {
         /// Where the message goes.
@@ -714,6 +734,10 @@ impl Request {
                 // Only what is written is checked: the first bytes.
                 Request::KernelInfo(UserBuffer::new(a0, crate::KERNEL_INFO_BYTES as u64, u64::MAX, 1)?)
             }
+            Syscall::ServiceOption => Request::ServiceOption {
+                key: UserBuffer::new(a0, a1, MAX_OPTION_KEY_BYTES as u64, 1)?,
+                value: UserBuffer::new(arguments[2], arguments[3], MAX_OPTION_VALUE_BYTES as u64, 1)?,
+            },
             Syscall::DeviceIrq => Request::DeviceIrq {
                 address: pci_address(a0)?,
                 entry: u16::try_from(a1).map_err(|_| Error::InvalidArgument)?,
@@ -729,12 +753,12 @@ mod tests {
 
     #[test]
     fn every_number_decodes_to_its_call() {
-        for number in 1..=38 {
+        for number in 1..=39 {
             let call = Syscall::from_number(number).unwrap();
             assert_eq!(call as u64, number);
         }
         assert_eq!(Syscall::from_number(0), None);
-        assert_eq!(Request::decode(39, [0; 6]), Err(Error::UnknownSyscall));
+        assert_eq!(Request::decode(40, [0; 6]), Err(Error::UnknownSyscall));
         let irq = |arguments: [u64; 6]| Request::decode(Syscall::DeviceIrq as u64, arguments);
         assert_eq!(irq([0x10, 2, 0, 0, 0, 0]), Ok(Request::DeviceIrq { address: PciAddress(0x10), entry: 2 }));
         assert_eq!(irq([0x1_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
@@ -874,6 +898,21 @@ mod tests {
     }
 
     #[test]
+    fn service_option_buffers_are_bounded() {
+        let decode = |arguments: [u64; 6]| Request::decode(Syscall::ServiceOption as u64, arguments);
+        assert_eq!(
+            decode([0x1000, 10, 0x2000, 256, 0, 0]),
+            Ok(Request::ServiceOption {
+                key: UserBuffer { address: 0x1000, length: 10 },
+                value: UserBuffer { address: 0x2000, length: 256 }
+            })
+        );
+        assert_eq!(decode([0x1000, 65, 0x2000, 16, 0, 0]), Err(Error::TooLarge));
+        assert_eq!(decode([0x1000, 10, 0x2000, 257, 0, 0]), Err(Error::TooLarge));
+        assert_eq!(decode([USER_ADDRESS_LIMIT, 1, 0x2000, 16, 0, 0]), Err(Error::BadAddress));
+    }
+
+    #[test]
     fn lifecycle_labels_round_trip() {
         for event in [UpdateEvent::Prepare, UpdateEvent::Frozen, UpdateEvent::Aborted, UpdateEvent::Resumed] {
             assert_eq!(UpdateEvent::from_label(event.label()), Some(event));
@@ -895,7 +934,8 @@ mod tests {
                 let buffer = match request {
                     Request::Log(buffer) | Request::Lookup(buffer) | Request::KhoPreserve(buffer)
                     | Request::KhoUnpreserve(buffer) | Request::KhoPublish(buffer) | Request::Spawn { name: buffer, .. }
-                    | Request::ShareGrant { peer: buffer, .. } | Request::KernelInfo(buffer) => Some(buffer),
+                    | Request::ShareGrant { peer: buffer, .. } | Request::KernelInfo(buffer)
+                    | Request::ServiceOption { value: buffer, .. } => Some(buffer),
                     Request::Send { message, .. } | Request::Receive { message } | Request::Call { message, .. }
                     | Request::Reply { message, .. } | Request::ReceiveUntil { message, .. } => Some(message),
                     _ => None,

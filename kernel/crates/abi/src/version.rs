@@ -16,7 +16,7 @@
 /// system call or error added, removed or renumbered, an argument rule
 /// changed, the message layout or a limit changed. The test in this module
 /// fails until the new version and its fingerprint hash are recorded.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -43,6 +43,7 @@ mod tests {
         (7, 0x50e3_bf3e_d386_10ed),
         (8, 0x3209_02a4_af4a_52c3),
         (9, 0x514a_6ec7_605f_ff45),
+        (10, 0xbad0_f884_7558_07ba),
     ];
 
     /// FNV-1a, 64-bit. Written here rather than taken from a crate: this
@@ -168,6 +169,8 @@ mod tests {
         line(format_args!("max grants {}", crate::MAX_GRANTS));
         line(format_args!("share revoked label {:#x}", crate::SHARE_REVOKED_LABEL));
         line(format_args!("irq label {:#x}", crate::IRQ_LABEL));
+        line(format_args!("max option key bytes {}", crate::MAX_OPTION_KEY_BYTES));
+        line(format_args!("max option value bytes {}", crate::MAX_OPTION_VALUE_BYTES));
         // The layout of kernel_info's answer: a known answer's bytes.
         let mut info = crate::KernelInfo { generation: 2, update_count: 1, ..Default::default() };
         info.version = crate::info::Version::new("v");

@@ -23,13 +23,66 @@ pub struct Limits {
     pub max_memory_bytes: usize,
     /// The most arguments one request has.
     pub max_arguments: usize,
+    /// The most clients connected at a time (Redis's `maxclients`).
+    pub max_clients: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_value_bytes: 512 << 10, max_keys: 1 << 20, max_memory_bytes: 256 << 20, max_arguments: 1024 }
+        Limits {
+            max_value_bytes: 512 << 10,
+            max_keys: 1 << 20,
+            max_memory_bytes: 256 << 20,
+            max_arguments: 1024,
+            max_clients: 100,
+        }
     }
 }
+
+/// The most clients `maxclients` allows (netd's sockets a listener, less
+/// room to refuse those past the limit with Redis's error).
+pub const MAX_CLIENTS: usize = 120;
+
+/// A size as Redis's configuration writes it: bytes, or with `kb`, `mb`,
+/// `gb` (powers of 1024) or `k`, `m`, `g` (powers of 1000).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit): (&str, u64) =
+        [("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1_000_000_000), ("m", 1_000_000), ("k", 1_000)]
+            .iter()
+            .find_map(|(suffix, unit)| lower.strip_suffix(suffix).map(|digits| (digits, *unit)))
+            .unwrap_or((lower.as_str(), 1));
+    let value: u64 = digits.parse().ok()?;
+    usize::try_from(value.checked_mul(unit)?).ok()
+}
+
+impl Limits {
+    /// The limits a server's options give, each one read with `option`
+    /// (`maxclients`, `maxmemory`, `proto-max-bulk-len`, `maxkeys`), the
+    /// defaults for the rest. A value that does not read, or is out of
+    /// range, keeps the default and is named in the second result.
+    pub fn from_options(option: impl Fn(&str) -> Option<String>) -> (Limits, Vec<&'static str>) {
+        let mut limits = Limits::default();
+        let mut problems = Vec::new();
+        let mut read = |key: &'static str, low: usize, high: usize, slot: &mut usize| {
+            if let Some(text) = option(key) {
+                match parse_size(&text).filter(|value| (low..=high).contains(value)) {
+                    Some(value) => *slot = value,
+                    None => problems.push(key),
+                }
+            }
+        };
+        read("maxclients", 1, MAX_CLIENTS, &mut limits.max_clients);
+        read("maxmemory", 1024, usize::MAX, &mut limits.max_memory_bytes);
+        read("proto-max-bulk-len", 1024, 512 << 20, &mut limits.max_value_bytes);
+        read("maxkeys", 1, usize::MAX, &mut limits.max_keys);
+        (limits, problems)
+    }
+}
+
+/// The reply to a client past `maxclients` (the connection is closed
+/// after it).
+pub const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// What INFO reports about the server and the machine. What the caller
 /// does not know is `None` and left out of the reply, never made up.
@@ -49,6 +102,8 @@ pub struct ServerInfo {
     pub uptime_ms: u64,
     /// Commands run since the server started.
     pub commands_processed: u64,
+    /// Connections refused past `maxclients`.
+    pub rejected_connections: u64,
 }
 
 /// One connection's state.
@@ -252,12 +307,24 @@ fn info(store: &impl Store, limits: &Limits, server: &ServerInfo, section: Optio
             ("uptime_in_seconds", format!("{}", server.uptime_ms / 1000)),
         ],
     );
-    add("Clients", &[("connected_clients", format!("{}", server.connected_clients))]);
+    add(
+        "Clients",
+        &[
+            ("connected_clients", format!("{}", server.connected_clients)),
+            ("maxclients", format!("{}", limits.max_clients)),
+        ],
+    );
     add(
         "Memory",
         &[("used_memory", format!("{}", store.used_bytes())), ("maxmemory", format!("{}", limits.max_memory_bytes))],
     );
-    add("Stats", &[("total_commands_processed", format!("{}", server.commands_processed))]);
+    add(
+        "Stats",
+        &[
+            ("total_commands_processed", format!("{}", server.commands_processed)),
+            ("rejected_connections", format!("{}", server.rejected_connections)),
+        ],
+    );
     let keyspace =
         if store.is_empty() { vec![] } else { vec![("db0", format!("keys={},expires=0,avg_ttl=0", store.len()))] };
     add("Keyspace", &keyspace);
@@ -546,10 +613,12 @@ fn config(limits: &Limits, arguments: &[Vec<u8>]) -> Frame {
     if !subcommand.eq_ignore_ascii_case(b"GET") {
         return error("ERR CONFIG subcommand not supported");
     }
-    let known: [(&str, String); 4] = [
+    let known: [(&str, String); 6] = [
         ("save", String::new()),
         ("appendonly", String::from("no")),
         ("maxmemory", format!("{}", limits.max_memory_bytes)),
+        ("maxclients", format!("{}", limits.max_clients)),
+        ("proto-max-bulk-len", format!("{}", limits.max_value_bytes)),
         ("databases", String::from("1")),
     ];
     let mut reply = Vec::new();

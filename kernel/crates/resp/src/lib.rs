@@ -19,7 +19,7 @@ pub mod glob;
 mod sessions;
 mod store;
 
-pub use commands::{Client, Command, Limits, Outcome, ServerInfo, execute};
+pub use commands::{Client, Command, Limits, MAX_CLIENTS, MAX_CLIENTS_REPLY, Outcome, ServerInfo, execute, parse_size};
 pub use framer::{Framer, FramerError};
 pub use redis_protocol::resp2::types::OwnedFrame as Frame;
 pub use sessions::{Session, Sessions, Unsent};

@@ -177,7 +177,8 @@ fn what_clients_send_on_connect_works() {
 #[test]
 fn limits_give_redis_errors_and_reads_go_on() {
     let mut server = Server::new();
-    server.limits = Limits { max_value_bytes: 8, max_keys: 2, max_memory_bytes: 1024, max_arguments: 16 };
+    server.limits =
+        Limits { max_value_bytes: 8, max_keys: 2, max_memory_bytes: 1024, max_arguments: 16, max_clients: 4 };
     assert!(is_error(&server.run(&["SET", "a", "123456789"]), "ERR string exceeds maximum allowed size"));
     server.run(&["SET", "a", "1"]);
     server.run(&["SET", "b", "1"]);
@@ -373,4 +374,34 @@ fn sessions_refuse_damaged_bytes() {
     let mut twice = sample_sessions();
     twice.sessions[1].connection = 0;
     assert_eq!(Sessions::from_bytes(&twice.to_bytes()), None);
+}
+
+#[test]
+fn limits_come_from_options_like_redis_writes_them() {
+    assert_eq!(parse_size("1024"), Some(1024));
+    assert_eq!(parse_size("64kb"), Some(64 << 10));
+    assert_eq!(parse_size("2MB"), Some(2 << 20));
+    assert_eq!(parse_size("1g"), Some(1_000_000_000));
+    assert_eq!(parse_size("lots"), None);
+    assert_eq!(parse_size("-1"), None);
+    assert_eq!(parse_size("99999999999999999999gb"), None);
+    let options = |key: &str| match key {
+        "maxclients" => Some(alloc::string::String::from("4")),
+        "maxmemory" => Some(alloc::string::String::from("64kb")),
+        "proto-max-bulk-len" => Some(alloc::string::String::from("nonsense")),
+        _ => None,
+    };
+    let (limits, problems) = Limits::from_options(options);
+    assert_eq!(limits.max_clients, 4);
+    assert_eq!(limits.max_memory_bytes, 64 << 10);
+    assert_eq!(limits.max_value_bytes, Limits::default().max_value_bytes);
+    assert_eq!(problems, ["proto-max-bulk-len"]);
+    // Past what netd can serve: the default stays.
+    let (limits, problems) =
+        Limits::from_options(|key| (key == "maxclients").then(|| alloc::string::String::from("5000")));
+    assert_eq!((limits.max_clients, problems), (100, alloc::vec!["maxclients"]));
+    let mut server = Server::new();
+    server.limits = limits;
+    let Frame::Array(reply) = server.run(&["CONFIG", "GET", "maxclients"]) else { panic!("CONFIG GET") };
+    assert_eq!(reply, [bulk("maxclients"), bulk("100")]);
 }
