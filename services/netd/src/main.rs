@@ -100,6 +100,12 @@ struct NetDevice {
     net: Rc<RefCell<Net>>,
     /// Frames taken from the card so far.
     frames: u64,
+    /// Per listened port, how many more new connections a socket waits
+    /// for in this poll; a connection request past that is dropped (the
+    /// remote end asks again shortly) rather than reset.
+    room: Vec<(u16, usize)>,
+    /// Connection requests dropped so far.
+    deferred: u64,
 }
 
 struct Received {
@@ -138,9 +144,27 @@ impl Device for NetDevice {
     type TxToken<'a> = Transmit;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Received, Transmit)> {
-        let buffer = self.net.borrow_mut().receive().ok()?;
-        self.frames += 1;
-        Some((Received { net: self.net.clone(), buffer }, Transmit { net: self.net.clone() }))
+        loop {
+            let buffer = self.net.borrow_mut().receive().ok()?;
+            self.frames += 1;
+            let port = baton_sockets::connection_request_port(buffer.packet());
+            let room = port.and_then(|port| self.room.iter_mut().find(|(listened, _)| *listened == port));
+            match room {
+                Some((_, 0)) => {
+                    self.deferred += 1;
+                    if self.deferred.is_power_of_two() {
+                        log::info!("netd: {} connection request(s) deferred: every socket was taken", self.deferred);
+                    }
+                    if let Err(error) = self.net.borrow_mut().recycle_rx_buffer(buffer) {
+                        log::warn!("netd: a receive buffer could not be given back: {error:?}");
+                    }
+                    continue;
+                }
+                Some((_, room)) => *room -= 1,
+                None => {}
+            }
+            return Some((Received { net: self.net.clone(), buffer }, Transmit { net: self.net.clone() }));
+        }
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Transmit> {
@@ -219,7 +243,7 @@ fn main(_argument: u64) -> i32 {
             false
         }
     };
-    let mut card = NetDevice { net: Rc::new(RefCell::new(net)), frames: 0 };
+    let mut card = NetDevice { net: Rc::new(RefCell::new(net)), frames: 0, room: Vec::new(), deferred: 0 };
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut interface = Interface::new(config, &mut card, now());
     let mut sockets = SocketSet::new(vec![]);
@@ -243,6 +267,7 @@ fn main(_argument: u64) -> i32 {
         // meanwhile, which this first poll hands to the stack.
         let poll_ns = syscall::clock();
         let frames_before = card.frames;
+        card.room = listeners.iter().map(|listener| (listener.port(), listener.listening(&sockets))).collect();
         interface.poll(timestamp, &mut card, &mut sockets);
         let without_poll_ns = poll_ns.saturating_sub(last_poll_ns);
         if poll_ns.saturating_sub(planned_poll_ns) > PAUSE_REPORTED_NS {

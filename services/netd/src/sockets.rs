@@ -178,6 +178,12 @@ impl Listener {
         }
     }
 
+    /// How many of its sockets wait for a new connection.
+    pub fn listening(&self, sockets: &SocketSet<'static>) -> usize {
+        let state = |connection: &Connection| sockets.get::<tcp::Socket>(connection.handle).state();
+        self.connections.iter().filter(|connection| state(connection) == tcp::State::Listen).count()
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port

@@ -957,6 +957,33 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
     .host_traffic(HostTraffic::Hostile { port });
+    // 200 clients open at once against maxclients=20 while an update
+    // happens (the short version of 1000 against 100, run by hand): the
+    // first 20 are served and stay so, every other one is told Redis's
+    // error, and the first keeps working.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let crowd = update(
+        arch,
+        "200 Redis clients: maxclients served, the rest told so, through an update",
+        Module::SameImage,
+        "demo.updates=1 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000 \
+         kvstore.maxclients=20",
+        Expect::demo_with(
+            1,
+            &[
+                (
+                    "host: 200 clients: 19 served and still answered after the updates, 181 told the limit is \
+                     reached, 0 otherwise",
+                    1,
+                ),
+                ("the first client kept working", 1),
+            ],
+            &["kernel panic", "stopping", "refused port"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::Crowd { port, clients: 200 });
     // redis-benchmark (8 connections, four tests of 20,000 requests) runs
     // while three updates happen, the first restarting kvstore: no error,
     // no connection lost, and its counter counted every INCR once.
@@ -1050,6 +1077,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         redis_restarted,
         benchmark,
         hostile,
+        crowd,
         neighbours,
         session,
     ]

@@ -214,3 +214,98 @@ fn run(port: u16) -> Result<(TcpStream, Vec<String>), String> {
     findings.push(format!("-OOM after {stored} values of 8 KiB, reads and DEL working"));
     Ok((kept, findings))
 }
+
+/// How one client of a crowd fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Served,
+    ToldFull,
+    Other,
+}
+
+/// `count` clients after a first one, each connecting and sending a PING
+/// and the served ones keeping their connections open, so that `count`
+/// are open at once: at most `maxclients` are served (the first among
+/// them), the rest get Redis's error and a close, and the first still
+/// works afterwards. They connect one after another: QEMU's user
+/// network passes only about 17 connection attempts at a time from a
+/// host forward to the guest, and holds the rest past any timeout.
+pub struct Crowd {
+    thread: JoinHandle<Result<Gathered, String>>,
+}
+
+/// The crowd once every client connected: the first client, the served
+/// ones' connections, every client's fate and how long it took.
+type Gathered = (TcpStream, Vec<TcpStream>, Vec<Fate>, Duration);
+
+impl Crowd {
+    /// Connects the crowd to `port` (on a thread of its own).
+    pub fn start(port: u16, count: usize) -> Crowd {
+        Crowd { thread: std::thread::spawn(move || gather(port, count)) }
+    }
+
+    /// Asks every served client and the first once more, after the
+    /// updates: the report line.
+    pub fn finish(self) -> String {
+        match self.thread.join() {
+            Ok(Ok(gathered)) => check(gathered),
+            Ok(Err(failure)) => format!("host: a crowd of clients: {failure}"),
+            Err(_) => "host: the crowd's thread panicked".to_string(),
+        }
+    }
+}
+
+fn crowd_client(port: u16) -> (Fate, Option<TcpStream>) {
+    let Ok(mut stream) = connect(port) else { return (Fate::Other, None) };
+    if stream.write_all(&request(&[b"PING"])).is_err() {
+        return (Fate::Other, None);
+    }
+    match reply(&mut stream).as_deref() {
+        Ok("+PONG") => (Fate::Served, Some(stream)),
+        Ok("-ERR max number of clients reached") if is_closed(&mut stream) => (Fate::ToldFull, None),
+        _ => (Fate::Other, None),
+    }
+}
+
+fn gather(port: u16, count: usize) -> Result<Gathered, String> {
+    let mut first = connect(port)?;
+    expect("SET on the first client", command(&mut first, &[b"SET", b"crowd:first", b"here"]), "+OK")?;
+    let started = Instant::now();
+    let mut open = Vec::new();
+    let mut fates = Vec::new();
+    for _ in 0..count {
+        let (fate, stream) = crowd_client(port);
+        fates.push(fate);
+        open.extend(stream);
+    }
+    Ok((first, open, fates, started.elapsed()))
+}
+
+fn check((mut first, mut open, fates, elapsed): Gathered) -> String {
+    let count = fates.len();
+    // Every served client is still connected: each answers again.
+    let mut still = 0;
+    for stream in &mut open {
+        if command(stream, &[b"PING"]).is_ok_and(|reply| reply == "+PONG") {
+            still += 1;
+        }
+    }
+    let count_of = |wanted: Fate| fates.iter().filter(|fate| **fate == wanted).count();
+    let served = count_of(Fate::Served);
+    let tally = format!(
+        "host: {count} clients: {} served and still answered after the updates, {} told the limit is reached, \
+         {} otherwise (connected in {:.1} s)",
+        still.min(served),
+        count_of(Fate::ToldFull),
+        count_of(Fate::Other) + served - still.min(served),
+        elapsed.as_secs_f64()
+    );
+    let first_works = expect("PING on the first client after the crowd", command(&mut first, &[b"PING"]), "+PONG")
+        .and_then(|()| {
+            expect("GET on the first client after the crowd", command(&mut first, &[b"GET", b"crowd:first"]), "here")
+        });
+    match first_works {
+        Ok(()) => format!("{tally}; the first client kept working"),
+        Err(failure) => format!("{tally}; {failure}"),
+    }
+}

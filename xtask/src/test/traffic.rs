@@ -41,6 +41,14 @@ pub enum HostTraffic {
         /// The forwarded host port of the guest's 6379.
         port: u16,
     },
+    /// `clients` connecting at once (`super::hostile::Crowd`), started
+    /// once kvstore serves Redis; reported when the demo pauses.
+    Crowd {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+        /// How many connect at once.
+        clients: usize,
+    },
     /// `redis-benchmark -t set,get,incr,mset -c 8`, started once kvstore
     /// serves Redis, running while the updates happen. When the demo
     /// pauses it must have finished with no error, and the keys it wrote
@@ -262,6 +270,7 @@ pub struct Traffic {
     redis: Option<RedisCli>,
     benchmark: Option<Benchmark>,
     hostile: Option<super::hostile::Hostile>,
+    crowd: Option<super::hostile::Crowd>,
     counter: u32,
     sent: u32,
     echoed: u32,
@@ -278,6 +287,7 @@ impl Traffic {
             redis: None,
             benchmark: None,
             hostile: None,
+            crowd: None,
             counter: 0,
             sent: 0,
             echoed: 0,
@@ -362,6 +372,20 @@ impl Traffic {
                     let report = match self.hostile.take() {
                         Some(hostile) => hostile.finish(),
                         None => "host: hostile clients never started".to_string(),
+                    };
+                    self.finish_report(report);
+                } else {
+                    return;
+                }
+            }
+            HostTraffic::Crowd { port, clients } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.crowd.is_none() {
+                    self.crowd = Some(super::hostile::Crowd::start(port, clients));
+                    return;
+                } else if is_pause {
+                    let report = match self.crowd.take() {
+                        Some(crowd) => crowd.finish(),
+                        None => "host: the crowd never started".to_string(),
                     };
                     self.finish_report(report);
                 } else {

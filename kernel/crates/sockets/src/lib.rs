@@ -350,5 +350,40 @@ pub enum ReadError<E> {
     Record(RecordError),
 }
 
+/// The TCP port a frame asks to connect to, if it is an Ethernet frame
+/// carrying an IPv4 TCP SYN without ACK (a new connection). netd drops
+/// such a frame when no socket listens on the port for the moment: the
+/// remote end sends its SYN again a little later, where a TCP reset
+/// would have refused the connection outright. Hand-written over the
+/// fixed header offsets: smoltcp's packet views would do the same, but
+/// this crate builds and tests without it.
+pub fn connection_request_port(frame: &[u8]) -> Option<u16> {
+    const ETHERNET_HEADER: usize = 14;
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    if frame.get(12..14)? != IPV4 {
+        return None;
+    }
+    let ip = frame.get(ETHERNET_HEADER..)?;
+    let first = *ip.first()?;
+    let header = usize::from(first & 0x0f).saturating_mul(4);
+    if first >> 4 != 4 || header < 20 || *ip.get(9)? != TCP {
+        return None;
+    }
+    // A fragment past the first has no TCP header.
+    let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    if fragment != 0 {
+        return None;
+    }
+    let tcp = ip.get(header..)?;
+    let flags = *tcp.get(13)?;
+    if flags & SYN == 0 || flags & ACK != 0 {
+        return None;
+    }
+    Some(u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]))
+}
+
 #[cfg(test)]
 mod tests;

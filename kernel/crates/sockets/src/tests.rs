@@ -138,3 +138,47 @@ fn a_listen_request_reads_back() {
     assert_eq!(parse_listen(&[7, 0x300, 0, 0, 0, 0], &mut name), None);
     assert_eq!(parse_listen(&[7, 1, 25, 0, 0, 0], &mut name), None);
 }
+
+/// An Ethernet frame with an IPv4 header of `ihl` words and a TCP header
+/// to `port` with `flags`.
+fn tcp_frame(ihl: u8, port: u16, flags: u8) -> Vec<u8> {
+    let mut frame = vec![0u8; 12];
+    frame.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0u8; usize::from(ihl) * 4];
+    ip[0] = 0x40 | ihl;
+    ip[9] = 6;
+    frame.extend_from_slice(&ip);
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[13] = flags;
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+#[test]
+fn connection_requests_are_told_from_other_frames() {
+    assert_eq!(connection_request_port(&tcp_frame(5, 6379, 0x02)), Some(6379));
+    // With IP options.
+    assert_eq!(connection_request_port(&tcp_frame(6, 7, 0x02)), Some(7));
+    // SYN-ACK, ACK, FIN, RST: not a new connection.
+    for flags in [0x12, 0x10, 0x11, 0x04] {
+        assert_eq!(connection_request_port(&tcp_frame(5, 6379, flags)), None, "flags {flags:#x}");
+    }
+    // UDP, ARP, a later fragment, a short or nonsense header.
+    let mut udp = tcp_frame(5, 6379, 0x02);
+    udp[14 + 9] = 17;
+    assert_eq!(connection_request_port(&udp), None);
+    let mut arp = tcp_frame(5, 6379, 0x02);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(connection_request_port(&arp), None);
+    let mut fragment = tcp_frame(5, 6379, 0x02);
+    fragment[14 + 7] = 1;
+    assert_eq!(connection_request_port(&fragment), None);
+    assert_eq!(connection_request_port(&tcp_frame(4, 6379, 0x02)), None);
+    // Cut before the flags, it cannot be told.
+    let frame = tcp_frame(5, 6379, 0x02);
+    for cut in 0..14 + 20 + 14 {
+        assert_eq!(connection_request_port(&frame[..cut]), None, "cut at {cut}");
+    }
+}
