@@ -28,7 +28,8 @@ pub enum HostTraffic {
     },
     /// One `redis-cli` process (one connection), started once kvstore
     /// serves Redis (before the first update) and kept through every
-    /// update: SET and INCR before, GET and INCR after each update, every
+    /// update: SET (with and without a time to live) and INCR before, GET,
+    /// EXISTS and INCR after each update, expiry and TTL at the end, every
     /// reply checked.
     Redis {
         /// The forwarded host port of the guest's 6379.
@@ -222,12 +223,14 @@ impl RedisCli {
 
     /// Runs one command; whether its reply was `expected`.
     fn command(&mut self, command: &str, expected: &str) -> Result<bool, String> {
+        self.reply(command).map(|reply| reply == expected)
+    }
+
+    /// Runs one command; its reply (one line).
+    fn reply(&mut self, command: &str) -> Result<String, String> {
         writeln!(self.input, "{command}").map_err(|error| format!("redis-cli: {error}"))?;
         self.input.flush().map_err(|error| format!("redis-cli: {error}"))?;
-        match self.lines.recv_timeout(LINE_TIMEOUT) {
-            Ok(reply) => Ok(reply == expected),
-            Err(_) => Err(format!("no reply to '{command}'")),
-        }
+        self.lines.recv_timeout(LINE_TIMEOUT).map_err(|_| format!("no reply to '{command}'"))
     }
 
     fn finish(mut self) {
@@ -344,14 +347,26 @@ impl Traffic {
                         Ok(cli) => self.redis = Some(cli),
                         Err(error) => self.failure = Some(format!("cannot start redis-cli: {error}")),
                     }
-                    self.redis_step(&[("SET baton:key before", "OK")]);
+                    // A key that expires during the updates and one that
+                    // must keep its time to live through them.
+                    self.redis_step(&[
+                        ("SET baton:key before", "OK"),
+                        ("SET baton:short soon PX 1000", "OK"),
+                        ("SET baton:long later EX 600", "OK"),
+                    ]);
                     self.redis_incr();
                 } else if line.contains("demo: init resumed on the new kernel") {
                     self.updates += 1;
-                    self.redis_step(&[("GET baton:key", "before")]);
+                    self.redis_step(&[("GET baton:key", "before"), ("EXISTS baton:long", "1")]);
                     self.redis_incr();
                 } else if is_pause {
-                    self.redis_step(&[("EXISTS baton:key", "1")]);
+                    // Five updates at least 400 ms apart: the short key
+                    // expired on the clock that continues across them;
+                    // the long one counts down from 600 seconds.
+                    self.redis_step(&[("EXISTS baton:key", "1"), ("EXISTS baton:short", "0")]);
+                    self.redis_check("TTL baton:long", |reply| {
+                        reply.parse::<u32>().is_ok_and(|ttl| (590..600).contains(&ttl))
+                    });
                     if let Some(cli) = self.redis.take() {
                         cli.finish();
                     }
@@ -443,6 +458,21 @@ impl Traffic {
                     self.failure = Some(error);
                     self.redis = None;
                 }
+            }
+        }
+    }
+
+    /// One command over the redis-cli connection whose reply `is_right`
+    /// judges.
+    fn redis_check(&mut self, command: &str, is_right: impl Fn(&str) -> bool) {
+        let Some(cli) = self.redis.as_mut() else { return };
+        self.sent += 1;
+        match cli.reply(command) {
+            Ok(reply) if is_right(&reply) => self.echoed += 1,
+            Ok(reply) => self.failure = Some(format!("'{reply}' is a wrong reply to '{command}'")),
+            Err(error) => {
+                self.failure = Some(error);
+                self.redis = None;
             }
         }
     }
