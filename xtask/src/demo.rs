@@ -237,8 +237,11 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
     let has_network = options.network.is_on(&extra_args);
     let interval_ms = options.interval_ms.unwrap_or(if has_network { 1000 } else { 0 });
     let interval = if interval_ms > 0 { format!("demo.interval_ms={interval_ms}") } else { String::new() };
+    // With a network, the machine waits before shutting down until the
+    // host's Redis client has finished (the same pause as the screenshot).
+    let wait = if has_network && limine.is_none() { "demo.wait=1" } else { "" };
     let mut command_line = format!(
-        "demo.updates={} demo.shutdown=1 {interval} {pause} {screen} {}",
+        "demo.updates={} demo.shutdown=1 {interval} {pause} {screen} {wait} {}",
         options.updates, options.command_line.append
     )
     .split_whitespace()
@@ -279,13 +282,39 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
         }
         None => None,
     };
+    let redis_port = has_network.then(|| options.network.ports().redis);
+    let mut redis_client: Option<crate::demo_redis::DemoClient> = None;
+    let mut redis_summary: Option<crate::demo_redis::Summary> = None;
     let outcome = crate::qemu::run_filtered(command, Some(timeout), &mut |line, input| {
         if options.verbose || is_progress_line(line) {
             println!("  {}", line.trim_end());
         }
+        if let Some(port) = redis_port {
+            if line.contains("kvstore: serving Redis") && redis_client.is_none() && redis_summary.is_none() {
+                println!("demo: a Redis client on the host connects to 127.0.0.1:{port} and stays connected");
+                redis_client = Some(crate::demo_redis::DemoClient::start(port));
+            } else if line.contains("demo: init resumed on the new kernel") {
+                if let Some(client) = &redis_client {
+                    client.note_update();
+                }
+            } else if line.contains("paused before shutdown") {
+                if let Some(client) = redis_client.take() {
+                    // The last update's read-back has had time to run.
+                    std::thread::sleep(Duration::from_millis(300));
+                    redis_summary = Some(client.finish());
+                }
+                if screenshot.is_none() {
+                    let _ = input.write_all(b"\n");
+                    let _ = input.flush();
+                }
+            }
+        }
         crate::dump::watch_line(&mut dumper, &mut screenshot, line, input, "  ");
     })
     .context("running the demo")?;
+    if redis_port.is_some() && redis_summary.is_none() {
+        bail!("the host's Redis client never finished (kvstore never served Redis, or the demo did not pause)");
+    }
     if let Some(screenshot) = &screenshot {
         match screenshot.finish() {
             Ok((png, _)) => println!("demo: the screen at the end is in {}", png.display()),
@@ -295,7 +324,7 @@ fn run(options: &Args, arch: Arch, limine: Option<&LimineBoot>) -> Result<()> {
     let log = scratch.join(format!("{}-serial.log", arch));
     std::fs::create_dir_all(&scratch)?;
     std::fs::write(&log, &outcome.output)?;
-    conclude(&outcome, options.updates, timeout, &log)
+    conclude(&outcome, options.updates, timeout, &log, redis_summary.as_ref())
 }
 
 /// What QEMU boots: version 1 with version 2 as its module, directly or
@@ -333,9 +362,22 @@ fn medium(
 
 /// Prints the table of updates and fails if the demo did not finish, an
 /// update is missing or anything was lost.
-fn conclude(outcome: &crate::qemu::Outcome, updates: u32, timeout: Duration, log: &Path) -> Result<()> {
+fn conclude(
+    outcome: &crate::qemu::Outcome,
+    updates: u32,
+    timeout: Duration,
+    log: &Path,
+    redis: Option<&crate::demo_redis::Summary>,
+) -> Result<()> {
     let (records, cold) = parse_records(&outcome.output);
     println!("\n{}", table(&records));
+    if let Some(summary) = redis {
+        let longest_blackout = records.iter().map(|record| record.blackout_us).max().unwrap_or(0);
+        println!("{} (the longest blackout: {:.1} ms)", summary.line(), longest_blackout as f64 / 1000.0);
+        if !summary.is_clean() {
+            bail!("the host's Redis client lost something (serial log: {})", log.display());
+        }
+    }
     if outcome.timed_out {
         bail!("the demo did not finish within {} s (serial log: {})", timeout.as_secs(), log.display());
     }

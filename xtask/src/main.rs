@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod demo;
+mod demo_redis;
 mod doctor;
 mod fuzz;
 mod iso;
