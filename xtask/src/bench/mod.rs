@@ -19,6 +19,7 @@
 mod network;
 mod parse;
 mod plot;
+mod redis;
 mod report;
 mod run;
 
@@ -55,6 +56,12 @@ pub struct Args {
     /// Spaced updates of the network benchmark (0 leaves it out).
     #[arg(long, default_value_t = 8)]
     network_updates: u32,
+    /// Spaced updates of the Redis benchmark (0 leaves it out).
+    #[arg(long, default_value_t = 8)]
+    redis_updates: u32,
+    /// Requests of each redis-benchmark test (`-n`).
+    #[arg(long, default_value_t = 20_000)]
+    redis_requests: u32,
     #[command(flatten)]
     kvm: Kvm,
     #[command(flatten)]
@@ -79,6 +86,8 @@ impl Args {
             runs: self.runs.max(1),
             layouts: if self.layouts.is_empty() { Layout::ALL.to_vec() } else { self.layouts.clone() },
             network_updates: self.network_updates,
+            redis_updates: self.redis_updates,
+            redis_requests: self.redis_requests.max(1),
             kvm: self.kvm.kvm,
             limine_dir: self.limine.limine_dir.clone(),
         })
@@ -213,6 +222,10 @@ pub struct BenchOptions {
     pub layouts: Vec<Layout>,
     /// Updates of the network benchmark (0: not run).
     pub network_updates: u32,
+    /// Updates of the Redis benchmark (0: not run).
+    pub redis_updates: u32,
+    /// Requests of each redis-benchmark test.
+    pub redis_requests: u32,
     /// Use KVM (x86_64).
     pub kvm: bool,
     /// Limine files for the Limine cold boots (skipped without them).

@@ -74,7 +74,7 @@ struct Timeline {
 
 /// The longest gap between consecutive echo arrivals that overlaps
 /// `[start_us, end_us]`.
-fn longest_gap(arrivals_us: &[u64], start_us: u64, end_us: u64) -> u64 {
+pub(super) fn longest_gap(arrivals_us: &[u64], start_us: u64, end_us: u64) -> u64 {
     arrivals_us
         .windows(2)
         .filter(|pair| pair[1] >= start_us && pair[0] <= end_us)

@@ -63,7 +63,7 @@ pub fn report(
         super::network::section(&mut text, network);
     }
     text.push_str(
-        "\n## Files\n\n- updates.csv: every update of every scenario, every phase\n- cold-boot.csv\n- network.csv (with the network benchmark)\n- blackout.svg, \
+        "\n## Files\n\n- updates.csv: every update of every scenario, every phase\n- cold-boot.csv\n- network.csv (with the network benchmark)\n- redis.csv (with the Redis benchmark)\n- blackout.svg, \
          phases.svg\n- logs/: the serial console of every run\n- host/: the KHO crate on simulated memory\n",
     );
     text
@@ -304,6 +304,8 @@ mod tests {
             runs: 1,
             layouts: Layout::ALL.to_vec(),
             network_updates: 0,
+            redis_updates: 0,
+            redis_requests: 1,
             kvm: false,
             limine_dir: None,
         };

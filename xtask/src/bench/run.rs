@@ -218,8 +218,29 @@ pub fn qemu(options: &BenchOptions) -> Result<()> {
     } else {
         None
     };
+    let redis = if options.redis_updates > 0 {
+        println!("bench: Redis, redis-benchmark through {} spaced updates, then quiet ...", options.redis_updates);
+        let figures =
+            super::redis::run(options.arch, options.kvm, &kernels, options.redis_updates, options.redis_requests)
+                .context("the Redis benchmark")?;
+        println!(
+            "bench:   client pauses {:?} us, kernel blackouts {:?} us, {} redis-benchmark error line(s)",
+            figures.pauses.iter().map(|pause| pause.client_pause_us).collect::<Vec<_>>(),
+            figures.pauses.iter().map(|pause| pause.kernel_blackout_us).collect::<Vec<_>>(),
+            figures.errors.len()
+        );
+        Some(figures)
+    } else {
+        None
+    };
     let directory = output_dir();
     report::write(&directory, options, &scenarios, &cold, network.as_ref())?;
+    if let Some(redis) = &redis {
+        let mut text = std::fs::read_to_string(directory.join("report.md"))?;
+        super::redis::section(&mut text, redis, options.redis_requests);
+        std::fs::write(directory.join("report.md"), text)?;
+        std::fs::write(directory.join("redis.csv"), super::redis::csv(options.arch, redis))?;
+    }
     plot::plots(&scenarios)?;
     println!("bench: report in {}", directory.join("report.md").display());
     Ok(())
@@ -239,6 +260,8 @@ mod tests {
             runs: 1,
             layouts: Layout::ALL.to_vec(),
             network_updates: 0,
+            redis_updates: 0,
+            redis_requests: 1,
             kvm: false,
             limine_dir: None,
         };
