@@ -997,14 +997,44 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         Expect::demo_with(
             3,
             &[
-                ("host: redis-benchmark, 4 tests of 20000 requests through 3 updates, 0 errors, its counter at 20000", 1),
+                (
+                    "host: redis-benchmark -P 1, 4 tests of 20000 requests through 3 updates, 0 errors, its counter \
+                     at 20000",
+                    1,
+                ),
                 ("connection(s) taken over", 1),
             ],
             &["kernel panic", "stopping", "refused port", "does not read", "lost"],
         ),
     )
     .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 20_000 });
+    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 20_000, pipeline: 1 });
+    // Pipelined: 16 INCRs in flight on each of 8 connections while the
+    // same three updates happen, the first restarting kvstore. The
+    // counter ends at exactly the number of requests: none lost, none
+    // applied twice across the restart.
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    let pipelined = update(
+        arch,
+        "pipelined INCRs run through 3 updates, the first restarting kvstore, each counted once",
+        Module::SecondVersion,
+        "demo.updates=3 demo.shutdown=1 demo.wait=1 demo.interval_ms=400 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            3,
+            &[
+                (
+                    "host: redis-benchmark -P 16, 1 tests of 100000 requests through 3 updates, 0 errors, its \
+                     counter at 100000",
+                    1,
+                ),
+                ("connection(s) taken over", 1),
+            ],
+            &["kernel panic", "stopping", "refused port", "does not read", "lost"],
+        ),
+    )
+    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 100_000, pipeline: 16 });
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
@@ -1076,6 +1106,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         redis,
         redis_restarted,
         benchmark,
+        pipelined,
         hostile,
         crowd,
         neighbours,
