@@ -46,7 +46,14 @@ impl Listener {
     /// Asks netd (service `netd`) to listen on `port` for `name` (this
     /// service's name), `connections` at a time, as a new instance.
     pub fn new(netd: u64, port: u16, connections: u8, name: &'static str) -> Result<Listener, Error> {
-        let mut listener = Listener {
+        let mut listener = Listener::unasked(netd, port, connections, name);
+        listener.listen(true)?;
+        Ok(listener)
+    }
+
+    /// A listener that has not asked netd yet.
+    fn unasked(netd: u64, port: u16, connections: u8, name: &'static str) -> Listener {
+        Listener {
             netd,
             port,
             connections,
@@ -54,9 +61,7 @@ impl Listener {
             channel: None,
             reader: RecordReader::new(),
             outgoing: VecDeque::new(),
-        };
-        listener.listen(true)?;
-        Ok(listener)
+        }
     }
 
     /// Asks netd for `port` again for a restarted service that was
@@ -65,15 +70,7 @@ impl Listener {
     /// stopped. The flag is `true` when netd set the port up now (it had
     /// been restarted too): the handed-over connections are gone.
     pub fn resume(netd: u64, port: u16, connections: u8, name: &'static str) -> Result<(Listener, bool), Error> {
-        let mut listener = Listener {
-            netd,
-            port,
-            connections,
-            name,
-            channel: None,
-            reader: RecordReader::new(),
-            outgoing: VecDeque::new(),
-        };
+        let mut listener = Listener::unasked(netd, port, connections, name);
         let fresh = listener.listen(false)?;
         Ok((listener, fresh))
     }

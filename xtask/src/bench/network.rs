@@ -227,11 +227,34 @@ impl Stream {
     }
 }
 
-/// Runs the guest and the stream; `updates` spaced updates.
-pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates: u32) -> Result<NetworkFigures> {
+/// The kernel's blackout of every update in `output`, (generation,
+/// microseconds); an error naming `log` unless there are `updates`.
+pub(super) fn kernel_blackouts(output: &str, updates: u32, log: &std::path::Path) -> Result<Vec<(u64, u64)>> {
+    let blackouts: Vec<(u64, u64)> = parse_updates(output)
+        .iter()
+        .map(|update| (update.get("generation"), update.get("blackout_us")))
+        .collect();
+    if blackouts.len() != updates as usize {
+        bail!("{} of {updates} updates reported (serial log: {})", blackouts.len(), log.display());
+    }
+    Ok(blackouts)
+}
+
+/// A guest with netd for the network benchmarks: `updates` updates
+/// `interval_ms` apart, pausing before shutdown, the guest's TCP
+/// `guest_port` forwarded to a free port on 127.0.0.1. The QEMU command
+/// and that host port.
+pub(super) fn networked_guest(
+    arch: Arch,
+    kvm: bool,
+    kernels: &(KernelBuild, KernelBuild),
+    updates: u32,
+    interval_ms: u32,
+    guest_port: u16,
+) -> Result<(std::process::Command, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let command_line = format!(
-        "demo.updates={updates} demo.shutdown=1 demo.wait=1 demo.interval_ms={INTERVAL_MS} {}",
+        "demo.updates={updates} demo.shutdown=1 demo.wait=1 demo.interval_ms={interval_ms} {}",
         crate::network::NETD_ASSIGNMENT
     );
     let config = QemuConfig {
@@ -246,13 +269,18 @@ pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates:
         kvm,
         extra_args: vec![
             "-netdev".into(),
-            format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7"),
+            format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}"),
             "-device".into(),
             "virtio-net-pci,netdev=net0".into(),
         ],
     };
     let scratch = output_dir().join("scratch");
-    let command = config.command(&scratch)?;
+    Ok((config.command(&scratch)?, port))
+}
+
+/// Runs the guest and the stream; `updates` spaced updates.
+pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates: u32) -> Result<NetworkFigures> {
+    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 7)?;
     let mut stream: Option<Stream> = None;
     let mut timeline = None;
     let mut failure = None;
@@ -291,13 +319,7 @@ pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates:
         bail!("the demo never paused before shutdown (serial log: {})", log.display());
     };
     timeline.windows = windows;
-    let blackouts: Vec<(u64, u64)> = parse_updates(&outcome.output)
-        .iter()
-        .map(|update| (update.get("generation"), update.get("blackout_us")))
-        .collect();
-    if blackouts.len() != updates as usize {
-        bail!("{} of {updates} updates reported (serial log: {})", blackouts.len(), log.display());
-    }
+    let blackouts = kernel_blackouts(&outcome.output, updates, &log)?;
     Ok(analyse(&timeline, &blackouts, &netd_pauses(&outcome.output), 100_000))
 }
 

@@ -5,13 +5,12 @@
 //! whose longest wait around each update is the pause a Redis client
 //! sees, set beside the kernel's blackout for that update.
 
-use super::network::longest_gap;
-use super::parse::{median, parse_updates};
+use super::network::{kernel_blackouts, longest_gap, networked_guest};
+use super::parse::median;
 use super::report::ms;
 use super::{FIRST_STEADY_UPDATE, output_dir};
 use crate::arch::Arch;
 use crate::build::KernelBuild;
-use crate::qemu::{Medium, QemuConfig};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -177,30 +176,7 @@ pub fn run(
     requests: u32,
 ) -> Result<RedisFigures> {
     crate::doctor::ensure(&[crate::doctor::Need::RedisCli])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let command_line = format!(
-        "demo.updates={updates} demo.shutdown=1 demo.wait=1 demo.interval_ms={INTERVAL_MS} {}",
-        crate::network::NETD_ASSIGNMENT
-    );
-    let config = QemuConfig {
-        arch,
-        medium: Medium::Direct {
-            kernel: kernels.0.direct_boot_file().clone(),
-            module: Some(kernels.1.elf.clone()),
-            command_line,
-        },
-        memory_mib: 512,
-        headless: true,
-        kvm,
-        extra_args: vec![
-            "-netdev".into(),
-            format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379"),
-            "-device".into(),
-            "virtio-net-pci,netdev=net0".into(),
-        ],
-    };
-    let scratch = output_dir().join("scratch");
-    let command = config.command(&scratch)?;
+    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 6379)?;
     let mut probe: Option<Probe> = None;
     let mut failure = None;
     let mut window_start = None;
@@ -267,13 +243,7 @@ pub fn run(
     let Some((replies, sent)) = replies else {
         bail!("the demo never paused before shutdown (serial log: {})", log.display());
     };
-    let blackouts: Vec<(u64, u64)> = parse_updates(&outcome.output)
-        .iter()
-        .map(|update| (update.get("generation"), update.get("blackout_us")))
-        .collect();
-    if blackouts.len() != updates as usize {
-        bail!("{} of {updates} updates reported (serial log: {})", blackouts.len(), log.display());
-    }
+    let blackouts = kernel_blackouts(&outcome.output, updates, &log)?;
     figures.probes = (replies.len() as u64, sent);
     figures.pauses = windows
         .iter()

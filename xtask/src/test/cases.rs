@@ -696,6 +696,23 @@ fn free_tcp_port() -> u16 {
         .map_or(17007, |address| address.port())
 }
 
+/// An update case with the guest's Redis port forwarded to a free port
+/// on 127.0.0.1 and `traffic` (given that port) from the host.
+fn redis_update(
+    arch: Arch,
+    name: &str,
+    module: Module,
+    command_line: &str,
+    expect: Expect,
+    traffic: impl FnOnce(u16) -> HostTraffic,
+) -> QemuCase {
+    let port = free_tcp_port();
+    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
+    update(arch, name, module, command_line, expect)
+        .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
+        .host_traffic(traffic(port))
+}
+
 /// A virtio network card on QEMU's user networking, reaching nothing
 /// outside QEMU.
 const VIRTIO_NET: &[&str] = &["-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0"];
@@ -878,9 +895,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     // before the first update, keeps its key and its counter through five
     // updates into the same image (kvstore resumed, its keyspace with it),
     // every reply checked.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let redis = update(
+    let redis = redis_update(
         arch,
         "redis-cli keeps one connection and its keys through 5 updates",
         Module::SameImage,
@@ -894,15 +909,12 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             )],
             &["kernel panic", "stopping", "refused port"],
         ),
-    )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::Redis { port });
+        |port| HostTraffic::Redis { port },
+    );
     // The same into the second version, whose first update restarts
     // kvstore (its table format changes): the keyspace goes across as
     // explicit state, netd holds the connection meanwhile.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let redis_restarted = update(
+    let redis_restarted = redis_update(
         arch,
         "redis-cli keeps one connection and its keys through 5 updates, the first restarting kvstore",
         Module::SecondVersion,
@@ -920,9 +932,8 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["kernel panic", "stopping", "refused port", "does not read"],
         ),
+        |port| HostTraffic::Redis { port },
     )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::Redis { port })
     .in_order(&[
         "Redis key(s) and 1 connection(s) handed over",
         "service 'kvstore' (id 4) restarted",
@@ -932,9 +943,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
     // kvstore: past maxclients, a 2 GiB bulk, bytes that are not RESP, a
     // byte-a-time client and a full maxmemory each get Redis's answer,
     // and the first client keeps its connection and its key throughout.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let hostile = update(
+    let hostile = redis_update(
         arch,
         "hostile Redis clients cost the others nothing, through 2 updates",
         Module::SecondVersion,
@@ -954,16 +963,13 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["kernel panic", "stopping", "refused port", "does not read", "lost"],
         ),
-    )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::Hostile { port });
+        |port| HostTraffic::Hostile { port },
+    );
     // 200 clients open at once against maxclients=20 while an update
     // happens (the short version of 1000 against 100, run by hand): the
     // first 20 are served and stay so, every other one is told Redis's
     // error, and the first keeps working.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let crowd = update(
+    let crowd = redis_update(
         arch,
         "200 Redis clients: maxclients served, the rest told so, through an update",
         Module::SameImage,
@@ -981,15 +987,12 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["kernel panic", "stopping", "refused port"],
         ),
-    )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::Crowd { port, clients: 200 });
+        |port| HostTraffic::Crowd { port, clients: 200 },
+    );
     // redis-benchmark (8 connections, four tests of 20,000 requests) runs
     // while three updates happen, the first restarting kvstore: no error,
     // no connection lost, and its counter counted every INCR once.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let benchmark = update(
+    let benchmark = redis_update(
         arch,
         "redis-benchmark runs through 3 updates, the first restarting kvstore, without an error",
         Module::SecondVersion,
@@ -1006,16 +1009,13 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["kernel panic", "stopping", "refused port", "does not read", "lost"],
         ),
-    )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 20_000, pipeline: 1 });
+        |port| HostTraffic::RedisBenchmark { port, requests: 20_000, pipeline: 1 },
+    );
     // Pipelined: 16 INCRs in flight on each of 8 connections while the
     // same three updates happen, the first restarting kvstore. The
     // counter ends at exactly the number of requests: none lost, none
     // applied twice across the restart.
-    let port = free_tcp_port();
-    let forward = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:6379");
-    let pipelined = update(
+    let pipelined = redis_update(
         arch,
         "pipelined INCRs run through 3 updates, the first restarting kvstore, each counted once",
         Module::SecondVersion,
@@ -1032,9 +1032,8 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
             ],
             &["kernel panic", "stopping", "refused port", "does not read", "lost"],
         ),
-    )
-    .qemu_args(&["-netdev", &forward, "-device", "virtio-net-pci,netdev=net0"])
-    .host_traffic(HostTraffic::RedisBenchmark { port, requests: 100_000, pipeline: 16 });
+        |port| HostTraffic::RedisBenchmark { port, requests: 100_000, pipeline: 16 },
+    );
     // Two cards, two drivers: driverprobe is refused netd's card (its
     // registers and every BAR) while netd, resumed across the update,
     // keeps echoing TCP from the host.
