@@ -49,9 +49,10 @@ fn growth(bytes: usize, least_order: u32) -> (u32, u64) {
 /// (the allocation then fails only when the kernel has none to give).
 #[cfg(target_os = "none")]
 fn grow(heap: &mut Heap<32>, layout: &core::alloc::Layout) {
-    // Room for the alignment too: the buddy blocks start where the
-    // memory does.
-    let wanted = layout.size().saturating_add(layout.align());
+    // The buddy allocator serves a request from a block of the next power
+    // of two, aligned to its size: memory twice that size always holds
+    // one, wherever it starts.
+    let wanted = layout.size().max(layout.align()).next_power_of_two().saturating_mul(2);
     let (order, count) = growth(wanted, GROW_ORDER);
     let result = if count == 1 {
         crate::syscall::allocate_preservable(order)

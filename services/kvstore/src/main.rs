@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Publishes the sub-FDT describing the table and preserves the table.
-    fn publish(&mut self, redis: Option<redis::Handover>) -> Result<(), Error> {
+    fn publish(&mut self, redis: Option<baton_resp::HandoverPlace>) -> Result<(), Error> {
         let count = self.entries().len() as u32;
         let fdt = (|| {
             let mut writer = SubFdtWriter::new().ok()?;
@@ -212,10 +212,9 @@ impl Store {
             writer.property_u64("table", self.folio.physical).ok()?;
             writer.property_u32("order", self.folio.order).ok()?;
             writer.property_u32("entries", count).ok()?;
-            if let Some((physical, order, keyspace, sessions)) = redis {
-                let words = [physical, u64::from(order), keyspace, sessions];
-                let value: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
-                writer.property("redis-keyspace", &value).ok()?;
+            if let Some(place) = &redis {
+                let value: Vec<u8> = place.to_words().iter().flat_map(|word| word.to_ne_bytes()).collect();
+                writer.property("redis-handover", &value).ok()?;
             }
             writer.finish().ok()
         })()
@@ -230,13 +229,24 @@ impl Store {
     }
 }
 
-/// The Redis keyspace the previous instance handed over, if it did.
-fn redis_handover(fdt: &[u8]) -> Option<redis::Handover> {
+/// Where the Redis state the previous instance handed over is, if it did.
+/// An instance from before `redis-handover` named one folio in
+/// `redis-keyspace`: (physical, order, keyspace bytes[, session bytes]).
+fn redis_handover(fdt: &[u8]) -> Option<baton_resp::HandoverPlace> {
     let parsed = parse_fdt(fdt).ok()?;
-    let value = parsed.find_node("/")?.property("redis-keyspace")?.value;
-    let word = |index: usize| value.get(index * 8..index * 8 + 8).and_then(native_u64);
-    // Three words from an instance that handed over no sessions.
-    Some((word(0)?, u32::try_from(word(1)?).ok()?, word(2)?, word(3).unwrap_or(0)))
+    let root = parsed.find_node("/")?;
+    let words = |value: &[u8]| -> Vec<u64> { value.chunks_exact(8).filter_map(native_u64).collect() };
+    if let Some(property) = root.property("redis-handover") {
+        let place = baton_resp::HandoverPlace::from_words(&words(property.value));
+        if place.is_none() {
+            log::warn!("kvstore: the Redis handover's place does not read; starting empty");
+        }
+        return place;
+    }
+    let old = words(root.property("redis-keyspace")?.value);
+    let (&[physical, order, keyspace], rest) = old.split_first_chunk::<3>()?;
+    let sessions = rest.first().copied().unwrap_or(0);
+    baton_resp::HandoverPlace::from_words(&[order, keyspace, sessions, physical])
 }
 
 /// The table the previous instance handed over, migrated to this format.

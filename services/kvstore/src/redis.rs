@@ -6,7 +6,7 @@
 //! goes across). One that restarts kvstore gets it as explicit state: on
 //! `prepare` the keyspace and the connections' state (`Sessions`: clients,
 //! half-arrived requests, replies not yet in netd's channel) are written
-//! into one preservable folio (at most 4 MiB for now) that the sub-FDT
+//! into preservable folios (as many 4 MiB ones as it takes) that the sub-FDT
 //! names, and kvstore reads nothing more from netd. The next instance
 //! reads both back before it serves anyone and reads the channel where
 //! this one stopped, so every request is answered once, in order; netd
@@ -17,12 +17,12 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use baton_resp::{
-    Client, Frame, Framer, Limits, MAX_CLIENTS_REPLY, MemoryStore, Outcome, ServerInfo, Session, Sessions, Store,
-    encode, execute,
+    Client, Frame, Framer, HandoverPlace, Limits, MAX_CLIENTS_REPLY, MemoryStore, Outcome, ServerInfo, Session,
+    Sessions, Store, encode, execute,
 };
 use baton_user::kho::Folio;
 use baton_user::sockets::{Followed, Listener, SocketRecord};
-use baton_user::{MAX_USER_FOLIO_ORDER, Message, syscall};
+use baton_user::{Message, syscall};
 
 /// The Redis port.
 const PORT: u16 = 6379;
@@ -44,15 +44,12 @@ pub struct Redis {
     info: ServerInfo,
     connections: BTreeMap<u8, Connection>,
     next_client_id: u64,
-    /// The keyspace and sessions written out for a restart, preserved
-    /// until the update happens (or is aborted). Nothing is read from or
-    /// sent to netd meanwhile: it is all the next instance's.
-    handover: Option<Folio>,
+    /// The folios the keyspace and sessions were written into for a
+    /// restart, preserved until the update happens (or is aborted).
+    /// Nothing is read from or sent to netd meanwhile: it is all the next
+    /// instance's.
+    handover: Option<Vec<Folio>>,
 }
-
-/// Where the state handed to the next instance is: (physical address,
-/// folio order, keyspace bytes, session bytes after them).
-pub type Handover = (u64, u32, u64, u64);
 
 /// What a previous instance handed over.
 pub type Restored = (MemoryStore, Sessions);
@@ -111,13 +108,13 @@ impl Redis {
     }
 
     /// An update restarts kvstore: writes the keyspace and the sessions
-    /// into a preservable folio and preserves it; kvstore then leaves
-    /// netd's channel alone. `None` when they do not fit one (the keys are
-    /// then lost, and said so).
-    pub fn prepare_restart(&mut self) -> Option<Handover> {
+    /// into preservable folios (one, or as many 4 MiB ones as it takes)
+    /// and preserves them; kvstore then leaves netd's channel alone.
+    /// `None` when there is no memory for them (the keys are then lost,
+    /// and said so).
+    pub fn prepare_restart(&mut self) -> Option<HandoverPlace> {
         self.abort_handover();
-        let mut bytes = self.store.to_bytes();
-        let keyspace_bytes = bytes.len() as u64;
+        let keys = self.store.to_bytes();
         let sessions = Sessions {
             next_client_id: self.next_client_id,
             sessions: self
@@ -133,31 +130,35 @@ impl Redis {
         };
         // Kept queued too, should the update be aborted.
         self.listener.requeue(sessions.unsent.clone());
-        bytes.extend_from_slice(&sessions.to_bytes());
-        let order = (0..=MAX_USER_FOLIO_ORDER).find(|order| (4096_u64 << order) >= bytes.len() as u64);
-        let Some(order) = order else {
-            log::warn!("kvstore: the Redis keyspace ({} bytes) is too large to hand over yet; it is lost", bytes.len());
+        let session_bytes = sessions.to_bytes();
+        // Written one after the other, never joined in one buffer (that
+        // would take the keyspace's size again in memory).
+        let total = keys.len() + session_bytes.len();
+        let folios = write_folios(&[&keys, &session_bytes]);
+        let Some((order, folios)) = folios else {
+            log::warn!("kvstore: no memory to hand the Redis keyspace ({total} bytes) over; it is lost");
             return None;
         };
-        let mut folio = Folio::allocate(order).ok()?;
-        folio.bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
-        folio.preserve().ok()?;
-        let handover = (folio.physical, order, keyspace_bytes, bytes.len() as u64 - keyspace_bytes);
+        let place = HandoverPlace {
+            order,
+            keyspace_bytes: keys.len() as u64,
+            session_bytes: session_bytes.len() as u64,
+            folios: folios.iter().map(|folio| folio.physical).collect(),
+        };
         log::info!(
-            "kvstore: {} Redis key(s) and {} connection(s) handed over ({} bytes)",
+            "kvstore: {} Redis key(s) and {} connection(s) handed over ({total} bytes in {} folio(s))",
             self.store.len(),
             sessions.sessions.len(),
-            bytes.len()
+            folios.len()
         );
-        self.handover = Some(folio);
-        Some(handover)
+        self.handover = Some(folios);
+        Some(place)
     }
 
-    /// The update did not happen: the folio is not needed.
+    /// The update did not happen: the folios are not needed.
     pub fn abort_handover(&mut self) {
-        if let Some(folio) = self.handover.take() {
-            let _ = syscall::kho_unpreserve(folio.address, folio.size_bytes());
-            let _ = syscall::free_preservable(folio.address);
+        for folio in self.handover.take().unwrap_or_default() {
+            release(&folio);
         }
     }
 
@@ -307,20 +308,78 @@ fn refresh_kernel_info(info: &mut ServerInfo) {
         .collect();
 }
 
-/// The keyspace and sessions a previous instance handed over at
-/// `handover`, read back and their folio freed.
-pub fn take_over(handover: Handover) -> Option<Restored> {
-    let (physical, order, keyspace, sessions) = handover;
-    let mut folio = Folio::restore(physical, order).ok()?;
-    let bytes = folio.bytes_mut();
-    let end = keyspace.checked_add(sessions).and_then(|end| usize::try_from(end).ok());
-    let restored = end.and_then(|end| bytes.get(..end)).and_then(|bytes| {
-        let (keys, sessions) = bytes.split_at(keyspace as usize);
-        // A previous instance that knew no sessions wrote none.
-        let sessions = if sessions.is_empty() { Some(Sessions::default()) } else { Sessions::from_bytes(sessions) };
-        Some((MemoryStore::from_bytes(keys)?, sessions?))
-    });
+/// Unpreserves (if it was) and frees a folio.
+fn release(folio: &Folio) {
+    let _ = syscall::kho_unpreserve(folio.address, folio.size_bytes());
     let _ = syscall::free_preservable(folio.address);
+}
+
+/// `parts`, one after the other, written into preserved folios laid out
+/// as `HandoverPlace` says; `None` (and nothing kept) when memory runs
+/// out.
+fn write_folios(parts: &[&[u8]]) -> Option<(u32, Vec<Folio>)> {
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let (order, count) = HandoverPlace::layout(total as u64)?;
+    let mut folios: Vec<Folio> = Vec::with_capacity(count);
+    for _ in 0..count {
+        match Folio::allocate(order) {
+            Ok(folio) => folios.push(folio),
+            Err(error) => {
+                log::warn!("kvstore: a handover folio: {error}");
+                folios.iter().for_each(release);
+                return None;
+            }
+        }
+    }
+    let folio_bytes = 4096usize << order;
+    let mut at = 0;
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            let (index, offset) = (at / folio_bytes, at % folio_bytes);
+            let room = (folio_bytes - offset).min(rest.len());
+            folios[index].bytes_mut()[offset..offset + room].copy_from_slice(&rest[..room]);
+            rest = &rest[room..];
+            at += room;
+        }
+    }
+    for folio in &folios {
+        if let Err(error) = folio.preserve() {
+            log::warn!("kvstore: a handover folio cannot be preserved: {error}");
+            folios.iter().for_each(release);
+            return None;
+        }
+    }
+    Some((order, folios))
+}
+
+/// The keyspace and sessions a previous instance handed over at `place`,
+/// read back and their folios freed.
+pub fn take_over(place: HandoverPlace) -> Option<Restored> {
+    let total = usize::try_from(place.keyspace_bytes.checked_add(place.session_bytes)?).ok()?;
+    let mut bytes = Vec::with_capacity(total);
+    let mut restored_folios = Vec::new();
+    for &physical in &place.folios {
+        match Folio::restore(physical, place.order) {
+            Ok(mut folio) => {
+                let wanted = (total - bytes.len()).min(folio.size_bytes() as usize);
+                bytes.extend_from_slice(&folio.bytes_mut()[..wanted]);
+                restored_folios.push(folio);
+            }
+            Err(error) => log::warn!("kvstore: cannot restore a handover folio at {physical:#x}: {error}"),
+        }
+    }
+    for folio in &restored_folios {
+        let _ = syscall::free_preservable(folio.address);
+    }
+    let restored = (bytes.len() == total && restored_folios.len() == place.folios.len())
+        .then(|| {
+            let (keys, sessions) = bytes.split_at(place.keyspace_bytes as usize);
+            // A previous instance that knew no sessions wrote none.
+            let sessions = if sessions.is_empty() { Some(Sessions::default()) } else { Sessions::from_bytes(sessions) };
+            Some((MemoryStore::from_bytes(keys)?, sessions?))
+        })
+        .flatten();
     match &restored {
         Some((store, sessions)) => {
             log::info!("kvstore: {} Redis key(s) and {} connection(s) taken over", store.len(), sessions.sessions.len())

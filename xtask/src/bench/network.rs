@@ -230,10 +230,8 @@ impl Stream {
 /// The kernel's blackout of every update in `output`, (generation,
 /// microseconds); an error naming `log` unless there are `updates`.
 pub(super) fn kernel_blackouts(output: &str, updates: u32, log: &std::path::Path) -> Result<Vec<(u64, u64)>> {
-    let blackouts: Vec<(u64, u64)> = parse_updates(output)
-        .iter()
-        .map(|update| (update.get("generation"), update.get("blackout_us")))
-        .collect();
+    let blackouts: Vec<(u64, u64)> =
+        parse_updates(output).iter().map(|update| (update.get("generation"), update.get("blackout_us"))).collect();
     if blackouts.len() != updates as usize {
         bail!("{} of {updates} updates reported (serial log: {})", blackouts.len(), log.display());
     }

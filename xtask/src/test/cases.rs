@@ -939,6 +939,27 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         "service 'kvstore' (id 4) restarted",
         "Redis key(s) and 1 connection(s) taken over",
     ]);
+    // A keyspace of 6 MiB, past one folio, written before the first
+    // update (6 s in), which restarts kvstore: it goes across in 4 MiB
+    // folios and every key is there afterwards.
+    let bulk = redis_update(
+        arch,
+        "a 6 MiB Redis keyspace goes across kvstore's restart in several folios",
+        Module::SecondVersion,
+        "demo.updates=2 demo.shutdown=1 demo.wait=1 demo.interval_ms=6000 pci.assign=netd:1af4:1000",
+        Expect::demo_with(
+            2,
+            &[
+                ("host: 1500 values of 4096 bytes on one connection, all there after the updates", 1),
+                ("kvstore: 1500 Redis key(s) and 1 connection(s) handed over", 1),
+                ("folio(s))", 1),
+                ("kvstore: 1500 Redis key(s) and 1 connection(s) taken over", 1),
+            ],
+            &["kernel panic", "stopping", "refused port", "does not read", "lost"],
+        ),
+        |port| HostTraffic::Bulk { port },
+    )
+    .must_contain("in 2 folio(s)");
     // Hostile clients while two updates happen, the first restarting
     // kvstore: past maxclients, a 2 GiB bulk, bytes that are not RESP, a
     // byte-a-time client and a full maxmemory each get Redis's answer,
@@ -1108,6 +1129,7 @@ fn pci_cases(arch: Arch) -> Vec<QemuCase> {
         pipelined,
         hostile,
         crowd,
+        bulk,
         neighbours,
         session,
     ]

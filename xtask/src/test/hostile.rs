@@ -19,7 +19,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// kvstore.maxmemory=64kb`).
 pub const MAX_CLIENTS: usize = 4;
 
-fn connect(port: u16) -> Result<TcpStream, String> {
+pub(super) fn connect(port: u16) -> Result<TcpStream, String> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let stream = TcpStream::connect_timeout(&address, READ_TIMEOUT).map_err(|error| format!("connect: {error}"))?;
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|error| error.to_string())?;
@@ -28,7 +28,7 @@ fn connect(port: u16) -> Result<TcpStream, String> {
 }
 
 /// A request as redis-cli sends it: an array of bulk strings.
-fn request(words: &[&[u8]]) -> Vec<u8> {
+pub(super) fn request(words: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", words.len()).into_bytes();
     for word in words {
         out.extend_from_slice(format!("${}\r\n", word.len()).as_bytes());
@@ -40,7 +40,7 @@ fn request(words: &[&[u8]]) -> Vec<u8> {
 
 /// Reads one reply line (`+OK`, `-ERR ...`, `:1`, `$N` and its bulk);
 /// the line without its `\r\n`, a bulk as its bytes.
-fn reply(stream: &mut TcpStream) -> Result<String, String> {
+pub(super) fn reply(stream: &mut TcpStream) -> Result<String, String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
@@ -61,7 +61,7 @@ fn reply(stream: &mut TcpStream) -> Result<String, String> {
     Ok(text)
 }
 
-fn command(stream: &mut TcpStream, words: &[&[u8]]) -> Result<String, String> {
+pub(super) fn command(stream: &mut TcpStream, words: &[&[u8]]) -> Result<String, String> {
     stream.write_all(&request(words)).map_err(|error| format!("send: {error}"))?;
     reply(stream)
 }

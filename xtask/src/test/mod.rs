@@ -2,6 +2,7 @@
 //! of the kernel on both architectures, with one final verdict. The QEMU
 //! cases are data (`cases`), run and checked by `runner`.
 
+mod bulk;
 mod cases;
 mod host;
 mod hostile;

@@ -42,6 +42,12 @@ pub enum HostTraffic {
         /// The forwarded host port of the guest's 6379.
         port: u16,
     },
+    /// A keyspace past one folio (`super::bulk`), written once kvstore
+    /// serves Redis and read back when the demo pauses.
+    Bulk {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+    },
     /// `clients` connecting at once (`super::hostile::Crowd`), started
     /// once kvstore serves Redis; reported when the demo pauses.
     Crowd {
@@ -285,6 +291,7 @@ pub struct Traffic {
     benchmark: Option<Benchmark>,
     hostile: Option<super::hostile::Hostile>,
     crowd: Option<super::hostile::Crowd>,
+    bulk: Option<super::bulk::Bulk>,
     counter: u32,
     sent: u32,
     echoed: u32,
@@ -302,6 +309,7 @@ impl Traffic {
             benchmark: None,
             hostile: None,
             crowd: None,
+            bulk: None,
             counter: 0,
             sent: 0,
             echoed: 0,
@@ -398,6 +406,20 @@ impl Traffic {
                     let report = match self.hostile.take() {
                         Some(hostile) => hostile.finish(),
                         None => "host: hostile clients never started".to_string(),
+                    };
+                    self.finish_report(report);
+                } else {
+                    return;
+                }
+            }
+            HostTraffic::Bulk { port } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.bulk.is_none() {
+                    self.bulk = Some(super::bulk::Bulk::start(port));
+                    return;
+                } else if is_pause {
+                    let report = match self.bulk.take() {
+                        Some(bulk) => bulk.finish(),
+                        None => "host: the large keyspace was never written".to_string(),
                     };
                     self.finish_report(report);
                 } else {

@@ -16,11 +16,13 @@ extern crate alloc;
 mod commands;
 mod framer;
 pub mod glob;
+mod handover;
 mod sessions;
 mod store;
 
 pub use commands::{Client, Command, Limits, MAX_CLIENTS, MAX_CLIENTS_REPLY, Outcome, ServerInfo, execute, parse_size};
 pub use framer::{Framer, FramerError};
+pub use handover::HandoverPlace;
 pub use redis_protocol::resp2::types::OwnedFrame as Frame;
 pub use sessions::{Session, Sessions, Unsent};
 pub use store::{MemoryStore, Store, StoreError};
