@@ -1,6 +1,7 @@
 //! client: exercises kvstore and counter over IPC. With argument 0 it fills
 //! the store with a known set of keys and checks every operation; with 1 it
-//! only verifies that the known set is still there (after an update); with
+//! verifies that the known set is still there (after an update) and that
+//! the store takes writes again; with
 //! bit 8 set (a test) it ends at once without a report. It
 //! answers init's call with a report (failed checks, keys, checksum,
 //! counter, uptime) and exits 0 when everything matched.
@@ -104,6 +105,14 @@ fn main(mode: u64) -> i32 {
     let summary = request(kvstore, &KvRequest::Summary);
     let (count, checksum) = summary.map_or((0, 0), |reply| (reply.words[0], reply.words[1]));
     checks.check(count == KEY_COUNT, "summary counts every key");
+    if mode != 0 {
+        // After an update the store takes writes again (it froze them
+        // for the update's prepare).
+        let reply = request(kvstore, &KvRequest::Put { key: b"after-update", value: b"x" });
+        checks.check(reply.is_some_and(|reply| reply.label == protocol::STATUS_OK), "put after the update");
+        let reply = request(kvstore, &KvRequest::Delete { key: b"after-update" });
+        checks.check(reply.is_some_and(|reply| reply.label == protocol::STATUS_OK), "delete after the update");
+    }
     // The counter moves forward.
     let read = |target| syscall::call_service(target, &Message::new(label::COUNTER_READ, [0; 6])).ok();
     let (first_read, second_read) = (read(counter), read(counter));

@@ -335,6 +335,11 @@ fn main(_argument: u64) -> i32 {
                 continue;
             }
         };
+        // Running on a new kernel, resumed: writes are taken again (the
+        // Redis side follows netd on the same message below).
+        if message.sender == KERNEL_SENDER && UpdateEvent::from_label(message.label) == Some(UpdateEvent::Continued) {
+            store.is_frozen = false;
+        }
         if let Some(redis) = redis.as_mut() {
             if redis.is_doorbell(&message) {
                 redis.service();
