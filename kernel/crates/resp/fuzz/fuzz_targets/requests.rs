@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut store = MemoryStore::new();
     let mut client = Client::new(1);
-    let limits = Limits { max_value_bytes: 64, max_keys: 32, max_memory_bytes: 1024, max_arguments: 16, max_clients: 4 };
+    let limits =
+        Limits { max_value_bytes: 64, max_keys: 32, max_memory_bytes: 1024, max_arguments: 16, max_clients: 4 };
     let info = ServerInfo::default();
     let mut framer = Framer::new();
     let mut out = Vec::new();
