@@ -167,10 +167,11 @@ impl Listener {
         self.outgoing.push_back((connection, None));
     }
 
-    /// Takes every record still queued, in order (a restarting service
-    /// hands them to its next instance).
-    pub fn take_outgoing(&mut self) -> Vec<(u8, Option<Vec<u8>>)> {
-        self.outgoing.drain(..).collect()
+    /// Every record still queued, in order (a restarting service hands
+    /// them to its next instance; they stay queued should the update be
+    /// aborted).
+    pub fn queued(&self) -> Vec<(u8, Option<Vec<u8>>)> {
+        self.outgoing.iter().cloned().collect()
     }
 
     /// Queues records a previous instance left unsent, ahead of anything
@@ -179,11 +180,6 @@ impl Listener {
         for record in records.into_iter().rev() {
             self.outgoing.push_front(record);
         }
-    }
-
-    /// Drops what is queued for `connection` (it is gone).
-    pub fn forget(&mut self, connection: u8) {
-        self.outgoing.retain(|(queued, _)| *queued != connection);
     }
 
     /// Writes what fits and rings netd if anything went.

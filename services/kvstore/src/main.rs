@@ -294,7 +294,7 @@ fn main(_argument: u64) -> i32 {
         log::warn!("kvstore: cannot subscribe to updates: {error}");
     }
     let fdt = fetch_sub_fdt().ok();
-    let redis_keys = fdt.and_then(redis_handover).and_then(redis::take_over);
+    let handed_over = fdt.and_then(redis_handover).map(redis::restore_handover);
     let mut store = match restore(fdt) {
         Some(store) => store,
         None => {
@@ -312,6 +312,10 @@ fn main(_argument: u64) -> i32 {
         }
     };
     let _ = syscall::kho_done();
+    // Read after `kho_done`: the folios are kvstore's again, and the time
+    // this takes (it grows with the keyspace) is kvstore's, not the
+    // handover's. netd holds the clients' requests meanwhile.
+    let redis_keys = handed_over.and_then(redis::take_over);
     log::info!("kvstore: ready (format {FORMAT}, {} entries)", store.entries().len());
     let mut buffers = DecodeBuffers::default();
     // Redis clients, when the machine has a network.

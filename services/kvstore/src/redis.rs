@@ -126,10 +126,8 @@ impl Redis {
                     framer: connection.framer.clone(),
                 })
                 .collect(),
-            unsent: self.listener.take_outgoing(),
+            unsent: self.listener.queued(),
         };
-        // Kept queued too, should the update be aborted.
-        self.listener.requeue(sessions.unsent.clone());
         let session_bytes = sessions.to_bytes();
         // Written one after the other, never joined in one buffer (that
         // would take the keyspace's size again in memory).
@@ -353,26 +351,42 @@ fn write_folios(parts: &[&[u8]]) -> Option<(u32, Vec<Folio>)> {
     Some((order, folios))
 }
 
-/// The keyspace and sessions a previous instance handed over at `place`,
-/// read back and their folios freed.
-pub fn take_over(place: HandoverPlace) -> Option<Restored> {
-    let total = usize::try_from(place.keyspace_bytes.checked_add(place.session_bytes)?).ok()?;
-    let mut bytes = Vec::with_capacity(total);
-    let mut restored_folios = Vec::new();
+/// The folios a previous instance handed its state over in, taken back
+/// (before `kho_done`: only this is part of the handover; reading them is
+/// not).
+pub struct HandedOver {
+    place: HandoverPlace,
+    folios: Vec<Folio>,
+}
+
+/// Takes the folios at `place` back from the handover.
+pub fn restore_handover(place: HandoverPlace) -> HandedOver {
+    let mut folios = Vec::new();
     for &physical in &place.folios {
         match Folio::restore(physical, place.order) {
-            Ok(mut folio) => {
-                let wanted = (total - bytes.len()).min(folio.size_bytes() as usize);
-                bytes.extend_from_slice(&folio.bytes_mut()[..wanted]);
-                restored_folios.push(folio);
-            }
+            Ok(folio) => folios.push(folio),
             Err(error) => log::warn!("kvstore: cannot restore a handover folio at {physical:#x}: {error}"),
         }
     }
-    for folio in &restored_folios {
+    HandedOver { place, folios }
+}
+
+/// Reads the keyspace and sessions back out of the handed-over folios and
+/// frees them.
+pub fn take_over(handed_over: HandedOver) -> Option<Restored> {
+    let HandedOver { place, mut folios } = handed_over;
+    let total = place.keyspace_bytes.checked_add(place.session_bytes).and_then(|total| usize::try_from(total).ok());
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0));
+    if let Some(total) = total {
+        for folio in &mut folios {
+            let wanted = (total - bytes.len()).min(folio.size_bytes() as usize);
+            bytes.extend_from_slice(&folio.bytes_mut()[..wanted]);
+        }
+    }
+    for folio in &folios {
         let _ = syscall::free_preservable(folio.address);
     }
-    let restored = (bytes.len() == total && restored_folios.len() == place.folios.len())
+    let restored = (total == Some(bytes.len()) && folios.len() == place.folios.len())
         .then(|| {
             let (keys, sessions) = bytes.split_at(place.keyspace_bytes as usize);
             // A previous instance that knew no sessions wrote none.

@@ -8,7 +8,9 @@
 //! binary at an update) loses neither. Its next instance asks again, gets
 //! the same grant, attaches to the channel where its previous instance
 //! stopped reading, and is told every connection still open (`Accepted`
-//! again), so TCP clients outside never notice. Everything lives in
+//! again), so TCP clients outside never notice. A restarted client that
+//! was handed its connections by its previous instance asks as a resumed
+//! one, and is told nothing again. Everything lives in
 //! memory the update hands over, so a resumed netd and a resumed client
 //! carry on mid-connection.
 
@@ -24,7 +26,8 @@ use smoltcp::wire::IpAddress;
 /// The most connections one listener accepts at a time.
 pub const MAX_CONNECTIONS: u64 = 128;
 /// The most closed connections a listener lets finish closing beside its
-/// slots; past that the oldest is reset.
+/// slots; past that the oldest is dropped (the next segment its peer sends
+/// gets a reset: no socket has it any more).
 const MAX_LINGERING: usize = 64;
 /// Each channel: an order-3 folio (32 KiB), a 4 KiB header and two 8 KiB
 /// rings.

@@ -76,6 +76,26 @@ pub enum HostTraffic {
 /// How long redis-benchmark may take after the demo paused.
 const BENCHMARK_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// Starts the clients of a kind that runs on threads of its own from when
+/// kvstore serves Redis until the demo pauses; what finishes them.
+fn start_background(kind: HostTraffic) -> Option<Box<dyn FnOnce() -> String>> {
+    match kind {
+        HostTraffic::Hostile { port } => {
+            let hostile = super::hostile::Hostile::start(port);
+            Some(Box::new(move || hostile.finish()))
+        }
+        HostTraffic::Bulk { port } => {
+            let bulk = super::bulk::Bulk::start(port);
+            Some(Box::new(move || bulk.finish()))
+        }
+        HostTraffic::Crowd { port, clients } => {
+            let crowd = super::hostile::Crowd::start(port, clients);
+            Some(Box::new(move || crowd.finish()))
+        }
+        _ => None,
+    }
+}
+
 /// What `INFO baton` says, over a connection of its own, in a line:
 /// the kernel's version, its generation, how many updates it lists and
 /// whether the last blackout is there.
@@ -289,9 +309,9 @@ pub struct Traffic {
     stream: Option<TcpStream>,
     redis: Option<RedisCli>,
     benchmark: Option<Benchmark>,
-    hostile: Option<super::hostile::Hostile>,
-    crowd: Option<super::hostile::Crowd>,
-    bulk: Option<super::bulk::Bulk>,
+    /// Clients on threads of their own (hostile, bulk, crowd): what
+    /// finishes them and gives the report line.
+    background: Option<Box<dyn FnOnce() -> String>>,
     counter: u32,
     sent: u32,
     echoed: u32,
@@ -307,9 +327,7 @@ impl Traffic {
             stream: None,
             redis: None,
             benchmark: None,
-            hostile: None,
-            crowd: None,
-            bulk: None,
+            background: None,
             counter: 0,
             sent: 0,
             echoed: 0,
@@ -398,42 +416,14 @@ impl Traffic {
                     return;
                 }
             }
-            HostTraffic::Hostile { port } => {
-                if line.contains("kvstore: serving Redis on TCP port 6379") && self.hostile.is_none() {
-                    self.hostile = Some(super::hostile::Hostile::start(port));
+            HostTraffic::Hostile { .. } | HostTraffic::Bulk { .. } | HostTraffic::Crowd { .. } => {
+                if line.contains("kvstore: serving Redis on TCP port 6379") && self.background.is_none() {
+                    self.background = start_background(self.kind);
                     return;
                 } else if is_pause {
-                    let report = match self.hostile.take() {
-                        Some(hostile) => hostile.finish(),
-                        None => "host: hostile clients never started".to_string(),
-                    };
-                    self.finish_report(report);
-                } else {
-                    return;
-                }
-            }
-            HostTraffic::Bulk { port } => {
-                if line.contains("kvstore: serving Redis on TCP port 6379") && self.bulk.is_none() {
-                    self.bulk = Some(super::bulk::Bulk::start(port));
-                    return;
-                } else if is_pause {
-                    let report = match self.bulk.take() {
-                        Some(bulk) => bulk.finish(),
-                        None => "host: the large keyspace was never written".to_string(),
-                    };
-                    self.finish_report(report);
-                } else {
-                    return;
-                }
-            }
-            HostTraffic::Crowd { port, clients } => {
-                if line.contains("kvstore: serving Redis on TCP port 6379") && self.crowd.is_none() {
-                    self.crowd = Some(super::hostile::Crowd::start(port, clients));
-                    return;
-                } else if is_pause {
-                    let report = match self.crowd.take() {
-                        Some(crowd) => crowd.finish(),
-                        None => "host: the crowd never started".to_string(),
+                    let report = match self.background.take() {
+                        Some(finish) => finish(),
+                        None => "host: the clients never started".to_string(),
                     };
                     self.finish_report(report);
                 } else {
