@@ -292,7 +292,7 @@ fn direct_cases(arch: Arch) -> Vec<QemuCase> {
         Arch::X86_64 => "direct (PVH)",
         Arch::Aarch64 => "direct (arm64 Image)",
     };
-    let cases = vec![
+    let mut cases = vec![
         QemuCase::new(format!("{arch} direct: kernel tests"), arch)
             .command_line("ktest=all")
             .memory(256)
@@ -363,7 +363,7 @@ const ONE_UPDATE: &str = "demo.updates=1 demo.shutdown=1";
 /// Updates that must lose nothing: into the same image, on machines without
 /// an HPET or x2APIC, many in a row, in little RAM, with large state.
 fn update_cases(arch: Arch) -> Vec<QemuCase> {
-    let cases = vec![
+    let mut cases = vec![
         update(arch, "self-kexec into the same image", Module::SameImage, ONE_UPDATE, Expect::Demo(1))
             .must_contain("from=0.1.0 to=0.1.0"),
     ];
@@ -1200,7 +1200,7 @@ fn handover_cases(arch: Arch) -> Vec<QemuCase> {
             &["booting via kho"],
         )
     };
-    let cases = vec![
+    let mut cases = vec![
         update(
             arch,
             "the outgoing handover is dumped and decoded independently",
@@ -1324,7 +1324,7 @@ fn limine_cases(arch: Arch, with_bios_usb: bool) -> Vec<QemuCase> {
             .boot(Boot::Limine(firmware, drive))
             .must_contain(banner(arch, "limine"))
     };
-    let cases = vec![
+    let mut cases = vec![
         limine(format!("{arch} limine (uefi): self-kexec into its own image"), Firmware::Uefi, Drive::Cd)
             .command_line(format!("{ONE_UPDATE} demo.image=own"))
             .module(Module::SameImage)
