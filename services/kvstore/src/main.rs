@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+mod memory;
 mod redis;
 
 use alloc::vec::Vec;
@@ -31,9 +32,9 @@ const MAGIC: u64 = 0x4b56_5354_4f52_4521; // "KVSTORE!"
 const STATUS_FROZEN: u64 = 4;
 
 #[cfg(not(feature = "format-v2"))]
-const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 #[cfg(feature = "format-v2")]
-const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 2;
 
 /// One record, independent of its layout in a table.
 #[derive(Clone, Copy)]
@@ -325,7 +326,15 @@ fn main(_argument: u64) -> i32 {
     };
     loop {
         let waiting = redis.as_ref().is_some_and(redis::Redis::has_outgoing);
-        let received = if waiting { syscall::receive_until(syscall::clock() + 1_000_000) } else { syscall::receive() };
+        // While the Redis table migrates, a batch between messages.
+        let migrating = redis.as_ref().is_some_and(redis::Redis::is_migrating);
+        let received = if migrating {
+            syscall::receive_until(syscall::clock())
+        } else if waiting {
+            syscall::receive_until(syscall::clock() + 1_000_000)
+        } else {
+            syscall::receive()
+        };
         let message = match received {
             Ok(message) => message,
             Err(Error::WouldBlock) => {

@@ -1,28 +1,37 @@
 //! kvstore's Redis front: RESP2 on TCP port 6379 through netd's sockets,
 //! the commands of `baton-resp`.
 //!
-//! The keyspace is a `baton_resp::MemoryStore` in kvstore's memory: an
+//! The keyspace is a `baton_resp::Keyspace`: a table whose records and
+//! index live in blocks of preservable memory, addressed by offsets. An
 //! update that resumes kvstore keeps it whole (every page of the process
-//! goes across). One that restarts kvstore gets it as explicit state: on
-//! `prepare` the keyspace and the connections' state (`Sessions`: clients,
-//! half-arrived requests, replies not yet in netd's channel) are written
-//! into preservable folios (as many 4 MiB ones as it takes) that the sub-FDT
-//! names, and kvstore reads nothing more from netd. The next instance
-//! reads both back before it serves anyone and reads the channel where
-//! this one stopped, so every request is answered once, in order; netd
-//! keeps the connections open meanwhile. A table that lives in
-//! preservable memory all along (no copy at `prepare`, any size) is issue
-//! 16's item 2.
+//! goes across). One that restarts kvstore hands the same blocks over: on
+//! `prepare` they are preserved where they are (nothing is copied), and
+//! the table's short directory and the connections' state (`Sessions`:
+//! clients, half-arrived requests, replies not yet in netd's channel) are
+//! written into folios the sub-FDT names; kvstore then reads nothing more
+//! from netd. The next instance restores the blocks, uses the table as it
+//! is, and reads the channel where this one stopped, so every request is
+//! answered once, in order; netd keeps the connections open meanwhile.
+//! A next instance with a newer record format migrates the table lazily,
+//! between requests, never writing the old one.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use baton_resp::{
-    Client, Frame, Framer, HandoverPlace, Limits, MAX_CLIENTS_REPLY, MemoryStore, Outcome, ServerInfo, Session,
-    Sessions, Store, encode, execute,
+    Client, Frame, Framer, HandoverPlace, Keyspace, Limits, MAX_CLIENTS_REPLY, Outcome, ServerInfo, Session, Sessions,
+    Store, Table, encode, execute,
 };
 use baton_user::kho::Folio;
 use baton_user::sockets::{Followed, Listener, SocketRecord};
 use baton_user::{Message, syscall};
+
+use crate::FORMAT;
+use crate::memory::Preservable;
+
+/// The keyspace kvstore serves.
+type Keys = Keyspace<Preservable>;
+/// Slots of an old table migrated between two requests.
+const MIGRATION_BATCH: u64 = 256;
 
 /// The Redis port.
 const PORT: u16 = 6379;
@@ -39,7 +48,11 @@ struct Connection {
 /// The Redis side of kvstore.
 pub struct Redis {
     listener: Listener,
-    store: MemoryStore,
+    store: Keys,
+    /// The table's blocks are preserved for a restart.
+    is_table_preserved: bool,
+    /// When a migration from an older format began (ns), while it runs.
+    migration_started: Option<u64>,
     limits: Limits,
     info: ServerInfo,
     connections: BTreeMap<u8, Connection>,
@@ -52,7 +65,25 @@ pub struct Redis {
 }
 
 /// What a previous instance handed over.
-pub type Restored = (MemoryStore, Sessions);
+pub type Restored = (Keys, Sessions);
+
+/// The table's hash key: a hostile client cannot aim its keys at one
+/// slot without it. From the clock (Baton has no entropy source yet).
+fn seed() -> [u64; 2] {
+    let now = syscall::clock();
+    [now ^ 0x6b76_7374_6f72_6531, now.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15]
+}
+
+/// An empty keyspace; `None` (said why) without memory for one.
+fn empty_keyspace() -> Option<Keys> {
+    match Keyspace::new(Preservable, FORMAT, seed()) {
+        Ok(keys) => Some(keys),
+        Err(error) => {
+            log::warn!("kvstore: no memory for the Redis table: {error:?}");
+            None
+        }
+    }
+}
 
 impl Redis {
     /// Asks netd (service `netd`) for the port, with the keyspace a
@@ -73,7 +104,7 @@ impl Redis {
                 Ok((listener, true)) => (Ok(listener), store, Sessions::default()),
                 Err(error) => (Err(error), store, sessions),
             },
-            None => (Listener::new(netd, PORT, sockets, "kvstore"), MemoryStore::new(), Sessions::default()),
+            None => (Listener::new(netd, PORT, sockets, "kvstore"), empty_keyspace()?, Sessions::default()),
         };
         let listener = match listener {
             Ok(listener) => listener,
@@ -89,9 +120,12 @@ impl Redis {
         );
         let mut info = ServerInfo::default();
         refresh_kernel_info(&mut info);
+        let migration_started = (store.info().migrating_keys > 0).then(syscall::clock);
         let mut redis = Redis {
             listener,
             store,
+            is_table_preserved: false,
+            migration_started,
             limits,
             info,
             connections: BTreeMap::new(),
@@ -107,14 +141,32 @@ impl Redis {
         Some(redis)
     }
 
-    /// An update restarts kvstore: writes the keyspace and the sessions
-    /// into preservable folios (one, or as many 4 MiB ones as it takes)
-    /// and preserves them; kvstore then leaves netd's channel alone.
-    /// `None` when there is no memory for them (the keys are then lost,
-    /// and said so).
+    /// An update restarts kvstore: preserves the table's blocks where
+    /// they are and writes its directory and the sessions into preserved
+    /// folios; kvstore then leaves netd's channel alone. `None` when they
+    /// cannot be preserved (the keys are then lost, and said so).
     pub fn prepare_restart(&mut self) -> Option<HandoverPlace> {
         self.abort_handover();
-        let keys = self.store.to_bytes();
+        // A directory names one table: a migration under way finishes now
+        // (it only runs after an update into a newer format).
+        if !self.store.finish_migration() {
+            log::warn!("kvstore: no memory to finish migrating the Redis table; its keys are lost");
+            return None;
+        }
+        self.migration_done();
+        let directory = self.store.directory()?;
+        let blocks = self.store.blocks();
+        for block in &blocks {
+            match syscall::kho_preserve(block.address, block.size_bytes() as u64) {
+                Ok(()) | Err(baton_user::Error::AlreadyExists) => {}
+                Err(error) => {
+                    log::warn!("kvstore: a block of the Redis table cannot be preserved ({error}); its keys are lost");
+                    self.unpreserve_table();
+                    return None;
+                }
+            }
+        }
+        self.is_table_preserved = true;
         let sessions = Sessions {
             next_client_id: self.next_client_id,
             sessions: self
@@ -129,34 +181,70 @@ impl Redis {
             unsent: self.listener.queued(),
         };
         let session_bytes = sessions.to_bytes();
-        // Written one after the other, never joined in one buffer (that
-        // would take the keyspace's size again in memory).
-        let total = keys.len() + session_bytes.len();
-        let folios = write_folios(&[&keys, &session_bytes]);
-        let Some((order, folios)) = folios else {
-            log::warn!("kvstore: no memory to hand the Redis keyspace ({total} bytes) over; it is lost");
+        let total = directory.len() + session_bytes.len();
+        let Some((order, folios)) = write_folios(&[&directory, &session_bytes]) else {
+            log::warn!(
+                "kvstore: no memory to hand the Redis table's directory over ({total} bytes); its keys are lost"
+            );
+            self.unpreserve_table();
             return None;
         };
         let place = HandoverPlace {
             order,
-            keyspace_bytes: keys.len() as u64,
+            keyspace_bytes: directory.len() as u64,
             session_bytes: session_bytes.len() as u64,
             folios: folios.iter().map(|folio| folio.physical).collect(),
         };
+        let info = self.store.info();
         log::info!(
-            "kvstore: {} Redis key(s) and {} connection(s) handed over ({total} bytes in {} folio(s))",
+            "kvstore: {} Redis key(s) handed over in place ({} block(s), {} bytes of preservable memory) with {} \
+             connection(s)",
             self.store.len(),
+            info.blocks,
+            info.allocated_bytes,
             sessions.sessions.len(),
-            folios.len()
         );
         self.handover = Some(folios);
         Some(place)
+    }
+
+    fn unpreserve_table(&mut self) {
+        for block in self.store.blocks() {
+            let _ = syscall::kho_unpreserve(block.address, block.size_bytes() as u64);
+        }
+        self.is_table_preserved = false;
+    }
+
+    /// Whether a migration from an older format is under way.
+    pub fn is_migrating(&self) -> bool {
+        self.migration_started.is_some()
+    }
+
+    /// One batch of the migration, between requests.
+    fn migrate_step(&mut self) {
+        if self.migration_started.is_some() && self.handover.is_none() && !self.store.migrate(MIGRATION_BATCH) {
+            self.migration_done();
+        }
+    }
+
+    fn migration_done(&mut self) {
+        if let Some(started) = self.migration_started.take() {
+            log::info!(
+                "kvstore: the Redis table migrated to format {FORMAT} in the background ({} key(s), {} ms); the old \
+                 table is freed",
+                self.store.len(),
+                (syscall::clock() - started) / 1_000_000
+            );
+        }
     }
 
     /// The update did not happen: the folios are not needed.
     pub fn abort_handover(&mut self) {
         for folio in self.handover.take().unwrap_or_default() {
             release(&folio);
+        }
+        if self.is_table_preserved {
+            self.unpreserve_table();
         }
     }
 
@@ -280,6 +368,7 @@ impl Redis {
         if let Err(why) = self.listener.flush() {
             log::warn!("kvstore: {why}");
         }
+        self.migrate_step();
     }
 }
 
@@ -351,15 +440,28 @@ fn write_folios(parts: &[&[u8]]) -> Option<(u32, Vec<Folio>)> {
     Some((order, folios))
 }
 
-/// The folios a previous instance handed its state over in, taken back
-/// (before `kho_done`: only this is part of the handover; reading them is
-/// not).
+/// What a previous instance handed over, taken back before `kho_done`:
+/// the folios of the directory and sessions, and the table restored from
+/// the directory (only this is part of the handover; reading the sessions
+/// is not).
 pub struct HandedOver {
     place: HandoverPlace,
     folios: Vec<Folio>,
+    keys: Option<Keys>,
 }
 
-/// Takes the folios at `place` back from the handover.
+/// The first `length` bytes the folios hold, read out.
+fn folio_bytes(folios: &mut [Folio], length: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(length);
+    for folio in folios {
+        let wanted = (length - bytes.len()).min(folio.size_bytes() as usize);
+        bytes.extend_from_slice(&folio.bytes_mut()[..wanted]);
+    }
+    bytes
+}
+
+/// Takes the folios at `place` back from the handover, and the table its
+/// directory names.
 pub fn restore_handover(place: HandoverPlace) -> HandedOver {
     let mut folios = Vec::new();
     for &physical in &place.folios {
@@ -368,35 +470,59 @@ pub fn restore_handover(place: HandoverPlace) -> HandedOver {
             Err(error) => log::warn!("kvstore: cannot restore a handover folio at {physical:#x}: {error}"),
         }
     }
-    HandedOver { place, folios }
-}
-
-/// Reads the keyspace and sessions back out of the handed-over folios and
-/// frees them.
-pub fn take_over(handed_over: HandedOver) -> Option<Restored> {
-    let HandedOver { place, mut folios } = handed_over;
-    let total = place.keyspace_bytes.checked_add(place.session_bytes).and_then(|total| usize::try_from(total).ok());
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0));
-    if let Some(total) = total {
-        for folio in &mut folios {
-            let wanted = (total - bytes.len()).min(folio.size_bytes() as usize);
-            bytes.extend_from_slice(&folio.bytes_mut()[..wanted]);
+    let mut keys = None;
+    if folios.len() == place.folios.len()
+        && let Ok(length) = usize::try_from(place.keyspace_bytes)
+    {
+        let directory = folio_bytes(&mut folios, length);
+        if Table::is_directory(&directory) {
+            match Keyspace::from_directory(Preservable, &directory, FORMAT, seed()) {
+                Ok(table) => keys = Some(table),
+                Err(error) => log::warn!("kvstore: the handed-over Redis table is refused: {error}; starting empty"),
+            }
         }
     }
+    HandedOver { place, folios, keys }
+}
+
+/// Reads the sessions (and a keyspace an instance from before the table
+/// wrote as bytes) out of the handed-over folios and frees them.
+pub fn take_over(handed_over: HandedOver) -> Option<Restored> {
+    let HandedOver { place, mut folios, keys } = handed_over;
+    let total = place.keyspace_bytes.checked_add(place.session_bytes).and_then(|total| usize::try_from(total).ok());
+    let bytes = match total {
+        Some(total) if folios.len() == place.folios.len() => folio_bytes(&mut folios, total),
+        _ => Vec::new(),
+    };
     for folio in &folios {
         let _ = syscall::free_preservable(folio.address);
     }
-    let restored = (total == Some(bytes.len()) && folios.len() == place.folios.len())
+    let restored = (total == Some(bytes.len()))
         .then(|| {
-            let (keys, sessions) = bytes.split_at(place.keyspace_bytes as usize);
+            let (keyspace, sessions) = bytes.split_at(place.keyspace_bytes as usize);
             // A previous instance that knew no sessions wrote none.
             let sessions = if sessions.is_empty() { Some(Sessions::default()) } else { Sessions::from_bytes(sessions) };
-            Some((MemoryStore::from_bytes(keys)?, sessions?))
+            let keys = match keys {
+                Some(keys) => keys,
+                None if baton_resp::is_keyspace_bytes(keyspace) => {
+                    let mut keys = empty_keyspace()?;
+                    baton_resp::load_keyspace_bytes(keyspace, &mut keys).then_some(keys)?
+                }
+                None => return None,
+            };
+            Some((keys, sessions?))
         })
         .flatten();
     match &restored {
-        Some((store, sessions)) => {
-            log::info!("kvstore: {} Redis key(s) and {} connection(s) taken over", store.len(), sessions.sessions.len())
+        Some((keys, sessions)) => {
+            let info = keys.info();
+            log::info!(
+                "kvstore: {} Redis key(s) (format {}, {} to migrate) and {} connection(s) taken over",
+                keys.len(),
+                info.format,
+                info.migrating_keys,
+                sessions.sessions.len()
+            )
         }
         None => log::warn!("kvstore: the handed-over Redis keyspace does not read; starting empty"),
     }

@@ -113,14 +113,12 @@ pub struct Client {
     pub id: u64,
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
-    /// SCAN cursors handed out: cursor `n` resumes after `scan_marks[n - 1]`.
-    pub(crate) scan_marks: Vec<Vec<u8>>,
 }
 
 impl Client {
     /// A new connection.
     pub fn new(id: u64) -> Client {
-        Client { id, name: None, scan_marks: Vec::new() }
+        Client { id, name: None }
     }
 }
 
@@ -191,7 +189,7 @@ fn write(
     if existing.is_none() && store.len() >= limits.max_keys {
         return Err(error(OOM));
     }
-    let after = store.used_bytes() - existing.unwrap_or(0) + key.len() + value.len();
+    let after = store.used_bytes().saturating_sub(existing.unwrap_or(0)) + key.len() + value.len();
     if after > limits.max_memory_bytes && after > store.used_bytes() {
         return Err(error(OOM));
     }
@@ -337,6 +335,12 @@ fn info(store: &impl Store, limits: &Limits, server: &ServerInfo, section: Optio
     }
     if let Some(blackout) = server.last_blackout_us {
         baton.push(("last_blackout_us", format!("{blackout}")));
+    }
+    if let Some(table) = store.table_info() {
+        baton.push(("keyspace_format", format!("{}", table.format)));
+        baton.push(("keyspace_migrating_keys", format!("{}", table.migrating_keys)));
+        baton.push(("keyspace_blocks", format!("{}", table.blocks)));
+        baton.push(("keyspace_preservable_bytes", format!("{}", table.allocated_bytes)));
     }
     baton.push(("updates_recorded", format!("{}", server.update_history.len())));
     let history: Vec<(String, String)> = server
@@ -490,23 +494,17 @@ pub fn execute(
         }
         b"KEYS" => {
             need!(count == 1);
-            let mut found = Vec::new();
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let batch = store.keys_after(after.as_deref(), 256);
-                let Some(last) = batch.last().cloned() else { break };
-                for key in batch {
-                    if glob::matches(&arguments[0], &key) && live(store, &key, now_ms).is_some() {
-                        found.push(Frame::BulkString(key));
-                    }
-                }
-                after = Some(last);
-            }
+            let found = store
+                .keys()
+                .into_iter()
+                .filter(|key| glob::matches(&arguments[0], key) && live(store, key, now_ms).is_some())
+                .map(Frame::BulkString)
+                .collect();
             Frame::Array(found)
         }
         b"SCAN" => {
             need!(count >= 1);
-            scan(store, client, now_ms, arguments)
+            scan(store, now_ms, arguments)
         }
         b"DBSIZE" => {
             need!(count == 0);
@@ -536,6 +534,7 @@ pub fn execute(
                 _ => Frame::Integer(0),
             }
         }
+        b"DEBUG" => debug(store, limits, arguments),
         b"TYPE" => {
             need!(count == 1);
             let kind: &[u8] = if live(store, &arguments[0], now_ms).is_some() { b"string" } else { b"none" };
@@ -561,8 +560,8 @@ pub fn execute(
     (reply, Outcome::Continue)
 }
 
-fn scan(store: &mut impl Store, client: &mut Client, now_ms: u64, arguments: &[Vec<u8>]) -> Frame {
-    let Some(cursor) = core::str::from_utf8(&arguments[0]).ok().and_then(|text| text.parse::<usize>().ok()) else {
+fn scan(store: &mut impl Store, now_ms: u64, arguments: &[Vec<u8>]) -> Frame {
+    let Some(cursor) = core::str::from_utf8(&arguments[0]).ok().and_then(|text| text.parse::<u64>().ok()) else {
         return error("ERR invalid cursor");
     };
     let mut pattern: Option<&[u8]> = None;
@@ -581,24 +580,7 @@ fn scan(store: &mut impl Store, client: &mut Client, now_ms: u64, arguments: &[V
         }
         index += 2;
     }
-    let after = match cursor {
-        0 => None,
-        _ => match client.scan_marks.get(cursor - 1) {
-            Some(mark) => Some(mark.clone()),
-            None => return error("ERR invalid cursor"),
-        },
-    };
-    let batch = store.keys_after(after.as_deref(), wanted);
-    let next = if batch.len() < wanted {
-        0
-    } else {
-        // Marks are kept for the connection's last 64 cursors.
-        if client.scan_marks.len() >= 64 {
-            client.scan_marks.clear();
-        }
-        client.scan_marks.push(batch.last().cloned().unwrap_or_default());
-        client.scan_marks.len()
-    };
+    let (batch, next) = store.scan(cursor, wanted);
     let keys = batch
         .into_iter()
         .filter(|key| pattern.is_none_or(|pattern| glob::matches(pattern, key)))
@@ -606,6 +588,46 @@ fn scan(store: &mut impl Store, client: &mut Client, now_ms: u64, arguments: &[V
         .map(Frame::BulkString)
         .collect();
     Frame::Array(vec![Frame::BulkString(format!("{next}").into_bytes()), Frame::Array(keys)])
+}
+
+/// DEBUG POPULATE count [prefix] [size], as Redis has it for tests:
+/// keys `prefix:N` (prefix `key`) for N below count, each holding
+/// `value:N` (cut or padded with zeros to `size` bytes if given); keys
+/// already there are left alone. Stops at the first write refused (a
+/// limit, -OOM).
+fn debug(store: &mut impl Store, limits: &Limits, arguments: &[Vec<u8>]) -> Frame {
+    let Some(subcommand) = arguments.first() else { return wrong_arguments("debug") };
+    if !subcommand.eq_ignore_ascii_case(b"POPULATE") || !(2..=4).contains(&arguments.len()) {
+        return error("ERR DEBUG subcommand not supported (only POPULATE)");
+    }
+    let Some(count) = integer(&arguments[1]).filter(|count| *count >= 0) else {
+        return error("ERR value is out of range, must be positive");
+    };
+    let prefix = arguments.get(2).map_or(&b"key"[..], Vec::as_slice);
+    let size = match arguments.get(3).map(|size| integer(size)) {
+        None => None,
+        Some(Some(size)) if size >= 0 && size as usize <= limits.max_value_bytes => Some(size as usize),
+        Some(_) => return error("ERR value is out of range, must be positive"),
+    };
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    for number in 0..count {
+        key.clear();
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(format!(":{number}").as_bytes());
+        if store.get(&key).is_some() {
+            continue;
+        }
+        value.clear();
+        value.extend_from_slice(format!("value:{number}").as_bytes());
+        if let Some(size) = size {
+            value.resize(size, 0);
+        }
+        if let Err(refused) = write(store, limits, &key, &value, None) {
+            return refused;
+        }
+    }
+    ok()
 }
 
 fn config(limits: &Limits, arguments: &[Vec<u8>]) -> Frame {

@@ -17,15 +17,19 @@ mod commands;
 mod framer;
 pub mod glob;
 mod handover;
+mod keyspace;
 mod sessions;
 mod store;
+pub mod table;
 
 pub use commands::{Client, Command, Limits, MAX_CLIENTS, MAX_CLIENTS_REPLY, Outcome, ServerInfo, execute, parse_size};
 pub use framer::{Framer, FramerError};
 pub use handover::HandoverPlace;
+pub use keyspace::{Keyspace, KeyspaceInfo};
 pub use redis_protocol::resp2::types::OwnedFrame as Frame;
 pub use sessions::{Session, Sessions, Unsent};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{Store, StoreError, is_keyspace_bytes, keyspace_bytes, load_keyspace_bytes};
+pub use table::{Block, HeapMemory, Memory, Table, TableError};
 
 /// Encodes `frame` at the end of `out`.
 pub fn encode(frame: &Frame, out: &mut alloc::vec::Vec<u8>) {
@@ -40,5 +44,7 @@ pub fn encode(frame: &Frame, out: &mut alloc::vec::Vec<u8>) {
     }
 }
 
+#[cfg(test)]
+mod table_tests;
 #[cfg(test)]
 mod tests;

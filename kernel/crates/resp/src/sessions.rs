@@ -1,5 +1,5 @@
 //! The connections a restarting kvstore hands its next instance, beside
-//! the keyspace: for each, the client's state (id, name, SCAN cursors),
+//! the keyspace: for each, the client's state (id, name),
 //! the bytes of a request that had not all arrived, and the replies that
 //! had not gone into netd's channel yet. With these the next instance
 //! answers every request exactly once and in order, as if it had been
@@ -92,10 +92,9 @@ impl Sessions {
                 Some(name) => put_bytes(&mut out, name),
                 None => out.extend_from_slice(&NO_NAME.to_le_bytes()),
             }
-            out.extend_from_slice(&(session.client.scan_marks.len() as u32).to_le_bytes());
-            for mark in &session.client.scan_marks {
-                put_bytes(&mut out, mark);
-            }
+            // SCAN marks, from before SCAN's cursors were the table's:
+            // none now.
+            out.extend_from_slice(&0u32.to_le_bytes());
             put_bytes(&mut out, session.framer.pending_bytes());
         }
         out.extend_from_slice(&(self.unsent.len() as u32).to_le_bytes());
@@ -129,9 +128,11 @@ impl Sessions {
             if name_length != NO_NAME {
                 client.name = Some(reader.take(name_length as usize)?.to_vec());
             }
+            // SCAN marks an older instance wrote: the cursors they stood
+            // for were its own; a client's SCAN starts again.
             let marks = reader.count(4)?;
             for _ in 0..marks {
-                client.scan_marks.push(reader.bytes()?.to_vec());
+                reader.bytes()?;
             }
             let mut framer = Framer::new();
             framer.push(reader.bytes()?);

@@ -1,15 +1,15 @@
 //! What a Redis client sends is hostile: any bytes, framed and run as
-//! commands against the reference store, must give replies or a clean
+//! commands against the keyspace (its table in heap memory), must give replies or a clean
 //! protocol error, never a panic, and the store's byte count must stay
 //! true.
 
 #![no_main]
 
-use baton_resp::{Client, Framer, Limits, MemoryStore, ServerInfo, Store, encode, execute};
+use baton_resp::{Client, Framer, HeapMemory, Keyspace, Limits, ServerInfo, Store, encode, execute};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut store = MemoryStore::new();
+    let Ok(mut store) = Keyspace::new(HeapMemory::new(), 2, [1, 2]) else { return };
     let mut client = Client::new(1);
     let limits =
         Limits { max_value_bytes: 64, max_keys: 32, max_memory_bytes: 1024, max_arguments: 16, max_clients: 4 };
