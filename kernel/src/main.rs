@@ -42,6 +42,12 @@ mod services_note {
 use baton_boot::BootInfo;
 use core::panic::PanicInfo;
 
+/// How long a shutdown that waits for the console (`demo.wait=1`,
+/// `demo.screenshot=1`) keeps the services running at most: longer than
+/// the xtask waits for its host-side traffic (redis-benchmark's 240 s), so
+/// the machine never goes away under a test that is still talking to it.
+const PAUSE_BEFORE_SHUTDOWN_NS: u64 = 300_000_000_000;
+
 /// The common kernel entry, called by every boot adapter.
 #[unsafe(no_mangle)]
 pub fn baton_main(info: &'static BootInfo) -> ! {
@@ -113,8 +119,17 @@ pub fn baton_main(info: &'static BootInfo) -> ! {
             update::is_pending() || handover::incoming::release_due() || devices_due() || is_shutdown_pending()
         });
         if let Some(code) = syscall::pending_shutdown() {
-            // Services run on until the line arrives (at most a minute).
-            task::run_until(60_000_000_000, console::has_line_ended);
+            // Services run on until the line arrives (at most
+            // `PAUSE_BEFORE_SHUTDOWN_NS`, longer than any host-side wait of
+            // the xtask: a test talks to the services all that time).
+            let waited = task::run_until(PAUSE_BEFORE_SHUTDOWN_NS, console::has_line_ended);
+            if !waited {
+                log::warn!(
+                    target: "boot",
+                    "no line on the console within {} s of the pause: shutting down anyway",
+                    PAUSE_BEFORE_SHUTDOWN_NS / 1_000_000_000
+                );
+            }
             console::flush_held();
             baton_arch::debug_exit::exit(if code == 0 { baton_arch::EXIT_SUCCESS } else { baton_arch::EXIT_FAILURE });
         }

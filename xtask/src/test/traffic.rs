@@ -48,6 +48,14 @@ pub enum HostTraffic {
         /// The forwarded host port of the guest's 6379.
         port: u16,
     },
+    /// `keys` keys made by DEBUG POPULATE once kvstore serves Redis, all
+    /// checked when the demo pauses.
+    Populate {
+        /// The forwarded host port of the guest's 6379.
+        port: u16,
+        /// How many.
+        keys: usize,
+    },
     /// `clients` connecting at once (`super::hostile::Crowd`), started
     /// once kvstore serves Redis; reported when the demo pauses.
     Crowd {
@@ -86,6 +94,10 @@ fn start_background(kind: HostTraffic) -> Option<Box<dyn FnOnce() -> String>> {
         }
         HostTraffic::Bulk { port } => {
             let bulk = super::bulk::Bulk::start(port);
+            Some(Box::new(move || bulk.finish()))
+        }
+        HostTraffic::Populate { port, keys } => {
+            let bulk = super::bulk::Bulk::populate(port, keys);
             Some(Box::new(move || bulk.finish()))
         }
         HostTraffic::Crowd { port, clients } => {
@@ -416,7 +428,10 @@ impl Traffic {
                     return;
                 }
             }
-            HostTraffic::Hostile { .. } | HostTraffic::Bulk { .. } | HostTraffic::Crowd { .. } => {
+            HostTraffic::Hostile { .. }
+            | HostTraffic::Bulk { .. }
+            | HostTraffic::Populate { .. }
+            | HostTraffic::Crowd { .. } => {
                 if line.contains("kvstore: serving Redis on TCP port 6379") && self.background.is_none() {
                     self.background = start_background(self.kind);
                     return;
