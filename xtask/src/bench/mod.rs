@@ -22,6 +22,7 @@ mod plot;
 mod redis;
 mod report;
 mod run;
+mod table;
 
 use crate::arch::Arch;
 use crate::args::{Kvm, LimineDir, Target};
@@ -62,6 +63,10 @@ pub struct Args {
     /// Requests of each redis-benchmark test (`-n`).
     #[arg(long, default_value_t = 20_000)]
     redis_requests: u32,
+    /// Keys of the large-table run (DEBUG POPULATE in a 1 GiB guest, then
+    /// three updates; 0 leaves it out).
+    #[arg(long, default_value_t = 1_000_000)]
+    redis_keys: u64,
     #[command(flatten)]
     kvm: Kvm,
     #[command(flatten)]
@@ -88,6 +93,7 @@ impl Args {
             network_updates: self.network_updates,
             redis_updates: self.redis_updates,
             redis_requests: self.redis_requests.max(1),
+            redis_keys: self.redis_keys,
             kvm: self.kvm.kvm,
             limine_dir: self.limine.limine_dir.clone(),
         })
@@ -226,6 +232,8 @@ pub struct BenchOptions {
     pub redis_updates: u32,
     /// Requests of each redis-benchmark test.
     pub redis_requests: u32,
+    /// Keys of the large-table run (0: not run).
+    pub redis_keys: u64,
     /// Use KVM (x86_64).
     pub kvm: bool,
     /// Limine files for the Limine cold boots (skipped without them).

@@ -242,6 +242,18 @@ pub(super) fn kernel_blackouts(output: &str, updates: u32, log: &std::path::Path
 /// `interval_ms` apart, pausing before shutdown, the guest's TCP
 /// `guest_port` forwarded to a free port on 127.0.0.1. The QEMU command
 /// and that host port.
+/// A networked guest's memory and the options added to its command line.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GuestShape {
+    pub memory_mib: u32,
+    pub extra_options: &'static str,
+}
+
+impl GuestShape {
+    /// 512 MiB, nothing added.
+    pub const PLAIN: GuestShape = GuestShape { memory_mib: 512, extra_options: "" };
+}
+
 pub(super) fn networked_guest(
     arch: Arch,
     kvm: bool,
@@ -249,10 +261,11 @@ pub(super) fn networked_guest(
     updates: u32,
     interval_ms: u32,
     guest_port: u16,
+    GuestShape { memory_mib, extra_options }: GuestShape,
 ) -> Result<(std::process::Command, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let command_line = format!(
-        "demo.updates={updates} demo.shutdown=1 demo.wait=1 demo.interval_ms={interval_ms} {}",
+        "demo.updates={updates} demo.shutdown=1 demo.wait=1 demo.interval_ms={interval_ms} {} {extra_options}",
         crate::network::NETD_ASSIGNMENT
     );
     let config = QemuConfig {
@@ -262,7 +275,7 @@ pub(super) fn networked_guest(
             module: Some(kernels.1.elf.clone()),
             command_line,
         },
-        memory_mib: 512,
+        memory_mib,
         headless: true,
         kvm,
         extra_args: vec![
@@ -278,7 +291,7 @@ pub(super) fn networked_guest(
 
 /// Runs the guest and the stream; `updates` spaced updates.
 pub fn run(arch: Arch, kvm: bool, kernels: &(KernelBuild, KernelBuild), updates: u32) -> Result<NetworkFigures> {
-    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 7)?;
+    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 7, GuestShape::PLAIN)?;
     let mut stream: Option<Stream> = None;
     let mut timeline = None;
     let mut failure = None;

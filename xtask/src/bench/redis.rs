@@ -5,7 +5,7 @@
 //! whose longest wait around each update is the pause a Redis client
 //! sees, set beside the kernel's blackout for that update.
 
-use super::network::{kernel_blackouts, longest_gap, networked_guest};
+use super::network::{GuestShape, kernel_blackouts, longest_gap, networked_guest};
 use super::parse::median;
 use super::report::ms;
 use super::{FIRST_STEADY_UPDATE, output_dir};
@@ -115,7 +115,7 @@ fn benchmark(port: u16, requests: u32, pipeline: u32, is_during_updates: bool) -
 
 /// The probe: a PING every [`PROBE_INTERVAL`] on its own connection; the
 /// time of every PONG since it started.
-struct Probe {
+pub(super) struct Probe {
     started: Instant,
     replies_us: Arc<Mutex<Vec<u64>>>,
     sent: Arc<Mutex<u64>>,
@@ -124,7 +124,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(port: u16) -> Result<Probe> {
+    pub(super) fn start(port: u16) -> Result<Probe> {
         let mut stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -152,12 +152,12 @@ impl Probe {
         Ok(Probe { started, replies_us, sent, stop, thread })
     }
 
-    fn now_us(&self) -> u64 {
+    pub(super) fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
 
     /// Stops: (reply times, PINGs sent).
-    fn finish(self) -> (Vec<u64>, u64) {
+    pub(super) fn finish(self) -> (Vec<u64>, u64) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
         let replies = std::mem::take(&mut *self.replies_us.lock().unwrap());
@@ -176,7 +176,7 @@ pub fn run(
     requests: u32,
 ) -> Result<RedisFigures> {
     crate::doctor::ensure(&[crate::doctor::Need::RedisCli])?;
-    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 6379)?;
+    let (command, port) = networked_guest(arch, kvm, kernels, updates, INTERVAL_MS, 6379, GuestShape::PLAIN)?;
     let mut probe: Option<Probe> = None;
     let mut failure = None;
     let mut window_start = None;

@@ -306,6 +306,7 @@ mod tests {
             network_updates: 0,
             redis_updates: 0,
             redis_requests: 1,
+            redis_keys: 0,
             kvm: false,
             limine_dir: None,
         };

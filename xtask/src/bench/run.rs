@@ -233,8 +233,30 @@ pub fn qemu(options: &BenchOptions) -> Result<()> {
     } else {
         None
     };
+    let table = if options.redis_keys > 0 {
+        println!("bench: a Redis table of {} keys through {} updates ...", options.redis_keys, 3);
+        let figures = super::table::run(options.arch, options.kvm, &kernels, options.redis_keys)
+            .context("the large Redis table")?;
+        println!(
+            "bench:   populate {} ms, restart-prepare {:?} us, migration {:?} ms, kernel blackouts {:?} us, client \
+             pauses {:?} us",
+            figures.populate_ms,
+            figures.prepare_us,
+            figures.migration_ms,
+            figures.updates.iter().map(|update| update.kernel_blackout_us).collect::<Vec<_>>(),
+            figures.updates.iter().map(|update| update.client_pause_us).collect::<Vec<_>>(),
+        );
+        Some(figures)
+    } else {
+        None
+    };
     let directory = output_dir();
     report::write(&directory, options, &scenarios, &cold, network.as_ref())?;
+    if let Some(table) = &table {
+        let mut text = std::fs::read_to_string(directory.join("report.md"))?;
+        super::table::section(&mut text, table);
+        std::fs::write(directory.join("report.md"), text)?;
+    }
     if let Some(redis) = &redis {
         let mut text = std::fs::read_to_string(directory.join("report.md"))?;
         super::redis::section(&mut text, redis, options.redis_requests);
@@ -262,6 +284,7 @@ mod tests {
             network_updates: 0,
             redis_updates: 0,
             redis_requests: 1,
+            redis_keys: 0,
             kvm: false,
             limine_dir: None,
         };
